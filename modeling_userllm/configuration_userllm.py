@@ -1,0 +1,136 @@
+"""USER-LLM model configuration.
+
+This file is copied next to the weights by `save_pretrained`, so it imports only transformers
+and the standard library.
+"""
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+# Each system of the paper is the same model with some modules switched off.
+VARIANTS: dict[str, dict[str, bool]] = {
+    # Text only: titles of the history and of the target (TALLRec).
+    "tallrec": dict(use_history_encoder=False, use_visual=False, use_collaborative=False, use_descriptions=False),
+    # + a collaborative token for the user and for the target item (CoLLM).
+    "collm": dict(use_history_encoder=False, use_visual=False, use_collaborative=True, use_descriptions=False),
+    # + one image token per history item and for the target (CoLLM-VA).
+    "collm_va": dict(use_history_encoder=False, use_visual=True, use_collaborative=True, use_descriptions=False),
+    # USER-LLM with the full history written inline instead of the UHEM token.
+    "userllm_no_uhem": dict(use_history_encoder=False, use_visual=True, use_collaborative=True, use_descriptions=True),
+    # USER-LLM with titles instead of knowledge-enhanced descriptions.
+    "userllm_no_ke": dict(use_history_encoder=True, use_visual=True, use_collaborative=True, use_descriptions=False),
+    "userllm": dict(use_history_encoder=True, use_visual=True, use_collaborative=True, use_descriptions=True),
+}
+
+
+class UserLLMConfig(PretrainedConfig):
+    r"""Configuration of [`UserLLMForRecommendation`].
+
+    Args:
+        text_config (`dict` or `PretrainedConfig`, *optional*):
+            Config of the Llama-family causal LM that answers "Yes"/"No" (Vicuna-7B in the paper).
+            Defaults to a `LlamaConfig`.
+        base_model_name_or_path (`str`, *optional*):
+            Hub id or local folder of the pretrained LLM. A light checkpoint stores only the
+            trained weights and fetches the LLM from here when it loads.
+        light_checkpoint (`bool`, *optional*, defaults to `False`):
+            Whether the saved weights omit the frozen base LLM (set by `save_pretrained(light=True)`).
+        variant (`str`, *optional*):
+            Name of the paper's system this config was built for (a key of `VARIANTS`); informative.
+        use_history_encoder (`bool`, *optional*, defaults to `True`):
+            Encode the history into one `<HistoryInteractions>` token with the User History
+            Encoding Module (UHEM). Off: the history is written inline in the prompt.
+        use_visual (`bool`, *optional*, defaults to `True`):
+            Splice projected image features at `<Image>` placeholders.
+        use_collaborative (`bool`, *optional*, defaults to `True`):
+            Splice projected collaborative (MF) embeddings at `<UserID>` / `<ItemID>` placeholders.
+        use_descriptions (`bool`, *optional*, defaults to `True`):
+            Describe items with their knowledge-enhanced descriptions rather than titles only.
+        vision_feature_size (`int`, *optional*, defaults to 384):
+            Size of the precomputed image features (DINO ViT-S/16: 384).
+        collaborative_size (`int`, *optional*, defaults to 256):
+            Size of the pretrained user and item embeddings.
+        num_users (`int`, *optional*, defaults to 0):
+            Rows of the user table; ids outside `[0, num_users)` use a dedicated "unknown user" row.
+        num_items (`int`, *optional*, defaults to 0):
+            Rows of the item table; likewise with an "unknown item" row.
+        projector_hidden_size (`int`, *optional*):
+            Hidden width of the two-layer feature projectors. Defaults to the LLM hidden size.
+        projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation between the two projector layers.
+        history_hidden_size (`int`, *optional*):
+            Hidden size of the UHEM GRU. Defaults to the LLM hidden size (the paper); otherwise a
+            linear layer maps the GRU state back to the LLM hidden size.
+        max_item_tokens (`int`, *optional*, defaults to 32):
+            Tokens kept of each item's text (title and description).
+        max_history_items (`int`, *optional*, defaults to 10):
+            Most recent history items kept (the paper uses 5 for movies, 10 for Netflix).
+        lora_r (`int`, *optional*, defaults to 8): LoRA rank.
+        lora_alpha (`int`, *optional*, defaults to 16): LoRA scaling numerator.
+        lora_dropout (`float`, *optional*, defaults to 0.05): dropout on the LoRA input.
+        lora_target_modules (`list[str]`, *optional*, defaults to `["q_proj", "v_proj"]`):
+            Modules of the LLM that receive LoRA adapters.
+        image_token_id (`int`, *optional*): id of the `<Image>` placeholder.
+        user_token_id (`int`, *optional*): id of the `<UserID>` placeholder.
+        item_token_id (`int`, *optional*): id of the `<ItemID>` placeholder.
+        history_token_id (`int`, *optional*): id of the `<HistoryInteractions>` placeholder.
+        yes_token_id (`int`, *optional*): first token of the answer "Yes".
+        no_token_id (`int`, *optional*): first token of the answer "No".
+    """
+
+    model_type = "userllm"
+    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")}
+
+    text_config: dict | PretrainedConfig | None = None
+    base_model_name_or_path: str | None = None
+    light_checkpoint: bool = False
+    variant: str | None = None
+    use_history_encoder: bool = True
+    use_visual: bool = True
+    use_collaborative: bool = True
+    use_descriptions: bool = True
+    vision_feature_size: int = 384
+    collaborative_size: int = 256
+    num_users: int = 0
+    num_items: int = 0
+    projector_hidden_size: int | None = None
+    projector_hidden_act: str = "gelu"
+    history_hidden_size: int | None = None
+    max_item_tokens: int = 32
+    max_history_items: int = 10
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | None = None
+    image_token_id: int | None = None
+    user_token_id: int | None = None
+    item_token_id: int | None = None
+    history_token_id: int | None = None
+    yes_token_id: int | None = None
+    no_token_id: int | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.lora_target_modules is None:
+            self.lora_target_modules = ["q_proj", "v_proj"]
+        if self.variant is not None:
+            if self.variant not in VARIANTS:
+                raise ValueError(f"Unknown variant {self.variant!r}; expected one of {sorted(VARIANTS)}")
+        super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_variant(cls, variant: str, **kwargs) -> "UserLLMConfig":
+        """Builds the config of one of the paper's systems (`VARIANTS`); `kwargs` override."""
+        if variant not in VARIANTS:
+            raise ValueError(f"Unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
+        return cls(variant=variant, **{**VARIANTS[variant], **kwargs})
+
+    @property
+    def placeholder_token_ids(self) -> list[int]:
+        """Ids of all placeholder tokens that the model replaces with embeddings."""
+        ids = (self.image_token_id, self.user_token_id, self.item_token_id, self.history_token_id)
+        return [token_id for token_id in ids if token_id is not None]
+
+
+UserLLMConfig.register_for_auto_class()
+
+__all__ = ["UserLLMConfig", "VARIANTS"]

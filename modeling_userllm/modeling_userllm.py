@@ -1,0 +1,535 @@
+"""USER-LLM: an LLM that answers "would this user like this item?" from a multimodal prompt.
+
+The prompt holds placeholder tokens that are replaced by embeddings before the LLM runs:
+`<Image>` (projected image features), `<UserID>` / `<ItemID>` (projected collaborative
+embeddings) and `<HistoryInteractions>` (one token from the User History Encoding Module).
+The score is logit("Yes") - logit("No") at the last prompt position.
+
+This file is copied next to the weights by `save_pretrained`, so it imports only torch,
+transformers, peft, the standard library and `configuration_userllm`.
+"""
+
+import json
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_utils import load_state_dict
+from transformers.utils import ModelOutput, cached_file
+
+from .configuration_userllm import UserLLMConfig
+
+TRAINING_STEPS = ("lora", "encoders", "none")
+
+
+@dataclass
+class UserLLMOutput(ModelOutput):
+    """Output of [`UserLLMForRecommendation`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Binary cross-entropy with logits of `logits` against the labels, when labels are given.
+        logits (`torch.FloatTensor` of shape `(batch_size,)`):
+            logit("Yes") - logit("No") at the last prompt position; `sigmoid(logits)` is P(Yes | Yes or No).
+        probabilities (`torch.FloatTensor` of shape `(batch_size,)`):
+            `sigmoid(logits)`.
+        cache (`Cache`, *optional*):
+            The LLM's key/value cache, when `use_cache=True`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    probabilities: torch.FloatTensor | None = None
+    cache: object | None = None
+
+
+class FeatureProjector(nn.Module):
+    """Two-layer MLP from a precomputed feature space into the LLM hidden size.
+
+    Args:
+        input_size: size of the input features (384 for DINO ViT-S/16, 256 for MF embeddings).
+        hidden_size: width of the hidden layer.
+        output_size: the LLM hidden size.
+        activation: name of the activation in `transformers.activations.ACT2FN`.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, activation: str = "gelu"):
+        super().__init__()
+        self.linear_1 = nn.Linear(input_size, hidden_size)
+        self.act = ACT2FN[activation]
+        self.linear_2 = nn.Linear(hidden_size, output_size)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Maps `(..., input_size)` features to `(..., output_size)` embeddings."""
+        return self.linear_2(self.act(self.linear_1(features)))
+
+
+class UserHistoryEncoder(nn.Module):
+    """The User History Encoding Module (UHEM): a whole history compressed into one token.
+
+    The input sequence of a user is, for each history item in time order, the LLM's input
+    embeddings of the item's text followed by its projected image embedding. A GRU reads the
+    sequence and its state at the last valid position becomes the `<HistoryInteractions>`
+    embedding. A user without history gets a learned vector.
+
+    Args:
+        embedding_size: the LLM hidden size (size of the GRU input and of the output token).
+        hidden_size: the GRU hidden size; a linear layer maps it back when it differs.
+    """
+
+    def __init__(self, embedding_size: int, hidden_size: int):
+        super().__init__()
+        self.gru = nn.GRU(embedding_size, hidden_size, batch_first=True)
+        self.output_projection = nn.Linear(hidden_size, embedding_size) if hidden_size != embedding_size else None
+        self.no_history_embedding = nn.Parameter(torch.zeros(embedding_size))
+
+    def forward(self, sequence_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Encodes padded history sequences.
+
+        Args:
+            sequence_embeds: `(batch_size, seq_len, embedding_size)`, valid positions first
+                (right padding).
+            attention_mask: `(batch_size, seq_len)`, 1 on valid positions.
+
+        Returns:
+            `(batch_size, embedding_size)`: one history token per user.
+        """
+        lengths = attention_mask.sum(dim=1)
+        output = self.no_history_embedding.to(sequence_embeds.dtype).expand(len(lengths), -1).clone()
+        has_history = lengths > 0
+        if has_history.any():
+            packed = pack_padded_sequence(
+                sequence_embeds[has_history], lengths[has_history].cpu(), batch_first=True, enforce_sorted=False
+            )
+            _, last_state = self.gru(packed)  # (1, num_with_history, hidden_size)
+            last_state = last_state[-1]
+            if self.output_projection is not None:
+                last_state = self.output_projection(last_state)
+            output[has_history] = last_state.to(output.dtype)
+        return output
+
+
+class UserLLMPreTrainedModel(PreTrainedModel):
+    config_class = UserLLMConfig
+    base_model_prefix = ""
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _no_split_modules = ["LlamaDecoderLayer"]
+    # The Trainer must not look for loss kwargs in **kwargs: forward computes a mean loss itself.
+    accepts_loss_kwargs = False
+
+    def _init_weights(self, module):
+        std = getattr(self.config.text_config, "initializer_range", 0.02)
+        if isinstance(module, nn.GRU):
+            for name, param in module.named_parameters():
+                if "weight" in name:
+                    nn.init.xavier_uniform_(param)
+                else:
+                    nn.init.zeros_(param)
+        elif isinstance(module, UserHistoryEncoder):
+            nn.init.normal_(module.no_history_embedding, std=std)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.zeros_(module.weight)
+
+
+class UserLLMForRecommendation(UserLLMPreTrainedModel):
+    """USER-LLM: a LoRA-tuned causal LM scoring (user, item) pairs from a multimodal prompt.
+
+    Modules, each present only when the config switches it on:
+    - `language_model`: the causal LM with LoRA adapters on `config.lora_target_modules`;
+    - `visual_projector`: image features `(N, vision_feature_size)` -> `(N, hidden_size)`;
+    - `collaborative_projector`: MF embeddings `(N, collaborative_size)` -> `(N, hidden_size)`,
+      fed from the frozen `user_embeddings` / `item_embeddings` tables, whose last row serves
+      ids the tables do not know (cold start);
+    - `history_encoder`: the UHEM.
+    """
+
+    def __init__(self, config: UserLLMConfig):
+        super().__init__(config)
+        text_config = config.text_config
+        hidden_size = text_config.hidden_size
+        self.language_model = AutoModelForCausalLM.from_config(text_config)
+        lora_config = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(config.lora_target_modules),
+            bias="none",
+        )
+        inject_adapter_in_model(lora_config, self.language_model)
+        # peft initialises LoRA itself (lora_B = 0, so training starts from the base LLM);
+        # keep post_init from drawing them again with the LLM's normal init.
+        for module in self.language_model.modules():
+            if isinstance(module, LoraLayer):
+                for submodule in module.modules():
+                    submodule._is_hf_initialized = True
+
+        projector_hidden = config.projector_hidden_size or hidden_size
+        if config.use_visual:
+            self.visual_projector = FeatureProjector(
+                config.vision_feature_size, projector_hidden, hidden_size, config.projector_hidden_act
+            )
+        if config.use_collaborative:
+            # One extra row per table: the embedding of unknown (cold-start) users or items.
+            self.user_embeddings = nn.Embedding(config.num_users + 1, config.collaborative_size)
+            self.item_embeddings = nn.Embedding(config.num_items + 1, config.collaborative_size)
+            self.user_embeddings.weight.requires_grad_(False)
+            self.item_embeddings.weight.requires_grad_(False)
+            self.collaborative_projector = FeatureProjector(
+                config.collaborative_size, projector_hidden, hidden_size, config.projector_hidden_act
+            )
+        if config.use_history_encoder:
+            self.history_encoder = UserHistoryEncoder(hidden_size, config.history_hidden_size or hidden_size)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    # ----------------------------------------------------------------------------- training
+
+    def set_training_step(self, step: str) -> None:
+        """Freezes everything but what the given step of the paper's schedule trains.
+
+        Args:
+            step: `"lora"` (step 1: LoRA adapters only), `"encoders"` (step 2: UHEM and the
+                visual and collaborative projectors; LoRA frozen) or `"none"` (inference).
+        """
+        if step not in TRAINING_STEPS:
+            raise ValueError(f"Unknown training step {step!r}; expected one of {TRAINING_STEPS}")
+        for name, param in self.named_parameters():
+            if step == "lora":
+                param.requires_grad_("lora_" in name)
+            elif step == "encoders":
+                param.requires_grad_(name.startswith(("visual_projector.", "collaborative_projector.", "history_encoder.")))
+            else:
+                param.requires_grad_(False)
+
+    def load_collaborative_embeddings(self, user_embeddings: torch.Tensor, item_embeddings: torch.Tensor) -> None:
+        """Copies pretrained MF tables into the model; the "unknown" rows become zeros.
+
+        Args:
+            user_embeddings: `(num_users, collaborative_size)`.
+            item_embeddings: `(num_items, collaborative_size)`.
+        """
+        if not self.config.use_collaborative:
+            raise ValueError("This model was built with use_collaborative=False: it has no collaborative tables")
+        for name, table, values in (
+            ("user_embeddings", self.user_embeddings, user_embeddings),
+            ("item_embeddings", self.item_embeddings, item_embeddings),
+        ):
+            expected = (table.num_embeddings - 1, table.embedding_dim)
+            if tuple(values.shape) != expected:
+                raise ValueError(f"{name} has shape {tuple(values.shape)}, expected {expected} (config num_users/num_items, collaborative_size)")
+            with torch.no_grad():
+                table.weight[:-1].copy_(values)
+                table.weight[-1].zero_()
+
+    # ----------------------------------------------------------------------------- embeddings
+
+    def _embed_tokens(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """Token embeddings with every placeholder id mapped to a valid id first.
+
+        Placeholders may lie above the LLM vocabulary (they were added to the tokenizer only);
+        their rows are overwritten afterwards, so which valid id stands in does not matter.
+        """
+        placeholder_ids = torch.tensor(self.config.placeholder_token_ids, device=input_ids.device)
+        is_placeholder = torch.isin(input_ids, placeholder_ids)
+        return self.get_input_embeddings()(input_ids.masked_fill(is_placeholder, 0))
+
+    @staticmethod
+    def _scatter_placeholder(
+        inputs_embeds: torch.Tensor, input_ids: torch.LongTensor, token_id: int | None, features: torch.Tensor | None, name: str
+    ) -> torch.Tensor:
+        """Writes `features` (N, hidden) at the N positions of `token_id`, checking the count."""
+        if token_id is None:
+            return inputs_embeds
+        mask = input_ids == token_id
+        num_tokens = int(mask.sum())
+        num_features = 0 if features is None else features.shape[0]
+        if num_tokens != num_features:
+            raise ValueError(
+                f"The prompt holds {num_tokens} {name} placeholder tokens but {num_features} {name} features were "
+                "given; they must match (one feature vector per placeholder)."
+            )
+        if num_tokens == 0:
+            return inputs_embeds
+        mask = mask.unsqueeze(-1).expand_as(inputs_embeds)
+        return inputs_embeds.masked_scatter(mask, features.to(inputs_embeds.dtype))
+
+    def _lookup_collaborative(self, table: nn.Embedding, ids: torch.LongTensor) -> torch.Tensor:
+        unknown_row = table.num_embeddings - 1
+        known = (ids >= 0) & (ids < unknown_row)
+        return table(torch.where(known, ids, torch.full_like(ids, unknown_row)))
+
+    def encode_history(
+        self,
+        history_input_ids: torch.LongTensor,
+        history_attention_mask: torch.LongTensor,
+        history_image_features: torch.FloatTensor | None = None,
+    ) -> torch.Tensor:
+        """Runs the UHEM.
+
+        Args:
+            history_input_ids: `(batch_size, history_len)` item text tokens with an `<Image>`
+                placeholder after each item that has an image, right-padded.
+            history_attention_mask: `(batch_size, history_len)`, 1 on valid positions.
+            history_image_features: `(num_history_images, vision_feature_size)`, one per `<Image>`.
+
+        Returns:
+            `(batch_size, hidden_size)`: the `<HistoryInteractions>` embeddings.
+        """
+        embeds = self._embed_tokens(history_input_ids)  # (B, T, D)
+        if self.config.use_visual:
+            image_embeds = None
+            if history_image_features is not None:
+                image_embeds = self.visual_projector(history_image_features.to(embeds.dtype))
+            embeds = self._scatter_placeholder(embeds, history_input_ids, self.config.image_token_id, image_embeds, "history <Image>")
+        return self.history_encoder(embeds, history_attention_mask)
+
+    def get_prompt_embeddings(
+        self,
+        input_ids: torch.LongTensor,
+        image_features: torch.FloatTensor | None = None,
+        user_ids: torch.LongTensor | None = None,
+        item_ids: torch.LongTensor | None = None,
+        history_input_ids: torch.LongTensor | None = None,
+        history_attention_mask: torch.LongTensor | None = None,
+        history_image_features: torch.FloatTensor | None = None,
+    ) -> torch.Tensor:
+        """Embeds a prompt and splices the projected features into its placeholders.
+
+        Args:
+            input_ids: `(batch_size, seq_len)` prompt tokens with placeholders.
+            image_features: `(num_images, vision_feature_size)`, one per `<Image>` in `input_ids`.
+            user_ids: `(batch_size,)`, used at `<UserID>` placeholders.
+            item_ids: `(batch_size,)`, used at `<ItemID>` placeholders.
+            history_input_ids, history_attention_mask, history_image_features: see `encode_history`.
+
+        Returns:
+            `(batch_size, seq_len, hidden_size)` input embeddings for the LLM.
+        """
+        config = self.config
+        inputs_embeds = self._embed_tokens(input_ids)
+        dtype = inputs_embeds.dtype
+        if config.use_visual:
+            image_embeds = None if image_features is None else self.visual_projector(image_features.to(dtype))
+            inputs_embeds = self._scatter_placeholder(inputs_embeds, input_ids, config.image_token_id, image_embeds, "<Image>")
+        if config.use_collaborative:
+            for token_id, table, ids, name in (
+                (config.user_token_id, self.user_embeddings, user_ids, "<UserID>"),
+                (config.item_token_id, self.item_embeddings, item_ids, "<ItemID>"),
+            ):
+                if ids is not None and (input_ids == token_id).any():
+                    # Only rows whose prompt holds the placeholder take an embedding.
+                    rows_with_token = (input_ids == token_id).any(dim=1)
+                    embeds = self.collaborative_projector(self._lookup_collaborative(table, ids[rows_with_token]).to(dtype))
+                else:
+                    embeds = None
+                inputs_embeds = self._scatter_placeholder(inputs_embeds, input_ids, token_id, embeds, name)
+        if config.use_history_encoder:
+            history_embeds = None
+            if history_input_ids is not None and (input_ids == config.history_token_id).any():
+                rows_with_token = (input_ids == config.history_token_id).any(dim=1)
+                history_embeds = self.encode_history(
+                    history_input_ids[rows_with_token], history_attention_mask[rows_with_token], history_image_features
+                )
+            inputs_embeds = self._scatter_placeholder(
+                inputs_embeds, input_ids, config.history_token_id, history_embeds, "<HistoryInteractions>"
+            )
+        return inputs_embeds
+
+    # ----------------------------------------------------------------------------- scoring
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor | None = None,
+        image_features: torch.FloatTensor | None = None,
+        user_ids: torch.LongTensor | None = None,
+        item_ids: torch.LongTensor | None = None,
+        history_input_ids: torch.LongTensor | None = None,
+        history_attention_mask: torch.LongTensor | None = None,
+        history_image_features: torch.FloatTensor | None = None,
+        labels: torch.FloatTensor | None = None,
+        cache=None,
+        position_ids: torch.LongTensor | None = None,
+        use_cache: bool = False,
+        **kwargs,
+    ) -> UserLLMOutput:
+        """Scores (user, item) prompts.
+
+        Args:
+            input_ids: `(batch_size, seq_len)` left-padded prompts (see `UserLLMProcessor`).
+            attention_mask: `(batch_size, seq_len)`; with `cache`, it covers the cached
+                positions too: `(batch_size, past_len + seq_len)`.
+            image_features, user_ids, item_ids, history_*: features for the placeholders,
+                see `get_prompt_embeddings`.
+            labels: `(batch_size,)` 1 = the user liked the item, 0 = not.
+            cache: key/value cache of a shared prompt prefix (see `modeling_userllm.ranking`).
+            position_ids: `(batch_size, seq_len)`; by default counted over non-padding tokens, so
+                a prompt scores the same however much left padding its batch needs.
+            use_cache: return the LLM's key/value cache.
+
+        Returns:
+            [`UserLLMOutput`] with `logits` and `probabilities` of shape `(batch_size,)`.
+        """
+        inputs_embeds = self.get_prompt_embeddings(
+            input_ids, image_features, user_ids, item_ids, history_input_ids, history_attention_mask, history_image_features
+        )
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if position_ids is None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
+        llm_output = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+            logits_to_keep=1,
+        )
+        last_logits = llm_output.logits[:, -1]  # (B, vocab)
+        logits = (last_logits[:, self.config.yes_token_id] - last_logits[:, self.config.no_token_id]).float()
+        loss = None
+        if labels is not None:
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype).view(-1))
+        return UserLLMOutput(
+            loss=loss,
+            logits=logits,
+            probabilities=torch.sigmoid(logits),
+            cache=llm_output.cache if use_cache else None,
+        )
+
+    @torch.no_grad()
+    def predict_proba(self, **inputs) -> torch.Tensor:
+        """P(Yes) for a batch from `UserLLMProcessor`, shape `(batch_size,)`; labels are ignored."""
+        inputs.pop("labels", None)
+        device = self.device
+        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        return self(**inputs).probabilities
+
+    # ----------------------------------------------------------------------------- checkpoints
+
+    def trained_parameter_names(self) -> list[str]:
+        """Names of the weights training changes: everything but the frozen base LLM."""
+        return [
+            name
+            for name in self.state_dict()
+            if not name.startswith("language_model.") or "lora_" in name
+        ]
+
+    def save_pretrained(self, save_directory, *args, light: bool = False, **kwargs):
+        """Saves the model; with `light=True`, without the frozen base LLM.
+
+        A light checkpoint holds the LoRA adapters, the UHEM, the projectors and the
+        collaborative tables; it loads by fetching `config.base_model_name_or_path`.
+        """
+        if not light:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        if not self.config.base_model_name_or_path:
+            raise ValueError("A light checkpoint needs config.base_model_name_or_path (the base LLM to fetch on load)")
+        state_dict = self.state_dict()
+        kwargs["state_dict"] = {name: state_dict[name] for name in self.trained_parameter_names()}
+        self.config.light_checkpoint = True
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.config.light_checkpoint = False
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Loads a full or light checkpoint (a light one also fetches its base LLM)."""
+        config = kwargs.pop("config", None)
+        hub_kwargs = {
+            key: kwargs[key]
+            for key in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+            if key in kwargs
+        }
+        if pretrained_model_name_or_path is not None and not isinstance(config, UserLLMConfig):
+            config = UserLLMConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        if config is None or not config.light_checkpoint or kwargs.get("state_dict") is not None:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
+        light_state = _read_safetensors_checkpoint(pretrained_model_name_or_path, **hub_kwargs)
+        hub_kwargs.pop("subfolder", None)
+        base_state = _read_safetensors_checkpoint(config.base_model_name_or_path, **hub_kwargs)
+        merged = {**_base_llm_keys_to_wrapper_keys(cls, config, base_state), **light_state}
+        config.light_checkpoint = False
+        return super().from_pretrained(None, *model_args, config=config, state_dict=merged, **kwargs)
+
+    @classmethod
+    def from_base_model(cls, base_model_name_or_path: str, config: UserLLMConfig, **kwargs) -> "UserLLMForRecommendation":
+        """Builds a new USER-LLM around a pretrained causal LM, without materialising a random one.
+
+        The LLM weights come from `base_model_name_or_path` (a Hub id or a local folder of
+        safetensors); LoRA starts from peft's initialisation (B = 0); projectors, UHEM and
+        collaborative tables are freshly initialised.
+
+        Args:
+            base_model_name_or_path: the pretrained LLM.
+            config: the USER-LLM config; its `text_config` must be the LLM's config.
+            **kwargs: passed to `from_pretrained` (e.g. `dtype`).
+        """
+        config.base_model_name_or_path = str(base_model_name_or_path)
+        base_state = _read_safetensors_checkpoint(base_model_name_or_path)
+        state_dict = _base_llm_keys_to_wrapper_keys(cls, config, base_state)
+        model = super().from_pretrained(None, config=config, state_dict=state_dict, **kwargs)
+        for module in model.language_model.modules():
+            if isinstance(module, LoraLayer):
+                module.reset_lora_parameters("default", True)
+        return model
+
+
+def _read_safetensors_checkpoint(name_or_path, **hub_kwargs) -> dict[str, torch.Tensor]:
+    """Reads all weights of a (possibly sharded) safetensors checkpoint from a folder or the Hub."""
+    index_file = cached_file(
+        name_or_path, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False, **hub_kwargs
+    )
+    if index_file is not None:
+        with open(index_file, encoding="utf-8") as f:
+            shard_names = sorted(set(json.load(f)["weight_map"].values()))
+        paths = [cached_file(name_or_path, shard, **hub_kwargs) for shard in shard_names]
+    else:
+        path = cached_file(name_or_path, "model.safetensors", _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+        if path is None:
+            raise OSError(f"{name_or_path} has no model.safetensors (only safetensors weights are read)")
+        paths = [path]
+    state_dict = {}
+    for path in paths:
+        state_dict.update(load_state_dict(path))
+    return state_dict
+
+
+def _base_llm_keys_to_wrapper_keys(cls, config: UserLLMConfig, base_state: dict) -> dict[str, torch.Tensor]:
+    """Renames a causal LM's state dict into this model's names (LoRA-wrapped layers add `.base_layer`)."""
+    with torch.device("meta"):
+        expected = set(cls(config).state_dict())
+    renamed = {}
+    for key, tensor in base_state.items():
+        name = f"language_model.{key}"
+        if name not in expected:
+            module_path, _, leaf = name.rpartition(".")
+            name = f"{module_path}.base_layer.{leaf}"
+        if name in expected:
+            renamed[name] = tensor
+    return renamed
+
+
+UserLLMForRecommendation.register_for_auto_class("AutoModel")
+
+__all__ = ["FeatureProjector", "UserHistoryEncoder", "UserLLMForRecommendation", "UserLLMOutput", "UserLLMPreTrainedModel"]

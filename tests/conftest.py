@@ -1,0 +1,111 @@
+"""Shared fixtures: a tiny random USER-LLM, records, and the location of the real assets."""
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from modeling_userllm import create_model_and_processor
+from modeling_userllm.toy_model import build_toy_tokenizer, tiny_llama_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("USERLLM_SHARED", REPO_ROOT.parent / "shared"))
+STORIES260K = SHARED_DIR / "models" / "stories260k"
+
+TITLES = ["Toy Story (1995)", "Heat (1995)", "Casino (1995)", "Sabrina (1995)", "GoldenEye (1995)", "Babe (1995)"]
+DESCRIPTIONS = ["a cowboy doll is jealous of a space ranger", "a detective hunts a thief", "greed in las vegas",
+                "a chauffeur's daughter falls in love", "a spy stops a satellite", "a pig herds sheep"]
+NUM_USERS, NUM_ITEMS, FEATURE_SIZE = 5, len(TITLES), 384
+
+
+def requires_shared(path: Path):
+    """Skips a test when a real asset of ../shared is absent (e.g. on a user's machine)."""
+    return pytest.mark.skipif(not path.exists(), reason=f"real asset not found at {path} (set USERLLM_SHARED)")
+
+
+@pytest.fixture
+def tiny_tokenizer():
+    return build_toy_tokenizer(TITLES + DESCRIPTIONS)
+
+
+def make_item(item_id: int, rng: random.Random, with_image: bool = True) -> dict:
+    return {
+        "item_id": item_id,
+        "title": TITLES[item_id % len(TITLES)],
+        "description": DESCRIPTIONS[item_id % len(DESCRIPTIONS)],
+        "image_features": [rng.gauss(0, 1) for _ in range(FEATURE_SIZE)] if with_image else None,
+    }
+
+
+def make_records(num_records: int, history_length: int = 3, seed: int = 0) -> list[dict]:
+    """Random records over the tiny catalogue; labels follow the item id's parity (learnable)."""
+    rng = random.Random(seed)
+    records = []
+    for _ in range(num_records):
+        item_id = rng.randrange(NUM_ITEMS)
+        history = [make_item(rng.randrange(NUM_ITEMS), rng, with_image=rng.random() > 0.2) for _ in range(history_length)]
+        records.append({**make_item(item_id, rng), "user_id": rng.randrange(NUM_USERS), "history": history, "label": item_id % 2})
+    return records
+
+
+def build_tiny_model(tokenizer, variant: str = "userllm", seed: int = 0, **kwargs):
+    torch.manual_seed(seed)
+    model, processor = create_model_and_processor(
+        tokenizer,
+        variant,
+        text_config=tiny_llama_config(len(tokenizer) + 4, hidden_size=32),
+        num_users=NUM_USERS,
+        num_items=NUM_ITEMS,
+        **kwargs,
+    )
+    if model.config.use_collaborative:
+        model.load_collaborative_embeddings(torch.randn(NUM_USERS, 256), torch.randn(NUM_ITEMS, 256))
+    return model, processor
+
+
+def perturb_lora(model, seed: int = 0) -> None:
+    """Gives LoRA B non-zero values, so that a round trip that dropped LoRA would change scores."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+
+
+FRESH_PROCESS_SCORER = """
+import json, sys
+sys.modules["modeling_userllm"] = None  # the package must not be importable: load through the saved code
+import torch
+from transformers import AutoModel, AutoProcessor
+name, records_path = sys.argv[1], sys.argv[2]
+model = AutoModel.from_pretrained(name, trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained(name, trust_remote_code=True)
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+with torch.no_grad():
+    scores = model(**processor(json.load(open(records_path)))).logits
+print("SCORES=" + json.dumps(scores.tolist()))
+"""
+
+
+def score_in_fresh_process(name_or_path: str, records: list[dict], tmp_path: Path, env: dict | None = None) -> list[float]:
+    """Scores records in a new Python process started outside the repository, with the
+    `modeling_userllm` package made unimportable, loading by `AutoModel`/`AutoProcessor`."""
+    import json
+    import subprocess
+    import sys
+
+    records_path = tmp_path / "records.json"
+    records_path.write_text(json.dumps(records))
+    workdir = tmp_path / "fresh"
+    workdir.mkdir(exist_ok=True)
+    process_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    process_env.update(env or {})
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS_SCORER, str(name_or_path), str(records_path)],
+        cwd=workdir, env=process_env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("SCORES="))
+    return json.loads(line[len("SCORES="):])

@@ -1,0 +1,213 @@
+"""UserLLMForRecommendation: splicing, UHEM, scores, training steps, checkpoints."""
+
+import pytest
+import torch
+
+from conftest import (
+    NUM_ITEMS,
+    NUM_USERS,
+    STORIES260K,
+    build_tiny_model,
+    make_records,
+    perturb_lora,
+    requires_shared,
+    score_in_fresh_process,
+)
+from modeling_userllm import VARIANTS, create_model_and_processor
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_scores_a_batch(tiny_tokenizer, variant):
+    model, processor = build_tiny_model(tiny_tokenizer, variant)
+    output = model(**processor(make_records(4)))
+    assert output.logits.shape == (4,) and output.probabilities.shape == (4,)
+    assert torch.isfinite(output.loss)
+    torch.testing.assert_close(output.probabilities, torch.sigmoid(output.logits))
+
+
+def test_score_is_yes_minus_no_logit_at_last_position(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer)
+    batch = processor(make_records(3))
+    batch.pop("labels")
+    embeds = model.get_prompt_embeddings(**{k: v for k, v in batch.items() if k != "attention_mask"})
+    position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    full_logits = model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], position_ids=position_ids).logits
+    expected = full_logits[:, -1, model.config.yes_token_id] - full_logits[:, -1, model.config.no_token_id]
+    torch.testing.assert_close(model(**batch).logits, expected)
+
+
+def test_a_prompt_scores_the_same_alone_and_in_a_padded_batch(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer)
+    perturb_lora(model)
+    records = make_records(4, history_length=2) + make_records(1, history_length=7, seed=3)
+    model.eval()
+    batched = model(**processor(records)).logits
+    alone = torch.cat([model(**processor([record])).logits for record in records])
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_loss_drops_when_training_a_few_steps(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer)
+    batch = processor(make_records(16))
+    model.set_training_step("lora")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=5e-2)
+    losses = []
+    for _ in range(20):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_uhem_prompt_is_shorter_by_the_history_tokens(tiny_tokenizer):
+    record = make_records(1, history_length=10)[0]
+    _, with_uhem = build_tiny_model(tiny_tokenizer, "userllm")
+    _, without_uhem = build_tiny_model(tiny_tokenizer, "userllm_no_uhem")
+    uhem_batch = with_uhem([record])
+    inline_length = without_uhem([record])["input_ids"].shape[1]
+    history_tokens = int(uhem_batch["history_attention_mask"].sum())
+    assert history_tokens > 10
+    assert inline_length - uhem_batch["input_ids"].shape[1] >= history_tokens - 1
+
+
+def test_history_order_changes_the_history_token(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer)
+    record = make_records(1, history_length=5)[0]
+    reversed_record = {**record, "history": record["history"][::-1]}
+    tokens = []
+    for rec in (record, reversed_record):
+        batch = processor([rec])
+        tokens.append(model.encode_history(batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features")))
+    assert not torch.allclose(tokens[0], tokens[1])
+
+
+def test_empty_history_uses_the_learned_no_history_vector(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer)
+    records = make_records(2)
+    records[0]["history"] = []
+    batch = processor(records)
+    token = model.encode_history(batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features"))
+    torch.testing.assert_close(token[0], model.history_encoder.no_history_embedding)
+    assert torch.isfinite(model(**batch).logits).all()
+
+
+def test_placeholder_count_mismatch_raises(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer, "collm_va")
+    batch = processor(make_records(2))
+    batch["image_features"] = batch["image_features"][:-1]
+    with pytest.raises(ValueError, match=r"holds \d+ <Image> placeholder tokens but \d+ <Image> features"):
+        model(**batch)
+    batch = processor(make_records(2))
+    batch["image_features"] = torch.cat([batch["image_features"], batch["image_features"][:1]])
+    with pytest.raises(ValueError, match="must match"):
+        model(**batch)
+
+
+def test_unknown_user_and_item_ids_score(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer)
+    records = make_records(3)
+    records[0]["user_id"], records[1]["item_id"], records[2]["user_id"] = NUM_USERS + 100, -1, NUM_USERS
+    output = model(**processor(records))
+    assert torch.isfinite(output.logits).all()
+    unknown_user_row = model.user_embeddings.weight[-1]
+    assert torch.equal(unknown_user_row, torch.zeros_like(unknown_user_row))
+
+
+def _changed_parameters(model, processor, step: str) -> set[str]:
+    model.set_training_step(step)
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    records = make_records(8)
+    records[0]["history"] = []  # so that the learned no-history vector takes part
+    model(**processor(records)).loss.backward()
+    optimizer.step()
+    return {name for name, param in model.named_parameters() if not torch.equal(param, before[name])}
+
+
+def test_step_one_trains_only_lora(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer)
+    perturb_lora(model)  # with B = 0, A receives no gradient in the first step
+    changed = _changed_parameters(model, processor, "lora")
+    lora_names = {name for name, _ in model.named_parameters() if "lora_" in name}
+    assert changed == lora_names
+
+
+def test_step_two_trains_only_uhem_and_projectors(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer)
+    changed = _changed_parameters(model, processor, "encoders")
+    prefixes = ("visual_projector.", "collaborative_projector.", "history_encoder.")
+    expected = {name for name, _ in model.named_parameters() if name.startswith(prefixes)}
+    assert changed == expected
+    assert not any("lora_" in name or "embeddings.weight" in name for name in changed)
+
+
+def test_lora_b_starts_at_zero(tiny_tokenizer):
+    model, _ = build_tiny_model(tiny_tokenizer)
+    lora_b = [param for name, param in model.named_parameters() if "lora_B" in name]
+    assert lora_b and all(torch.count_nonzero(param) == 0 for param in lora_b)
+
+
+def test_save_and_load_in_a_fresh_process_gives_the_same_scores(tiny_tokenizer, tmp_path):
+    model, processor = build_tiny_model(tiny_tokenizer)
+    perturb_lora(model)
+    model.eval()
+    records = make_records(4, history_length=4)
+    with torch.no_grad():
+        expected = model(**processor(records)).logits.tolist()
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    scores = score_in_fresh_process(tmp_path / "model", records, tmp_path)
+    torch.testing.assert_close(torch.tensor(scores), torch.tensor(expected), atol=1e-5, rtol=0)
+
+
+def test_gradient_checkpointing_gives_the_same_loss(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer)
+    batch = processor(make_records(4))
+    model.train()
+    torch.manual_seed(0)
+    reference = model(**batch).loss
+    model.activation_checkpointing_enable()
+    torch.manual_seed(0)
+    checkpointed = model(**batch).loss
+    checkpointed.backward()
+    torch.testing.assert_close(checkpointed, reference)
+
+
+def test_bfloat16_model_scores(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer, dtype=torch.bfloat16)
+    assert model.language_model.get_input_embeddings().weight.dtype == torch.bfloat16
+    output = model(**processor(make_records(2)))
+    assert output.logits.dtype == torch.float32 and torch.isfinite(output.logits).all()
+
+
+@requires_shared(STORIES260K)
+def test_real_base_llm_round_trips_full_and_light(tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(STORIES260K)
+    model, processor = create_model_and_processor(
+        tokenizer, "userllm", base_model_name_or_path=str(STORIES260K), num_users=NUM_USERS, num_items=NUM_ITEMS
+    )
+    from safetensors.torch import load_file
+
+    base_weights = load_file(STORIES260K / "model.safetensors")
+    embed = model.language_model.get_input_embeddings().weight
+    torch.testing.assert_close(embed, base_weights["model.embed_tokens.weight"].to(embed.dtype))
+    assert all(torch.count_nonzero(p) == 0 for n, p in model.named_parameters() if "lora_B" in n)
+    perturb_lora(model)
+    model.eval()
+    records = make_records(3, history_length=3)
+    with torch.no_grad():
+        expected = torch.tensor(model(**processor(records)).logits.tolist())
+    for form, light in (("full", False), ("light", True)):
+        folder = tmp_path / form
+        model.save_pretrained(folder, light=light)
+        processor.save_pretrained(folder)
+        scores = score_in_fresh_process(folder, records, tmp_path)
+        torch.testing.assert_close(torch.tensor(scores), expected, atol=1e-5, rtol=0)
+    full_size = (tmp_path / "full" / "model.safetensors").stat().st_size
+    light_size = (tmp_path / "light" / "model.safetensors").stat().st_size
+    assert full_size - light_size >= (STORIES260K / "model.safetensors").stat().st_size * 0.9
