@@ -100,8 +100,10 @@ class UserHistoryEncoder(nn.Module):
             `(batch_size, embedding_size)`: one history token per user.
         """
         lengths = attention_mask.sum(dim=1)
-        output = self.no_history_embedding.to(sequence_embeds.dtype).expand(len(lengths), -1).clone()
         has_history = lengths > 0
+        history_tokens = torch.zeros(
+            len(lengths), self.no_history_embedding.shape[0], dtype=sequence_embeds.dtype, device=sequence_embeds.device
+        )
         if has_history.any():
             packed = pack_padded_sequence(
                 sequence_embeds[has_history], lengths[has_history].cpu(), batch_first=True, enforce_sorted=False
@@ -110,8 +112,10 @@ class UserHistoryEncoder(nn.Module):
             last_state = last_state[-1]
             if self.output_projection is not None:
                 last_state = self.output_projection(last_state)
-            output[has_history] = last_state.to(output.dtype)
-        return output
+            history_tokens = history_tokens.index_put((has_history.nonzero().squeeze(1),), last_state.to(history_tokens.dtype))
+        # torch.where keeps the no-history vector in the graph even when no row uses it, as DDP requires.
+        no_history = self.no_history_embedding.to(sequence_embeds.dtype).expand_as(history_tokens)
+        return torch.where(has_history.unsqueeze(1), history_tokens, no_history)
 
 
 class UserLLMPreTrainedModel(PreTrainedModel):

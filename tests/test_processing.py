@@ -1,0 +1,112 @@
+"""UserLLMProcessor: prompts, padding, truncation and validation of records."""
+
+import pytest
+import torch
+
+from conftest import build_tiny_model, make_records
+from modeling_userllm import UserLLMProcessor
+from modeling_userllm.processing_userllm import HISTORY_TOKEN, IMAGE_TOKEN, ITEM_TOKEN, USER_TOKEN
+
+
+def _count(batch, token_id):
+    return int((batch["input_ids"] == token_id).sum())
+
+
+def test_placeholders_follow_the_variant(tiny_tokenizer):
+    records = make_records(3, history_length=4)
+    images_in_history = sum(item["image_features"] is not None for r in records for item in r["history"])
+    for variant, expected in {
+        "tallrec": dict(image=0, user=0, item=0, history=0),
+        "collm": dict(image=0, user=3, item=3, history=0),
+        "collm_va": dict(image=3 + images_in_history, user=3, item=3, history=0),
+        "userllm": dict(image=3, user=3, item=3, history=3),
+    }.items():
+        _, processor = build_tiny_model(tiny_tokenizer, variant)
+        batch = processor(records)
+        ids = processor.placeholder_token_ids
+        counts = {name: _count(batch, ids[f"{name}_token_id"]) for name in expected}
+        assert counts == expected, variant
+        assert batch.get("image_features", torch.empty(0, 384)).shape[0] == expected["image"]
+
+
+def test_text_only_form_has_no_placeholders(tiny_tokenizer):
+    _, processor = build_tiny_model(tiny_tokenizer, "userllm")
+    records = make_records(2, history_length=3)
+    batch = processor(records, text_only=True)
+    placeholder_ids = torch.tensor(list(processor.placeholder_token_ids.values()))
+    assert not torch.isin(batch["input_ids"], placeholder_ids).any()
+    assert "history_input_ids" not in batch and "image_features" not in batch
+    prompt = processor.decode_prompt(batch["input_ids"][0])
+    for item in records[0]["history"]:
+        assert item["title"].lower().replace("(", "( ").replace(")", " )") in prompt
+
+
+def test_prompts_are_left_padded(tiny_tokenizer):
+    _, processor = build_tiny_model(tiny_tokenizer, "userllm_no_uhem")
+    records = make_records(2, history_length=1)
+    records[1]["history"] = records[1]["history"] * 4
+    batch = processor(records)
+    assert batch["attention_mask"][:, -1].all()
+    assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][1].all()
+
+
+def test_each_item_text_is_truncated_to_max_item_tokens(tiny_tokenizer):
+    _, processor = build_tiny_model(tiny_tokenizer, "userllm", max_item_tokens=3)
+    record = make_records(1, history_length=4)[0]
+    for item in record["history"]:
+        item["image_features"] = None
+    batch = processor([record])
+    assert int(batch["history_attention_mask"].sum()) == 4 * 3
+
+
+def test_only_the_most_recent_history_items_are_kept(tiny_tokenizer):
+    _, processor = build_tiny_model(tiny_tokenizer, "userllm", max_history_items=2)
+    record = make_records(1, history_length=5)[0]
+    kept_last_two = processor([{**record, "history": record["history"][-2:]}])
+    all_five = processor([record])
+    assert torch.equal(kept_last_two["history_input_ids"], all_five["history_input_ids"])
+
+
+def test_placeholder_tokens_are_added_once(tiny_tokenizer):
+    first = UserLLMProcessor(tiny_tokenizer)
+    size = len(tiny_tokenizer)
+    second = UserLLMProcessor(tiny_tokenizer)
+    assert len(tiny_tokenizer) == size
+    assert first.placeholder_token_ids == second.placeholder_token_ids
+    for token in (IMAGE_TOKEN, USER_TOKEN, ITEM_TOKEN, HISTORY_TOKEN):
+        assert len(tiny_tokenizer(token, add_special_tokens=False).input_ids) == 1
+
+
+def test_yes_and_no_tokens_are_where_the_answers_part(tiny_tokenizer):
+    processor = UserLLMProcessor(tiny_tokenizer)
+    ids = processor.answer_token_ids
+    assert tiny_tokenizer.convert_ids_to_tokens([ids["yes_token_id"], ids["no_token_id"]]) == ["yes", "no"]
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda r: r.pop("title"), r"record 1: missing field 'title'"),
+        (lambda r: r.update(image_features=[0.0] * 10), r"record 1: image_features has 10 values, expected 384"),
+        (lambda r: r["history"][2].pop("item_id"), r"record 1, history item 2: missing field 'item_id'"),
+        (lambda r: r["history"][0].update(image_features=[1.0]), r"record 1, history item 0: image_features has 1 values"),
+        (lambda r: r.update(history="Heat"), r"record 1: field 'history' must be a list"),
+        (lambda r: r.update(label=3), r"record 1: field 'label' must be 0 or 1"),
+    ],
+)
+def test_malformed_records_raise_naming_index_and_field(tiny_tokenizer, corrupt, message):
+    _, processor = build_tiny_model(tiny_tokenizer)
+    records = make_records(2, history_length=3)
+    corrupt(records[1])
+    with pytest.raises(ValueError, match=message):
+        processor(records)
+
+
+def test_processor_round_trips_through_save_pretrained(tiny_tokenizer, tmp_path):
+    _, processor = build_tiny_model(tiny_tokenizer, "collm_va", max_item_tokens=7)
+    processor.save_pretrained(tmp_path)
+    reloaded = UserLLMProcessor.from_pretrained(tmp_path)
+    assert reloaded.max_item_tokens == 7 and not reloaded.use_history_encoder
+    records = make_records(3)
+    for key, value in processor(records).items():
+        assert torch.equal(value, reloaded(records)[key]), key
