@@ -1,0 +1,86 @@
+"""Data sets in the common form (docs/ARCHITECTURE.md), their protocol and processor records.
+
+`load_dataset_by_name(name, data_dir, **overrides)` dispatches to the builders:
+
+| name            | builder               | data_dir holds                                       |
+| --------------- | --------------------- | ---------------------------------------------------- |
+| `toy`           | `make_toy_movies`     | where posters are drawn (None: no posters)           |
+| `ml-100k`       | `load_movielens_100k` | `u.data`, `u.item`, optional posters/ and overviews  |
+| `movielens-csv` | `load_movielens_csv`  | `ratings*.csv` + `movies.csv` or TMDB metadata       |
+| `netflix`       | `load_netflix`        | `combined_data_*.txt`, `movie_titles.csv`            |
+| `collm`         | `load_collm`          | CoLLM's `train/valid/test.parquet`                   |
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .collm import load_collm
+from .common import SPLITS, RecommendationData
+from .movielens_100k import ML_100K_URL, download_movielens_100k, load_movielens_100k
+from .movielens_csv import load_movielens_csv
+from .netflix import load_netflix
+from .protocol import Protocol, apply_protocol
+from .records import RecordBuilder, RecordDataset, build_records
+from .statistics import STATISTICS, dataset_statistics, format_statistics
+from .toy import DEFAULT_GENERATOR, make_toy_movies, oracle_test_auc
+
+DATASET_NAMES = ("toy", "ml-100k", "movielens-csv", "netflix", "collm")
+
+
+def load_dataset_by_name(name: str, data_dir: str | Path | None, **overrides) -> RecommendationData:
+    """Builds the named data set from local files.
+
+    Args:
+        name: one of `DATASET_NAMES`.
+        data_dir: the folder of raw files (for "toy": the posters folder, or None).
+        **overrides: protocol parameters (see `Protocol`); for "toy" also `seed` and the
+            generator parameters of `toy.DEFAULT_GENERATOR`; for "collm" only
+            `history_length` and `short_long_threshold`.
+
+    Returns:
+        The data set.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if name == "toy":
+        protocol = {key: value for key, value in overrides.items() if key not in DEFAULT_GENERATOR and key != "seed"}
+        generator = {key: value for key, value in overrides.items() if key in DEFAULT_GENERATOR}
+        return make_toy_movies(overrides.get("seed", 0), data_dir, protocol=protocol, **generator)
+    builders = {
+        "ml-100k": load_movielens_100k,
+        "movielens-csv": load_movielens_csv,
+        "netflix": load_netflix,
+        "collm": load_collm,
+    }
+    if name not in builders:
+        raise ValueError(f"unknown data set {name!r}; known: {DATASET_NAMES}")
+    if data_dir is None:
+        raise ValueError(f"data set {name!r} needs data_dir")
+    return builders[name](data_dir, **overrides)
+
+
+__all__ = [
+    "DATASET_NAMES",
+    "DEFAULT_GENERATOR",
+    "ML_100K_URL",
+    "SPLITS",
+    "STATISTICS",
+    "Protocol",
+    "RecommendationData",
+    "RecordBuilder",
+    "RecordDataset",
+    "apply_protocol",
+    "build_records",
+    "dataset_statistics",
+    "download_movielens_100k",
+    "format_statistics",
+    "load_collm",
+    "load_dataset_by_name",
+    "load_movielens_100k",
+    "load_movielens_csv",
+    "load_netflix",
+    "make_toy_movies",
+    "oracle_test_auc",
+]

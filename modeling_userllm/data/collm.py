@@ -1,0 +1,144 @@
+"""CoLLM's processed MovieLens-1M split (Zhang et al. 2023), kept as published.
+
+Files read from `data_dir`: `train.parquet`, `valid.parquet`, `test.parquet` with columns
+`uid`, `iid` (raw ids from 1), `label` (1 = rating >= 4), `timestamp`, `his` (earlier
+positive item ids, left-padded with 0), `his_title`, `title`. `valid_small.parquet` (a
+subset of valid) is not used.
+
+The split, labels and histories are CoLLM's; only the ids are mapped to contiguous ids
+from 0 (the raw ids stay in `info["id_maps"]`), the padding is removed and histories are
+cut to their `history_length` most recent items (None keeps them whole). CoLLM publishes
+labels, not ratings: `rating` holds the label as a float. `test_short`/`test_long` follow
+the rule of `protocol.py`, with the full published history length as the count.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .common import RecommendationData
+from .protocol import interactions_from_tables, item_table, short_long_split
+from .statistics import dataset_statistics
+
+SPLIT_FILES = {"train": "train.parquet", "valid": "valid.parquet", "test": "test.parquet"}
+COLUMNS = ["uid", "iid", "label", "timestamp", "his", "his_title", "title"]
+PADDING = 0
+
+
+def read_splits(data_dir: Path) -> dict[str, pa.Table]:
+    """The three published splits.
+
+    Raises:
+        FileNotFoundError: a split file is missing.
+        ValueError: a split lacks a column.
+    """
+    splits = {}
+    for name, file_name in SPLIT_FILES.items():
+        path = data_dir / file_name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing CoLLM split file")
+        table = pq.read_table(path)
+        missing = [column for column in COLUMNS if column not in table.column_names]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing}")
+        splits[name] = table.select(COLUMNS)
+    return splits
+
+
+def item_titles(splits: dict[str, pa.Table]) -> dict[int, str]:
+    """Raw item id -> title, from target titles and the history titles aligned with `his`."""
+    ids, titles = [], []
+    for table in splits.values():
+        ids += [table["iid"].combine_chunks(), table["his"].combine_chunks().flatten()]
+        titles += [table["title"].combine_chunks(), table["his_title"].combine_chunks().flatten()]
+    ids = np.concatenate([np.asarray(chunk, dtype=np.int64) for chunk in ids])
+    titles = pa.concat_arrays([chunk.cast(pa.string()) for chunk in titles])
+    unique, first = np.unique(ids, return_index=True)
+    real = unique != PADDING
+    return dict(zip(unique[real].tolist(), titles.take(pa.array(first[real])).to_pylist()))
+
+
+def contiguous_lookup(raw_ids: np.ndarray) -> np.ndarray:
+    """`(max raw id + 1,)` array mapping a raw integer id to its position in `raw_ids`."""
+    lookup = np.full(int(raw_ids.max()) + 1, -1, dtype=np.int64)
+    lookup[raw_ids] = np.arange(len(raw_ids))
+    return lookup
+
+
+def split_table(
+    table: pa.Table, user_lookup: np.ndarray, item_lookup: np.ndarray, history_length: int | None
+) -> pa.Table:
+    """One published split in the common columns plus `history_count`."""
+    padded = table["his"].combine_chunks()
+    flat = np.asarray(padded.flatten(), dtype=np.int64)
+    row_of_flat = np.repeat(np.arange(len(padded)), np.asarray(pc.list_value_length(padded)))
+    real = flat != PADDING
+    flat, row_of_flat = flat[real], row_of_flat[real]
+    counts = np.bincount(row_of_flat, minlength=len(padded)).astype(np.int64)
+    ends = np.cumsum(counts)
+    lengths = counts if history_length is None else np.minimum(counts, history_length)
+    # Histories are oldest first: keep the last `lengths` entries of each row.
+    keep = np.arange(len(flat)) >= np.repeat(ends - lengths, counts)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    histories = pa.ListArray.from_arrays(pa.array(offsets), pa.array(item_lookup[flat[keep]]))
+    labels = np.asarray(table["label"], dtype=np.int64)
+    return pa.table(
+        {
+            "user_id": user_lookup[np.asarray(table["uid"], dtype=np.int64)],
+            "item_id": item_lookup[np.asarray(table["iid"], dtype=np.int64)],
+            "rating": labels.astype(np.float32),
+            "label": labels,
+            "timestamp": np.asarray(table["timestamp"], dtype=np.int64),
+            "history_item_ids": histories,
+            "history_count": counts,
+        }
+    )
+
+
+def load_collm(
+    data_dir: str | Path, *, history_length: int | None = 10, short_long_threshold: int | None = None
+) -> RecommendationData:
+    """Builds the common form from CoLLM's published ML-1M split.
+
+    Args:
+        data_dir: folder with the parquet files.
+        history_length: most recent history items kept per row (CoLLM's prompts use 10);
+            None keeps the published histories whole.
+        short_long_threshold: see `Protocol`; None = median history count of test rows.
+
+    Returns:
+        The data set, named "collm".
+    """
+    data_dir = Path(data_dir)
+    splits = read_splits(data_dir)
+    titles = item_titles(splits)
+    users = np.unique(np.concatenate([np.asarray(table["uid"], dtype=np.int64) for table in splits.values()]))
+    items = np.array(sorted(titles), dtype=np.int64)
+    user_lookup, item_lookup = contiguous_lookup(users), contiguous_lookup(items)
+    tables = {name: split_table(table, user_lookup, item_lookup, history_length) for name, table in splits.items()}
+    short, long, threshold = short_long_split(tables["test"]["history_count"].to_numpy(), short_long_threshold)
+    tables["test_short"] = tables["test"].filter(pa.array(short))
+    tables["test_long"] = tables["test"].filter(pa.array(long))
+    item_frame = pd.DataFrame(
+        {"raw_id": items.astype(str), "title": [titles[raw] for raw in items], "description": None, "poster_path": None}
+    )
+    info = {
+        "name": "collm",
+        "protocol": {
+            "split": "published (CoLLM)",
+            "threshold": 4.0,
+            "history_length": history_length,
+            "short_long_threshold": threshold,
+        },
+        "id_maps": {"users": users.astype(str).tolist(), "items": items.astype(str).tolist()},
+        "source": {"data_dir": str(data_dir.resolve()), "rows": {name: table.num_rows for name, table in splits.items()}},
+    }
+    data = RecommendationData(interactions_from_tables(tables), item_table(item_frame), info)
+    data.info["statistics"] = dataset_statistics(data)
+    return data

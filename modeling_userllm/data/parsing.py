@@ -1,0 +1,231 @@
+"""Readers of raw rating and title files that fail loudly on malformed input.
+
+Every reader returns a `pandas.DataFrame` and raises `ValueError` naming the file, the
+1-based line number and the offending text at the first malformed line. Large files are
+parsed with pandas' C reader; only when that reader (or a type conversion) reports a
+problem is the file scanned line by line to locate it, so the error path costs time and
+the good path does not.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+Converter = Callable[[str], object]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"negative id {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"non-finite value {text!r}")
+    return value
+
+
+def _iso_date(text: str) -> str:
+    pd.Timestamp(text)
+    return text
+
+
+INT = _positive_int
+FLOAT = _finite_float
+STR = str
+DATE = _iso_date
+
+
+def read_text(path: Path, *, latin1_fallback: bool = False) -> str:
+    """Decodes a text file as UTF-8, or as latin-1 where the format is documented so.
+
+    Args:
+        path: the file.
+        latin1_fallback: decode as latin-1 when UTF-8 fails. Only for formats documented
+            as latin-1 (MovieLens `u.item`, Netflix `movie_titles.csv`): latin-1 accepts
+            any byte, so elsewhere it would hide a wrong file.
+
+    Returns:
+        The decoded text.
+
+    Raises:
+        ValueError: the file is not valid UTF-8 (and no fallback applies); names the line.
+    """
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if latin1_fallback:
+            return raw.decode("latin-1")
+        line_number = raw.count(b"\n", 0, error.start) + 1
+        line = raw.splitlines()[line_number - 1]
+        raise ValueError(
+            f"{path}: line {line_number}: not valid UTF-8 ({error.reason}): {line!r}"
+        ) from None
+
+
+def _split_lines(text: str, sep: str, quoted: bool) -> Iterator[tuple[int, str, list[str]]]:
+    """Yields (line number, line text, fields) for each non-blank line."""
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = next(csv.reader([line])) if quoted else line.split(sep)
+        yield line_number, line, fields
+
+
+def _locate_bad_line(
+    path: Path,
+    text: str,
+    sep: str,
+    converters: dict[str, Converter],
+    skip_header: bool,
+    quoted: bool,
+) -> ValueError:
+    """Builds the error for the first line whose fields do not fit `converters`."""
+    expected = len(converters)
+    lines = _split_lines(text, sep, quoted)
+    if skip_header:
+        next(lines, None)
+    for line_number, line, fields in lines:
+        if len(fields) != expected:
+            return ValueError(
+                f"{path}: line {line_number}: expected {expected} fields "
+                f"({', '.join(converters)}), got {len(fields)}: {line!r}"
+            )
+        for (name, convert), field in zip(converters.items(), fields):
+            try:
+                convert(field.strip())
+            except (ValueError, TypeError):
+                return ValueError(
+                    f"{path}: line {line_number}: bad {name} {field!r}: {line!r}"
+                )
+    return ValueError(f"{path}: could not be parsed as {sep!r}-separated {list(converters)}")
+
+
+def read_table(
+    path: Path,
+    sep: str,
+    converters: dict[str, Converter],
+    *,
+    header: bool = False,
+    quoted: bool = False,
+    latin1_fallback: bool = False,
+) -> pd.DataFrame:
+    """Reads a delimited file whose every line has exactly the given typed fields.
+
+    Args:
+        path: the file.
+        sep: the field separator (`"\\t"`, `"|"`, `","`).
+        converters: column name -> converter (`INT`, `FLOAT`, `STR`, `DATE`), in file
+            order; the file must have exactly these fields.
+        header: the first line is a header and is skipped.
+        quoted: fields may be double-quoted (CSV rules).
+        latin1_fallback: see `read_text`.
+
+    Returns:
+        `(num_lines, len(converters))` frame; INT columns int64, FLOAT float64, others str.
+
+    Raises:
+        ValueError: on the first malformed line, naming file, line number and text.
+    """
+    path = Path(path)
+    text = read_text(path, latin1_fallback=latin1_fallback)
+    names = list(converters)
+
+    def bad_line() -> ValueError:
+        return _locate_bad_line(path, text, sep, converters, header, quoted)
+
+    try:
+        with warnings.catch_warnings():
+            # A first line with extra fields only warns (data loss) unless made an error.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.StringIO(text),
+                sep=sep,
+                header=0 if header else None,
+                names=names,
+                index_col=False,
+                dtype=str,
+                keep_default_na=False,
+                quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE,
+                engine="c",
+                skip_blank_lines=True,
+            )
+    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError):
+        raise bad_line() from None
+    for name, convert in converters.items():
+        if convert is STR:
+            continue
+        column = frame[name].str.strip()
+        if convert is DATE:
+            if pd.to_datetime(column, errors="coerce", format="ISO8601").isna().any():
+                raise bad_line()
+            frame[name] = column
+            continue
+        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64")
+        if not np.isfinite(values).all():
+            raise bad_line()
+        if convert is INT:
+            if (values < 0).any() or (values % 1 != 0).any():
+                raise bad_line()
+            frame[name] = values.astype("int64")
+        else:
+            frame[name] = values
+    return frame
+
+
+def read_csv_columns(path: Path, columns: list[str]) -> pd.DataFrame:
+    """Reads a headed, quoted CSV (metadata such as TMDB overviews) as strings.
+
+    Args:
+        path: the file.
+        columns: the columns required (others are ignored).
+
+    Returns:
+        `(num_rows, len(columns))` frame of str, missing cells as "".
+
+    Raises:
+        ValueError: the file cannot be parsed or lacks a column; names the file.
+    """
+    text = read_text(Path(path))
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, ValueError) as error:
+        raise ValueError(f"{path}: not a valid CSV file: {error}") from None
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}; has {list(frame.columns)}")
+    return frame[columns]
+
+
+def poster_paths(
+    folder: Path | None, file_names: list[list[str]]
+) -> tuple[list[str | None], int]:
+    """Absolute path of each item's poster, None where no candidate file exists.
+
+    Args:
+        folder: the posters folder; None = no posters at all.
+        file_names: per item, candidate file names inside `folder`, in preference order.
+
+    Returns:
+        `(num_items,)` paths or None, and the number of items without a poster.
+    """
+    if folder is None or not Path(folder).is_dir():
+        return [None] * len(file_names), len(file_names)
+    folder = Path(folder).resolve()
+    present = {entry.name for entry in folder.iterdir()}
+    paths = [
+        next((str(folder / name) for name in candidates if name in present), None)
+        for candidates in file_names
+    ]
+    return paths, sum(path is None for path in paths)

@@ -1,0 +1,116 @@
+"""The toy movies generator, records built from it, and the dataset presets."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from modeling_userllm.data import (
+    DEFAULT_GENERATOR,
+    Protocol,
+    RecordBuilder,
+    build_records,
+    make_toy_movies,
+    oracle_test_auc,
+)
+from modeling_userllm.data.toy import DEFAULT_PROTOCOL
+
+PRESETS = Path(__file__).resolve().parents[1] / "configuration" / "datasets"
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return make_toy_movies(seed=0, poster_dir=tmp_path_factory.mktemp("posters"))
+
+
+def test_toy_has_the_documented_size(toy):
+    stats = toy.info["statistics"]
+    assert toy.num_users == 300 and toy.num_items == 200
+    assert stats["#User"] == 300 and stats["#Item"] == 200
+    assert 6000 < stats["#Train"] < 9000
+    assert 0.35 < stats["#Positive"] / (stats["#Positive"] + stats["#Negative"]) < 0.6
+
+
+def test_toy_is_deterministic_from_its_seed(toy, tmp_path):
+    again = make_toy_movies(seed=0, poster_dir=tmp_path)
+    assert again.interactions["test"].to_list() == toy.interactions["test"].to_list()
+    assert again.items["title"] == toy.items["title"]
+    other = make_toy_movies(seed=1)
+    assert other.items["title"] != toy.items["title"]
+
+
+def test_toy_posters_are_small_images_and_some_are_missing(toy):
+    paths = toy.items["poster_path"]
+    present = [path for path in paths if path]
+    assert 0 < len(paths) - len(present) < 20
+    with Image.open(present[0]) as image:
+        assert image.size == (64, 64) and image.mode == "RGB"
+
+
+def test_descriptions_reveal_the_genre_that_some_titles_hide(toy):
+    genres = ("action", "comedy", "horror", "romance", "science fiction")
+    assert all(any(genre in text for genre in genres) for text in toy.items["description"])
+    assert sum(title.startswith("The ") for title in toy.items["title"]) > 40
+
+
+def test_oracle_auc_is_the_documented_ceiling_and_each_signal_matters():
+    full = oracle_test_auc(seed=0)
+    assert full == pytest.approx(0.8146, abs=1e-3)
+    for term in ("collaborative", "visual", "history"):
+        assert oracle_test_auc(seed=0, without=(term,)) < full - 0.03
+
+
+def test_records_follow_the_processor_format(toy):
+    features = np.arange(toy.num_items * 384, dtype=np.float32).reshape(toy.num_items, 384)
+    mask = np.ones(toy.num_items, dtype=bool)
+    mask[3] = False
+    rows = toy.interactions["test"][:4]
+    records = build_records(rows, toy, image_features=features, image_mask=mask)
+    record = records[0]
+    assert set(record) == {"user_id", "item_id", "title", "description", "image_features", "history", "label"}
+    assert record["item_id"] == rows["item_id"][0] and record["label"] == rows["label"][0]
+    assert record["title"] == toy.items[record["item_id"]]["title"]
+    assert record["image_features"] == features[record["item_id"]].tolist()
+    assert [past["item_id"] for past in record["history"]] == rows["history_item_ids"][0]
+    assert set(record["history"][0]) == {"item_id", "title", "description", "image_features"}
+    assert RecordBuilder(toy, image_features=features, image_mask=mask).item(3)["image_features"] is None
+
+
+def test_description_sources(toy):
+    rows = [toy.interactions["train"][0]]
+    item = rows[0]["item_id"]
+    generated = build_records(rows, toy, descriptions={str(item): "generated text"})[0]
+    assert generated["description"] == "generated text" and generated["image_features"] is None
+    assert build_records(rows, toy)[0]["description"] == toy.items[item]["description"]
+    assert build_records(rows, toy, description_source="none")[0]["description"] is None
+    with pytest.raises(ValueError, match="needs `descriptions`"):
+        build_records(rows, toy, description_source="generated")
+
+
+def test_record_dataset_converts_lazily_by_index(toy):
+    dataset = RecordBuilder(toy).dataset(toy.interactions["valid"])
+    assert len(dataset) == len(toy.interactions["valid"])
+    assert dataset[5]["item_id"] == toy.interactions["valid"][5]["item_id"]
+
+
+def test_image_features_of_the_wrong_shape_raise(toy):
+    with pytest.raises(ValueError, match="num_items=200"):
+        RecordBuilder(toy, image_features=np.zeros((5, 384)))
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS.glob("*.yaml")), ids=lambda path: path.stem)
+def test_presets_use_only_known_keys(preset):
+    keys = set(yaml.safe_load(preset.read_text()))
+    known = {"threshold", "history_length", "min_history", "split_fractions", "short_long_threshold"}
+    if preset.stem == "toy":
+        known |= set(DEFAULT_GENERATOR) | {"seed"}
+    assert keys <= known
+
+
+def test_toy_preset_matches_the_code_defaults():
+    preset = yaml.safe_load((PRESETS / "toy.yaml").read_text())
+    assert {key: preset[key] for key in DEFAULT_PROTOCOL} == DEFAULT_PROTOCOL
+    assert {key: tuple(v) if isinstance(v, list) else v for key, v in preset.items() if key in DEFAULT_GENERATOR} == DEFAULT_GENERATOR
+    assert Protocol.with_overrides(DEFAULT_PROTOCOL, {}).history_length == 5
