@@ -458,7 +458,12 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """Loads a full or light checkpoint (a light one also fetches its base LLM)."""
+        """Loads a full or light checkpoint (a light one also fetches its base LLM).
+
+        Only safetensors weights are read: a folder holding only pickle-format weights
+        (`pytorch_model.bin`) raises instead of being unpickled.
+        """
+        kwargs.setdefault("use_safetensors", True)
         config = kwargs.pop("config", None)
         hub_kwargs = {
             key: kwargs[key]
@@ -470,7 +475,10 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         if config is None or not config.light_checkpoint or kwargs.get("state_dict") is not None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
         light_state = _read_safetensors_checkpoint(pretrained_model_name_or_path, **hub_kwargs)
+        # The base LLM lives in its own repo: this checkpoint's subfolder and revision (AutoModel
+        # resolves `revision` to this repo's commit hash) do not apply to it.
         hub_kwargs.pop("subfolder", None)
+        hub_kwargs.pop("revision", None)
         base_state = _read_safetensors_checkpoint(config.base_model_name_or_path, **hub_kwargs)
         merged = {**_base_llm_keys_to_wrapper_keys(cls, config, base_state), **light_state}
         config.light_checkpoint = False

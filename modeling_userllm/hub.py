@@ -1,0 +1,499 @@
+"""Publishing USER-LLM on the Hugging Face Hub: model and dataset cards, upload folders, push.
+
+A checkpoint is published in one of two forms, both loading with
+`AutoModel.from_pretrained(repo_id, trust_remote_code=True)`:
+- full: every weight, loadable alone;
+- light: only the weights training changed (LoRA, UHEM, projectors, collaborative tables)
+  and the base LLM's Hub id in the config; loading fetches the base LLM by that id.
+
+`prepare_upload_folder` writes exactly what is uploaded (safetensors weights, config with
+`auto_map`, the model/config/processor code, tokenizer, `README.md` card); `push_to_hub`
+checks the login first, then prepares and uploads that folder.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, HfApi, ModelCard, ModelCardData, get_token
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from .configuration_userllm import UserLLMConfig
+from .modeling_userllm import UserLLMForRecommendation
+from .processing_userllm import UserLLMProcessor
+
+CARD_TEMPLATES = Path(__file__).resolve().parents[1] / "hub_cards"
+MODEL_CARD_TEMPLATE = CARD_TEMPLATES / "model_card.md"
+DATASET_CARD_TEMPLATE = CARD_TEMPLATES / "dataset_card.md"
+
+# metrics.json split -> how the card names it.
+METRIC_SPLITS = {"valid": "validation", "test": "test", "test_short": "test (short histories)", "test_long": "test (long histories)"}
+METRIC_NAMES = {"auc": ("roc_auc", "AUC"), "uauc": ("uauc", "UAUC")}
+PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+TAGS = ["recommendation", "userllm", "multimodal", "lora", "custom_code"]
+LOGIN_HELP = (
+    "No Hugging Face token found, so nothing was prepared or uploaded. Log in once with "
+    "`hf auth login` (or `huggingface-cli login`), or set the HF_TOKEN environment variable to a "
+    "token with write access (https://huggingface.co/settings/tokens)."
+)
+VARIANT_DESCRIPTIONS = {
+    "tallrec": "TALLRec: titles of the history and of the target item, text only",
+    "collm": "CoLLM: titles plus one collaborative (MF) token for the user and one for the target item",
+    "collm_va": "CoLLM-VA: CoLLM plus one image token per history item and for the target item",
+    "userllm_no_uhem": "USER-LLM without the UHEM: the multimodal history written inline in the prompt",
+    "userllm_no_ke": "USER-LLM with titles instead of knowledge-enhanced descriptions",
+    "userllm": "USER-LLM: the whole multimodal history compressed into one token by the UHEM",
+}
+
+
+class HubLoginRequiredError(RuntimeError):
+    """Raised before any work when an upload is asked for without a Hugging Face token."""
+
+
+@dataclass(frozen=True)
+class CheckpointSizes:
+    """Bytes of weights in each checkpoint form (safetensors adds a header of a few KB).
+
+    Args:
+        full: every weight.
+        light: the weights training changes (LoRA, UHEM, projectors, collaborative tables).
+        dtype: the dtype the sizes assume.
+    """
+
+    full: int
+    light: int
+    dtype: torch.dtype
+
+    @property
+    def base(self) -> int:
+        """Bytes of the frozen base LLM, which a light checkpoint leaves out."""
+        return self.full - self.light
+
+
+# ----------------------------------------------------------------------------- computing
+
+
+def checkpoint_sizes(config: UserLLMConfig, dtype: torch.dtype | None = None) -> CheckpointSizes:
+    """Sizes of the full and the light checkpoint of a model, from its config alone.
+
+    The model is built on the meta device, so this costs no memory even for a 7B LLM.
+
+    Args:
+        config: the model's config.
+        dtype: dtype of the stored weights; defaults to the config's dtype, else the LLM
+            config's, else float32.
+    """
+    dtype = dtype or _config_dtype(config)
+    with torch.device("meta"):
+        model = UserLLMForRecommendation(config)
+    trained = set(model.trained_parameter_names())
+    # named_parameters lists tied weights once, as save_pretrained stores them.
+    numels = {name: param.numel() for name, param in model.named_parameters()}
+    itemsize = dtype.itemsize
+    full = sum(numels.values()) * itemsize
+    light = sum(numel for name, numel in numels.items() if name in trained) * itemsize
+    return CheckpointSizes(full=full, light=light, dtype=dtype)
+
+
+def _config_dtype(config: UserLLMConfig) -> torch.dtype:
+    dtype = getattr(config, "dtype", None) or getattr(config.text_config, "dtype", None) or torch.float32
+    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+
+def format_size(num_bytes: int) -> str:
+    """`num_bytes` in decimal units, e.g. `"287.1 MB"`."""
+    size = float(num_bytes)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            break
+        size /= 1000
+    return f"{size:.0f} B" if unit == "B" else f"{size:.1f} {unit}"
+
+
+def validate_metrics(metrics: dict) -> dict[str, dict[str, float]]:
+    """Checks a `metrics.json` mapping and returns it in the card's split order.
+
+    Args:
+        metrics: `{"valid": {"auc", "uauc"}, "test": {...}, "test_short": {...}, "test_long": {...}}`;
+            any subset of those splits.
+
+    Raises:
+        ValueError: an unknown split, a missing metric or a value that is not a number in [0, 1].
+    """
+    unknown = sorted(set(metrics) - set(METRIC_SPLITS))
+    if unknown:
+        raise ValueError(f"metrics: unknown split(s) {unknown}; expected some of {list(METRIC_SPLITS)}")
+    checked = {}
+    for split in METRIC_SPLITS:
+        if split not in metrics:
+            continue
+        values = {}
+        for metric in METRIC_NAMES:
+            value = metrics[split].get(metric)
+            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"metrics[{split!r}][{metric!r}] must be a number in [0, 1], got {value!r}")
+            values[metric] = float(value)
+        checked[split] = values
+    return checked
+
+
+def eval_results(metrics: dict, dataset_id: str, dataset_name: str) -> list[EvalResult]:
+    """AUC and UAUC of every split as `EvalResult`s (the Hub's `model-index`).
+
+    Args:
+        metrics: a validated `metrics.json` mapping (see `validate_metrics`).
+        dataset_id: Hub id (or name) of the evaluation data set.
+        dataset_name: its display name.
+    """
+    return [
+        EvalResult(
+            task_type="text-classification",
+            task_name="Recommendation (will the user like the item? Yes/No)",
+            dataset_type=dataset_id,
+            dataset_name=dataset_name,
+            dataset_split=split,
+            metric_type=metric_type,
+            metric_name=metric_name,
+            metric_value=round(values[metric], 4),
+        )
+        for split, values in metrics.items()
+        for metric, (metric_type, metric_name) in METRIC_NAMES.items()
+    ]
+
+
+def is_hub_id(name: str | None) -> bool:
+    """Whether `name` is a Hub repo id rather than a local folder."""
+    if not name or os.path.isdir(name):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def model_card_data(
+    config: UserLLMConfig,
+    repo_id: str,
+    *,
+    metrics: dict | None = None,
+    dataset_id: str | None = None,
+    dataset_name: str | None = None,
+    license: str | None = None,
+) -> ModelCardData:
+    """The card's YAML metadata: base model, data set, library, tags and the AUC/UAUC results.
+
+    Args:
+        config: the model's config (its `base_model_name_or_path` becomes `base_model` when a Hub id).
+        repo_id: where the model is published.
+        metrics: a validated `metrics.json` mapping.
+        dataset_id: Hub id of the training data set.
+        dataset_name: display name of the data set in the results.
+        license: the license id (it must also allow the base LLM's license).
+    """
+    base_model = config.base_model_name_or_path if is_hub_id(config.base_model_name_or_path) else None
+    dataset_name = dataset_name or dataset_id or "recommendation data"
+    return ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        base_model=base_model,
+        datasets=[dataset_id] if dataset_id else None,
+        library_name="transformers",
+        license=license,
+        tags=TAGS + ([config.variant] if config.variant and config.variant != "userllm" else []),
+        metrics=["roc_auc", "uauc"] if metrics else None,
+        eval_results=eval_results(metrics, dataset_id or "custom", dataset_name) if metrics else None,
+    )
+
+
+def render_model_card(
+    config: UserLLMConfig,
+    repo_id: str,
+    *,
+    light: bool,
+    metrics: dict | None = None,
+    dataset_id: str | None = None,
+    data_info: dict | None = None,
+    training: dict | None = None,
+    license: str | None = None,
+    citation: str | None = None,
+    template_path: str | os.PathLike = MODEL_CARD_TEMPLATE,
+) -> ModelCard:
+    """The model card of a checkpoint.
+
+    Args:
+        config: the model's config.
+        repo_id: where the model is published.
+        light: whether the published weights are the light form.
+        metrics: `metrics.json` content (see `validate_metrics`).
+        dataset_id: Hub id of the training data set.
+        data_info: `info.json` of the prepared data set (protocol and statistics).
+        training: hyperparameters per training step, `{step name: {name: value}}`.
+        license: license id.
+        citation: BibTeX to cite in addition to the paper.
+        template_path: Jinja template of the card body.
+    """
+    metrics = validate_metrics(metrics) if metrics else None
+    sizes = checkpoint_sizes(config)
+    data_info = data_info or {}
+    card_data = model_card_data(
+        config, repo_id, metrics=metrics, dataset_id=dataset_id, dataset_name=data_info.get("name"), license=license
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path),
+        repo_id=repo_id,
+        light=light,
+        base_model=config.base_model_name_or_path,
+        variant=config.variant or "userllm",
+        variant_description=VARIANT_DESCRIPTIONS.get(config.variant or "userllm", ""),
+        modules=_module_switches(config),
+        lora=dict(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout, targets=", ".join(config.lora_target_modules)),
+        feature_sizes=dict(vision=config.vision_feature_size, collaborative=config.collaborative_size),
+        num_users=config.num_users,
+        num_items=config.num_items,
+        max_history_items=config.max_history_items,
+        full_size=format_size(sizes.full),
+        light_size=format_size(sizes.light),
+        size_dtype=str(sizes.dtype).removeprefix("torch."),
+        metrics_rows=[dict(split=METRIC_SPLITS[split], **values) for split, values in (metrics or {}).items()],
+        dataset_id=dataset_id,
+        protocol=data_info.get("protocol"),
+        statistics=data_info.get("statistics"),
+        data_name=data_info.get("name"),
+        training=training,
+        citation=citation,
+    )
+
+
+def _module_switches(config: UserLLMConfig) -> list[tuple[str, bool]]:
+    return [
+        ("User History Encoding Module (one `<HistoryInteractions>` token)", config.use_history_encoder),
+        ("Visual features (`<Image>` tokens)", config.use_visual),
+        ("Collaborative embeddings (`<UserID>` / `<ItemID>` tokens)", config.use_collaborative),
+        ("Knowledge-enhanced item descriptions", config.use_descriptions),
+    ]
+
+
+def size_category(num_rows: int) -> str:
+    """The Hub's `size_categories` bucket of a data set with `num_rows` rows."""
+    if num_rows < 1000:
+        return "n<1K"
+    bounds = ["1K", "10K", "100K", "1M", "10M", "100M", "1B", "10B", "100B", "1T"]
+    index = min(int(math.log10(num_rows)) - 3, len(bounds) - 2)
+    return f"{bounds[index]}<n<{bounds[index + 1]}"
+
+
+def render_dataset_card(
+    info: dict,
+    repo_id: str,
+    *,
+    license: str | None = None,
+    template_path: str | os.PathLike = DATASET_CARD_TEMPLATE,
+) -> DatasetCard:
+    """The dataset card of a prepared data set (see `RecommendationData`).
+
+    Args:
+        info: the data set's `info.json` (name, protocol, statistics).
+        repo_id: where the data set is published.
+        license: license id (that of the raw data).
+        template_path: Jinja template of the card body.
+    """
+    statistics = info.get("statistics", {})
+    num_rows = sum(statistics.get(key, 0) for key in ("#Train", "#Valid", "#Test"))
+    card_data = DatasetCardData(
+        pretty_name=f"{info['name']} (USER-LLM protocol)",
+        license=license,
+        task_categories=["text-classification"],
+        tags=["recommendation", "userllm", "multimodal"],
+        size_categories=[size_category(num_rows)],
+    )
+    return DatasetCard.from_template(
+        card_data,
+        template_path=str(template_path),
+        repo_id=repo_id,
+        name=info["name"],
+        protocol=info.get("protocol", {}),
+        statistics=statistics,
+    )
+
+
+# ----------------------------------------------------------------------------- I/O
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, dict[str, float]]:
+    """Reads and validates a `metrics.json` written by training (see `validate_metrics`)."""
+    return validate_metrics(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+
+
+def read_mapping(path: str | os.PathLike) -> dict:
+    """Reads a JSON or YAML mapping (e.g. `info.json`, per-step hyperparameters)."""
+    content = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(content, dict):
+        raise ValueError(f"{path}: expected a mapping, got {type(content).__name__}")
+    return content
+
+
+def write_dataset_card(data_dir: str | os.PathLike, repo_id: str, *, license: str | None = None) -> Path:
+    """Writes `README.md` (the dataset card) into a prepared data set folder; returns its path."""
+    data_dir = Path(data_dir)
+    card = render_dataset_card(read_mapping(data_dir / "info.json"), repo_id, license=license)
+    path = data_dir / "README.md"
+    card.save(path)
+    return path
+
+
+def prepare_upload_folder(
+    model_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    repo_id: str,
+    light: bool = False,
+    base_model: str | None = None,
+    **card_kwargs: Any,
+) -> Path:
+    """Writes exactly the folder to upload, atomically.
+
+    It holds the weights (safetensors only), `config.json` with `auto_map`, the code files
+    `configuration_userllm.py`, `modeling_userllm.py`, `processing_userllm.py`, the processor
+    and tokenizer files and `README.md` (the model card).
+
+    Args:
+        model_dir: a saved checkpoint (full or light) with its processor.
+        out_dir: the folder to write; must not exist or be empty.
+        repo_id: where the model will be published (named in the card).
+        light: write the light form (no base LLM weights).
+        base_model: Hub id of the base LLM, replacing `config.base_model_name_or_path`
+            (typically a local folder during training). Required for the light form unless
+            the config already holds a Hub id.
+        **card_kwargs: passed to `render_model_card` (`metrics`, `dataset_id`, `data_info`,
+            `training`, `license`, `citation`).
+
+    Returns:
+        `out_dir`.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} is not empty; give an empty or new folder, so that nothing stale is uploaded")
+    model = UserLLMForRecommendation.from_pretrained(model_dir, dtype="auto")
+    if base_model is not None:
+        model.config.base_model_name_or_path = base_model
+    if light and not is_hub_id(model.config.base_model_name_or_path):
+        raise ValueError(
+            f"A light checkpoint on the Hub must name its base LLM by Hub id, but the config holds "
+            f"{model.config.base_model_name_or_path!r}; pass base_model='ORG/NAME' (--base-model)"
+        )
+    processor = UserLLMProcessor.from_pretrained(model_dir)
+    card = render_model_card(model.config, repo_id, light=light, **card_kwargs)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        model.save_pretrained(staging, light=light)
+        processor.save_pretrained(staging)
+        card.save(staging / "README.md")
+        _check_no_pickled_weights(staging)
+        if out_dir.exists():
+            out_dir.rmdir()
+        staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def _check_no_pickled_weights(folder: Path) -> None:
+    pickled = [path.name for path in folder.rglob("*") if path.suffix in PICKLE_WEIGHT_SUFFIXES]
+    if pickled:
+        raise RuntimeError(f"Refusing to publish pickle-format weight files {pickled}: only safetensors are allowed")
+
+
+def require_token(token: str | None = None) -> str:
+    """The token to upload with: `token`, else `HF_TOKEN`, else the stored login.
+
+    Raises:
+        HubLoginRequiredError: with instructions to log in, when there is none.
+    """
+    token = token or get_token()
+    if not token:
+        raise HubLoginRequiredError(LOGIN_HELP)
+    return token
+
+
+def upload_folder(folder: str | os.PathLike, repo_id: str, *, token: str, private: bool = False, commit_message: str | None = None):
+    """Creates the model repo if needed and uploads `folder` as one commit.
+
+    Returns:
+        The `CommitInfo` of the upload.
+    """
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=folder,
+        repo_type="model",
+        commit_message=commit_message or f"Upload USER-LLM checkpoint from {Path(folder).name}",
+    )
+
+
+def push_to_hub(
+    model_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    light: bool = False,
+    private: bool = False,
+    token: str | None = None,
+    base_model: str | None = None,
+    commit_message: str | None = None,
+    **card_kwargs: Any,
+):
+    """Prepares the upload folder of a checkpoint (see `prepare_upload_folder`) and uploads it.
+
+    The token is checked first: without one, nothing is read or written.
+
+    Args:
+        model_dir: a saved checkpoint with its processor.
+        repo_id: `ORG/NAME` on the Hub.
+        light: publish the light form.
+        private: create the repo private.
+        token: a Hub token; defaults to `HF_TOKEN` or the stored login.
+        base_model: Hub id of the base LLM (see `prepare_upload_folder`).
+        commit_message: message of the upload commit.
+        **card_kwargs: passed to `render_model_card`.
+
+    Returns:
+        The `CommitInfo` of the upload.
+    """
+    token = require_token(token)
+    with tempfile.TemporaryDirectory(prefix="userllm-upload-") as workdir:
+        folder = prepare_upload_folder(
+            model_dir, Path(workdir) / "upload", repo_id=repo_id, light=light, base_model=base_model, **card_kwargs
+        )
+        return upload_folder(folder, repo_id, token=token, private=private, commit_message=commit_message)
+
+
+__all__ = [
+    "CheckpointSizes",
+    "HubLoginRequiredError",
+    "checkpoint_sizes",
+    "eval_results",
+    "format_size",
+    "is_hub_id",
+    "model_card_data",
+    "prepare_upload_folder",
+    "push_to_hub",
+    "read_mapping",
+    "read_metrics",
+    "render_dataset_card",
+    "render_model_card",
+    "require_token",
+    "upload_folder",
+    "validate_metrics",
+    "write_dataset_card",
+]
