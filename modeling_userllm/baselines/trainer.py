@@ -1,0 +1,297 @@
+"""The training loop shared by the non-LLM baselines (MF, LightGCN, SASRec).
+
+Follows CoLLM's protocol for its baselines: Adam (with L2 weight decay), shuffled mini-batches,
+BCE-with-logits on the 0/1 labels, AUC and UAUC on the validation split after every epoch,
+early stopping on validation AUC with a patience, and the weights of the best epoch restored
+at the end. Test splits are only ever scored with the restored model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..metrics import auc_and_uauc
+from .lightgcn import LightGCN
+from .mf import MatrixFactorization
+from .sasrec import SASRec
+
+HISTORY_PADDING_ID = -1
+"""Fills the left of `history_item_ids` rows shorter than the model's history length."""
+
+EVALUATION_SPLITS = ("valid", "test", "test_short", "test_long")
+
+
+@dataclass
+class InteractionTensors:
+    """One split as tensors, the form every baseline scores.
+
+    Attributes:
+        user_ids: `(N,)` int64.
+        item_ids: `(N,)` int64, the target items.
+        history_item_ids: `(N, L)` int64, the L most recent earlier positive items, oldest
+            first, left-padded with `HISTORY_PADDING_ID`.
+        labels: `(N,)` float32, 1.0 for a positive row.
+    """
+
+    user_ids: torch.Tensor
+    item_ids: torch.Tensor
+    history_item_ids: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The model inputs `(user_ids, item_ids, history_item_ids)` of the rows `index`."""
+        return self.user_ids[index], self.item_ids[index], self.history_item_ids[index]
+
+
+def pad_histories(histories: list[list[int]], history_length: int) -> torch.Tensor:
+    """Keeps the `history_length` most recent items of each history and left-pads the rest.
+
+    Args:
+        histories: one list of item ids per row, oldest first.
+        history_length: L, the number of positions kept (0 gives an empty `(N, 0)` tensor).
+
+    Returns:
+        `(N, L)` int64, the most recent item in the last column.
+    """
+    padded = torch.full((len(histories), history_length), HISTORY_PADDING_ID, dtype=torch.long)
+    if history_length == 0:
+        return padded
+    for row, history in enumerate(histories):
+        recent = history[-history_length:]
+        if recent:
+            padded[row, history_length - len(recent) :] = torch.as_tensor(recent, dtype=torch.long)
+    return padded
+
+
+def to_tensors(split: Any, history_length: int = 0) -> InteractionTensors:
+    """Converts an interaction split (a `datasets.Dataset` of the common form) to tensors.
+
+    Args:
+        split: rows with `user_id`, `item_id`, `label` and `history_item_ids`.
+        history_length: the most recent history items kept per row (0 reads no history); the
+            tensor is narrower when no history in the split is that long.
+    """
+    table = split.with_format("arrow")[:]  # respects a `select`/`filter` view, unlike `split.data`
+    histories = table.column("history_item_ids").to_pylist() if history_length > 0 else [[]] * len(table)
+    # No wider than the longest history: padding columns cost compute and carry nothing.
+    history_length = min(history_length, max(map(len, histories), default=0))
+    return InteractionTensors(
+        user_ids=torch.as_tensor(table.column("user_id").to_numpy().copy(), dtype=torch.long),
+        item_ids=torch.as_tensor(table.column("item_id").to_numpy().copy(), dtype=torch.long),
+        history_item_ids=pad_histories(histories, history_length),
+        labels=torch.as_tensor(table.column("label").to_numpy().copy(), dtype=torch.float32),
+    )
+
+
+@torch.no_grad()
+def predict(model: nn.Module, tensors: InteractionTensors, batch_size: int = 8192) -> np.ndarray:
+    """Scores every row of `tensors` with `model` in eval mode.
+
+    Returns:
+        `(N,)` float64 logits, in row order.
+    """
+    was_training = model.training
+    model.eval()
+    scores = [model(*tensors.batch(index)) for index in torch.arange(len(tensors)).split(batch_size)]
+    model.train(was_training)
+    return torch.cat(scores).double().numpy()
+
+
+def evaluate(model: nn.Module, tensors: InteractionTensors, batch_size: int = 8192) -> dict[str, float]:
+    """AUC and UAUC of `model` on one split, as `{"auc": ..., "uauc": ...}`."""
+    scores = predict(model, tensors, batch_size)
+    return auc_and_uauc(tensors.user_ids.numpy(), tensors.labels.numpy(), scores)
+
+
+@dataclass
+class FitResult:
+    """What `fit` did.
+
+    Attributes:
+        best_epoch: the epoch (from 0) whose weights were restored.
+        best_valid: AUC and UAUC on valid at that epoch.
+        epochs_run: how many epochs were trained before stopping.
+        history: per epoch, `{"epoch", "loss", "valid_auc", "valid_uauc"}`.
+    """
+
+    best_epoch: int
+    best_valid: dict[str, float]
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _train_one_epoch(
+    model: nn.Module,
+    train: InteractionTensors,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    generator: torch.Generator,
+) -> float:
+    """One shuffled pass over `train`; returns the mean BCE-with-logits loss."""
+    model.train()
+    total_loss = 0.0
+    for index in torch.randperm(len(train), generator=generator).split(batch_size):
+        logits = model(*train.batch(index))  # (B,)
+        loss = F.binary_cross_entropy_with_logits(logits, train.labels[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(index)
+    return total_loss / len(train)
+
+
+def fit(
+    model: nn.Module,
+    train: InteractionTensors,
+    valid: InteractionTensors,
+    *,
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    max_epochs: int,
+    patience: int,
+    min_epochs: int = 0,
+    seed: int = 0,
+    progress: bool = True,
+) -> FitResult:
+    """Trains `model` in place and restores the weights of its best validation-AUC epoch.
+
+    Args:
+        model: a module mapping `(user_ids, item_ids, history_item_ids)` to `(B,)` logits.
+        train: the training rows.
+        valid: the rows early stopping looks at (never a test split).
+        lr: Adam learning rate.
+        weight_decay: Adam's L2 penalty, as in CoLLM's baselines.
+        batch_size: rows per optimisation step.
+        max_epochs: upper bound on the number of epochs.
+        patience: stop after this many epochs without a better validation AUC.
+        min_epochs: never stop before this many epochs. MF from CoLLM's N(0, 1) start stays
+            at chance on valid until weight decay has shrunk the initial noise (about a
+            hundred epochs), a plateau that patience alone may mistake for convergence.
+        seed: seeds the shuffling and dropout (the initial weights are the caller's).
+        progress: show a tqdm bar over epochs.
+
+    Returns:
+        The best epoch, its validation metrics and the per-epoch history.
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    best_auc, best_epoch, best_valid = -math.inf, -1, {}
+    best_state = copy.deepcopy(model.state_dict())
+    history = []
+    bar = tqdm(range(max_epochs), desc=type(model).__name__, disable=not progress, leave=False)
+    for epoch in bar:
+        loss = _train_one_epoch(model, train, optimizer, batch_size, generator)
+        metrics = evaluate(model, valid)
+        history.append({"epoch": epoch, "loss": loss, "valid_auc": metrics["auc"], "valid_uauc": metrics["uauc"]})
+        if metrics["auc"] > best_auc:
+            best_auc, best_epoch, best_valid = metrics["auc"], epoch, metrics
+            best_state = copy.deepcopy(model.state_dict())
+        bar.set_postfix(loss=f"{loss:.4f}", valid_auc=f"{metrics['auc']:.4f}", best=f"{best_auc:.4f}@{best_epoch}")
+        if epoch + 1 >= min_epochs and epoch - best_epoch >= patience:
+            break
+    model.load_state_dict(best_state)
+    return FitResult(best_epoch=best_epoch, best_valid=best_valid, epochs_run=len(history), history=history)
+
+
+def _build_mf(data: Any, **kwargs: Any) -> nn.Module:
+    return MatrixFactorization(data.num_users, data.num_items, **kwargs)
+
+
+def _build_lightgcn(data: Any, **kwargs: Any) -> nn.Module:
+    # The graph holds the positive train interactions only, as in CoLLM.
+    train = to_tensors(data.interactions["train"])
+    positive = train.labels == 1
+    edge_users, edge_items = train.user_ids[positive], train.item_ids[positive]
+    return LightGCN(data.num_users, data.num_items, edge_users, edge_items, **kwargs)
+
+
+def _build_sasrec(data: Any, **kwargs: Any) -> nn.Module:
+    return SASRec(data.num_items, **kwargs)
+
+
+BASELINES = {"mf": _build_mf, "lightgcn": _build_lightgcn, "sasrec": _build_sasrec}
+
+DEFAULT_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
+    # CoLLM's choices on ML-1M's validation split (baseline_train_*.py of zyang1580/CoLLM).
+    "mf": {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 1024, "embedding_size": 256, "init_std": 1.0},
+    "lightgcn": {
+        "lr": 1e-2, "weight_decay": 1e-4, "batch_size": 1024,
+        "embedding_size": 64, "num_layers": 2, "init_std": 0.1,
+    },
+    "sasrec": {
+        "lr": 1e-2, "weight_decay": 1e-2, "batch_size": 2048,
+        "hidden_size": 64, "num_blocks": 2, "num_heads": 1, "dropout": 0.2, "history_length": 25,
+    },
+}
+_OPTIMIZATION_KEYS = ("lr", "weight_decay", "batch_size")
+
+
+def train_baseline(
+    name: str,
+    data: Any,
+    *,
+    seed: int = 0,
+    max_epochs: int = 1000,
+    patience: int = 50,
+    min_epochs: int = 0,
+    progress: bool = True,
+    **hyperparameters: Any,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Builds, trains (early stopping on valid AUC) and evaluates one baseline.
+
+    Args:
+        name: `"mf"`, `"lightgcn"` or `"sasrec"`.
+        data: a `RecommendationData` (`interactions` with at least `train` and `valid`,
+            `num_users`, `num_items`).
+        seed: seeds the initial weights, the shuffling and dropout.
+        max_epochs: upper bound on the epochs.
+        patience: epochs without a better validation AUC before stopping.
+        min_epochs: epochs always trained (see `fit`).
+        progress: show a progress bar.
+        **hyperparameters: overrides of `DEFAULT_HYPERPARAMETERS[name]`: `lr`,
+            `weight_decay`, `batch_size` and the model's own arguments.
+
+    Returns:
+        The trained model (best validation epoch) and its metrics:
+        `{"model", "seed", "hyperparameters", "best_epoch", "epochs_run", "history" (see
+        `FitResult`), "<split>": {"auc", "uauc"} for each of EVALUATION_SPLITS present}`.
+    """
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; choose one of {sorted(BASELINES)}")
+    unknown = set(hyperparameters) - set(DEFAULT_HYPERPARAMETERS[name])
+    if unknown:
+        raise ValueError(f"{name} does not take {sorted(unknown)}; it takes {sorted(DEFAULT_HYPERPARAMETERS[name])}")
+    settings = {**DEFAULT_HYPERPARAMETERS[name], **hyperparameters}
+    optimization = {key: settings[key] for key in _OPTIMIZATION_KEYS}
+    model_kwargs = {key: value for key, value in settings.items() if key not in _OPTIMIZATION_KEYS}
+
+    torch.manual_seed(seed)
+    model = BASELINES[name](data, **model_kwargs)
+    history_length = getattr(model, "history_length", 0)
+    splits = {split: to_tensors(data.interactions[split], history_length) for split in data.interactions}
+    result = fit(
+        model, splits["train"], splits["valid"], **optimization,
+        max_epochs=max_epochs, patience=patience, min_epochs=min_epochs, seed=seed, progress=progress,
+    )
+    metrics: dict[str, Any] = {
+        "model": name, "seed": seed, "hyperparameters": settings,
+        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "history": result.history,
+    }
+    for split in EVALUATION_SPLITS:
+        if split in splits:
+            metrics[split] = evaluate(model, splits[split])
+    return model, metrics
