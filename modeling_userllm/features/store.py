@@ -1,0 +1,188 @@
+"""The features folder: image features, descriptions and collaborative tables of one data set.
+
+Layout (docs/ARCHITECTURE.md, "Features"), one file per kind, each optional:
+
+| file | content |
+| --- | --- |
+| `image_features.safetensors` | `features` float32 `(num_items, 384)`, `mask` bool `(num_items,)` |
+| `descriptions.json` | `{"<item_id>": "description", ...}` |
+| `collaborative.safetensors` | `user_embeddings` `(num_users, 256)`, `item_embeddings` `(num_items, 256)` |
+| `manifest.json` | models, prompts, counts, timings |
+
+Every file is written atomically (temporary file in the same folder, then `os.replace`), so a
+reader never sees a half-written file and each kind can be saved as soon as it is computed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+IMAGE_FEATURES_FILE = "image_features.safetensors"
+DESCRIPTIONS_FILE = "descriptions.json"
+COLLABORATIVE_FILE = "collaborative.safetensors"
+MANIFEST_FILE = "manifest.json"
+
+
+def _temporary_file(path: Path) -> str:
+    """A new, closed temporary file next to `path`, readable like an ordinary new file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    # mkstemp creates 0600 files; a features folder is meant to be shared.
+    os.chmod(tmp, 0o644)
+    return tmp
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes `data` to `path` so that `path` holds either the old or the new content.
+
+    Args:
+        path: Destination file; its folder must exist.
+        data: The full new content.
+    """
+    path = Path(path)
+    tmp = _temporary_file(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Writes `obj` as indented UTF-8 JSON, atomically (see `atomic_write_bytes`)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def atomic_save_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> None:
+    """Saves contiguous CPU copies of `tensors` as safetensors, atomically."""
+    path = Path(path)
+    tmp = _temporary_file(path)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class FeatureStore:
+    """The offline features of one data set, indexed by contiguous item/user id.
+
+    Attributes:
+        image_features: float32 `(num_items, 384)`; zero rows where `image_mask` is False.
+        image_mask: bool `(num_items,)`; False = missing or corrupt poster.
+        descriptions: item_id -> description (knowledge enhancement or a real text column).
+        user_embeddings: float32 `(num_users, 256)` pretrained MF user table.
+        item_embeddings: float32 `(num_items, 256)` pretrained MF item table.
+        manifest: Free-form provenance: models, prompts, counts, timings.
+    """
+
+    image_features: torch.Tensor | None = None
+    image_mask: torch.Tensor | None = None
+    descriptions: dict[int, str] | None = None
+    user_embeddings: torch.Tensor | None = None
+    item_embeddings: torch.Tensor | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.image_features is None) != (self.image_mask is None):
+            raise ValueError("image_features and image_mask must be given together")
+        if self.image_features is not None and len(self.image_features) != len(self.image_mask):
+            raise ValueError(
+                f"image_features has {len(self.image_features)} rows but image_mask has "
+                f"{len(self.image_mask)}"
+            )
+        if (self.user_embeddings is None) != (self.item_embeddings is None):
+            raise ValueError("user_embeddings and item_embeddings must be given together")
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> FeatureStore:
+        """Reads whatever kinds a features folder holds; absent files stay None.
+
+        Args:
+            directory: A features folder written by `save` (or by parts of the pipeline).
+
+        Returns:
+            The store. Raises FileNotFoundError if `directory` does not exist.
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"no features folder at {directory}")
+        store: dict[str, Any] = {}
+        if (directory / IMAGE_FEATURES_FILE).exists():
+            tensors = load_file(directory / IMAGE_FEATURES_FILE)
+            store["image_features"], store["image_mask"] = tensors["features"], tensors["mask"]
+        if (directory / DESCRIPTIONS_FILE).exists():
+            raw = json.loads((directory / DESCRIPTIONS_FILE).read_text(encoding="utf-8"))
+            store["descriptions"] = {int(k): v for k, v in raw.items()}
+        if (directory / COLLABORATIVE_FILE).exists():
+            tensors = load_file(directory / COLLABORATIVE_FILE)
+            store["user_embeddings"] = tensors["user_embeddings"]
+            store["item_embeddings"] = tensors["item_embeddings"]
+        if (directory / MANIFEST_FILE).exists():
+            store["manifest"] = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+        return cls(**store)
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Writes every kind this store holds, each file atomically; other files are kept.
+
+        Keeping the files of kinds this store does not hold lets pipeline steps (e.g. the MF
+        trainer writing `collaborative.safetensors`) share one folder.
+
+        Args:
+            directory: The features folder; created if needed.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.image_features is not None:
+            atomic_save_safetensors(
+                directory / IMAGE_FEATURES_FILE,
+                {"features": self.image_features.float(), "mask": self.image_mask.bool()},
+            )
+        if self.descriptions is not None:
+            atomic_write_json(
+                directory / DESCRIPTIONS_FILE,
+                {str(k): v for k, v in sorted(self.descriptions.items())},
+            )
+        if self.user_embeddings is not None:
+            atomic_save_safetensors(
+                directory / COLLABORATIVE_FILE,
+                {
+                    "user_embeddings": self.user_embeddings.float(),
+                    "item_embeddings": self.item_embeddings.float(),
+                },
+            )
+        if self.manifest:
+            atomic_write_json(directory / MANIFEST_FILE, self.manifest)
+
+    def image_feature(self, item_id: int) -> list[float] | None:
+        """The poster feature of `item_id` as a processor record wants it, or None if absent.
+
+        Returns:
+            384 floats, or None when there are no image features, the id is out of range
+            (cold start) or the poster was missing.
+        """
+        if self.image_features is None or not 0 <= item_id < len(self.image_mask):
+            return None
+        if not bool(self.image_mask[item_id]):
+            return None
+        return self.image_features[item_id].tolist()
+
+    def description(self, item_id: int) -> str | None:
+        """The description of `item_id`, or None (records then fall back to the title)."""
+        if self.descriptions is None:
+            return None
+        return self.descriptions.get(item_id)

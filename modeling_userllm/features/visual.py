@@ -1,0 +1,162 @@
+"""Visual features (paper Sec. 3.2.2): one 384-d vector per poster from a self-supervised ViT.
+
+The paper uses DINO ViT-S/16 (`facebook/dino-vits16`); DINOv2 ViT-S/14 has the same feature
+size. Both load with `AutoModel` + `AutoImageProcessor`, and the feature is the CLS token of
+the last hidden state (after the final layer norm). A missing or unreadable poster is a
+normal case: its row is zeros and its mask entry False.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+
+def open_image(path: str | os.PathLike | None) -> Image.Image | None:
+    """Reads an image as RGB, or returns None if the path is None, missing or not an image."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+@torch.no_grad()
+def encode_images(images: list[Image.Image], model, image_processor) -> torch.Tensor:
+    """CLS features of a batch of images.
+
+    The CLS token of `last_hidden_state` is used rather than `pooler_output`: for DINOv2
+    they are the same, while a ViT checkpoint such as `facebook/dino-vits16` ships no pooler
+    weights, so its `pooler_output` would come from a randomly initialised layer.
+
+    Args:
+        images: RGB images.
+        model: A vision `AutoModel` (ViT, DINOv2) whose output has `last_hidden_state`.
+        image_processor: Its `AutoImageProcessor`.
+
+    Returns:
+        float32 `(len(images), hidden_size)`.
+    """
+    pixel_values = image_processor(images=images, return_tensors="pt")["pixel_values"]
+    pixel_values = pixel_values.to(device=model.device, dtype=model.dtype)  # (B, 3, H, W)
+    hidden = model(pixel_values=pixel_values).last_hidden_state  # (B, 1 + patches, D)
+    return hidden[:, 0].float().cpu()
+
+
+def extract_image_features(
+    paths: list[str | os.PathLike | None],
+    model,
+    image_processor,
+    *,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Poster features for a list of image paths, masked where an image is unavailable.
+
+    Args:
+        paths: One image path per item (None = no poster), in item-id order.
+        model: Vision encoder (see `encode_images`), in eval mode.
+        image_processor: Its image processor.
+        batch_size: Images per forward pass.
+        progress: Show a tqdm bar.
+
+    Returns:
+        features: float32 `(len(paths), hidden_size)`, zero rows where the mask is False.
+        mask: bool `(len(paths),)`, False for a missing or corrupt image.
+    """
+    features = torch.zeros((len(paths), model.config.hidden_size), dtype=torch.float32)
+    mask = torch.zeros(len(paths), dtype=torch.bool)
+    model.eval()
+    starts = range(0, len(paths), batch_size)
+    for start in tqdm(starts, desc="visual features", unit="batch", disable=not progress):
+        opened = [(start + i, open_image(p)) for i, p in enumerate(paths[start : start + batch_size])]
+        present = [(row, image) for row, image in opened if image is not None]
+        if not present:
+            continue
+        rows = torch.tensor([row for row, _ in present])
+        features[rows] = encode_images([image for _, image in present], model, image_processor)
+        mask[rows] = True
+    missing = len(paths) - int(mask.sum())
+    if missing:
+        warnings.warn(
+            f"{missing} of {len(paths)} images are missing or unreadable; "
+            "their feature rows are zeros and masked out",
+            stacklevel=2,
+        )
+    return features, mask
+
+
+def load_image_encoder(name_or_path: str, dtype: torch.dtype = torch.float32):
+    """Loads a vision encoder and its image processor.
+
+    Args:
+        name_or_path: Hub id (e.g. "facebook/dino-vits16") or local folder (e.g. DINOv2-small).
+        dtype: Compute dtype; float32 by default because stored weights may be float16.
+
+    Returns:
+        (model in eval mode, image processor).
+    """
+    from transformers import AutoImageProcessor, AutoModel
+
+    model = AutoModel.from_pretrained(name_or_path, dtype=dtype).eval()
+    return model, AutoImageProcessor.from_pretrained(name_or_path)
+
+
+def toy_image_encoder(seed: int = 0, hidden_size: int = 384):
+    """A deterministic, randomly initialised tiny ViT with the paper's feature size.
+
+    A stand-in for DINO on the embedded toy data set, where no pretrained vision weights are
+    available offline: it keeps the whole pipeline runnable in seconds and its features are
+    a fixed random projection of the pixels (similar posters still get similar vectors), but
+    they carry no learned visual semantics. Use DINO/DINOv2 for any real measurement.
+
+    Args:
+        seed: Seed of the weight initialisation; the same seed gives the same weights.
+        hidden_size: Feature size (384 as DINO ViT-S).
+
+    Returns:
+        (ViTModel in eval mode, ViTImageProcessor resizing to 32x32).
+    """
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    config = ViTConfig(
+        hidden_size=hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=6,
+        intermediate_size=hidden_size,
+        image_size=32,
+        patch_size=8,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ViTModel(config, add_pooling_layer=False).eval()
+    return model, ViTImageProcessor(size={"height": 32, "width": 32})
+
+
+def nearest_neighbours(features: torch.Tensor, mask: torch.Tensor, query: int, k: int = 5) -> list[tuple[int, float]]:
+    """The items whose features are most cosine-similar to item `query`'s.
+
+    Args:
+        features: `(num_items, D)` image features.
+        mask: bool `(num_items,)`; masked-out items are never returned.
+        query: Item id with a present feature.
+        k: Number of neighbours.
+
+    Returns:
+        Up to k (item_id, cosine similarity) pairs, most similar first, `query` excluded.
+    """
+    if not bool(mask[query]):
+        raise ValueError(f"item {query} has no image feature")
+    normed = torch.nn.functional.normalize(features.float(), dim=-1)  # (N, D)
+    similarity = normed @ normed[query]  # (N,)
+    similarity[~mask] = float("-inf")
+    similarity[query] = float("-inf")
+    top = similarity.topk(min(k, int(mask.sum()) - 1))
+    return [(int(i), float(s)) for s, i in zip(top.values, top.indices)]
