@@ -280,6 +280,39 @@ class UserLLMProcessor(ProcessorMixin):
                 batch["history_image_features"] = torch.tensor(history_sequence["images"], dtype=torch.float32)
         return BatchFeature(batch)
 
+    def split_prompt(self, record: dict, text_only: bool = False) -> dict:
+        """One record's prompt split into the part that depends only on the user and the candidate's part.
+
+        The prompt is built by `_prompt_ids` and cut right after "... enjoy the movie titled ",
+        where the candidate's text begins; every token before it (template, history or
+        `<HistoryInteractions>`, `<UserID>`) is the same for every candidate of one user.
+
+        Args:
+            record: an interaction record (see the class docstring).
+            text_only: the text form of the prompt (see `__call__`).
+
+        Returns:
+            A dict with `prefix_ids` and `suffix_ids` (lists of token ids, concatenated they are
+            the prompt), `prefix_image_features` and `suffix_image_features` (lists of feature
+            lists, one per `<Image>` in that part, in order), and `history_ids` /
+            `history_image_features` (the UHEM input; None / [] without the UHEM).
+        """
+        self.validate_record(record, 0)
+        image_features: list = []
+        history_sequence: dict = {}
+        ids = self._prompt_ids(record, text_only, image_features, history_sequence)
+        marker = self._tokens(PREDICTION.format(noun=self.item_noun))
+        split = next(end for end in range(len(ids), len(marker) - 1, -1) if ids[end - len(marker) : end] == marker)
+        num_prefix_images = ids[:split].count(self.placeholder_token_ids["image_token_id"])
+        return {
+            "prefix_ids": ids[:split],
+            "suffix_ids": ids[split:],
+            "prefix_image_features": image_features[:num_prefix_images],
+            "suffix_image_features": image_features[num_prefix_images:],
+            "history_ids": history_sequence["ids"][0] if "ids" in history_sequence else None,
+            "history_image_features": history_sequence.get("images", []),
+        }
+
     def decode_prompt(self, input_ids: Sequence[int]) -> str:
         """The prompt text of one row of `input_ids`, placeholders shown by name."""
         return self.tokenizer.decode([i for i in input_ids if i != self.tokenizer.pad_token_id], skip_special_tokens=False)

@@ -1,0 +1,390 @@
+"""What the User History Encoding Module buys: USER-LLM with UHEM against the history inline.
+
+For each LLM and history length n, both variants score and train on the same synthetic
+records with the same batch size:
+- prompt tokens per sample (and, for the UHEM, the GRU's input tokens),
+- training step time (forward + backward + AdamW step) of both steps of the schedule:
+  step 1 ("lora") trains on the text form of the prompt, which writes the history inline in
+  both variants, so it is measured once and shared; step 2 ("encoders") on the full prompt,
+- inference throughput (model forward only, the processor excluded),
+- the GRU's own time (counted inside the UHEM numbers, also reported alone),
+- peak memory: the largest sum of live tensor bytes seen by the torch profiler (allocation
+  events, net per op) during one call.
+Warm-up calls are excluded; times are medians of repeated calls; threads are fixed.
+
+    python benchmarks/uhem_efficiency.py            # full run (~40 min on 2 heavily shared cores; split it with --llms)
+    python benchmarks/uhem_efficiency.py --quick    # smoke run (~1-2 min)
+"""
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from transformers import AutoTokenizer, LlamaConfig
+from transformers.utils import logging
+
+from modeling_userllm import create_model_and_processor
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("USERLLM_SHARED", REPO_ROOT.parent / "shared"))
+STORIES260K = SHARED_DIR / "models" / "stories260k"
+VARIANTS = ("userllm", "userllm_no_uhem")
+NUM_USERS, NUM_ITEMS, FEATURE_SIZE = 50, 200, 384
+
+# Random Llama shapes of about 10M and 30M parameters (with the 512-token stories260k vocabulary).
+RANDOM_LLAMAS = {
+    "random-10m": dict(hidden_size=320, intermediate_size=864, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8),
+    "random-30m": dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=10, num_attention_heads=8, num_key_value_heads=8),
+}
+# Per LLM: history lengths, batch size, warm-up calls, timed repeats; sized for 2 shared CPU cores.
+FULL_SETTINGS = {
+    "stories260k": dict(history_lengths=(5, 10, 20, 50), batch_size=2, warmup=0, repeats=2),
+    "random-10m": dict(history_lengths=(5, 10, 20), batch_size=2, warmup=0, repeats=1),
+    "random-30m": dict(history_lengths=(5, 10), batch_size=1, warmup=0, repeats=1),
+    "smollm2": dict(history_lengths=(10,), batch_size=1, warmup=0, repeats=1),
+}
+QUICK_SETTINGS = {
+    "stories260k": dict(history_lengths=(5, 10), batch_size=2, warmup=0, repeats=1),
+}
+
+WORDS = ("a young detective hunts a thief across the city while her family hides an old secret about war love "
+         "money and a lost dog that leads them to the sea where friends fight monsters under a golden moon").split()
+NOUNS = ("Story", "Heat", "Casino", "River", "Moon", "Garden", "Train", "Island", "Ghost", "Dream")
+ADJECTIVES = ("Toy", "Last", "Silent", "Broken", "Golden", "Hidden", "Lost", "Wild", "Dark", "Little")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def make_catalogue(seed: int = 0) -> list[dict]:
+    """Synthetic items: a title, a ~20-word description (like a knowledge-enhanced one), an image."""
+    rng = random.Random(seed)
+    return [
+        {
+            "item_id": item_id,
+            "title": f"The {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} ({rng.randrange(1950, 2020)})",
+            "description": " ".join(rng.choice(WORDS) for _ in range(rng.randrange(16, 24))),
+            "image_features": [rng.gauss(0, 1) for _ in range(FEATURE_SIZE)],
+        }
+        for item_id in range(NUM_ITEMS)
+    ]
+
+
+def make_user_records(num_records: int, history_length: int, catalogue: list[dict], seed: int = 0) -> list[dict]:
+    """Records with exactly `history_length` history items each; the same seed gives the same records."""
+    rng = random.Random(seed)
+    return [
+        {
+            **rng.choice(catalogue),
+            "user_id": rng.randrange(NUM_USERS),
+            "history": rng.sample(catalogue, history_length),
+            "label": rng.randrange(2),
+        }
+        for _ in range(num_records)
+    ]
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def smollm2_path() -> str:
+    """The SmolLM2-135M-Instruct folder (materialised by ../shared/tools/get_smollm2.py)."""
+    tool = SHARED_DIR / "tools" / "get_smollm2.py"
+    return subprocess.run([sys.executable, str(tool)], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+
+
+def build_model(llm: str, variant: str, history_length: int, seed: int = 0):
+    """A USER-LLM of one variant around one of the benchmark LLMs, in the same state for both variants."""
+    path = smollm2_path() if llm == "smollm2" else str(STORIES260K)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(seed)
+    common = dict(num_users=NUM_USERS, num_items=NUM_ITEMS, max_history_items=history_length)
+    if llm in RANDOM_LLAMAS:
+        text_config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=False, **RANDOM_LLAMAS[llm])
+        model, processor = create_model_and_processor(tokenizer, variant, text_config=text_config, **common)
+    else:
+        model, processor = create_model_and_processor(tokenizer, variant, base_model_name_or_path=path, **common)
+    generator = torch.Generator().manual_seed(seed)
+    model.load_collaborative_embeddings(
+        torch.randn(NUM_USERS, 256, generator=generator), torch.randn(NUM_ITEMS, 256, generator=generator)
+    )
+    return model, processor
+
+
+def llm_parameters(model) -> int:
+    return sum(param.numel() for param in model.language_model.parameters())
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def peak_tensor_bytes(fn) -> int:
+    """Peak of live tensor bytes allocated during `fn()`, from the torch profiler's memory events."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda event: event.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
+
+
+def median_seconds(fn, warmup: int, repeats: int) -> float:
+    """Median wall time of `fn()` over `repeats` calls, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def training_step(model, batch: dict, step: str):
+    """A closure running one forward + backward + AdamW step of one training step."""
+    model.train()
+    model.set_training_step(step)
+    optimizer = torch.optim.AdamW([param for param in model.parameters() if param.requires_grad], lr=1e-5)
+
+    def run():
+        optimizer.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+        optimizer.step()
+
+    return run
+
+
+def inference(model, batch: dict):
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+
+    def run():
+        model.eval()
+        with torch.no_grad():
+            model(**inputs)
+
+    return run
+
+
+def history_encoder_call(model, batch: dict, train: bool):
+    """The UHEM alone (GRU + embedding of its input): forward, plus backward when `train`."""
+    args = (batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features"))
+
+    def run():
+        if train:
+            model.train()
+            model.set_training_step("encoders")
+            model.zero_grad(set_to_none=True)
+            model.encode_history(*args).sum().backward()
+        else:
+            model.eval()
+            with torch.no_grad():
+                model.encode_history(*args)
+
+    return run
+
+
+def measure(fn, warmup: int, repeats: int) -> tuple[float, int]:
+    """(median seconds, peak tensor bytes); the profiled call is the first (untimed) warm-up."""
+    peak = peak_tensor_bytes(fn)
+    return median_seconds(fn, warmup, repeats), peak
+
+
+def benchmark_history_length(llm: str, history_length: int, settings: dict, catalogue: list[dict]) -> list[dict]:
+    """Both variants at one history length: one result row per variant."""
+    batch_size, warmup, repeats = settings["batch_size"], settings["warmup"], settings["repeats"]
+    records = make_user_records(batch_size, history_length, catalogue, seed=history_length)
+    rows, step1 = [], None
+    for variant in reversed(VARIANTS):  # the inline variant first: it measures the shared step 1
+        model, processor = build_model(llm, variant, history_length)
+        batch = dict(processor(records))
+        if step1 is None:
+            step1 = measure(training_step(model, dict(processor(records, text_only=True)), "lora"), warmup, repeats)
+        step2 = measure(training_step(model, batch, "encoders"), warmup, repeats)
+        infer = measure(inference(model, batch), warmup, repeats)
+        row = {
+            "llm": llm,
+            "llm_parameters": llm_parameters(model),
+            "history_length": history_length,
+            "variant": variant,
+            "batch_size": batch_size,
+            "repeats": repeats,
+            "prompt_tokens": batch["attention_mask"].sum(1).float().mean().item(),
+            "history_tokens": batch["history_attention_mask"].sum(1).float().mean().item() if "history_input_ids" in batch else 0.0,
+            "step1_seconds": step1[0],
+            "step2_seconds": step2[0],
+            "inference_seconds": infer[0],
+            "inference_samples_per_second": batch_size / infer[0],
+            "step1_peak_mb": step1[1] / 2**20,
+            "step2_peak_mb": step2[1] / 2**20,
+            "inference_peak_mb": infer[1] / 2**20,
+            "gru_inference_seconds": 0.0,
+            "gru_training_seconds": 0.0,
+        }
+        if "history_input_ids" in batch:
+            row["gru_inference_seconds"] = median_seconds(history_encoder_call(model, batch, train=False), warmup, repeats)
+            row["gru_training_seconds"] = median_seconds(history_encoder_call(model, batch, train=True), warmup, repeats)
+        rows.append(row)
+        print(f"  {llm} n={history_length} {variant}: {row['prompt_tokens']:.0f} tokens, step2 {step2[0]:.3f}s, "
+              f"inference {infer[0]:.3f}s", flush=True)
+    return rows
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def reference_gflops(size: int = 512, repeats: int = 5) -> float:
+    """Median GFLOP/s of a float32 matmul: how much of the shared CPU this process got."""
+    a = torch.randn(size, size)
+    seconds = median_seconds(lambda: a @ a, 1, repeats)
+    return 2 * size**3 / seconds / 1e9
+
+
+def environment() -> dict:
+    import peft
+    import transformers
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "load_average": os.getloadavg(),
+        "reference_matmul_gflops": reference_gflops(),
+    }
+
+
+def speedups(rows: list[dict]) -> list[dict]:
+    """Inline / UHEM ratios per (LLM, n), and the UHEM's LLM-only cost per sample (GRU removed)."""
+    by_key = {(row["llm"], row["history_length"], row["variant"]): row for row in rows}
+    table = []
+    for (llm, n, variant), uhem in by_key.items():
+        if variant != "userllm":
+            continue
+        inline = by_key[(llm, n, "userllm_no_uhem")]
+        table.append({
+            "llm": llm,
+            "history_length": n,
+            "prompt_tokens_ratio": inline["prompt_tokens"] / uhem["prompt_tokens"],
+            "inference_speedup": inline["inference_seconds"] / uhem["inference_seconds"],
+            "step2_speedup": inline["step2_seconds"] / uhem["step2_seconds"],
+            "two_step_speedup": (inline["step1_seconds"] + inline["step2_seconds"]) / (uhem["step1_seconds"] + uhem["step2_seconds"]),
+            "uhem_llm_ms_per_sample": 1e3 * (uhem["inference_seconds"] - uhem["gru_inference_seconds"]) / uhem["batch_size"],
+            "uhem_gru_ms_per_sample": 1e3 * uhem["gru_inference_seconds"] / uhem["batch_size"],
+            "gru_share_of_inference": uhem["gru_inference_seconds"] / uhem["inference_seconds"],
+            "gru_share_of_step2": uhem["gru_training_seconds"] / uhem["step2_seconds"],
+        })
+    return table
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """`columns`: (key, header, format spec)."""
+    lines = ["| " + " | ".join(header for _, header, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(format(row[key], spec) for key, _, spec in columns) + " |")
+    return "\n".join(lines)
+
+
+MEASUREMENT_COLUMNS = [
+    ("llm", "LLM", ""), ("history_length", "n", "d"), ("variant", "variant", ""), ("batch_size", "batch", "d"),
+    ("prompt_tokens", "prompt tok", ".0f"), ("history_tokens", "GRU tok", ".0f"), ("step1_seconds", "step 1 s", ".3f"),
+    ("step2_seconds", "step 2 s", ".3f"), ("inference_samples_per_second", "infer samples/s", ".1f"),
+    ("gru_inference_seconds", "GRU infer s", ".4f"), ("gru_training_seconds", "GRU train s", ".4f"),
+    ("inference_peak_mb", "infer peak MB", ".1f"), ("step2_peak_mb", "step 2 peak MB", ".1f"),
+]
+SPEEDUP_COLUMNS = [
+    ("llm", "LLM", ""), ("history_length", "n", "d"), ("prompt_tokens_ratio", "token ratio", ".2f"),
+    ("inference_speedup", "inference x", ".2f"), ("step2_speedup", "step 2 x", ".2f"), ("two_step_speedup", "steps 1+2 x", ".2f"),
+    ("uhem_llm_ms_per_sample", "UHEM LLM ms/sample", ".2f"), ("uhem_gru_ms_per_sample", "UHEM GRU ms/sample", ".2f"),
+    ("gru_share_of_inference", "GRU share infer", ".2f"), ("gru_share_of_step2", "GRU share step 2", ".2f"),
+]
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Inference and step-2 time per sample against n, one column per LLM, log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    llms = list(dict.fromkeys(row["llm"] for row in rows))
+    figure, axes = plt.subplots(2, len(llms), figsize=(4 * len(llms), 7), squeeze=False)
+    for column, llm in enumerate(llms):
+        for variant, style in (("userllm", "o-"), ("userllm_no_uhem", "s-")):
+            selected = sorted((row for row in rows if row["llm"] == llm and row["variant"] == variant), key=lambda row: row["history_length"])
+            lengths = [row["history_length"] for row in selected]
+            for axis, key in ((axes[0, column], "inference_seconds"), (axes[1, column], "step2_seconds")):
+                axis.plot(lengths, [1e3 * row[key] / row["batch_size"] for row in selected], style, label=variant)
+            if variant == "userllm":
+                for axis, key in ((axes[0, column], "gru_inference_seconds"), (axes[1, column], "gru_training_seconds")):
+                    axis.plot(lengths, [1e3 * row[key] / row["batch_size"] for row in selected], "o--", label="userllm: GRU alone")
+        axes[0, column].set_title(llm)
+        for axis, label in ((axes[0, column], "inference ms/sample"), (axes[1, column], "step 2 ms/sample")):
+            axis.set_xscale("log")
+            axis.set_yscale("log")
+            axis.set_xticks(lengths, [str(length) for length in lengths], minor=False)
+            axis.set_xticks([], minor=True)
+            axis.set_xlabel("history length n")
+            axis.set_ylabel(label)
+            axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def save(stem: Path, env: dict, settings: dict, rows: list[dict]) -> None:
+    """Writes `stem`.json (environment, settings, measurements, speed-ups) and `stem`.png."""
+    stem.with_suffix(".json").write_text(json.dumps({"environment": env, "settings": settings, "rows": rows, "speedups": speedups(rows)}, indent=1))
+    plot(rows, stem.with_suffix(".png"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: stories260k, n = 5 and 10")
+    parser.add_argument("--llms", nargs="+", help="subset of: " + ", ".join(FULL_SETTINGS))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared CPU)")
+    parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    parser.add_argument("--name", help="output file stem (default uhem_efficiency[_quick])")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    settings = QUICK_SETTINGS if args.quick else FULL_SETTINGS
+    llms = args.llms or list(settings)
+    env = environment()
+    print(json.dumps(env))
+    catalogue = make_catalogue()
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    name = args.name or ("uhem_efficiency_quick" if args.quick else "uhem_efficiency")
+    run_settings = {llm: settings.get(llm, FULL_SETTINGS[llm]) for llm in llms}
+    rows = []
+    started = time.perf_counter()
+    for llm in llms:
+        for history_length in run_settings[llm]["history_lengths"]:
+            rows += benchmark_history_length(llm, history_length, run_settings[llm], catalogue)
+            save(args.output_dir / name, env, run_settings, rows)  # partial results survive an interrupted run
+    env["reference_matmul_gflops_end"] = reference_gflops()
+    env["load_average_end"] = os.getloadavg()
+    env["wall_seconds"] = time.perf_counter() - started
+    save(args.output_dir / name, env, run_settings, rows)
+    print(markdown_table(rows, MEASUREMENT_COLUMNS))
+    print()
+    print(markdown_table(speedups(rows), SPEEDUP_COLUMNS))
+    print(f"wrote {args.output_dir / name}.json and .png")
+
+
+if __name__ == "__main__":
+    main()
