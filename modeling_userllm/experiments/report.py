@@ -1,0 +1,271 @@
+"""`results.json` -> a markdown report laid out like the paper's Tables 3, 4 and 5.
+
+Every figure in our columns is the mean (± sample standard deviation, n - 1) over the
+seeds that finished; a system that was asked for and has no finished run shows `—`, never a
+number. Published figures sit in their own columns, labelled as published, with their
+source under the table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from .published import UNSOURCED, PublishedFigure, published_for
+
+SYSTEM_LABELS = {
+    "mf": "MF",
+    "lightgcn": "LightGCN",
+    "sasrec": "SASRec",
+    "tallrec": "TALLRec",
+    "collm": "CoLLM",
+    "collm_va": "CoLLM-VA",
+    "userllm_no_uhem": "USER-LLM w/o UHEM",
+    "userllm_no_ke": "USER-LLM w/o KE",
+    "userllm": "USER-LLM",
+}
+SYSTEM_ORDER = tuple(SYSTEM_LABELS)
+ABLATIONS = ("userllm", "userllm_no_uhem", "userllm_no_ke")
+HISTORY_PAIR = ("collm_va", "userllm")
+MISSING = "—"
+REFERENCE = "(ref.)"
+
+
+class Statistic:
+    """Mean and sample standard deviation of one metric over seeds."""
+
+    def __init__(self, values: list[float]):
+        self.values = [value for value in values if value is not None and not math.isnan(value)]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return float(np.mean(self.values)) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        return float(np.std(self.values, ddof=1)) if self.n >= 2 else None
+
+    def format(self) -> str:
+        """`0.7123 ± 0.0040`, `0.7123` for a single seed, `—` without any."""
+        if self.mean is None:
+            return MISSING
+        return f"{self.mean:.4f}" if self.std is None else f"{self.mean:.4f} ± {self.std:.4f}"
+
+
+def aggregate(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, dict[str, Statistic]]]:
+    """Groups the finished runs by (data set, system): `{split: {"auc", "uauc": Statistic}}`."""
+    values: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for run in results.get("runs", []):
+        if run.get("status") != "ok":
+            continue
+        for split, metrics in (run.get("metrics") or {}).items():
+            for name in ("auc", "uauc"):
+                if metrics.get(name) is not None:
+                    values[run["data"], run["system"]][split][name].append(float(metrics[name]))
+    return {
+        key: {split: {name: Statistic(v) for name, v in metrics.items()} for split, metrics in splits.items()}
+        for key, splits in values.items()
+    }
+
+
+def relative_improvement(ours: float | None, other: float | None) -> str:
+    """`(ours - other) / other` as a signed percentage, `—` when either is missing."""
+    if ours is None or other is None or other == 0:
+        return MISSING
+    return f"{100.0 * (ours - other) / other:+.2f}%"
+
+
+def _difference(ours: float | None, published: float | None) -> str:
+    return MISSING if ours is None or published is None else f"{ours - published:+.4f}"
+
+
+def _stat(stats, data: str, system: str, split: str, metric: str) -> Statistic:
+    return stats.get((data, system), {}).get(split, {}).get(metric, Statistic([]))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _ordered(systems) -> list[str]:
+    return sorted(systems, key=lambda s: SYSTEM_ORDER.index(s) if s in SYSTEM_ORDER else len(SYSTEM_ORDER))
+
+
+def _seeds(stats, data: str, system: str, split: str = "test") -> str:
+    return str(_stat(stats, data, system, split, "auc").n)
+
+
+def table3(results: dict[str, Any], data: str, stats=None) -> list[str]:
+    """Table 3 for one data set: every system's test AUC/UAUC, USER-LLM's relative improvement
+    over each row, and the published figures beside ours."""
+    stats = stats if stats is not None else aggregate(results)
+    systems = _ordered(results["grid"]["systems"])
+    published = published_for(data, "test")
+    best = {m: _stat(stats, data, "userllm", "test", m).mean for m in ("auc", "uauc")}
+    with_improvement = "userllm" in systems
+    header = ["System", "Seeds", "AUC", "UAUC"] + (["Impr. AUC", "Impr. UAUC"] if with_improvement else [])
+    if published:
+        header += ["AUC (published)", "UAUC (published)", "ΔAUC vs published", "ΔUAUC vs published"]
+    rows = []
+    for system in systems:
+        auc, uauc = _stat(stats, data, system, "test", "auc"), _stat(stats, data, system, "test", "uauc")
+        if system == "userllm":
+            improvements = [REFERENCE, REFERENCE]
+        else:
+            improvements = [relative_improvement(best["auc"], auc.mean), relative_improvement(best["uauc"], uauc.mean)]
+        row = [SYSTEM_LABELS.get(system, system), _seeds(stats, data, system), auc.format(), uauc.format()]
+        row += improvements if with_improvement else []
+        if published:
+            figure = published.get(system)
+            row += [
+                f"{figure.auc:.4f}" if figure else MISSING,
+                f"{figure.uauc:.4f}" if figure else MISSING,
+                _difference(auc.mean, figure.auc if figure else None),
+                _difference(uauc.mean, figure.uauc if figure else None),
+            ]
+        rows.append(row)
+    lines = [f"### Table 3 — {data}: test AUC / UAUC", ""] + _table(header, rows) + [""]
+    if with_improvement:
+        lines.append("Impr.: relative improvement of USER-LLM over the row, `(USER-LLM − row) / row`, on the means.")
+    lines += _published_notes(figure for system, figure in published.items() if system in systems)
+    return lines + [""]
+
+
+def table4(results: dict[str, Any], data: str, stats=None) -> list[str]:
+    """Table 4 for one data set: USER-LLM against its ablations (w/o UHEM, w/o KE)."""
+    stats = stats if stats is not None else aggregate(results)
+    full = {m: _stat(stats, data, "userllm", "test", m).mean for m in ("auc", "uauc")}
+    rows = []
+    for system in ABLATIONS:
+        auc, uauc = _stat(stats, data, system, "test", "auc"), _stat(stats, data, system, "test", "uauc")
+        if system == "userllm":
+            changes = [REFERENCE, REFERENCE]
+        else:
+            changes = [relative_improvement(full["auc"], auc.mean), relative_improvement(full["uauc"], uauc.mean)]
+        rows.append([SYSTEM_LABELS[system], _seeds(stats, data, system), auc.format(), uauc.format(), *changes])
+    header = ["System", "Seeds", "AUC", "UAUC", "Impr. AUC", "Impr. UAUC"]
+    lines = [f"### Table 4 — {data}: ablations (test)", ""] + _table(header, rows) + [""]
+    lines.append("Impr.: relative improvement of the full USER-LLM over the ablation. "
+                 "w/o UHEM: history written inline; w/o KE: titles instead of generated descriptions.")
+    return lines + [""]
+
+
+def table5(results: dict[str, Any], data: str, stats=None) -> list[str]:
+    """Table 5 for one data set: short vs long histories, CoLLM-VA against USER-LLM, then every system."""
+    stats = stats if stats is not None else aggregate(results)
+    header = ["System", "Seeds", "Short AUC", "Short UAUC", "Long AUC", "Long UAUC"]
+    cells = {
+        system: [_stat(stats, data, system, split, metric) for split in ("test_short", "test_long") for metric in ("auc", "uauc")]
+        for system in HISTORY_PAIR
+    }
+    rows = [
+        [SYSTEM_LABELS[system], _seeds(stats, data, system, "test_short"), *(cell.format() for cell in cells[system])]
+        for system in HISTORY_PAIR
+    ]
+    rows.append(["Impr. (USER-LLM over CoLLM-VA)", "", *(
+        relative_improvement(ours.mean, other.mean) for ours, other in zip(cells["userllm"], cells["collm_va"])
+    )])
+    lines = []
+    if any(system in results["grid"]["systems"] for system in HISTORY_PAIR):
+        lines += [f"### Table 5 — {data}: short vs long history (test_short / test_long)", ""]
+        lines += _table(header, rows) + [""]
+    every = []
+    for system in _ordered(results["grid"]["systems"]):
+        short, long = _stat(stats, data, system, "test_short", "auc"), _stat(stats, data, system, "test_long", "auc")
+        gap = MISSING if short.mean is None or long.mean is None else f"{long.mean - short.mean:+.4f}"
+        every.append([SYSTEM_LABELS.get(system, system), short.format(), long.format(), gap])
+    lines += [f"AUC against history length, every system ({data}; test_short / test_long):", ""]
+    lines += _table(["System", "Short AUC", "Long AUC", "Long − short"], every) + [""]
+    return lines
+
+
+def _published_notes(figures) -> list[str]:
+    sources: dict[str, list[PublishedFigure]] = defaultdict(list)
+    for figure in figures:
+        sources[figure.source].append(figure)
+    notes = []
+    for source, rows in sources.items():
+        details = "; ".join(f"{SYSTEM_LABELS.get(f.system, f.system)}: {f.note}" for f in rows if f.note)
+        notes.append(f"Published columns: {source}" + (f" ({details})." if details else "."))
+    return notes
+
+
+def runs_table(results: dict[str, Any]) -> list[str]:
+    """One line per run: status, wall time, valid/test AUC, machine."""
+    rows = []
+    for run in results.get("runs", []):
+        metrics = run.get("metrics") or {}
+        valid, test = metrics.get("valid", {}), metrics.get("test", {})
+        status = run.get("status", "?") + (" (cached)" if run.get("cached") else "")
+        if run.get("status") != "ok":
+            status += f": {run.get('error', '')}"
+        rows.append([
+            run["data"], SYSTEM_LABELS.get(run["system"], run["system"]), str(run["seed"]), run.get("config_hash", ""),
+            status.replace("|", "/"),
+            f"{run['wall_seconds']:.0f}" if run.get("wall_seconds") is not None else MISSING,
+            f"{valid['auc']:.4f}" if valid else MISSING,
+            f"{test['auc']:.4f}" if test else MISSING,
+            (run.get("machine") or {}).get("accelerator", MISSING),
+        ])
+    header = ["Data", "System", "Seed", "Config", "Status", "Wall s", "Valid AUC", "Test AUC", "Device"]
+    return ["## Runs", ""] + _table(header, rows) + [""]
+
+
+def missing_runs(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """(data set, system) pairs of the grid with no finished run."""
+    finished = {(run["data"], run["system"]) for run in results.get("runs", []) if run.get("status") == "ok"}
+    return [(data, system) for data in results["grid"]["data"] for system in results["grid"]["systems"]
+            if (data, system) not in finished]
+
+
+def build_report(results: dict[str, Any], title: str = "USER-LLM experiments") -> str:
+    """The markdown report of a `results.json` document."""
+    stats = aggregate(results)
+    grid = results["grid"]
+    lines = [f"# {title}", ""]
+    if results.get("command"):
+        lines += ["Command:", "", "```", results["command"], "```", ""]
+    lines += [
+        f"Data sets: {', '.join(grid['data'])}. Systems: "
+        f"{', '.join(SYSTEM_LABELS.get(s, s) for s in _ordered(grid['systems']))}. Seeds: {grid['seeds']}.",
+        "",
+        "Our columns: mean ± sample std over the seeds that finished (a single seed shows its value alone); "
+        f"`{MISSING}` = no finished run. Published columns are the papers' figures, not ours.",
+        "",
+    ]
+    environments: dict[str, list[dict]] = defaultdict(list)
+    for run in results.get("runs", []):
+        if run.get("machine"):
+            machine = {key: value for key, value in run["machine"].items() if key != "torch_threads"}
+            environments[str((machine, run.get("packages"), run.get("git")))].append(run)
+    for runs in environments.values():
+        machine, packages = runs[0]["machine"], runs[0]["packages"]
+        threads = sorted({run["machine"].get("torch_threads") for run in runs}, key=str)
+        lines.append(f"Machine ({len(runs)} runs): {machine.get('hostname')} ({machine.get('platform')}, "
+                     f"{machine.get('cpu_count')} CPUs, torch threads {threads}, {machine.get('accelerator')}); "
+                     + ", ".join(f"{k} {v}" for k, v in packages.items()) + f"; git {runs[0].get('git')}.")
+    lines.append("")
+    missing = missing_runs(results)
+    if missing:
+        lines += ["Missing (asked for, no finished run): "
+                  + ", ".join(f"{SYSTEM_LABELS.get(s, s)} on {d}" for d, s in missing) + ".", ""]
+    for data in grid["data"]:
+        lines += [f"## {data}", ""]
+        lines += table3(results, data, stats)
+        if any(system in grid["systems"] for system in ABLATIONS):
+            lines += table4(results, data, stats)
+        lines += table5(results, data, stats)
+    lines += [UNSOURCED, ""]
+    lines += runs_table(results)
+    return "\n".join(lines)

@@ -1,0 +1,424 @@
+"""The experiment grid: data sets x systems x seeds, each run cached in its own folder.
+
+A run is identified by its data set, system, seed and a hash of everything else that
+decides its result (the data and features fingerprints, hyperparameters, LLM preset and
+overrides). It lives in `<output>/runs/<data>/<system>/seed<seed>-<hash>/`; a folder that
+holds `metrics.json` is finished, and a rerun of the grid reads it instead of training
+again. A failed run leaves `error.txt` and no `metrics.json`, so the next rerun retries it.
+
+Baselines (MF, LightGCN, SASRec) train in this process through
+`modeling_userllm.baselines.train_baseline`; the LLM systems (the `VARIANTS`) run
+`examples/train.py` (the two-step trainer) in a child process, one per run, so that each
+starts with fresh memory and its own log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ..configuration_userllm import VARIANTS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
+DEFAULT_LLM_PRESET = REPO_ROOT / "configuration" / "toy.yaml"
+
+BASELINE_SYSTEMS = ("mf", "lightgcn", "sasrec")
+LLM_SYSTEMS = tuple(VARIANTS)
+SYSTEMS = BASELINE_SYSTEMS + LLM_SYSTEMS
+"""Every system of the paper, in the order of its Table 3."""
+
+SCHEDULE_KEYS = ("max_epochs", "patience", "min_epochs")
+METRIC_SPLITS = ("valid", "test", "test_short", "test_long")
+PACKAGES = ("torch", "transformers", "datasets", "peft", "accelerate", "numpy")
+
+Trainer = Callable[["RunSpec", Path], dict[str, Any]]
+"""Trains one run into its folder and returns its metrics (`{"valid": {"auc", "uauc"}, ...}`)."""
+
+
+def _sha256(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little") + part)
+    return digest.hexdigest()
+
+
+def data_fingerprint(data_dir: str | os.PathLike) -> str:
+    """Hash of a prepared data set's `info.json` and `statistics.json` (protocol, id maps, counts)."""
+    data_dir = Path(data_dir)
+    info = data_dir / "info.json"
+    if not info.is_file():
+        raise FileNotFoundError(f"{data_dir} is not a prepared data set (no info.json; see examples/prepare_data.py)")
+    stats = data_dir / "statistics.json"
+    return _sha256(info.read_bytes(), stats.read_bytes() if stats.is_file() else b"")[:16]
+
+
+def features_fingerprint(features_dir: str | os.PathLike | None) -> str | None:
+    """Hash of a features folder's manifest and its files' names and sizes; None without a folder."""
+    if features_dir is None:
+        return None
+    features_dir = Path(features_dir)
+    if not features_dir.is_dir():
+        raise FileNotFoundError(f"features folder {features_dir} does not exist (see examples/prepare_features.py)")
+    manifest = features_dir / "manifest.json"
+    files = sorted(f"{p.name}:{p.stat().st_size}" for p in features_dir.iterdir() if p.is_file())
+    return _sha256(manifest.read_bytes() if manifest.is_file() else b"", "\n".join(files).encode())[:16]
+
+
+def data_name(data_dir: str | os.PathLike) -> str:
+    """The `name` in a prepared data set's `info.json`."""
+    return json.loads((Path(data_dir) / "info.json").read_text(encoding="utf-8"))["name"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the grid.
+
+    Attributes:
+        data: the data set's name (from its `info.json`).
+        data_dir: the prepared data set folder.
+        features_dir: the features folder (LLM systems), or None.
+        system: a baseline (`BASELINE_SYSTEMS`) or a variant (`LLM_SYSTEMS`).
+        seed: the training seed.
+        config: everything else that decides the result; hashed into the run's folder name.
+    """
+
+    data: str
+    data_dir: str
+    features_dir: str | None
+    system: str
+    seed: int
+    config: dict[str, Any] = field(hash=False)
+
+    @property
+    def kind(self) -> str:
+        return "baseline" if self.system in BASELINE_SYSTEMS else "llm"
+
+    @property
+    def config_hash(self) -> str:
+        return _sha256(json.dumps(self.config, sort_keys=True, default=str).encode())[:10]
+
+    def run_dir(self, output_dir: str | os.PathLike) -> Path:
+        return Path(output_dir) / "runs" / self.data / self.system / f"seed{self.seed}-{self.config_hash}"
+
+
+def environment() -> dict[str, Any]:
+    """The machine and package versions a run used."""
+    import torch
+
+    machine = {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "accelerator": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+    }
+    packages = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {"machine": machine, "packages": packages, "git": _git_state()}
+
+
+def _git_state() -> str | None:
+    """`<commit>` of the package's repository, with `+dirty` when the tree has changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+class ExperimentRunner:
+    """Plans and runs the grid, skipping runs that already finished.
+
+    Args:
+        output_dir: where `runs/` (one folder per run) is written.
+        baseline_overrides: per baseline, hyperparameters overriding
+            `modeling_userllm.baselines.DEFAULT_HYPERPARAMETERS`, and schedule keys
+            (`SCHEDULE_KEYS`) overriding the ones below for that baseline alone.
+        max_epochs, patience, min_epochs: the baselines' early-stopping schedule (on valid
+            AUC; never stopping before `min_epochs`; MF from CoLLM's N(0, 1) start needs
+            about 150).
+        llm_preset: the training preset of the LLM systems (`configuration/*.yaml`).
+        llm_overrides: extra `examples/train.py` arguments (`["--step1_max_steps", "50"]`).
+        threads: torch CPU threads (None: torch's default).
+        trainers: replaces the trainer of a kind (`"baseline"` or `"llm"`); tests use it.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        *,
+        baseline_overrides: dict[str, dict[str, Any]] | None = None,
+        max_epochs: int = 1000,
+        patience: int = 50,
+        min_epochs: int = 0,
+        llm_preset: str | os.PathLike = DEFAULT_LLM_PRESET,
+        llm_overrides: Sequence[str] = (),
+        threads: int | None = None,
+        trainers: dict[str, Trainer] | None = None,
+    ):
+        self.output_dir = Path(output_dir)
+        self.baseline_overrides = baseline_overrides or {}
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.min_epochs = min_epochs
+        self.llm_preset = Path(llm_preset)
+        self.llm_overrides = list(llm_overrides)
+        self.threads = threads
+        self.trainers: dict[str, Trainer] = {"baseline": self._train_baseline, "llm": self._train_llm}
+        self.trainers.update(trainers or {})
+        self._loaded_data: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- planning
+    def plan(
+        self,
+        data_dirs: Sequence[str | os.PathLike],
+        systems: Iterable[str],
+        seeds: Iterable[int],
+        features_dirs: Sequence[str | os.PathLike | None] | None = None,
+    ) -> list[RunSpec]:
+        """The runs of the grid, data set by data set, seed by seed, in the order of `SYSTEMS`.
+
+        Seed-major, so that an interrupted grid has whole rows of Table 3 for the first seeds.
+
+        Args:
+            data_dirs: prepared data set folders.
+            systems: names among `SYSTEMS`.
+            seeds: training seeds.
+            features_dirs: one features folder per data set (None entries allowed); the LLM
+                systems need one.
+
+        Raises:
+            ValueError: an unknown system, or mismatched `data_dirs`/`features_dirs`.
+        """
+        systems = list(dict.fromkeys(systems))
+        unknown = [system for system in systems if system not in SYSTEMS]
+        if unknown:
+            raise ValueError(f"unknown systems {unknown}; expected among {list(SYSTEMS)}")
+        systems.sort(key=SYSTEMS.index)
+        features_dirs = list(features_dirs) if features_dirs is not None else [None] * len(data_dirs)
+        if len(features_dirs) != len(data_dirs):
+            raise ValueError(f"{len(data_dirs)} data folders but {len(features_dirs)} features folders")
+        specs = []
+        for data_dir, features_dir in zip(data_dirs, features_dirs):
+            data_dir = Path(data_dir).resolve()
+            features_dir = Path(features_dir).resolve() if features_dir is not None else None
+            name, data_hash = data_name(data_dir), data_fingerprint(data_dir)
+            features_hash = features_fingerprint(features_dir)
+            for seed in seeds:
+                for system in systems:
+                    config = self._config(system, data_hash, features_hash)
+                    llm = system in LLM_SYSTEMS
+                    specs.append(RunSpec(
+                        name, str(data_dir), str(features_dir) if llm and features_dir else None, system, seed, config,
+                    ))
+        return specs
+
+    def _config(self, system: str, data_hash: str, features_hash: str | None) -> dict[str, Any]:
+        if system in BASELINE_SYSTEMS:
+            from ..baselines import DEFAULT_HYPERPARAMETERS
+
+            hyperparameters, schedule = self._baseline_settings(system)
+            config = {"data": data_hash, "hyperparameters": {**DEFAULT_HYPERPARAMETERS[system], **hyperparameters}}
+            config |= {key: value for key, value in schedule.items() if key != "min_epochs" or value}
+            return config
+        preset = self.llm_preset
+        return {
+            "data": data_hash,
+            "features": features_hash,
+            "preset": preset.name,
+            "preset_sha256": _sha256(preset.read_bytes())[:16] if preset.is_file() else None,
+            "overrides": self.llm_overrides,
+        }
+
+    def _baseline_settings(self, system: str) -> tuple[dict[str, Any], dict[str, int]]:
+        """A baseline's hyperparameter overrides and its schedule (`max_epochs`, `patience`, `min_epochs`)."""
+        overrides = dict(self.baseline_overrides.get(system, {}))
+        schedule = {"max_epochs": self.max_epochs, "patience": self.patience, "min_epochs": self.min_epochs}
+        schedule |= {key: int(overrides.pop(key)) for key in SCHEDULE_KEYS if key in overrides}
+        return overrides, schedule
+
+    # ------------------------------------------------------------------ running
+    def lookup(self, spec: RunSpec) -> dict[str, Any]:
+        """The record of a finished run, or one with `status` `"missing"` (nothing is trained)."""
+        run_dir = spec.run_dir(self.output_dir)
+        if not (run_dir / "metrics.json").is_file():
+            return {"data": spec.data, "system": spec.system, "seed": spec.seed, "config_hash": spec.config_hash,
+                    "status": "missing", "error": "not run yet", "run_dir": str(run_dir)}
+        return self.run(spec)
+
+    def run(self, spec: RunSpec) -> dict[str, Any]:
+        """Runs one cell unless its folder already holds `metrics.json`; returns its record.
+
+        The record holds the spec, `status` (`"ok"` or `"failed"`), `cached`, `metrics`, the
+        wall time, the command that reproduces it, the machine and the package versions. A
+        failure is recorded (with `error`), never raised, so that one bad run does not stop
+        the grid.
+        """
+        run_dir = spec.run_dir(self.output_dir)
+        metrics_path = run_dir / "metrics.json"
+        record_path = run_dir / "run.json"
+        if metrics_path.is_file():
+            record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else self._record(spec)
+            record.update(status="ok", cached=True, metrics=_split_metrics(json.loads(metrics_path.read_text("utf-8"))))
+            return record
+
+        from ..features.store import atomic_write_json
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.txt").unlink(missing_ok=True)
+        record = self._record(spec)
+        start = time.perf_counter()
+        try:
+            metrics = self.trainers[spec.kind](spec, run_dir)
+        except Exception as error:  # noqa: BLE001 - recorded, and the grid goes on
+            record.update(status="failed", cached=False, error=f"{type(error).__name__}: {error}",
+                          wall_seconds=round(time.perf_counter() - start, 1))
+            (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+            atomic_write_json(record_path, record)
+            return record
+        record.update(status="ok", cached=False, wall_seconds=round(time.perf_counter() - start, 1))
+        atomic_write_json(record_path, record)
+        # Written last: its presence is what marks the run finished.
+        atomic_write_json(metrics_path, metrics)
+        record["metrics"] = _split_metrics(metrics)
+        return record
+
+    def run_grid(
+        self, specs: Iterable[RunSpec], log: Callable[[str], None] = print, *, train: bool = True
+    ) -> list[dict[str, Any]]:
+        """Runs every spec in order (finished ones are read back) and returns their records.
+
+        With `train=False` nothing trains: finished runs are read back, the others are
+        recorded as missing (a report of a grid still running elsewhere).
+        """
+        records = []
+        specs = list(specs)
+        for index, spec in enumerate(specs, 1):
+            record = self.run(spec) if train else self.lookup(spec)
+            test = record.get("metrics", {}).get("test", {})
+            outcome = "cached" if record.get("cached") else record["status"]
+            detail = f"test AUC {test['auc']:.4f} UAUC {test['uauc']:.4f}" if test else record.get("error", "")
+            log(f"[{index}/{len(specs)}] {spec.data} {spec.system} seed {spec.seed}: {outcome} "
+                f"({record.get('wall_seconds', 0)} s) {detail}")
+            records.append(record)
+        return records
+
+    def _record(self, spec: RunSpec) -> dict[str, Any]:
+        return {
+            "data": spec.data,
+            "data_dir": spec.data_dir,
+            "features_dir": spec.features_dir,
+            "system": spec.system,
+            "seed": spec.seed,
+            "config_hash": spec.config_hash,
+            "config": spec.config,
+            "run_dir": str(spec.run_dir(self.output_dir)),
+            "command": shlex.join(self._command(spec)),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **environment(),
+        }
+
+    def _command(self, spec: RunSpec) -> list[str]:
+        """The standalone command that reproduces the run."""
+        run_dir = spec.run_dir(self.output_dir)
+        if spec.kind == "baseline":
+            hyperparameters, schedule = self._baseline_settings(spec.system)
+            command = [
+                "python", "examples/train_baseline.py", "--model", spec.system, "--data", spec.data_dir,
+                "--output", str(run_dir), "--seed", str(spec.seed),
+            ]
+            for key, value in {**schedule, **hyperparameters}.items():
+                command += [f"--{key.replace('_', '-')}", str(value)]
+            return command
+        command = [
+            "python", "examples/train.py", "--preset", str(self.llm_preset), "--variant", spec.system,
+            "--data_dir", spec.data_dir, "--seed", str(spec.seed), "--output_dir", str(run_dir / "train"),
+        ]
+        if spec.features_dir:
+            command += ["--features_dir", spec.features_dir]
+        return command + self.llm_overrides
+
+    # ----------------------------------------------------------------- trainers
+    def _train_baseline(self, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
+        import torch
+
+        from ..baselines import train_baseline
+        from ..data import RecommendationData
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        if spec.data_dir not in self._loaded_data:
+            self._loaded_data[spec.data_dir] = RecommendationData.load(spec.data_dir)
+        hyperparameters, schedule = self._baseline_settings(spec.system)
+        _, metrics = train_baseline(
+            spec.system, self._loaded_data[spec.data_dir], seed=spec.seed, progress=False, **schedule, **hyperparameters
+        )
+        return metrics
+
+    def _train_llm(self, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
+        if not TRAIN_SCRIPT.is_file():
+            raise FileNotFoundError(f"{TRAIN_SCRIPT} (the two-step LLM trainer) does not exist yet")
+        if spec.features_dir is None:
+            raise ValueError(f"{spec.system} needs a features folder (--features)")
+        command = [sys.executable, str(TRAIN_SCRIPT), *self._command(spec)[2:]]
+        env = dict(os.environ)
+        if self.threads:
+            env["OMP_NUM_THREADS"] = str(self.threads)
+        with open(run_dir / "train.log", "w", encoding="utf-8") as log:
+            completed = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        if completed.returncode != 0:
+            tail = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"examples/train.py exited with {completed.returncode}: {' | '.join(tail)}")
+        metrics_path = run_dir / "train" / "metrics.json"
+        if not metrics_path.is_file():
+            raise FileNotFoundError(f"examples/train.py finished without writing {metrics_path}")
+        return json.loads(metrics_path.read_text(encoding="utf-8"))
+
+
+def _split_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Only the `{split: {"auc", "uauc"}}` part of a run's metrics."""
+    return {
+        split: {"auc": metrics[split]["auc"], "uauc": metrics[split]["uauc"]}
+        for split in METRIC_SPLITS
+        if isinstance(metrics.get(split), dict) and "auc" in metrics[split]
+    }
+
+
+def results_document(
+    records: list[dict[str, Any]], specs: Sequence[RunSpec], *, command: str | None = None
+) -> dict[str, Any]:
+    """`results.json`: the grid that was asked for and the record of each of its runs."""
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "grid": {
+            "data": list(dict.fromkeys(spec.data for spec in specs)),
+            "systems": list(dict.fromkeys(spec.system for spec in specs)),
+            "seeds": sorted({spec.seed for spec in specs}),
+        },
+        "runs": records,
+    }

@@ -1,0 +1,176 @@
+"""The experiment grid: report tables from a results.json fixture, and the run cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from modeling_userllm.experiments import (
+    ExperimentRunner,
+    Statistic,
+    aggregate,
+    build_report,
+    make_plots,
+    missing_runs,
+    relative_improvement,
+    results_document,
+)
+from modeling_userllm.experiments.report import table3, table4, table5
+
+
+def _run(data, system, seed, auc, uauc, short=None, long=None, status="ok"):
+    metrics = {"valid": {"auc": auc, "uauc": uauc}, "test": {"auc": auc, "uauc": uauc}}
+    if short is not None:
+        metrics["test_short"] = {"auc": short, "uauc": short}
+        metrics["test_long"] = {"auc": long, "uauc": long}
+    record = {"data": data, "system": system, "seed": seed, "status": status, "config_hash": "abc"}
+    if status == "ok":
+        record["metrics"] = metrics
+    else:
+        record["error"] = "RuntimeError: boom"
+    return record
+
+
+@pytest.fixture
+def results():
+    """MF (3 seeds), CoLLM-VA and USER-LLM (2 seeds), a failed TALLRec, SASRec never run."""
+    runs = [
+        _run("collm", "mf", 0, 0.60, 0.50),
+        _run("collm", "mf", 1, 0.62, 0.52),
+        _run("collm", "mf", 2, 0.64, 0.54),
+        _run("collm", "collm_va", 0, 0.70, 0.60, short=0.70, long=0.68),
+        _run("collm", "collm_va", 1, 0.70, 0.60, short=0.72, long=0.70),
+        _run("collm", "userllm", 0, 0.75, 0.63, short=0.74, long=0.77),
+        _run("collm", "userllm", 1, 0.77, 0.63, short=0.76, long=0.79),
+        _run("collm", "tallrec", 0, None, None, status="failed"),
+    ]
+    return {
+        "grid": {"data": ["collm"], "systems": ["mf", "sasrec", "tallrec", "collm_va", "userllm"], "seeds": [0, 1, 2]},
+        "runs": runs,
+    }
+
+
+def _row(lines, label):
+    rows = [line for line in lines if line.startswith(f"| {label} |")]
+    assert len(rows) == 1, lines
+    return [cell.strip() for cell in rows[0].strip("|").split("|")]
+
+
+def test_statistic_is_mean_and_sample_std():
+    assert Statistic([0.60, 0.62, 0.64]).format() == "0.6200 ± 0.0200"
+    assert Statistic([0.7]).format() == "0.7000"
+    assert Statistic([]).format() == "—"
+
+
+def test_relative_improvement_is_signed_percentage_over_the_row():
+    assert relative_improvement(0.76, 0.62) == "+22.58%"
+    assert relative_improvement(0.60, 0.75) == "-20.00%"
+    assert relative_improvement(None, 0.6) == "—"
+
+
+def test_table3_has_mean_std_improvement_and_published_columns(results):
+    lines = table3(results, "collm")
+    mf = _row(lines, "MF")
+    # System, Seeds, AUC, UAUC, Impr. AUC, Impr. UAUC, AUC (pub), UAUC (pub), dAUC, dUAUC
+    assert mf[1:4] == ["3", "0.6200 ± 0.0200", "0.5200 ± 0.0200"]
+    assert mf[4] == relative_improvement(0.76, 0.62) == "+22.58%"
+    assert mf[5] == "+21.15%"  # (0.63 - 0.52) / 0.52
+    assert mf[6:10] == ["0.6482", "0.6361", "-0.0282", "-0.1161"]
+    userllm = _row(lines, "USER-LLM")
+    assert userllm[2] == "0.7600 ± 0.0141"
+    assert userllm[4:6] == ["(ref.)", "(ref.)"]
+    assert any("CoLLM (Zhang et al. 2023" in line for line in lines)
+
+
+def test_missing_and_failed_systems_show_as_missing_never_as_numbers(results):
+    lines = table3(results, "collm")
+    sasrec = _row(lines, "SASRec")
+    assert sasrec[1:6] == ["0", "—", "—", "—", "—"]
+    assert sasrec[6:8] == ["0.7078", "0.6884"]  # published figures stay, labelled as published
+    assert sasrec[8:10] == ["—", "—"]
+    tallrec = _row(lines, "TALLRec")
+    assert tallrec[2:6] == ["—", "—", "—", "—"]
+    assert missing_runs(results) == [("collm", "sasrec"), ("collm", "tallrec")]
+    report = build_report(results)
+    assert "Missing (asked for, no finished run): SASRec on collm, TALLRec on collm." in report
+    assert "RuntimeError: boom" in report
+
+
+def test_table4_ablations_missing_and_table5_short_long(results):
+    table = table4(results, "collm")
+    assert _row(table, "USER-LLM w/o UHEM")[2:6] == ["—", "—", "—", "—"]
+    lines = table5(results, "collm")
+    every = next(i for i, line in enumerate(lines) if line.startswith("AUC against history length"))
+    lines, every = lines[:every], lines[every:]
+    assert _row(every, "MF")[1:4] == ["—", "—", "—"]
+    assert _row(every, "USER-LLM")[3] == "+0.0300"
+    assert _row(lines, "CoLLM-VA")[2] == "0.7100 ± 0.0141"
+    assert _row(lines, "USER-LLM")[4] == "0.7800 ± 0.0141"
+    impr = _row(lines, "Impr. (USER-LLM over CoLLM-VA)")
+    assert impr[2] == "+5.63%"  # (0.75 - 0.71) / 0.71
+    assert impr[4] == "+13.04%"  # (0.78 - 0.69) / 0.69
+
+
+def test_unsourced_paper_tables_are_stated(results):
+    assert "could not be read" in build_report(results)
+
+
+def test_plots_are_written(results, tmp_path):
+    paths = make_plots(results, tmp_path)
+    assert [p.name for p in paths] == ["collm_systems.png", "collm_history_length.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def _prepared_data(folder, name="tiny"):
+    folder.mkdir()
+    (folder / "info.json").write_text(json.dumps({"name": name, "protocol": {"threshold": 4}}))
+    return folder
+
+
+def test_cache_skips_finished_runs_and_retries_failed_ones(tmp_path):
+    calls = []
+
+    def fake_baseline(spec, run_dir):
+        calls.append((spec.system, spec.seed))
+        if spec.system == "lightgcn" and len([c for c in calls if c[0] == "lightgcn"]) == 1:
+            raise RuntimeError("first try fails")
+        return {"valid": {"auc": 0.6, "uauc": 0.55}, "test": {"auc": 0.61 + spec.seed / 100, "uauc": 0.5}}
+
+    data = _prepared_data(tmp_path / "data")
+    runner = ExperimentRunner(tmp_path / "out", trainers={"baseline": fake_baseline}, max_epochs=3)
+    specs = runner.plan([data], ["mf", "lightgcn"], seeds=[0, 1])
+    first = runner.run_grid(specs, log=lambda _: None)
+    assert [(r["system"], r["seed"], r["status"]) for r in first] == [
+        ("mf", 0, "ok"), ("lightgcn", 0, "failed"), ("mf", 1, "ok"), ("lightgcn", 1, "ok")]
+    assert all((specs[i].run_dir(tmp_path / "out") / "metrics.json").is_file() for i in (0, 2, 3))
+    assert len(calls) == 4
+
+    second = runner.run_grid(runner.plan([data], ["mf", "lightgcn"], seeds=[0, 1]), log=lambda _: None)
+    assert calls[4:] == [("lightgcn", 0)]  # only the failed run trains again
+    assert [r["cached"] for r in second] == [True, False, True, True]
+    assert second[2]["metrics"]["test"]["auc"] == pytest.approx(0.62)  # mf, seed 1
+    assert {"machine", "packages", "command", "wall_seconds"} <= set(second[0])
+
+    lookup = ExperimentRunner(tmp_path / "out", max_epochs=3).run_grid(
+        runner.plan([data], ["mf", "sasrec"], seeds=[0]), log=lambda _: None, train=False
+    )
+    assert [r["status"] for r in lookup] == ["ok", "missing"]
+    assert len(calls) == 5  # reading back trains nothing
+
+    results = results_document(second, specs)
+    assert aggregate(results)["tiny", "mf"]["test"]["auc"].format() == "0.6150 ± 0.0071"
+
+
+def test_a_changed_configuration_is_a_new_run(tmp_path):
+    data = _prepared_data(tmp_path / "data")
+    short = ExperimentRunner(tmp_path / "out", max_epochs=3).plan([data], ["mf"], [0])[0]
+    long = ExperimentRunner(tmp_path / "out", max_epochs=30).plan([data], ["mf"], [0])[0]
+    assert short.config_hash != long.config_hash
+    runner = ExperimentRunner(tmp_path / "out", max_epochs=3, baseline_overrides={"mf": {"min_epochs": 150}})
+    mf, lightgcn = runner.plan([data], ["mf", "lightgcn"], [0])
+    assert mf.config["min_epochs"] == 150 and "min_epochs" not in lightgcn.config
+    assert "--min-epochs 150" in runner._record(mf)["command"]
+    assert short.run_dir(tmp_path).parent == long.run_dir(tmp_path).parent  # same data/system folder
+    with pytest.raises(ValueError, match="unknown systems"):
+        ExperimentRunner(tmp_path / "out").plan([data], ["din"], [0])
