@@ -1,0 +1,186 @@
+"""What the trainer reads: a prepared data set, its features, lazy records and the collator.
+
+Rows stay in their `datasets` split and become processor records only when a batch asks for
+them (`modeling_userllm.data.RecordDataset`); the collator runs the processor on the batch.
+Everything the data must satisfy for a given model is checked here, before training.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import RecommendationData, RecordBuilder, RecordDataset, make_toy_movies
+from ..features import FeatureStore, extract_image_features, toy_image_encoder
+from ..features.store import COLLABORATIVE_FILE, IMAGE_FEATURES_FILE
+from ..processing_userllm import UserLLMProcessor
+from .arguments import DataArguments, PresetError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RecordCollator:
+    """Turns a list of records into a model batch with the processor.
+
+    Args:
+        processor: the model's processor.
+        text_only: build the text form of the prompt (training step 1).
+    """
+
+    processor: UserLLMProcessor
+    text_only: bool = False
+
+    def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
+        return dict(self.processor(records, text_only=self.text_only))
+
+
+@dataclass
+class RunData:
+    """A prepared data set with its features and the record builder over both.
+
+    Attributes:
+        data: interactions, items and protocol.
+        features: the features folder's content (None when the run uses no features).
+        builder: rows -> records, with the features and the chosen descriptions.
+    """
+
+    data: RecommendationData
+    features: FeatureStore | None
+    builder: RecordBuilder
+
+    def split(self, name: str, max_rows: int | None = None, seed: int = 0) -> RecordDataset:
+        """A lazily converting view of one split, optionally a seeded random subset of it."""
+        rows = self.data.interactions[name]
+        if max_rows is not None and max_rows < len(rows):
+            picked = np.random.default_rng(seed).choice(len(rows), size=max_rows, replace=False)
+            rows = rows.select(np.sort(picked))
+        return self.builder.dataset(rows)
+
+
+def prepare_toy_data(folder: str | Path, seed: int = 0, num_users: int | None = None, num_items: int | None = None) -> tuple[Path, Path]:
+    """The embedded toy data set and its features, computed once into `folder`.
+
+    Writes `folder/data` (interactions, items, posters in `folder/posters`) and
+    `folder/features` (posters through the seeded stand-in image encoder, MF tables). A
+    second call with the same settings reuses them.
+
+    Returns:
+        `(data_dir, features_dir)`.
+    """
+    folder = Path(folder)
+    data_dir, features_dir = folder / "data", folder / "features"
+    generator = {key: value for key, value in (("num_users", num_users), ("num_items", num_items)) if value is not None}
+    wanted = {"seed": seed, **generator}
+    if (data_dir / "info.json").is_file() and (features_dir / COLLABORATIVE_FILE).is_file():
+        info = RecommendationData.load(data_dir).info["generator"]
+        if all(info.get(key) == value for key, value in wanted.items()):
+            return data_dir, features_dir
+    logger.info("Preparing the toy data set in %s", folder)
+    data = make_toy_movies(seed, folder / "posters", **generator)
+    data.save(data_dir)
+    # Imported here: the MF baseline pulls in the baselines package, needed only now.
+    from ..features.collaborative import train_collaborative_embeddings
+
+    encoder, image_processor = toy_image_encoder(seed=0)
+    images, mask = extract_image_features(list(data.items["poster_path"]), encoder, image_processor, batch_size=64)
+    users, items, mf_metrics = train_collaborative_embeddings(data, seed=seed, max_epochs=60, patience=10, progress=False)
+    manifest = {
+        "name": "toy",
+        "image_features": {"model": "toy_image_encoder(seed=0)", "present": int(mask.sum())},
+        "collaborative": {"model": "matrix factorisation", "metrics": mf_metrics},
+    }
+    FeatureStore(image_features=images, image_mask=mask, user_embeddings=users, item_embeddings=items,
+                 manifest=manifest).save(features_dir)
+    return data_dir, features_dir
+
+
+def load_data_folder(data_dir: str | Path) -> RecommendationData:
+    """Loads a prepared data set, or fails with what the folder is instead.
+
+    Raises:
+        PresetError: the folder is missing, is a features folder, or is no prepared data set.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise PresetError(f"data_dir {data_dir} does not exist")
+    if not (data_dir / "info.json").is_file():
+        if any((data_dir / name).is_file() for name in (IMAGE_FEATURES_FILE, COLLABORATIVE_FILE, "descriptions.json")):
+            raise PresetError(f"data_dir {data_dir} is a features folder, not a prepared data set "
+                              "(pass it as features_dir; prepare the data with examples/prepare_data.py)")
+        raise PresetError(f"data_dir {data_dir} is not a prepared data set (no info.json); "
+                          "prepare one with examples/prepare_data.py")
+    data = RecommendationData.load(data_dir)
+    missing = [split for split in ("train", "valid", "test") if split not in data.interactions]
+    if missing:
+        raise PresetError(f"data_dir {data_dir} lacks the splits {missing}")
+    return data
+
+
+def check_features(features: FeatureStore | None, data: RecommendationData, *, use_visual: bool,
+                   use_collaborative: bool, vision_feature_size: int, collaborative_size: int,
+                   features_dir: str | Path | None) -> None:
+    """Checks that the features a model needs are there and fit the data and the model.
+
+    Raises:
+        PresetError: naming the missing file or the tensor whose size is wrong.
+    """
+    where = f"features_dir {features_dir}"
+    if use_visual:
+        if features is None or features.image_features is None:
+            raise PresetError(f"this variant uses poster features but {where} has no {IMAGE_FEATURES_FILE}")
+        expected = (data.num_items, vision_feature_size)
+        if tuple(features.image_features.shape) != expected:
+            raise PresetError(f"{where}: image features have shape {tuple(features.image_features.shape)}, expected "
+                              f"{expected} (num_items, vision_feature_size)")
+    if use_collaborative:
+        if features is None or features.user_embeddings is None:
+            raise PresetError(f"this variant uses collaborative embeddings but {where} has no {COLLABORATIVE_FILE}")
+        for name, table, rows in (("user_embeddings", features.user_embeddings, data.num_users),
+                                  ("item_embeddings", features.item_embeddings, data.num_items)):
+            if tuple(table.shape) != (rows, collaborative_size):
+                raise PresetError(f"{where}: {name} has shape {tuple(table.shape)}, expected {(rows, collaborative_size)} "
+                                  "(rows of the data set, collaborative_size)")
+
+
+def load_run_data(data_args: DataArguments, *, use_visual: bool, use_collaborative: bool, use_descriptions: bool,
+                  vision_feature_size: int = 384, collaborative_size: int = 256) -> RunData:
+    """The data, features and record builder of a run, checked against the model's needs.
+
+    Args:
+        data_args: `data_dir` and `features_dir` must be set (the toy data is prepared first).
+        use_visual, use_collaborative, use_descriptions: the model's switches.
+        vision_feature_size, collaborative_size: the model's feature sizes.
+
+    Raises:
+        PresetError: the data or the features do not fit (see `load_data_folder`, `check_features`).
+    """
+    data = load_data_folder(data_args.data_dir)
+    features = None
+    if data_args.features_dir is not None:
+        if not Path(data_args.features_dir).is_dir():
+            raise PresetError(f"features_dir {data_args.features_dir} does not exist")
+        features = FeatureStore.load(data_args.features_dir)
+    check_features(features, data, use_visual=use_visual, use_collaborative=use_collaborative,
+                   vision_feature_size=vision_feature_size, collaborative_size=collaborative_size,
+                   features_dir=data_args.features_dir)
+    source = data_args.description_source
+    has_generated = features is not None and features.descriptions is not None
+    if source == "auto":
+        source = "generated" if has_generated else "item_table"
+    if not use_descriptions:
+        source = "none"
+    if source == "generated" and not has_generated:
+        raise PresetError(f"description_source 'generated' but features_dir {data_args.features_dir} has no descriptions.json")
+    builder = RecordBuilder(
+        data,
+        image_features=features.image_features if use_visual else None,
+        image_mask=features.image_mask if use_visual else None,
+        descriptions=features.descriptions if source == "generated" else None,
+        description_source=source,
+    )
+    return RunData(data=data, features=features, builder=builder)

@@ -1,0 +1,174 @@
+"""One training run end to end: data, model, the two steps, evaluation, the hub-ready folder.
+
+`run_training(run)` is what `examples/train.py` does, under `python` or `accelerate launch`:
+
+    OUTPUT/step1-lora/       checkpoints of step 1, and final/ when it finished
+    OUTPUT/step2-encoders/   the same for step 2
+    OUTPUT/model/            weights, config with auto_map, code, processor, README.md card
+    OUTPUT/metrics.json      {"valid": {"auc", "uauc", ...}, "test": ..., "test_short": ..., "test_long": ...}
+    OUTPUT/run_config.json   every setting of the run
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, TrainingArguments
+
+from ..configuration_userllm import VARIANTS
+from ..factory import create_model_and_processor
+from ..toy_model import build_toy_tokenizer, tiny_llama_config
+from .arguments import PresetError, RunArguments, step_number
+from .datasets import RecordCollator, RunData, load_run_data, prepare_toy_data
+from .trainer import UserLLMTrainer, train_two_steps
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_data(run: RunArguments) -> None:
+    """Prepares the embedded toy data set when no data folder is given (main process first)."""
+    if run.data.data_dir is not None:
+        return
+    if run.data.features_dir is not None:
+        raise PresetError("features_dir is set but data_dir is not: give both, or neither for the toy data set")
+    with run.training.main_process_first(desc="preparing the toy data set"):
+        data_dir, features_dir = prepare_toy_data(
+            Path(run.training.output_dir) / "toy", run.data.toy_seed, run.data.toy_num_users, run.data.toy_num_items
+        )
+    run.data.data_dir, run.data.features_dir = str(data_dir), str(features_dir)
+
+
+def load_data_for_run(run: RunArguments) -> RunData:
+    """The run's data, checked against what its variant needs."""
+    switches = VARIANTS[run.model.variant]
+    return load_run_data(
+        run.data,
+        use_visual=switches["use_visual"],
+        use_collaborative=switches["use_collaborative"],
+        use_descriptions=switches["use_descriptions"],
+    )
+
+
+def build_model(run: RunArguments, run_data: RunData):
+    """A fresh model and processor of the run's variant, with the MF tables loaded.
+
+    Without `base_model_name_or_path` the LLM is a tiny random Llama over a word-level
+    tokenizer of the data set's texts (the embedded default).
+    """
+    model_args = run.model
+    data = run_data.data
+    if model_args.base_model_name_or_path is None:
+        texts = list(data.items["title"]) + [text for text in run_data.builder.descriptions if text]
+        tokenizer = build_toy_tokenizer(texts, item_noun=model_args.item_noun)
+        source = {"text_config": tiny_llama_config(len(tokenizer) + 4, model_args.toy_hidden_size, model_args.toy_num_layers)}
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(model_args.base_model_name_or_path)
+        source = {"base_model_name_or_path": model_args.base_model_name_or_path}
+    torch.manual_seed(run.training.seed)
+    model, processor = create_model_and_processor(
+        tokenizer,
+        model_args.variant,
+        **source,
+        num_users=data.num_users,
+        num_items=data.num_items,
+        max_item_tokens=model_args.max_item_tokens,
+        max_history_items=model_args.max_history_items or data.info["protocol"]["history_length"],
+        item_noun=model_args.item_noun,
+        dtype=DTYPES[model_args.dtype],
+        lora_r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        lora_target_modules=list(model_args.lora_target_modules),
+    )
+    if model.config.use_collaborative:
+        features = run_data.features
+        model.load_collaborative_embeddings(features.user_embeddings, features.item_embeddings)
+    return model, processor
+
+
+def evaluate_splits(trainer: UserLLMTrainer, run_data: RunData, splits, max_rows: int | None, seed: int) -> dict:
+    """`{split: {"auc", "uauc", "rows", "loss"}}` on the full prompt, each row counted once."""
+    trainer.data_collator = RecordCollator(trainer.processing_class, text_only=False)
+    metrics = {}
+    for split in splits:
+        if split not in run_data.data.interactions or len(run_data.data.interactions[split]) == 0:
+            continue
+        result = trainer.evaluate(eval_dataset=run_data.split(split, max_rows, seed), metric_key_prefix=split)
+        metrics[split] = {name: result[f"{split}_{name}"] for name in ("auc", "uauc", "rows", "loss")}
+        metrics[split]["rows"] = int(metrics[split]["rows"])
+    return metrics
+
+
+def save_model_folder(trainer: UserLLMTrainer, run: RunArguments, run_data: RunData, metrics: dict) -> Path:
+    """Writes `OUTPUT/model`: weights (light or full), config, code, processor and model card."""
+    from ..hub import render_model_card
+
+    folder = Path(run.training.output_dir) / "model"
+    trainer.save_model(str(folder))
+    if trainer.args.should_save:
+        # A pickle the Hub folder does not need (and loaders should never unpickle).
+        (folder / "training_args.bin").unlink(missing_ok=True)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        schedule = run.schedule
+        training = {
+            f"step {step_number(step)} ({step})": {**schedule.step_overrides(step), "optimizer": "AdamW",
+                                                   "weight_decay": run.training.weight_decay}
+            for step in schedule.steps
+        }
+        card = render_model_card(
+            model.config,
+            f"userllm-{run.model.variant}-{run_data.data.name}",
+            light=run.model.light_checkpoints,
+            metrics={split: values for split, values in metrics.items()
+                     if all(0 <= values[name] <= 1 for name in ("auc", "uauc"))},
+            data_info=run_data.data.info,
+            training=training,
+        )
+        card.save(str(folder / "README.md"))
+    trainer.accelerator.wait_for_everyone()
+    return folder
+
+
+def run_training(run: RunArguments, callbacks: list | None = None) -> dict:
+    """Trains, evaluates and saves one run (see the module docstring for what it writes).
+
+    Args:
+        run: the settings (`parse_arguments`).
+        callbacks: extra `TrainerCallback`s for both steps.
+
+    Returns:
+        The metrics written to `OUTPUT/metrics.json`.
+    """
+    resolve_data(run)
+    run_data = load_data_for_run(run)
+    training: TrainingArguments = run.training
+    output_dir = Path(training.output_dir)
+    if training.should_save:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "run_config.json").write_text(json.dumps(run.to_dict(), indent=2) + "\n")
+
+    model, processor = build_model(run, run_data)
+    train_dataset = run_data.split("train", run.data.max_train_rows, training.seed)
+    logger.info("Training %s on %d rows of %s", run.model.variant, len(train_dataset), run.data.data_dir)
+    trainer = train_two_steps(
+        model,
+        processor,
+        train_dataset,
+        training,
+        run.schedule.steps,
+        {step: run.schedule.step_overrides(step) for step in run.schedule.steps},
+        resume=run.schedule.resume,
+        light_checkpoints=run.model.light_checkpoints,
+        callbacks=callbacks,
+    )
+    metrics = evaluate_splits(trainer, run_data, run.data.eval_splits, run.data.max_eval_rows, training.seed)
+    metrics["num_processes"] = training.world_size
+    save_model_folder(trainer, run, run_data, {k: v for k, v in metrics.items() if isinstance(v, dict)})
+    if training.should_save:
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics

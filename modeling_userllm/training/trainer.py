@@ -1,0 +1,168 @@
+"""`UserLLMTrainer` and the paper's two-step schedule (Sec. 3.3) as one call.
+
+Step 1 ("lora") trains the LoRA adapters only, on the text form of the prompt; step 2
+("encoders") freezes LoRA and trains the UHEM and the visual and collaborative projectors on
+the full prompt. Each step is its own `Trainer`, so its optimizer (AdamW, weight decay 1e-3)
+sees only that step's parameters, and its checkpoints live in `OUTPUT/step<k>-<name>/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..metrics import auc_and_uauc
+from .arguments import step_number
+from .datasets import RecordCollator
+
+logger = logging.getLogger(__name__)
+
+STEP_PROMPTS = {"lora": True, "encoders": False}  # step -> text_only
+FINAL_FOLDER = "final"
+
+
+def compute_auc_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
+    """AUC, UAUC and the number of rows, from the scores the Trainer gathered.
+
+    `predictions` are the model's outputs after the loss (`logits`, `probabilities`);
+    `label_ids` is `(labels, user_ids)` (`label_names=["labels", "user_ids"]`).
+    """
+    predictions = eval_prediction.predictions
+    scores = predictions[0] if isinstance(predictions, (tuple, list)) else predictions
+    labels, user_ids = eval_prediction.label_ids
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    metrics = auc_and_uauc(np.asarray(user_ids).reshape(-1), labels, np.asarray(scores).reshape(-1))
+    return {**metrics, "rows": float(len(labels))}
+
+
+class UserLLMTrainer(Trainer):
+    """A `Trainer` for `UserLLMForRecommendation`.
+
+    The loss comes from the model output, prediction returns the scores, and `compute_metrics`
+    defaults to AUC/UAUC. Under several processes the evaluation data loader is sharded by
+    accelerate and `gather_for_metrics` drops the rows repeated to even the last batch, so
+    every row counts once. Checkpoints hold the weights (light ones without the frozen base
+    LLM when `light_checkpoints`), the config with `auto_map`, the model and processor code
+    and the processor: each loads with `AutoModel.from_pretrained(dir, trust_remote_code=True)`.
+
+    Args:
+        light_checkpoints: save only what training changes (needs `config.base_model_name_or_path`).
+        *args, **kwargs: as for `transformers.Trainer`; pass the processor as `processing_class`.
+    """
+
+    def __init__(self, *args, light_checkpoints: bool = False, **kwargs):
+        kwargs.setdefault("compute_metrics", compute_auc_metrics)
+        super().__init__(*args, **kwargs)
+        self.light_checkpoints = light_checkpoints
+        missing = {"labels", "user_ids"} - set(self.args.label_names or [])
+        if missing or self.args.remove_unused_columns:
+            raise ValueError("UserLLMTrainer needs label_names=['labels', 'user_ids'] and remove_unused_columns=False "
+                             f"(got label_names={self.args.label_names}, remove_unused_columns={self.args.remove_unused_columns})")
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if not self.light_checkpoints:
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir or self.args.output_dir
+        if self.args.should_save:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, light=True)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(output_dir)
+            torch.save(self.args, Path(output_dir) / "training_args.bin")
+
+
+def step_training_arguments(args: TrainingArguments, number: int, step: str, overrides: dict) -> TrainingArguments:
+    """The `TrainingArguments` of one step: its own folder, run name and hyperparameters."""
+    step_dir = Path(args.output_dir) / f"step{number}-{step}"
+    return dataclasses.replace(
+        args,
+        output_dir=str(step_dir),
+        run_name=f"{args.run_name or Path(args.output_dir).name}-step{number}-{step}",
+        **overrides,
+    )
+
+
+def _load_step_result(model, folder: Path) -> None:
+    """Loads the weights saved at the end of a step (full or light) into `model`."""
+    state = load_file(folder / "model.safetensors")
+    result = model.load_state_dict(state, strict=False)
+    if result.unexpected_keys:
+        raise ValueError(f"{folder} does not match the model: unexpected weights {result.unexpected_keys[:5]}")
+
+
+def train_two_steps(
+    model,
+    processor,
+    train_dataset,
+    args: TrainingArguments,
+    steps: list[str] | tuple[str, ...] = ("lora", "encoders"),
+    step_overrides: dict[str, dict] | None = None,
+    *,
+    resume: bool = False,
+    light_checkpoints: bool = False,
+    callbacks: list | None = None,
+) -> UserLLMTrainer:
+    """Runs the paper's schedule: each step with its own Trainer, optimizer and folder.
+
+    A step whose model has nothing to train (e.g. step 2 of TALLRec, which has no encoders)
+    is skipped. With `resume`, a finished step (its `final/` folder exists) is loaded instead
+    of retrained, and an unfinished one continues from its last checkpoint, so an interrupted
+    run ends where an uninterrupted one with the same seed would.
+
+    Args:
+        model: a `UserLLMForRecommendation`.
+        processor: its `UserLLMProcessor`.
+        train_dataset: records (e.g. `RunData.split("train")`).
+        args: shared `TrainingArguments`; `output_dir` is the run's folder.
+        steps: `"lora"` and/or `"encoders"`, in order.
+        step_overrides: `{step: {TrainingArguments field: value}}`, e.g. the learning rate.
+        resume: continue an interrupted run in `args.output_dir`.
+        light_checkpoints: checkpoints without the frozen base LLM.
+        callbacks: extra `TrainerCallback`s for every step.
+
+    Returns:
+        The trainer of the last step run (its model is the trained model, set to inference).
+    """
+    step_overrides = step_overrides or {}
+    trainer = None
+    for step in steps:
+        number = step_number(step)
+        model.set_training_step(step)
+        num_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        if num_trainable == 0:
+            logger.info("Step %d (%s): nothing to train for this variant, skipped", number, step)
+            continue
+        # New TrainingArguments reset the accelerate state: build them only for a step that runs.
+        step_args = step_training_arguments(args, number, step, step_overrides.get(step, {}))
+        final_dir = Path(step_args.output_dir) / FINAL_FOLDER
+        trainer = UserLLMTrainer(
+            model=model,
+            args=step_args,
+            train_dataset=train_dataset,
+            data_collator=RecordCollator(processor, text_only=STEP_PROMPTS[step]),
+            processing_class=processor,
+            callbacks=callbacks,
+            light_checkpoints=light_checkpoints,
+        )
+        if resume and (final_dir / "model.safetensors").is_file():
+            logger.info("Step %d (%s): already finished, loading %s", number, step, final_dir)
+            _load_step_result(model, final_dir)
+            continue
+        checkpoint = get_last_checkpoint(step_args.output_dir) if resume and Path(step_args.output_dir).is_dir() else None
+        logger.info("Step %d (%s): training %d parameters%s", number, step, num_trainable,
+                    f", resuming from {checkpoint}" if checkpoint else "")
+        trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model(str(final_dir))
+        trainer.accelerator.wait_for_everyone()
+    model.set_training_step("none")
+    model.eval()
+    if trainer is None:
+        raise ValueError(f"None of the steps {list(steps)} trains anything for this model")
+    return trainer

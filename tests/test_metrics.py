@@ -1,0 +1,63 @@
+"""AUC / UAUC: hand-computed cases, ties, single-class users, and the offline `evaluate` module."""
+
+import math
+
+import evaluate
+import numpy as np
+import pytest
+
+from modeling_userllm.metrics import auc, auc_and_uauc, uauc
+from modeling_userllm.training import EVALUATE_METRIC_PATH
+
+
+def test_auc_equals_the_fraction_of_correctly_ordered_pairs():
+    # Positives 0.9, 0.4; negatives 0.5, 0.1: pairs (0.9>0.5, 0.9>0.1, 0.4<0.5, 0.4>0.1) -> 3/4.
+    assert auc([1, 0, 1, 0], [0.9, 0.5, 0.4, 0.1]) == pytest.approx(0.75)
+
+
+def test_auc_counts_a_tied_pair_one_half():
+    # Pairs: (0.7 vs 0.7) tie = 1/2, (0.7 vs 0.2) = 1, (0.3 vs 0.7) = 0, (0.3 vs 0.2) = 1 -> 2.5/4.
+    assert auc([1, 0, 1, 0], [0.7, 0.7, 0.3, 0.2]) == pytest.approx(0.625)
+    assert auc([1, 0, 1, 0], [0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.5)
+
+
+def test_auc_depends_only_on_the_order_of_scores():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    scores = rng.normal(size=200)
+    assert auc(labels, scores) == pytest.approx(auc(labels, 1 / (1 + np.exp(-scores))))
+
+
+def test_auc_with_one_class_raises():
+    with pytest.raises(ValueError, match="both classes"):
+        auc([1, 1, 1], [0.1, 0.2, 0.3])
+
+
+def test_uauc_skips_users_with_a_single_class_and_weighs_users_equally():
+    user_ids = [0, 0, 0, 0, 1, 1, 2, 2, 2]
+    labels = [1, 0, 1, 0, 1, 0, 1, 1, 1]   # user 2 has positives only: skipped
+    scores = [0.9, 0.5, 0.4, 0.1, 0.2, 0.8, 0.1, 0.2, 0.3]
+    # user 0: 3/4 (see above); user 1: 0/1 -> mean 0.375, whatever their row counts.
+    assert uauc(user_ids, labels, scores) == pytest.approx(0.375)
+    assert auc_and_uauc(user_ids, labels, scores)["auc"] == pytest.approx(auc(labels, scores))
+
+
+def test_uauc_is_nan_with_a_warning_when_no_user_has_both_classes():
+    with pytest.warns(UserWarning, match="undefined"):
+        assert math.isnan(uauc([0, 0, 1], [1, 1, 0], [0.1, 0.2, 0.3]))
+
+
+def test_evaluate_module_loads_offline_and_matches_the_package_metrics():
+    metric = evaluate.load(EVALUATE_METRIC_PATH)
+    user_ids = [0, 0, 0, 0, 1, 1, 2, 2, 2]
+    labels = [1, 0, 1, 0, 1, 0, 1, 1, 1]
+    scores = [0.9, 0.5, 0.4, 0.1, 0.2, 0.8, 0.1, 0.2, 0.3]
+    result = metric.compute(predictions=scores, references=labels, user_ids=user_ids)
+    assert result == pytest.approx(auc_and_uauc(user_ids, labels, scores))
+
+
+def test_evaluate_module_accumulates_batches():
+    metric = evaluate.load(EVALUATE_METRIC_PATH)
+    metric.add_batch(predictions=[0.9, 0.5], references=[1, 0], user_ids=[0, 0])
+    metric.add_batch(predictions=[0.4, 0.1], references=[1, 0], user_ids=[0, 0])
+    assert metric.compute() == pytest.approx({"auc": 0.75, "uauc": 0.75})

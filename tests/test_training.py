@@ -1,0 +1,269 @@
+"""Training: presets and their checks, the two steps, checkpoints, resume, several processes."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO_ROOT, score_in_fresh_process
+from modeling_userllm.features import FeatureStore
+from modeling_userllm.training import (
+    PresetError,
+    load_data_folder,
+    parse_arguments,
+    prepare_toy_data,
+    train_two_steps,
+)
+from modeling_userllm.training.pipeline import build_model, load_data_for_run, resolve_data, run_training
+
+TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
+EVALUATE_SCRIPT = REPO_ROOT / "examples" / "evaluate.py"
+EVAL_ROWS = 37  # odd: two processes need a padded last batch, whose duplicate must not count
+
+
+@pytest.fixture(scope="session")
+def toy_dirs(tmp_path_factory):
+    """A small toy data set (30 users) with posters and MF tables: (data_dir, features_dir)."""
+    return prepare_toy_data(tmp_path_factory.mktemp("toy"), seed=0, num_users=30, num_items=48)
+
+
+def tiny_argv(output_dir, toy_dirs, *extra):
+    """A run of a few steps per training step over the small toy data set and a tiny Llama."""
+    data_dir, features_dir = toy_dirs
+    return [
+        "--output_dir", str(output_dir), "--data_dir", str(data_dir), "--features_dir", str(features_dir),
+        "--toy_hidden_size", "32", "--max_item_tokens", "8",
+        "--step1_max_steps", "4", "--step2_max_steps", "4",
+        "--step1_per_device_train_batch_size", "8", "--step2_per_device_train_batch_size", "8",
+        "--step1_learning_rate", "1e-2", "--step2_learning_rate", "1e-2",
+        "--save_steps", "2", "--save_total_limit", "3", "--logging_steps", "1",
+        "--max_eval_rows", str(EVAL_ROWS), "--per_device_eval_batch_size", "4", "--eval_splits", "valid", "test",
+        "--report_to", "none", "--disable_tqdm", "true", "--use_cpu", "true",
+        *extra,
+    ]
+
+
+def load_train_script():
+    spec = importlib.util.spec_from_file_location("train_script", TRAIN_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_subprocess(args, env=None, timeout=300):
+    process_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(args, cwd=REPO_ROOT, env=process_env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def finished_run(toy_dirs, tmp_path_factory):
+    """One uninterrupted tiny run through `examples/train.py`'s main: (output_dir, metrics, stdout)."""
+    output_dir = tmp_path_factory.mktemp("run") / "out"
+    metrics = load_train_script().main(tiny_argv(output_dir, toy_dirs))
+    return output_dir, metrics
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def test_every_shipped_preset_parses(tmp_path):
+    for preset in sorted((REPO_ROOT / "configuration").glob("*.yaml")):
+        # use_cpu: the GPU presets ask for bf16, which TrainingArguments rejects on a CPU-only machine.
+        run = parse_arguments(["--preset", str(preset), "--output_dir", str(tmp_path), "--use_cpu", "true"])
+        assert run.training.weight_decay == pytest.approx(1e-3), preset
+        assert run.training.label_names == ["labels", "user_ids"]
+
+
+def test_command_line_overrides_the_preset():
+    run = parse_arguments(["--variant", "collm", "--step2_learning_rate", "0.5", "--seed", "7"])
+    assert (run.model.variant, run.schedule.step2_learning_rate, run.training.seed) == ("collm", 0.5, 7)
+    assert run.schedule.step_overrides("encoders")["learning_rate"] == 0.5
+
+
+def test_bad_preset_key_fails_naming_the_key(tmp_path):
+    preset = tmp_path / "bad.yaml"
+    preset.write_text("training:\n  learning_rat: 0.1\n")
+    with pytest.raises(PresetError, match=r"unknown key 'learning_rat' in section 'training' \(did you mean 'learning_rate'\?\)"):
+        parse_arguments(["--preset", str(preset)])
+    preset.write_text("modle:\n  variant: userllm\n")
+    with pytest.raises(PresetError, match="unknown section 'modle'"):
+        parse_arguments(["--preset", str(preset)])
+
+
+def test_unknown_variant_fails_naming_it():
+    with pytest.raises(PresetError, match="unknown variant 'colm'.*did you mean 'collm'"):
+        parse_arguments(["--variant", "colm"])
+
+
+def test_data_folder_of_the_wrong_kind_fails_saying_what_it_is(toy_dirs, tmp_path):
+    data_dir, features_dir = toy_dirs
+    with pytest.raises(PresetError, match="is a features folder, not a prepared data set"):
+        load_data_folder(features_dir)
+    with pytest.raises(PresetError, match="is not a prepared data set"):
+        load_data_folder(tmp_path)
+    with pytest.raises(PresetError, match="does not exist"):
+        load_data_folder(tmp_path / "missing")
+
+
+def test_features_of_the_wrong_size_fail_before_training(toy_dirs, tmp_path):
+    data_dir, features_dir = toy_dirs
+    store = FeatureStore.load(features_dir)
+    bad = tmp_path / "features"
+    FeatureStore(image_features=store.image_features[:, :100].contiguous(), image_mask=store.image_mask,
+                 user_embeddings=store.user_embeddings, item_embeddings=store.item_embeddings).save(bad)
+    run = parse_arguments(tiny_argv(tmp_path / "out", (data_dir, bad)))
+    with pytest.raises(PresetError, match=r"image features have shape \(48, 100\), expected \(48, 384\)"):
+        run_training(run)
+    assert not (tmp_path / "out" / "step1-lora").exists()
+
+    FeatureStore(user_embeddings=store.user_embeddings[:, :64].contiguous(),
+                 item_embeddings=store.item_embeddings[:, :64].contiguous()).save(tmp_path / "mf")
+    run = parse_arguments(tiny_argv(tmp_path / "out", (data_dir, tmp_path / "mf"), "--variant", "collm"))
+    with pytest.raises(PresetError, match=r"user_embeddings has shape \(\d+, 64\), expected \(\d+, 256\)"):
+        run_training(run)
+    run = parse_arguments(tiny_argv(tmp_path / "out", (data_dir, tmp_path / "mf"), "--variant", "collm_va"))
+    with pytest.raises(PresetError, match="uses poster features but .* has no image_features.safetensors"):
+        run_training(run)
+
+
+# ----------------------------------------------------------------------------- the two steps
+
+
+def test_each_step_trains_only_its_parameters_with_its_own_optimizer(toy_dirs, tmp_path):
+    run = parse_arguments(tiny_argv(tmp_path, toy_dirs, "--step1_max_steps", "2", "--step2_max_steps", "2"))
+    resolve_data(run)
+    run_data = load_data_for_run(run)
+    model, processor = build_model(run, run_data)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    optimizers = {}
+
+    from transformers import TrainerCallback
+
+    class RecordOptimizer(TrainerCallback):
+        def on_train_end(self, args, state, control, optimizer=None, **kwargs):
+            optimizers[Path(args.output_dir).name] = optimizer
+
+    train_two_steps(model, processor, run_data.split("train"), run.training, run.schedule.steps,
+                    {step: run.schedule.step_overrides(step) for step in run.schedule.steps},
+                    callbacks=[RecordOptimizer()])
+    after_step1 = load_file(tmp_path / "step1-lora" / "final" / "model.safetensors")
+    after_step2 = model.state_dict()
+
+    def changed(old, new):
+        return {name for name in new if name in old and not torch.equal(old[name], new[name])}
+
+    step1_changes = changed(before, after_step1)
+    step2_changes = changed(after_step1, after_step2)
+    assert step1_changes and all("lora_" in name for name in step1_changes), step1_changes
+    encoders = ("visual_projector.", "collaborative_projector.", "history_encoder.")
+    assert step2_changes and all(name.startswith(encoders) for name in step2_changes), step2_changes
+    assert any(name.startswith("history_encoder.") for name in step2_changes)
+
+    step1_params = {id(p) for n, p in model.named_parameters() if "lora_" in n}
+    step2_params = {id(p) for n, p in model.named_parameters() if n.startswith(encoders)}
+    for folder, expected in (("step1-lora", step1_params), ("step2-encoders", step2_params)):
+        optimizer = optimizers[folder]
+        assert isinstance(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer, torch.optim.AdamW)
+        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        assert in_optimizer == expected, folder
+        assert max(group["weight_decay"] for group in optimizer.param_groups) == pytest.approx(1e-3)
+
+
+def test_a_variant_without_encoders_skips_step_two(toy_dirs, tmp_path):
+    metrics = run_training(parse_arguments(tiny_argv(tmp_path, toy_dirs, "--variant", "tallrec")))
+    assert (tmp_path / "step1-lora" / "final").is_dir()
+    assert not (tmp_path / "step2-encoders").exists()
+    assert 0 <= metrics["test"]["auc"] <= 1
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def test_run_writes_metrics_model_and_loadable_checkpoints(finished_run, tmp_path):
+    output_dir, metrics = finished_run
+    written = json.loads((output_dir / "metrics.json").read_text())
+    assert set(written) >= {"valid", "test"} and written["test"]["rows"] == EVAL_ROWS
+    assert written["num_processes"] == 1
+    folders = [output_dir / "model", *sorted(output_dir.glob("step*/checkpoint-*")), *sorted(output_dir.glob("step*/final"))]
+    assert len(folders) >= 5
+    for folder in folders:
+        names = {path.name for path in folder.iterdir()}
+        assert {"config.json", "model.safetensors", "modeling_userllm.py", "configuration_userllm.py",
+                "processing_userllm.py", "processor_config.json", "tokenizer.json"} <= names, folder
+    # The hub-ready folder holds no pickles (checkpoints keep the Trainer's optimizer/RNG state for --resume).
+    assert not [path.name for path in (output_dir / "model").iterdir() if path.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    assert "AUC" in (output_dir / "model" / "README.md").read_text()
+
+    from conftest import make_records
+
+    from transformers import AutoModel, AutoProcessor
+
+    checkpoint = sorted((output_dir / "step2-encoders").glob("checkpoint-*"))[0]
+    model = AutoModel.from_pretrained(checkpoint).eval()
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    records = [{**record, "user_id": record["user_id"] % 30, "item_id": record["item_id"] % 48} for record in make_records(3)]
+    with torch.no_grad():
+        expected = model(**processor(records)).logits.tolist()
+    assert score_in_fresh_process(checkpoint, records, tmp_path) == pytest.approx(expected, abs=1e-5)
+
+
+def test_resume_after_a_kill_ends_with_the_metrics_of_an_uninterrupted_run(finished_run, toy_dirs, tmp_path):
+    _, uninterrupted = finished_run
+    output_dir = tmp_path / "killed"
+    killer = f"""
+import importlib.util, os, signal, sys
+from transformers import TrainerCallback
+spec = importlib.util.spec_from_file_location("train_script", {str(TRAIN_SCRIPT)!r})
+train = importlib.util.module_from_spec(spec); spec.loader.exec_module(train)
+class KillAfterSave(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if args.output_dir.endswith("step2-encoders") and state.global_step == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+train.main(sys.argv[1:], callbacks=[KillAfterSave()])
+"""
+    result = run_subprocess([sys.executable, "-c", killer, *tiny_argv(output_dir, toy_dirs)])
+    assert result.returncode == -9, result.stderr[-3000:]
+    assert (output_dir / "step1-lora" / "final").is_dir()
+    assert (output_dir / "step2-encoders" / "checkpoint-2").is_dir()
+    assert not (output_dir / "metrics.json").exists()
+
+    resumed = load_train_script().main(tiny_argv(output_dir, toy_dirs, "--resume"))
+    state = json.loads((output_dir / "step2-encoders" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    for split in ("valid", "test"):
+        for name in ("auc", "uauc", "loss"):
+            assert resumed[split][name] == pytest.approx(uninterrupted[split][name], abs=1e-4), (split, name)
+
+
+def test_two_process_run_counts_every_evaluation_row_once(finished_run, toy_dirs, tmp_path):
+    output_dir = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(TRAIN_SCRIPT),
+        *tiny_argv(output_dir, toy_dirs),
+    ]
+    result = run_subprocess(command, env={"ACCELERATE_USE_CPU": "true"}, timeout=400)
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2
+    assert metrics["test"]["rows"] == EVAL_ROWS and metrics["valid"]["rows"] == EVAL_ROWS
+
+    data_dir, features_dir = toy_dirs
+    single = run_subprocess([
+        sys.executable, str(EVALUATE_SCRIPT), "--model", str(output_dir / "model"), "--data", str(data_dir),
+        "--features", str(features_dir), "--split", "valid", "test", "--max-rows", str(EVAL_ROWS),
+        "--batch-size", "5", "--output", str(tmp_path / "single.json"),
+    ])
+    assert single.returncode == 0, single.stderr[-4000:]
+    single_metrics = json.loads((tmp_path / "single.json").read_text())
+    assert single_metrics["num_processes"] == 1
+    for split in ("valid", "test"):
+        assert single_metrics[split]["rows"] == EVAL_ROWS
+        for name in ("auc", "uauc"):
+            assert metrics[split][name] == pytest.approx(single_metrics[split][name], abs=1e-6), (split, name)
