@@ -143,6 +143,9 @@ def toy_image_encoder(seed: int = 0, hidden_size: int = 384):
 def nearest_neighbours(features: torch.Tensor, mask: torch.Tensor, query: int, k: int = 5) -> list[tuple[int, float]]:
     """The items whose features are most cosine-similar to item `query`'s.
 
+    Features are centred on the mean of the present items first: DINO CLS vectors share a
+    large common component that otherwise puts every pair near similarity 1.
+
     Args:
         features: `(num_items, D)` image features.
         mask: bool `(num_items,)`; masked-out items are never returned.
@@ -154,7 +157,9 @@ def nearest_neighbours(features: torch.Tensor, mask: torch.Tensor, query: int, k
     """
     if not bool(mask[query]):
         raise ValueError(f"item {query} has no image feature")
-    normed = torch.nn.functional.normalize(features.float(), dim=-1)  # (N, D)
+    features = features.float()
+    centred = features - features[mask].mean(dim=0)
+    normed = torch.nn.functional.normalize(centred, dim=-1)  # (N, D)
     similarity = normed @ normed[query]  # (N,)
     similarity[~mask] = float("-inf")
     similarity[query] = float("-inf")
