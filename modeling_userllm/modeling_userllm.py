@@ -9,7 +9,6 @@ This file is copied next to the weights by `save_pretrained`, so it imports only
 transformers, peft, the standard library and `configuration_userllm`.
 """
 
-import json
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +20,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_utils import load_state_dict
 from transformers.utils import ModelOutput, cached_file
+from transformers.utils.hub import get_checkpoint_shard_files
 
 from .configuration_userllm import UserLLMConfig
 
@@ -513,9 +513,7 @@ def _read_safetensors_checkpoint(name_or_path, **hub_kwargs) -> dict[str, torch.
         name_or_path, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False, **hub_kwargs
     )
     if index_file is not None:
-        with open(index_file, encoding="utf-8") as f:
-            shard_names = sorted(set(json.load(f)["weight_map"].values()))
-        paths = [cached_file(name_or_path, shard, **hub_kwargs) for shard in shard_names]
+        paths, _ = get_checkpoint_shard_files(name_or_path, index_file, **hub_kwargs)
     else:
         path = cached_file(name_or_path, "model.safetensors", _raise_exceptions_for_missing_entries=False, **hub_kwargs)
         if path is None:

@@ -211,3 +211,16 @@ def test_real_base_llm_round_trips_full_and_light(tmp_path):
     full_size = (tmp_path / "full" / "model.safetensors").stat().st_size
     light_size = (tmp_path / "light" / "model.safetensors").stat().st_size
     assert full_size - light_size >= (STORIES260K / "model.safetensors").stat().st_size * 0.9
+
+
+@requires_shared(STORIES260K)
+def test_base_llm_from_a_sharded_checkpoint_keeps_its_weights(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(STORIES260K)
+    base.save_pretrained(tmp_path, max_shard_size="300KB")
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    model, _ = create_model_and_processor(AutoTokenizer.from_pretrained(STORIES260K), "tallrec", base_model_name_or_path=str(tmp_path))
+    for name, param in base.named_parameters():
+        wrapped = model.language_model.get_parameter(name.replace("q_proj.", "q_proj.base_layer.").replace("v_proj.", "v_proj.base_layer."))
+        torch.testing.assert_close(wrapped, param.to(wrapped.dtype), rtol=0, atol=0)
