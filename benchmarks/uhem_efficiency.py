@@ -19,7 +19,6 @@ Warm-up calls are excluded; times are medians of repeated calls; threads are fix
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ from transformers import AutoTokenizer, LlamaConfig
 from transformers.utils import logging
 
 from modeling_userllm import create_model_and_processor
+from modeling_userllm.experiments.runner import environment as experiment_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("USERLLM_SHARED", REPO_ROOT.parent / "shared"))
@@ -250,18 +250,9 @@ def reference_gflops(size: int = 512, repeats: int = 5) -> float:
 
 
 def environment() -> dict:
-    import peft
-    import transformers
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    """Machine and package versions (as recorded for experiment runs) plus how loaded the CPU is."""
     return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
+        **experiment_environment(),
         "load_average": os.getloadavg(),
         "reference_matmul_gflops": reference_gflops(),
     }

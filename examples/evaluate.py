@@ -10,11 +10,11 @@ Prints AUC / UAUC and writes them to --output (default MODEL/eval_<split>.json).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from transformers import AutoModel, AutoProcessor, TrainingArguments
 
+from modeling_userllm.features.store import atomic_write_json
 from modeling_userllm.training import DataArguments, PresetError, UserLLMTrainer, load_run_data
 from modeling_userllm.training.arguments import EVAL_SPLITS
 from modeling_userllm.training.pipeline import evaluate_splits
@@ -65,7 +65,7 @@ def main() -> dict:
             values = metrics[split]
             print(f"{split}: AUC {values['auc']:.4f}  UAUC {values['uauc']:.4f}  ({values['rows']} rows)")
         output = args.output or args.model / f"eval_{'_'.join(args.split)}.json"
-        output.write_text(json.dumps(metrics, indent=2) + "\n")
+        atomic_write_json(output, metrics)
         print(f"written: {output}")
     return metrics
 

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from transformers import AutoTokenizer, TrainingArguments
 
 from ..configuration_userllm import VARIANTS
 from ..factory import create_model_and_processor
+from ..features.store import atomic_write_json
 from ..toy_model import build_toy_tokenizer, tiny_llama_config
 from .arguments import PresetError, RunArguments, step_number
 from .datasets import RecordCollator, RunData, load_run_data, prepare_toy_data
@@ -150,7 +150,7 @@ def run_training(run: RunArguments, callbacks: list | None = None) -> dict:
     output_dir = Path(training.output_dir)
     if training.should_save:
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "run_config.json").write_text(json.dumps(run.to_dict(), indent=2) + "\n")
+        atomic_write_json(output_dir / "run_config.json", run.to_dict())
 
     model, processor = build_model(run, run_data)
     train_dataset = run_data.split("train", run.data.max_train_rows, training.seed)
@@ -170,5 +170,5 @@ def run_training(run: RunArguments, callbacks: list | None = None) -> dict:
     metrics["num_processes"] = training.world_size
     save_model_folder(trainer, run, run_data, {k: v for k, v in metrics.items() if isinstance(v, dict)})
     if training.should_save:
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        atomic_write_json(output_dir / "metrics.json", metrics)
     return metrics
