@@ -34,7 +34,7 @@ FAST_SETTINGS = {
 MAX_EPOCHS = {"mf": 15, "lightgcn": 15, "sasrec": 4}
 # Stronger planted signals and longer logs than the default toy set, so that ID-only models
 # learn within a few epochs.
-TOY_GENERATOR = {"w_collaborative": 3.0, "w_history": 4.0, "interactions_per_user": (50, 70)}
+TOY_GENERATOR = {"num_users": 300, "w_collaborative": 3.0, "w_history": 4.0, "interactions_per_user": (50, 70)}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -6,19 +6,21 @@ input of USER-LLM carries a signal that the others lack.
 Generative model (all draws from `numpy.random.default_rng(seed)`):
 
 - Item i: genre g_i (uniform over `GENRES`), visual style v_i (uniform over `STYLES`),
-  hidden taste group h_i (uniform over `num_clusters`), quality q_i ~ N(0, 0.5^2).
+  hidden taste group h_i (uniform over `num_clusters`), quality q_i ~ N(0, quality_std^2).
   - Title: `"<Theme> <genre word> (<year>)"`, or for an `ambiguous_fraction` of items
     `"The <Theme> <neutral noun> (<year>)"`, which says nothing about the genre.
-  - Description (item table): `"A <adjective> <genre> film about ..."`: always reveals the
-    genre (what knowledge enhancement adds over the title).
+  - Description (item table): `"Critically acclaimed. A <adjective> <genre> film about ..."`:
+    opens with the reception (quality tercile) and always reveals the genre (what knowledge
+    enhancement adds over the title).
   - Poster (64x64 PNG): background colour = genre, shape and its colour = style (circle
     yellow, square cyan, triangle magenta). The style is visible on the poster only.
     A `missing_poster_fraction` of items has no poster (`poster_path=None`).
-- User u: latent cluster c_u, preferred style s_u, and a current genre z_u(t) that starts
-  uniform and, before each interaction, switches to another genre with probability
-  `switch_probability` (a drifting taste).
-- Interactions: each user rates `interactions_per_user` (uniform in the range) distinct
-  items drawn uniformly, at sorted uniform times over one year. The planted logit is
+- User u: latent cluster c_u and preferred style s_u, drawn with probabilities
+  proportional to `exp(-skew * k)` (`cluster_skew`, `style_skew`: some groups and styles
+  are popular), and a current genre z_u(t) that starts uniform and, before each
+  interaction, switches to another genre with probability `switch_probability`.
+- Interactions: each user rates `interactions_per_user` (uniform in the range, at most
+  `num_items`) distinct items drawn uniformly, at sorted uniform times over one year. The planted logit is
 
       logit = bias + q_i + w_collaborative [h_i = c_u] + w_visual [v_i = s_u]
               + w_history [g_i = z_u(t)]
@@ -30,10 +32,12 @@ What each signal needs: [h_i = c_u] is visible in no content, only in who liked 
 (collaborative ids); [v_i = s_u] needs the poster; [g_i = z_u(t)] needs the genre of the
 target (description or poster colour; the title only for unambiguous titles) and the
 user's *current* genre, which the most recent positive items reveal (history) and a
-static user profile averages away.
+static user profile averages away. The skewed preferences and the written reception give
+each signal an item-level part too, readable from the target alone: enough for the tiny
+random Llama of the demo, which cannot learn per-user matches from scratch (docs/DATA.md).
 
 `oracle_test_auc` returns the AUC that the Bayes-optimal scorer (sigmoid of the planted
-logit) reaches on the test split; with the defaults (seed 0) it is about 0.80 (see
+logit) reaches on the test split; with the defaults (seed 0) it is about 0.87 (see
 docs/DATA.md). It is below 1 because the labels are Bernoulli draws: no model can predict
 the coin flip, only its probability. A trained model should land between the
 content-free baseline and this ceiling.
@@ -85,18 +89,23 @@ NEUTRAL_NOUNS = ("River", "Stranger", "Island", "Road", "House", "Promise", "Sig
 DEFAULT_PROTOCOL = {"threshold": 4.0, "history_length": 5, "min_history": 3}
 
 DEFAULT_GENERATOR = {
-    "num_users": 300,
+    "num_users": 600,
     "num_items": 200,
-    "interactions_per_user": (25, 40),
+    "interactions_per_user": (40, 60),
     "num_clusters": 4,
     "ambiguous_fraction": 0.4,
     "missing_poster_fraction": 0.03,
-    "switch_probability": 0.1,
-    "bias": -1.6,
-    "w_collaborative": 1.5,
-    "w_visual": 1.5,
-    "w_history": 2.5,
+    "switch_probability": 0.05,
+    "quality_std": 0.8,
+    "cluster_skew": 0.8,
+    "style_skew": 0.8,
+    "bias": -2.2,
+    "w_collaborative": 2.0,
+    "w_visual": 2.0,
+    "w_history": 3.0,
 }
+# Quality terciles of a normal distribution: |z| > 0.43 holds a third on each side.
+RECEPTION_CUT = 0.43
 
 POSTER_SIZE = 64
 START_TIME = 1_600_000_000  # 2020-09-13, any fixed origin works
@@ -120,14 +129,32 @@ def _make_titles(rng: np.random.Generator, genres: np.ndarray, ambiguous: np.nda
     return titles
 
 
-def _make_description(rng: np.random.Generator, genre: str, title: str) -> str:
+def reception(quality: float, quality_std: float) -> str:
+    """What critics said: the quality tercile of N(0, quality_std^2), in words."""
+    if quality > RECEPTION_CUT * quality_std:
+        return "Critically acclaimed"
+    if quality < -RECEPTION_CUT * quality_std:
+        return "Poorly reviewed"
+    return "Mixed reviews"
+
+
+def _make_description(rng: np.random.Generator, genre: str, title: str, quality: float, quality_std: float) -> str:
     adjective = rng.choice(GENRE_ADJECTIVES[genre])
     subject = title.rsplit(" (", 1)[0].lower()
     article = "An" if adjective[0] in "aeiou" else "A"
-    return f"{article} {adjective} {genre} film about {subject}, packed with {rng.choice(GENRE_WORDS[genre]).lower()} moments."
+    # The reception comes first so that per-item truncation of the prompt keeps it.
+    return (f"{reception(quality, quality_std)}. {article} {adjective} {genre} film about {subject}, "
+            f"packed with {rng.choice(GENRE_WORDS[genre]).lower()} moments.")
 
 
-def simulate_items(rng: np.random.Generator, num_items: int, num_clusters: int, ambiguous_fraction: float, missing_poster_fraction: float) -> pd.DataFrame:
+def preference_weights(count: int, skew: float) -> np.ndarray:
+    """Probabilities of `count` options proportional to `exp(-skew * k)`: a popular first option."""
+    weights = np.exp(-skew * np.arange(count))
+    return weights / weights.sum()
+
+
+def simulate_items(rng: np.random.Generator, num_items: int, num_clusters: int, ambiguous_fraction: float,
+                   missing_poster_fraction: float, quality_std: float) -> pd.DataFrame:
     """Planted item attributes and texts.
 
     Returns:
@@ -137,15 +164,16 @@ def simulate_items(rng: np.random.Generator, num_items: int, num_clusters: int, 
     genres = rng.integers(len(GENRES), size=num_items)
     ambiguous = rng.random(num_items) < ambiguous_fraction
     titles = _make_titles(rng, genres, ambiguous)
+    quality = rng.normal(0.0, quality_std, size=num_items)
     return pd.DataFrame(
         {
             "raw_id": [f"m{index:04d}" for index in range(num_items)],
             "title": titles,
-            "description": [_make_description(rng, GENRES[g], t) for g, t in zip(genres, titles)],
+            "description": [_make_description(rng, GENRES[g], t, q, quality_std) for g, t, q in zip(genres, titles, quality)],
             "genre": genres,
             "style": rng.integers(len(STYLES), size=num_items),
             "group": rng.integers(num_clusters, size=num_items),
-            "quality": rng.normal(0.0, 0.5, size=num_items),
+            "quality": quality,
             "has_poster": rng.random(num_items) >= missing_poster_fraction,
         }
     )
@@ -160,11 +188,13 @@ def simulate_log(rng: np.random.Generator, items: pd.DataFrame, parameters: dict
     """
     num_items = len(items)
     low, high = parameters["interactions_per_user"]
+    cluster_weights = preference_weights(parameters["num_clusters"], parameters["cluster_skew"])
+    style_weights = preference_weights(len(STYLES), parameters["style_skew"])
     frames = []
     for user in range(parameters["num_users"]):
-        cluster = rng.integers(parameters["num_clusters"])
-        style = rng.integers(len(STYLES))
-        count = int(rng.integers(low, high + 1))
+        cluster = rng.choice(parameters["num_clusters"], p=cluster_weights)
+        style = rng.choice(len(STYLES), p=style_weights)
+        count = min(int(rng.integers(low, high + 1)), num_items)  # a small catalogue caps it
         chosen = rng.choice(num_items, size=count, replace=False)
         times = START_TIME + np.sort(rng.choice(YEAR_SECONDS, size=count, replace=False))
         switches = rng.random(count) < parameters["switch_probability"]
@@ -213,6 +243,7 @@ def simulate(seed: int = 0, **generator) -> tuple[pd.DataFrame, pd.DataFrame]:
         parameters["num_clusters"],
         parameters["ambiguous_fraction"],
         parameters["missing_poster_fraction"],
+        parameters["quality_std"],
     )
     return items, simulate_log(rng, items, parameters)
 

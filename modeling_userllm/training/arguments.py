@@ -94,6 +94,11 @@ class ModelArguments:
         default=False,
         metadata={"help": "Save checkpoints without the frozen base LLM (needs base_model_name_or_path)."},
     )
+    num_threads: int | None = field(
+        default=None,
+        metadata={"help": "CPU threads of torch (None: torch's default). A tiny model runs as fast on one "
+                          "thread and much faster than on several when other work shares the cores."},
+    )
 
 
 @dataclass

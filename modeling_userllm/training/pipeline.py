@@ -144,6 +144,8 @@ def run_training(run: RunArguments, callbacks: list | None = None) -> dict:
     Returns:
         The metrics written to `OUTPUT/metrics.json`.
     """
+    if run.model.num_threads:
+        torch.set_num_threads(run.model.num_threads)
     resolve_data(run)
     run_data = load_data_for_run(run)
     training: TrainingArguments = run.training
