@@ -23,6 +23,7 @@ import torch
 from transformers.utils import logging
 from uhem_efficiency import REPO_ROOT, build_model, environment, make_catalogue, make_user_records, markdown_table
 
+from modeling_userllm.features.store import atomic_write_json
 from modeling_userllm.ranking import score_candidates, score_candidates_from_scratch
 
 VARIANTS = ("userllm", "userllm_no_uhem")
@@ -31,6 +32,8 @@ VARIANTS = ("userllm", "userllm_no_uhem")
 FULL_SETTINGS = {
     "stories260k": dict(num_candidates=(100, 1000), repeats=(2, 1), scratch_cap=64),
     "random-10m": dict(num_candidates=(100,), repeats=(1,), scratch_cap=32),
+    # Run alone with --batch-size 16: a 135M LLM makes the warm-up batch costly on a CPU.
+    "smollm2": dict(num_candidates=(100,), repeats=(1,), scratch_cap=16),
 }
 QUICK_SETTINGS = {"stories260k": dict(num_candidates=(100,), repeats=(1,), scratch_cap=16)}
 COLUMNS = [
@@ -106,6 +109,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared CPU)")
     parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    parser.add_argument("--name", help="output file stem (default ranking[_quick])")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -125,8 +129,8 @@ def main() -> None:
 
     print(markdown_table(rows, COLUMNS))
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    path = args.output_dir / ("ranking_quick.json" if args.quick else "ranking.json")
-    path.write_text(json.dumps({"environment": env, "arguments": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
+    path = args.output_dir / f"{args.name or ('ranking_quick' if args.quick else 'ranking')}.json"
+    atomic_write_json(path, {"environment": env, "arguments": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
     print(f"wrote {path}")
 
 

@@ -33,6 +33,7 @@ from transformers.utils import logging
 
 from modeling_userllm import create_model_and_processor
 from modeling_userllm.experiments.runner import environment as experiment_environment
+from modeling_userllm.features.store import atomic_write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("USERLLM_SHARED", REPO_ROOT.parent / "shared"))
@@ -337,7 +338,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def save(stem: Path, env: dict, settings: dict, rows: list[dict]) -> None:
     """Writes `stem`.json (environment, settings, measurements, speed-ups) and `stem`.png."""
-    stem.with_suffix(".json").write_text(json.dumps({"environment": env, "settings": settings, "rows": rows, "speedups": speedups(rows)}, indent=1))
+    atomic_write_json(stem.with_suffix(".json"), {"environment": env, "settings": settings, "rows": rows, "speedups": speedups(rows)})
     plot(rows, stem.with_suffix(".png"))
 
 
@@ -348,6 +349,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared CPU)")
     parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     parser.add_argument("--name", help="output file stem (default uhem_efficiency[_quick])")
+    parser.add_argument("--history-lengths", type=int, nargs="+",
+                        help="history lengths n to run instead of the settings' (e.g. 5 10)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -361,6 +364,8 @@ def main() -> None:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     name = args.name or ("uhem_efficiency_quick" if args.quick else "uhem_efficiency")
     run_settings = {llm: settings.get(llm, FULL_SETTINGS[llm]) for llm in llms}
+    if args.history_lengths:
+        run_settings = {llm: {**values, "history_lengths": tuple(args.history_lengths)} for llm, values in run_settings.items()}
     rows = []
     started = time.perf_counter()
     for llm in llms:

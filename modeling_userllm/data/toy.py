@@ -20,7 +20,8 @@ Generative model (all draws from `numpy.random.default_rng(seed)`):
   are popular), and a current genre z_u(t) that starts uniform and, before each
   interaction, switches to another genre with probability `switch_probability`.
 - Interactions: each user rates `interactions_per_user` (uniform in the range, at most
-  `num_items`) distinct items drawn uniformly, at sorted uniform times over one year. The planted logit is
+  `num_items`) distinct items drawn uniformly, at sorted uniform times over one year. The
+  planted logit is
 
       logit = bias + q_i + w_collaborative [h_i = c_u] + w_visual [v_i = s_u]
               + w_history [g_i = z_u(t)]
