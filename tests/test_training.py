@@ -267,3 +267,14 @@ def test_two_process_run_counts_every_evaluation_row_once(finished_run, toy_dirs
         assert single_metrics[split]["rows"] == EVAL_ROWS
         for name in ("auc", "uauc"):
             assert metrics[split][name] == pytest.approx(single_metrics[split][name], abs=1e-6), (split, name)
+
+
+def test_num_threads_is_applied_before_any_work(tmp_path):
+    threads = torch.get_num_threads()
+    run = parse_arguments(["--num_threads", "1", "--data_dir", str(tmp_path / "missing"), "--output_dir", str(tmp_path)])
+    try:
+        with pytest.raises(PresetError, match="does not exist"):
+            run_training(run)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
