@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from transformers.utils import logging
-from uhem_efficiency import REPO_ROOT, build_model, environment, make_catalogue, make_user_records, markdown_table
+from uhem_efficiency import DTYPES, REPO_ROOT, build_model, environment, make_catalogue, make_user_records, markdown_table
 
 from modeling_userllm.features.store import atomic_write_json
 from modeling_userllm.ranking import score_candidates, score_candidates_from_scratch
@@ -55,9 +55,9 @@ def timed(fn, repeats: int) -> tuple[float, torch.Tensor]:
     return statistics.median(times), result
 
 
-def benchmark_variant(llm: str, variant: str, settings: dict, history_length: int, batch_size: int) -> list[dict]:
+def benchmark_variant(llm: str, variant: str, settings: dict, history_length: int, batch_size: int, dtype: str) -> list[dict]:
     """Shared-prefix and from-scratch ranking of one user's candidates, one row per candidate count."""
-    model, processor = build_model(llm, variant, history_length)
+    model, processor = build_model(llm, variant, history_length, dtype=dtype)
     model.eval()
     catalogue = make_catalogue()
     user = make_user_records(1, history_length, catalogue, seed=7)[0]
@@ -81,6 +81,7 @@ def benchmark_variant(llm: str, variant: str, settings: dict, history_length: in
         rows.append({
             "llm": llm,
             "variant": variant,
+            "dtype": dtype,
             "history_length": history_length,
             "batch_size": batch_size,
             "num_candidates": num_candidates,
@@ -108,6 +109,9 @@ def main() -> None:
     parser.add_argument("--history-length", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared CPU)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="weights dtype; scores equal from-scratch scores to 1e-4 only in float32 (bfloat16 "
+                             "rounding differs between any two batchings, from-scratch ones included)")
     parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     parser.add_argument("--name", help="output file stem (default ranking[_quick])")
     args = parser.parse_args()
@@ -123,7 +127,7 @@ def main() -> None:
     rows = []
     for llm in llms:
         for variant in VARIANTS:
-            rows += benchmark_variant(llm, variant, settings.get(llm, FULL_SETTINGS[llm]), args.history_length, args.batch_size)
+            rows += benchmark_variant(llm, variant, settings.get(llm, FULL_SETTINGS[llm]), args.history_length, args.batch_size, args.dtype)
     env["load_average_end"] = os.getloadavg()
     env["wall_seconds"] = time.perf_counter() - started
 

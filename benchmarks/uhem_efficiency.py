@@ -39,6 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("USERLLM_SHARED", REPO_ROOT.parent / "shared"))
 STORIES260K = SHARED_DIR / "models" / "stories260k"
 VARIANTS = ("userllm", "userllm_no_uhem")
+DTYPES = ("float32", "bfloat16")
 NUM_USERS, NUM_ITEMS, FEATURE_SIZE = 50, 200, 384
 
 # Random Llama shapes of about 10M and 30M parameters (with the 512-token stories260k vocabulary).
@@ -51,7 +52,7 @@ FULL_SETTINGS = {
     "stories260k": dict(history_lengths=(5, 10, 20, 50), batch_size=2, warmup=0, repeats=2),
     "random-10m": dict(history_lengths=(5, 10, 20), batch_size=2, warmup=0, repeats=1),
     "random-30m": dict(history_lengths=(5, 10), batch_size=1, warmup=0, repeats=1),
-    "smollm2": dict(history_lengths=(10,), batch_size=1, warmup=0, repeats=1),
+    "smollm2": dict(history_lengths=(5, 10, 20), batch_size=1, warmup=0, repeats=2),
 }
 QUICK_SETTINGS = {
     "stories260k": dict(history_lengths=(5, 10), batch_size=2, warmup=0, repeats=1),
@@ -103,12 +104,16 @@ def smollm2_path() -> str:
     return subprocess.run([sys.executable, str(tool)], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
 
 
-def build_model(llm: str, variant: str, history_length: int, seed: int = 0):
-    """A USER-LLM of one variant around one of the benchmark LLMs, in the same state for both variants."""
+def build_model(llm: str, variant: str, history_length: int, seed: int = 0, dtype: str = "float32"):
+    """A USER-LLM of one variant around one of the benchmark LLMs, in the same state for both variants.
+
+    `dtype` is explicit: left to transformers' default ("auto"), SmolLM2 would load in its
+    checkpoint's bfloat16 and the random LLMs in float32.
+    """
     path = smollm2_path() if llm == "smollm2" else str(STORIES260K)
     tokenizer = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(seed)
-    common = dict(num_users=NUM_USERS, num_items=NUM_ITEMS, max_history_items=history_length)
+    common = dict(num_users=NUM_USERS, num_items=NUM_ITEMS, max_history_items=history_length, dtype=getattr(torch, dtype))
     if llm in RANDOM_LLAMAS:
         text_config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=False, **RANDOM_LLAMAS[llm])
         model, processor = create_model_and_processor(tokenizer, variant, text_config=text_config, **common)
@@ -200,13 +205,13 @@ def measure(fn, warmup: int, repeats: int) -> tuple[float, int]:
     return median_seconds(fn, warmup, repeats), peak
 
 
-def benchmark_history_length(llm: str, history_length: int, settings: dict, catalogue: list[dict]) -> list[dict]:
+def benchmark_history_length(llm: str, history_length: int, settings: dict, catalogue: list[dict], dtype: str) -> list[dict]:
     """Both variants at one history length: one result row per variant."""
     batch_size, warmup, repeats = settings["batch_size"], settings["warmup"], settings["repeats"]
     records = make_user_records(batch_size, history_length, catalogue, seed=history_length)
     rows, step1 = [], None
     for variant in reversed(VARIANTS):  # the inline variant first: it measures the shared step 1
-        model, processor = build_model(llm, variant, history_length)
+        model, processor = build_model(llm, variant, history_length, dtype=dtype)
         batch = dict(processor(records))
         if step1 is None:
             step1 = measure(training_step(model, dict(processor(records, text_only=True)), "lora"), warmup, repeats)
@@ -215,6 +220,7 @@ def benchmark_history_length(llm: str, history_length: int, settings: dict, cata
         row = {
             "llm": llm,
             "llm_parameters": llm_parameters(model),
+            "dtype": dtype,
             "history_length": history_length,
             "variant": variant,
             "batch_size": batch_size,
@@ -347,6 +353,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: stories260k, n = 5 and 10")
     parser.add_argument("--llms", nargs="+", help="subset of: " + ", ".join(FULL_SETTINGS))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared CPU)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights dtype of every model")
     parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     parser.add_argument("--name", help="output file stem (default uhem_efficiency[_quick])")
     parser.add_argument("--history-lengths", type=int, nargs="+",
@@ -370,7 +377,7 @@ def main() -> None:
     started = time.perf_counter()
     for llm in llms:
         for history_length in run_settings[llm]["history_lengths"]:
-            rows += benchmark_history_length(llm, history_length, run_settings[llm], catalogue)
+            rows += benchmark_history_length(llm, history_length, run_settings[llm], catalogue, args.dtype)
             save(args.output_dir / name, env, run_settings, rows)  # partial results survive an interrupted run
     env["reference_matmul_gflops_end"] = reference_gflops()
     env["load_average_end"] = os.getloadavg()

@@ -35,7 +35,9 @@ def create_model_and_processor(
         text_config: config of a randomly initialised LLM (tests, the toy demo).
         num_users, num_items: sizes of the collaborative tables.
         max_item_tokens, max_history_items, item_noun: prompt settings (see `UserLLMProcessor`).
-        dtype: dtype of the model weights (e.g. `torch.bfloat16`).
+        dtype: dtype of the model weights (e.g. `torch.bfloat16`). None: a pretrained LLM keeps
+            its checkpoint's dtype (transformers' `"auto"`; bfloat16 for SmolLM2), a random one
+            is float32.
         **config_kwargs: other `UserLLMConfig` arguments (LoRA, projector sizes, ...).
 
     Returns:

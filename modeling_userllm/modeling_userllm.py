@@ -3,7 +3,7 @@
 The prompt holds placeholder tokens that are replaced by embeddings before the LLM runs:
 `<Image>` (projected image features), `<UserID>` / `<ItemID>` (projected collaborative
 embeddings) and `<HistoryInteractions>` (one token from the User History Encoding Module).
-The score is logit("Yes") - logit("No") at the last prompt position.
+The score is logit("Yes") - logit("No") at the last prompt position, computed in float32.
 
 This file is copied next to the weights by `save_pretrained`, so it imports only torch,
 transformers, peft, the standard library and `configuration_userllm`.
@@ -162,6 +162,9 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         super().__init__(config)
         text_config = config.text_config
         hidden_size = text_config.hidden_size
+        for name in ("final_logit_softcapping", "logit_scale"):
+            if getattr(text_config, name, None) is not None:
+                raise ValueError(f"The LLM's config sets {name}; scores assume a plain linear LM head (Llama family)")
         self.language_model = AutoModelForCausalLM.from_config(text_config)
         lora_config = LoraConfig(
             r=config.lora_r,
@@ -360,6 +363,31 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
 
     # ----------------------------------------------------------------------------- scoring
 
+    def _yes_minus_no_logit(self, last_hidden: torch.Tensor) -> torch.Tensor:
+        """logit("Yes") - logit("No") from the LLM's final hidden states, in float32.
+
+        Only the two rows of the LM head are used, and in float32: in bfloat16 the full logits
+        are rounded to steps of 1/16-1/8 at their usual size, so their difference would tie
+        many scores (and lose AUC) and differ between batchings by a whole step.
+
+        Args:
+            last_hidden: `(batch_size, hidden_size)`, the final (normed) hidden state at the
+                last prompt position.
+
+        Returns:
+            `(batch_size,)` float32 scores.
+        """
+        head = self.get_output_embeddings()
+        answer_ids = [self.config.yes_token_id, self.config.no_token_id]
+        if isinstance(head, LoraLayer):  # LoRA on the head itself: its update must be applied
+            answer_logits = head(last_hidden)[:, answer_ids].float()
+            return answer_logits[:, 0] - answer_logits[:, 1]
+        direction = head.weight[answer_ids].float()  # (2, hidden)
+        answer_logits = last_hidden.float() @ direction.T  # (B, 2)
+        if getattr(head, "bias", None) is not None:
+            answer_logits = answer_logits + head.bias[answer_ids].float()
+        return answer_logits[:, 0] - answer_logits[:, 1]
+
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -400,16 +428,14 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         if position_ids is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
-        llm_output = self.language_model(
+        llm_output = self.language_model.get_decoder()(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
             cache=cache,
             use_cache=use_cache,
-            logits_to_keep=1,
         )
-        last_logits = llm_output.logits[:, -1]  # (B, vocab)
-        logits = (last_logits[:, self.config.yes_token_id] - last_logits[:, self.config.no_token_id]).float()
+        logits = self._yes_minus_no_logit(llm_output.last_hidden_state[:, -1])
         loss = None
         if labels is not None:
             loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype).view(-1))

@@ -36,6 +36,42 @@ def test_score_is_yes_minus_no_logit_at_last_position(tiny_tokenizer):
     torch.testing.assert_close(model(**batch).logits, expected)
 
 
+def test_lora_on_the_lm_head_changes_the_score(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer, lora_target_modules=["q_proj", "v_proj", "lm_head"])
+    batch = processor(make_records(3))
+    model.eval()
+    before = model(**batch).logits
+    perturb_lora(model)
+    batch.pop("labels")
+    embeds = model.get_prompt_embeddings(**{k: v for k, v in batch.items() if k != "attention_mask"})
+    position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    full_logits = model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], position_ids=position_ids).logits
+    expected = full_logits[:, -1, model.config.yes_token_id] - full_logits[:, -1, model.config.no_token_id]
+    torch.testing.assert_close(model(**batch).logits, expected)
+    assert not torch.allclose(before, expected)
+
+
+def test_bfloat16_scores_are_taken_in_float32_from_the_last_hidden_state(tiny_tokenizer):
+    # bf16 logits are rounded to a coarse grid: their difference would tie scores and differ by
+    # a whole grid step between two batchings of the same prompt.
+    model, processor = build_tiny_model(tiny_tokenizer, dtype=torch.bfloat16)
+    perturb_lora(model)
+    model.eval()
+    batch = processor(make_records(8))
+    batch.pop("labels")
+    embeds = model.get_prompt_embeddings(**{k: v for k, v in batch.items() if k != "attention_mask"})
+    position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        hidden = model.language_model.get_decoder()(
+            inputs_embeds=embeds, attention_mask=batch["attention_mask"], position_ids=position_ids
+        ).last_hidden_state[:, -1]
+        head = model.get_output_embeddings().weight
+        expected = hidden.float() @ (head[model.config.yes_token_id].float() - head[model.config.no_token_id].float())
+        scores = model(**batch).logits
+    assert scores.dtype == torch.float32
+    torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_a_prompt_scores_the_same_alone_and_in_a_padded_batch(tiny_tokenizer):
     model, processor = build_tiny_model(tiny_tokenizer)
     perturb_lora(model)
