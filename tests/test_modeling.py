@@ -14,6 +14,7 @@ from conftest import (
     score_in_fresh_process,
 )
 from modeling_userllm import VARIANTS, create_model_and_processor
+from modeling_userllm.toy_model import tiny_llama_config
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -49,6 +50,13 @@ def test_lora_on_the_lm_head_changes_the_score(tiny_tokenizer):
     expected = full_logits[:, -1, model.config.yes_token_id] - full_logits[:, -1, model.config.no_token_id]
     torch.testing.assert_close(model(**batch).logits, expected)
     assert not torch.allclose(before, expected)
+
+
+def test_llm_with_logit_softcapping_is_refused(tiny_tokenizer):
+    text_config = tiny_llama_config(len(tiny_tokenizer) + 4, hidden_size=32)
+    text_config.final_logit_softcapping = 30.0
+    with pytest.raises(ValueError, match="final_logit_softcapping"):
+        create_model_and_processor(tiny_tokenizer, "tallrec", text_config=text_config)
 
 
 def test_bfloat16_scores_are_taken_in_float32_from_the_last_hidden_state(tiny_tokenizer):
