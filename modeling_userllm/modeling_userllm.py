@@ -381,11 +381,10 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         answer_ids = [self.config.yes_token_id, self.config.no_token_id]
         if isinstance(head, LoraLayer):  # LoRA on the head itself: its update must be applied
             answer_logits = head(last_hidden)[:, answer_ids].float()
-            return answer_logits[:, 0] - answer_logits[:, 1]
-        direction = head.weight[answer_ids].float()  # (2, hidden)
-        answer_logits = last_hidden.float() @ direction.T  # (B, 2)
-        if getattr(head, "bias", None) is not None:
-            answer_logits = answer_logits + head.bias[answer_ids].float()
+        else:
+            answer_logits = last_hidden.float() @ head.weight[answer_ids].float().T  # (B, 2)
+            if head.bias is not None:
+                answer_logits = answer_logits + head.bias[answer_ids].float()
         return answer_logits[:, 0] - answer_logits[:, 1]
 
     def forward(

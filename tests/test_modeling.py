@@ -26,30 +26,32 @@ def test_every_variant_scores_a_batch(tiny_tokenizer, variant):
     torch.testing.assert_close(output.probabilities, torch.sigmoid(output.logits))
 
 
+def run_on_prompt_embeddings(model, module, batch: dict):
+    """`module` (the LLM or its decoder) over the batch's spliced prompt embeddings, positioned as `forward` does."""
+    inputs = {key: value for key, value in batch.items() if key not in ("labels", "attention_mask")}
+    embeds = model.get_prompt_embeddings(**inputs)
+    position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    return module(inputs_embeds=embeds, attention_mask=batch["attention_mask"], position_ids=position_ids)
+
+
+def full_vocabulary_score(model, batch: dict) -> torch.Tensor:
+    """logit("Yes") - logit("No") at the last position, from the LLM's full output."""
+    logits = run_on_prompt_embeddings(model, model.language_model, batch).logits[:, -1]
+    return logits[:, model.config.yes_token_id] - logits[:, model.config.no_token_id]
+
+
 def test_score_is_yes_minus_no_logit_at_last_position(tiny_tokenizer):
     model, processor = build_tiny_model(tiny_tokenizer)
     batch = processor(make_records(3))
-    batch.pop("labels")
-    embeds = model.get_prompt_embeddings(**{k: v for k, v in batch.items() if k != "attention_mask"})
-    position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    full_logits = model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], position_ids=position_ids).logits
-    expected = full_logits[:, -1, model.config.yes_token_id] - full_logits[:, -1, model.config.no_token_id]
-    torch.testing.assert_close(model(**batch).logits, expected)
+    torch.testing.assert_close(model(**batch).logits, full_vocabulary_score(model, batch))
 
 
-def test_lora_on_the_lm_head_changes_the_score(tiny_tokenizer):
+def test_lora_on_the_lm_head_is_applied_to_the_score(tiny_tokenizer):
     model, processor = build_tiny_model(tiny_tokenizer, lora_target_modules=["q_proj", "v_proj", "lm_head"])
-    batch = processor(make_records(3))
-    model.eval()
-    before = model(**batch).logits
     perturb_lora(model)
-    batch.pop("labels")
-    embeds = model.get_prompt_embeddings(**{k: v for k, v in batch.items() if k != "attention_mask"})
-    position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    full_logits = model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], position_ids=position_ids).logits
-    expected = full_logits[:, -1, model.config.yes_token_id] - full_logits[:, -1, model.config.no_token_id]
-    torch.testing.assert_close(model(**batch).logits, expected)
-    assert not torch.allclose(before, expected)
+    model.eval()
+    batch = processor(make_records(3))
+    torch.testing.assert_close(model(**batch).logits, full_vocabulary_score(model, batch))
 
 
 def test_llm_with_logit_softcapping_is_refused(tiny_tokenizer):
@@ -66,13 +68,8 @@ def test_bfloat16_scores_are_taken_in_float32_from_the_last_hidden_state(tiny_to
     perturb_lora(model)
     model.eval()
     batch = processor(make_records(8))
-    batch.pop("labels")
-    embeds = model.get_prompt_embeddings(**{k: v for k, v in batch.items() if k != "attention_mask"})
-    position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
-        hidden = model.language_model.get_decoder()(
-            inputs_embeds=embeds, attention_mask=batch["attention_mask"], position_ids=position_ids
-        ).last_hidden_state[:, -1]
+        hidden = run_on_prompt_embeddings(model, model.language_model.get_decoder(), batch).last_hidden_state[:, -1]
         head = model.get_output_embeddings().weight
         expected = hidden.float() @ (head[model.config.yes_token_id].float() - head[model.config.no_token_id].float())
         scores = model(**batch).logits
