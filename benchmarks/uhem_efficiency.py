@@ -34,6 +34,7 @@ from transformers.utils import logging
 from modeling_userllm import create_model_and_processor
 from modeling_userllm.experiments.runner import environment as experiment_environment
 from modeling_userllm.features.store import atomic_write_json
+from timing import inference
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("USERLLM_SHARED", REPO_ROOT.parent / "shared"))
@@ -98,10 +99,24 @@ def make_user_records(num_records: int, history_length: int, catalogue: list[dic
 # ----------------------------------------------------------------------------- models
 
 
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
 def smollm2_path() -> str:
-    """The SmolLM2-135M-Instruct folder (materialised by ../shared/tools/get_smollm2.py)."""
+    """SmolLM2-135M-Instruct (Hub id HuggingFaceTB/SmolLM2-135M-Instruct, 270 MB).
+
+    Looked for in `$USERLLM_ASSETS` or `~/.cache/userllm-assets` (put it there with
+    `hf download HuggingFaceTB/SmolLM2-135M-Instruct --local-dir ~/.cache/userllm-assets/SmolLM2-135M-Instruct`);
+    on the project's offline machines `../shared/tools/get_smollm2.py` materialises it; else
+    the Hub id (downloaded on first use).
+    """
+    folder = Path(os.environ.get("USERLLM_ASSETS", Path.home() / ".cache" / "userllm-assets")) / "SmolLM2-135M-Instruct"
+    if (folder / "config.json").is_file():
+        return str(folder)
     tool = SHARED_DIR / "tools" / "get_smollm2.py"
-    return subprocess.run([sys.executable, str(tool)], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    if tool.is_file():
+        return subprocess.run([sys.executable, str(tool)], capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    return SMOLLM2_HUB_ID
 
 
 def build_model(llm: str, variant: str, history_length: int, seed: int = 0, dtype: str = "float32"):
@@ -166,17 +181,6 @@ def training_step(model, batch: dict, step: str):
         optimizer.zero_grad(set_to_none=True)
         model(**batch).loss.backward()
         optimizer.step()
-
-    return run
-
-
-def inference(model, batch: dict):
-    inputs = {key: value for key, value in batch.items() if key != "labels"}
-
-    def run():
-        model.eval()
-        with torch.no_grad():
-            model(**inputs)
 
     return run
 

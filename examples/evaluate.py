@@ -4,12 +4,14 @@
         --features outputs/demo/toy/features --split test
     accelerate launch --config_file configuration/accelerate/multi_gpu.yaml examples/evaluate.py ...
 
-Prints AUC / UAUC and writes them to --output (default MODEL/eval_<split>.json).
+Prints AUC / UAUC with the rows and users scored and writes them to --output (default
+eval_<split>.json next to the MODEL folder, which stays as it is: hub-ready). `test_long` is scored with the data set's long histories (Table 5).
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 from transformers import AutoModel, AutoProcessor, TrainingArguments
@@ -27,7 +29,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--features", help="features folder (needed by variants with posters or MF tables)")
     parser.add_argument("--split", nargs="+", default=["test"], choices=EVAL_SPLITS)
     parser.add_argument("--description-source", default="auto", choices=("auto", "generated", "item_table", "none"))
-    parser.add_argument("--max-rows", type=int, help="seeded random subset of each split")
+    parser.add_argument("--max-rows", type=int, help="cut each split to whole users (seeded) holding at most this many rows")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--output", type=Path, help="JSON file for the metrics")
@@ -50,10 +52,13 @@ def main() -> dict:
         )
     except PresetError as error:
         raise SystemExit(f"error: {error}") from error
+    # The Trainer needs an output folder but evaluation writes nothing there: a temporary one
+    # keeps the model folder hub-ready.
+    scratch = tempfile.TemporaryDirectory(prefix="userllm-eval-")
     trainer = UserLLMTrainer(
         model=model,
         args=TrainingArguments(
-            output_dir=str(args.model / "eval"), per_device_eval_batch_size=args.batch_size, report_to=[],
+            output_dir=scratch.name, per_device_eval_batch_size=args.batch_size, report_to=[],
             remove_unused_columns=False, label_names=["labels", "user_ids"], use_cpu=args.cpu,
         ),
         processing_class=processor,
@@ -63,8 +68,9 @@ def main() -> dict:
     if trainer.args.process_index == 0:
         for split in args.split:
             values = metrics[split]
-            print(f"{split}: AUC {values['auc']:.4f}  UAUC {values['uauc']:.4f}  ({values['rows']} rows)")
-        output = args.output or args.model / f"eval_{'_'.join(args.split)}.json"
+            print(f"{split}: AUC {values['auc']:.4f}  UAUC {values['uauc']:.4f}  ({values['rows']} rows, "
+                  f"{values['users']} users, {values['history_items']} history items)")
+        output = args.output or args.model.resolve().parent / f"eval_{'_'.join(args.split)}.json"
         atomic_write_json(output, metrics)
         print(f"written: {output}")
     return metrics

@@ -4,6 +4,8 @@ This file is copied next to the weights by `save_pretrained`, so it imports only
 and the standard library.
 """
 
+import os
+
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
@@ -21,6 +23,20 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "userllm_no_ke": dict(use_history_encoder=True, use_visual=True, use_collaborative=True, use_descriptions=False),
     "userllm": dict(use_history_encoder=True, use_visual=True, use_collaborative=True, use_descriptions=True),
 }
+
+
+# The pipeline saved with every checkpoint (`pipeline_userllm.py`), so that
+# `pipeline(model=PATH_OR_REPO, trust_remote_code=True)` ranks candidate items for users.
+RECOMMENDATION_TASK = "recommendation"
+CUSTOM_PIPELINES = {
+    RECOMMENDATION_TASK: {"impl": "pipeline_userllm.RecommendationPipeline", "pt": ["AutoModel"], "tf": [], "type": "multimodal"}
+}
+
+
+def is_local_path(name: str) -> bool:
+    """Whether `name` can only be a local path: a Hub id is `NAME` or `ORG/NAME`, never
+    absolute, relative to `.`/`..`/`~`, nor with two slashes."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep in name and os.sep != "/"
 
 
 class UserLLMConfig(PretrainedConfig):
@@ -47,7 +63,16 @@ class UserLLMConfig(PretrainedConfig):
         use_descriptions (`bool`, *optional*, defaults to `True`):
             Describe items with their knowledge-enhanced descriptions rather than titles only.
         vision_feature_size (`int`, *optional*, defaults to 384):
-            Size of the precomputed image features (DINO ViT-S/16: 384).
+            Size of the image features (DINO ViT-S/16: 384); the vision encoder's hidden size when
+            there is one.
+        vision_config (`dict` or `PretrainedConfig`, *optional*):
+            Config of the frozen vision encoder (e.g. `Dinov2Config` of DINOv2-small, `ViTConfig`
+            of DINO ViT-S/16) that turns posters into features: the CLS token of its last hidden
+            state, as the precomputed features are. None (the default): the model takes
+            precomputed `image_features` only.
+        vision_model_name_or_path (`str`, *optional*):
+            Hub id or local folder of the vision encoder, named in the model card; a light
+            checkpoint fetches the encoder from here instead of storing it.
         collaborative_size (`int`, *optional*, defaults to 256):
             Size of the pretrained user and item embeddings.
         num_users (`int`, *optional*, defaults to 0):
@@ -61,8 +86,8 @@ class UserLLMConfig(PretrainedConfig):
         history_hidden_size (`int`, *optional*):
             Hidden size of the UHEM GRU. Defaults to the LLM hidden size (the paper); otherwise a
             linear layer maps the GRU state back to the LLM hidden size.
-        max_item_tokens (`int`, *optional*, defaults to 32):
-            Tokens kept of each item's text (title and description).
+        max_item_tokens (`int`, *optional*, defaults to 96):
+            Token budget of each item's text (title and description); longer texts are cut at a word boundary.
         max_history_items (`int`, *optional*, defaults to 10):
             Most recent history items kept (the paper uses 5 for movies, 10 for Netflix).
         lora_r (`int`, *optional*, defaults to 8): LoRA rank.
@@ -76,10 +101,15 @@ class UserLLMConfig(PretrainedConfig):
         history_token_id (`int`, *optional*): id of the `<HistoryInteractions>` placeholder.
         yes_token_id (`int`, *optional*): first token of the answer "Yes".
         no_token_id (`int`, *optional*): first token of the answer "No".
+        custom_pipelines (`dict`, *optional*): the transformers pipelines saved with the model;
+            defaults to `CUSTOM_PIPELINES` (the "recommendation" task).
     """
 
     model_type = "userllm"
-    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")}
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="dinov2", optional=True),
+    }
 
     text_config: dict | PretrainedConfig | None = None
     base_model_name_or_path: str | None = None
@@ -90,13 +120,15 @@ class UserLLMConfig(PretrainedConfig):
     use_collaborative: bool = True
     use_descriptions: bool = True
     vision_feature_size: int = 384
+    vision_config: dict | PretrainedConfig | None = None
+    vision_model_name_or_path: str | None = None
     collaborative_size: int = 256
     num_users: int = 0
     num_items: int = 0
     projector_hidden_size: int | None = None
     projector_hidden_act: str = "gelu"
     history_hidden_size: int | None = None
-    max_item_tokens: int = 32
+    max_item_tokens: int = 96
     max_history_items: int = 10
     lora_r: int = 8
     lora_alpha: int = 16
@@ -108,14 +140,41 @@ class UserLLMConfig(PretrainedConfig):
     history_token_id: int | None = None
     yes_token_id: int | None = None
     no_token_id: int | None = None
+    custom_pipelines: dict | None = None
 
     def __post_init__(self, **kwargs):
         if self.lora_target_modules is None:
             self.lora_target_modules = ["q_proj", "v_proj"]
+        if self.custom_pipelines is None:
+            self.custom_pipelines = {task: dict(spec) for task, spec in CUSTOM_PIPELINES.items()}
         if self.variant is not None:
             if self.variant not in VARIANTS:
                 raise ValueError(f"Unknown variant {self.variant!r}; expected one of {sorted(VARIANTS)}")
         super().__post_init__(**kwargs)
+        if self.vision_config is not None and self.vision_config.hidden_size != self.vision_feature_size:
+            raise ValueError(f"vision_config.hidden_size is {self.vision_config.hidden_size} but vision_feature_size is "
+                             f"{self.vision_feature_size}: the encoder's CLS feature must have the projector's input size")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "UserLLMConfig":
+        """Loads a USER-LLM config; a folder or repo of another model type raises at once.
+
+        Without this check a plain LLM's `config.json` would load as a USER-LLM config with
+        the default 7B `text_config`, and building that model would take minutes before failing.
+        A local path that does not exist raises "no such folder" rather than a Hub error.
+        """
+        name = str(pretrained_model_name_or_path)
+        if is_local_path(name) and not os.path.isdir(os.path.expanduser(name)):
+            raise OSError(f"{name}: no such folder (a relative path starts from the current folder, {os.getcwd()})")
+        config_dict, _ = cls.get_config_dict(pretrained_model_name_or_path, **dict(kwargs))
+        model_type = config_dict.get("model_type")
+        if model_type != cls.model_type:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is not a USER-LLM checkpoint: its config.json has model_type "
+                f"{model_type!r}, expected {cls.model_type!r}. To build a new USER-LLM around this LLM, use "
+                "modeling_userllm.create_model_and_processor(tokenizer, base_model_name_or_path=...)."
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
     def from_variant(cls, variant: str, **kwargs) -> "UserLLMConfig":
@@ -133,4 +192,4 @@ class UserLLMConfig(PretrainedConfig):
 
 UserLLMConfig.register_for_auto_class()
 
-__all__ = ["UserLLMConfig", "VARIANTS"]
+__all__ = ["CUSTOM_PIPELINES", "RECOMMENDATION_TASK", "UserLLMConfig", "VARIANTS"]

@@ -18,10 +18,11 @@ def create_model_and_processor(
     text_config: PretrainedConfig | dict | None = None,
     num_users: int = 0,
     num_items: int = 0,
-    max_item_tokens: int = 32,
+    max_item_tokens: int = 96,
     max_history_items: int = 10,
     item_noun: str = "movie",
     dtype: torch.dtype | str | None = None,
+    base_model_kwargs: dict | None = None,
     **config_kwargs,
 ) -> tuple[UserLLMForRecommendation, UserLLMProcessor]:
     """A fresh model of one variant around a pretrained LLM (or a random one), and its processor.
@@ -35,9 +36,11 @@ def create_model_and_processor(
         text_config: config of a randomly initialised LLM (tests, the toy demo).
         num_users, num_items: sizes of the collaborative tables.
         max_item_tokens, max_history_items, item_noun: prompt settings (see `UserLLMProcessor`).
-        dtype: dtype of the model weights (e.g. `torch.bfloat16`). None: a pretrained LLM keeps
-            its checkpoint's dtype (transformers' `"auto"`; bfloat16 for SmolLM2), a random one
-            is float32.
+        dtype: dtype of the frozen LLM's weights (e.g. `torch.bfloat16`); what training changes
+            (LoRA, UHEM, projectors) stays float32. None: a pretrained LLM keeps its checkpoint's
+            dtype (transformers' `"auto"`; bfloat16 for SmolLM2), a random one is float32.
+        base_model_kwargs: more arguments for `AutoModelForCausalLM.from_pretrained` of the base LLM
+            (`device_map`, `attn_implementation`, `quantization_config`, ...).
         **config_kwargs: other `UserLLMConfig` arguments (LoRA, projector sizes, ...).
 
     Returns:
@@ -68,9 +71,10 @@ def create_model_and_processor(
         if getattr(config, name) >= vocab_size:
             raise ValueError(f"{name}={getattr(config, name)} lies outside the LLM vocabulary ({vocab_size})")
     if base_model_name_or_path is not None:
-        model = UserLLMForRecommendation.from_base_model(base_model_name_or_path, config, dtype=dtype)
+        model = UserLLMForRecommendation.from_base_model(base_model_name_or_path, config, dtype=dtype, **(base_model_kwargs or {}))
     else:
         model = UserLLMForRecommendation(config)
         if dtype is not None:
             model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+            model.upcast_trained_modules()
     return model, processor

@@ -13,6 +13,7 @@ checks the login first, then prepares and uploads that folder.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -30,8 +31,9 @@ from huggingface_hub.utils import validate_repo_id
 from .configuration_userllm import UserLLMConfig
 from .modeling_userllm import UserLLMForRecommendation
 from .processing_userllm import UserLLMProcessor
+from .resources import package_data_dir
 
-CARD_TEMPLATES = Path(__file__).resolve().parents[1] / "hub_cards"
+CARD_TEMPLATES = package_data_dir("hub_cards")  # hub_cards/ in the repository
 MODEL_CARD_TEMPLATE = CARD_TEMPLATES / "model_card.md"
 DATASET_CARD_TEMPLATE = CARD_TEMPLATES / "dataset_card.md"
 
@@ -40,6 +42,9 @@ METRIC_SPLITS = {"valid": "validation", "test": "test", "test_short": "test (sho
 METRIC_NAMES = {"auc": ("roc_auc", "AUC"), "uauc": ("uauc", "UAUC")}
 PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 TAGS = ["recommendation", "userllm", "multimodal", "lora", "custom_code"]
+# The Hub has no "recommendation" task; ranking candidate items for a user is closest to
+# text-ranking (a reranker scores (query, document) pairs; this model (user history, item) pairs).
+PIPELINE_TAG = "text-ranking"
 LOGIN_HELP = (
     "No Hugging Face token found, so nothing was prepared or uploaded. Log in once with "
     "`hf auth login` (or `huggingface-cli login`), or set the HF_TOKEN environment variable to a "
@@ -209,6 +214,7 @@ def model_card_data(
         library_name="transformers",
         license=license,
         tags=TAGS + ([config.variant] if config.variant and config.variant != "userllm" else []),
+        pipeline_tag=PIPELINE_TAG,
         metrics=["roc_auc", "uauc"] if metrics else None,
         eval_results=eval_results(metrics, dataset_id or "custom", dataset_name) if metrics else None,
     )
@@ -225,6 +231,7 @@ def render_model_card(
     training: dict | None = None,
     license: str | None = None,
     citation: str | None = None,
+    image_encoder: str | None = None,
     template_path: str | os.PathLike = MODEL_CARD_TEMPLATE,
 ) -> ModelCard:
     """The model card of a checkpoint.
@@ -239,6 +246,7 @@ def render_model_card(
         training: hyperparameters per training step, `{step name: {name: value}}`.
         license: license id.
         citation: BibTeX to cite in addition to the paper.
+        image_encoder: the image encoder the features came from; defaults to `image_encoder_name(config)`.
         template_path: Jinja template of the card body.
     """
     metrics = validate_metrics(metrics) if metrics else None
@@ -258,6 +266,8 @@ def render_model_card(
         modules=_module_switches(config),
         lora=dict(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout, targets=", ".join(config.lora_target_modules)),
         feature_sizes=dict(vision=config.vision_feature_size, collaborative=config.collaborative_size),
+        image_encoder=image_encoder or image_encoder_name(config),
+        vision_encoder_stored=config.vision_config is not None,
         num_users=config.num_users,
         num_items=config.num_items,
         max_history_items=config.max_history_items,
@@ -272,6 +282,16 @@ def render_model_card(
         training=training,
         citation=citation,
     )
+
+
+def image_encoder_name(config: UserLLMConfig) -> str:
+    """How the card names the image encoder: its Hub id or folder name, else its architecture."""
+    if config.vision_model_name_or_path:
+        return config.vision_model_name_or_path.rstrip("/").split("/")[-1] if os.path.isdir(config.vision_model_name_or_path) \
+            else config.vision_model_name_or_path
+    if config.vision_config is not None:
+        return f"a {config.vision_config.model_type} encoder stored in this checkpoint"
+    return "the encoder that computed the training features (not stored in this checkpoint)"
 
 
 def _module_switches(config: UserLLMConfig) -> list[tuple[str, bool]]:
@@ -342,6 +362,32 @@ def read_mapping(path: str | os.PathLike) -> dict:
     return content
 
 
+def trained_metrics(model_dir: str | os.PathLike) -> dict[str, dict[str, float]] | None:
+    """What training measured for a saved model folder, so that publishing keeps it.
+
+    The run's `metrics.json` next to the folder (training writes `OUTPUT/model` and
+    `OUTPUT/metrics.json`), else the AUC/UAUC of the folder's own card (`model-index`, rounded
+    to 4 decimals); None when there are neither.
+    """
+    model_dir = Path(model_dir)
+    run_metrics = model_dir.parent / "metrics.json"
+    if run_metrics.is_file():
+        content = read_mapping(run_metrics)
+        found = {split: values for split, values in content.items() if split in METRIC_SPLITS}
+        if found:
+            return validate_metrics(found)
+    card_path = model_dir / "README.md"
+    if not card_path.is_file():
+        return None
+    metric_keys = {metric_type: metric for metric, (metric_type, _) in METRIC_NAMES.items()}
+    found = {}
+    for result in ModelCard.load(card_path).data.eval_results or []:
+        split, metric = result.dataset_split, metric_keys.get(result.metric_type)
+        if split in METRIC_SPLITS and metric:
+            found.setdefault(split, {})[metric] = result.metric_value
+    return validate_metrics(found) if found else None
+
+
 def write_dataset_card(data_dir: str | os.PathLike, repo_id: str, *, license: str | None = None) -> Path:
     """Writes `README.md` (the dataset card) into a prepared data set folder; returns its path."""
     data_dir = Path(data_dir)
@@ -375,14 +421,14 @@ def prepare_upload_folder(
             (typically a local folder during training). Required for the light form unless
             the config already holds a Hub id.
         **card_kwargs: passed to `render_model_card` (`metrics`, `dataset_id`, `data_info`,
-            `training`, `license`, `citation`).
+            `training`, `license`, `citation`). Without `metrics`, those training measured are
+            kept (`trained_metrics`).
 
     Returns:
         `out_dir`.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} is not empty; give an empty or new folder, so that nothing stale is uploaded")
+    check_empty_upload_folder(out_dir)
     model = UserLLMForRecommendation.from_pretrained(model_dir, dtype="auto")
     if base_model is not None:
         model.config.base_model_name_or_path = base_model
@@ -392,20 +438,40 @@ def prepare_upload_folder(
             f"{model.config.base_model_name_or_path!r}; pass base_model='ORG/NAME' (--base-model)"
         )
     processor = UserLLMProcessor.from_pretrained(model_dir)
+    if card_kwargs.get("metrics") is None:
+        card_kwargs["metrics"] = trained_metrics(model_dir)
+    card_kwargs.setdefault("image_encoder", image_encoder_name(model.config))
+    if light and not is_hub_id(model.config.vision_model_name_or_path):
+        # A local or unnamed encoder cannot be fetched on the Hub: the light form stores it.
+        model.config.vision_model_name_or_path = None
     card = render_model_card(model.config, repo_id, light=light, **card_kwargs)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as staging:
         model.save_pretrained(staging, light=light)
         processor.save_pretrained(staging)
         card.save(staging / "README.md")
         _check_no_pickled_weights(staging)
+    return out_dir
+
+
+def check_empty_upload_folder(out_dir: Path) -> None:
+    """Raises `FileExistsError` when `out_dir` exists and holds anything (it would be uploaded)."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} is not empty; give an empty or new folder, so that nothing stale is uploaded")
+
+
+@contextlib.contextmanager
+def staged_folder(out_dir: Path):
+    """Yields a temporary folder beside `out_dir` that becomes `out_dir` when the block ends without
+    an error (an empty `out_dir` is replaced); on an error nothing is left behind."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        yield staging
         if out_dir.exists():
             out_dir.rmdir()
         staging.rename(out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
 
 
 def _check_no_pickled_weights(folder: Path) -> None:
@@ -493,6 +559,7 @@ __all__ = [
     "render_dataset_card",
     "render_model_card",
     "require_token",
+    "trained_metrics",
     "upload_folder",
     "validate_metrics",
     "write_dataset_card",

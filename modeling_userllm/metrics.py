@@ -15,6 +15,28 @@ import numpy as np
 ArrayLike = Sequence[float] | np.ndarray
 
 
+def _checked_rows(**columns: ArrayLike) -> list[np.ndarray]:
+    """The columns as 1-D arrays of one length, labels 0/1 and scores finite; else a `ValueError`.
+
+    A 2-D array is refused rather than flattened: `(n, 2)` scores (e.g. both answer logits)
+    flattened would silently pair each label with the wrong number.
+    """
+    arrays = []
+    for name, values in columns.items():
+        array = np.asarray(values, dtype=np.float64 if name == "scores" else None)
+        if array.ndim != 1:
+            raise ValueError(f"{name} must be one value per row (1-D), got an array of shape {array.shape}")
+        if name == "labels" and not np.isin(array, (0, 1)).all():
+            raise ValueError(f"labels must be 0 or 1, got values {sorted(set(array.tolist()))[:5]}")
+        if name == "scores" and not np.isfinite(array).all():
+            raise ValueError(f"{int((~np.isfinite(array)).sum())} scores are NaN or infinite")
+        arrays.append(array)
+    lengths = {name: len(array) for name, array in zip(columns, arrays)}
+    if len(set(lengths.values())) > 1:
+        raise ValueError("the columns differ in length: " + ", ".join(f"{name} {n}" for name, n in lengths.items()))
+    return arrays
+
+
 def _average_ranks(values: np.ndarray) -> np.ndarray:
     """1-based ranks of `values`, ties sharing the mean of their ranks."""
     order = np.argsort(values, kind="mergesort")
@@ -45,14 +67,7 @@ def auc(labels: ArrayLike, scores: ArrayLike) -> float:
         ValueError: if the lengths differ, a label is not 0/1, a score is not finite, or only
             one class is present (AUC is undefined then).
     """
-    labels = np.asarray(labels).reshape(-1)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if labels.shape != scores.shape:
-        raise ValueError(f"labels ({labels.shape[0]}) and scores ({scores.shape[0]}) differ in length")
-    if not np.isin(labels, (0, 1)).all():
-        raise ValueError(f"labels must be 0 or 1, got values {sorted(set(labels.tolist()))[:5]}")
-    if not np.isfinite(scores).all():
-        raise ValueError(f"{int((~np.isfinite(scores)).sum())} scores are NaN or infinite")
+    labels, scores = _checked_rows(labels=labels, scores=scores)
     num_pos = int(labels.sum())
     num_neg = len(labels) - num_pos
     if num_pos == 0 or num_neg == 0:
@@ -75,14 +90,11 @@ def uauc(user_ids: ArrayLike, labels: ArrayLike, scores: ArrayLike) -> float:
 
     Returns:
         The UAUC, or NaN (with a warning) when no user has both classes.
+
+    Raises:
+        ValueError: as `auc` does for malformed inputs (lengths, labels, scores, shapes).
     """
-    user_ids = np.asarray(user_ids).reshape(-1)
-    labels = np.asarray(labels).reshape(-1)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if not (len(user_ids) == len(labels) == len(scores)):
-        raise ValueError(
-            f"user_ids ({len(user_ids)}), labels ({len(labels)}) and scores ({len(scores)}) differ in length"
-        )
+    user_ids, labels, scores = _checked_rows(user_ids=user_ids, labels=labels, scores=scores)
     order = np.argsort(user_ids, kind="mergesort")
     user_ids, labels, scores = user_ids[order], labels[order], scores[order]
     boundaries = np.flatnonzero(np.r_[True, user_ids[1:] != user_ids[:-1], True])

@@ -6,25 +6,43 @@ embeddings) and `<HistoryInteractions>` (one token from the User History Encodin
 The score is logit("Yes") - logit("No") at the last prompt position, computed in float32.
 
 This file is copied next to the weights by `save_pretrained`, so it imports only torch,
-transformers, peft, the standard library and `configuration_userllm`.
+transformers, peft, safetensors (a transformers dependency), the standard library and
+`configuration_userllm`.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
+from safetensors import SafetensorError
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import MODEL_MAPPING, AutoModel, AutoModelForCausalLM, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_utils import load_state_dict
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import ModelOutput, cached_file
 from transformers.utils.hub import get_checkpoint_shard_files
 
 from .configuration_userllm import UserLLMConfig
 
-TRAINING_STEPS = ("lora", "encoders", "none")
+# The paper's two training steps, in order (`set_training_step` also takes "none": inference).
+TRAINING_STEPS = ("lora", "encoders")
+# Modules that training changes. They are kept in float32 whatever the LLM's dtype (bfloat16
+# weights would lose every AdamW update smaller than half a bfloat16 step); the frozen LLM and
+# collaborative tables stay in the dtype they were loaded in.
+TRAINED_MODULES = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "visual_projector",
+                   "collaborative_projector", "history_encoder")
+
+
+def is_trained_parameter(name: str) -> bool:
+    """Whether a parameter (by state-dict name) is one that training changes, i.e. neither the
+    frozen base LLM nor the frozen vision encoder."""
+    if name.startswith("vision_tower."):
+        return False
+    return not name.startswith("language_model.") or "lora_" in name
 
 
 @dataclass
@@ -65,8 +83,8 @@ class FeatureProjector(nn.Module):
         self.linear_2 = nn.Linear(hidden_size, output_size)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Maps `(..., input_size)` features to `(..., output_size)` embeddings."""
-        return self.linear_2(self.act(self.linear_1(features)))
+        """Maps `(..., input_size)` features to `(..., output_size)` embeddings, in the projector's dtype."""
+        return self.linear_2(self.act(self.linear_1(features.to(self.linear_1.weight.dtype))))
 
 
 class UserHistoryEncoder(nn.Module):
@@ -81,6 +99,9 @@ class UserHistoryEncoder(nn.Module):
         embedding_size: the LLM hidden size (size of the GRU input and of the output token).
         hidden_size: the GRU hidden size; a linear layer maps it back when it differs.
     """
+
+    # Run the GRU on packed sequences (the former path; same result, slower on a CPU).
+    packed_sequences = False
 
     def __init__(self, embedding_size: int, hidden_size: int):
         super().__init__()
@@ -97,24 +118,34 @@ class UserHistoryEncoder(nn.Module):
             attention_mask: `(batch_size, seq_len)`, 1 on valid positions.
 
         Returns:
-            `(batch_size, embedding_size)`: one history token per user.
+            `(batch_size, embedding_size)`: one history token per user, in the encoder's dtype
+            (float32 even under a bfloat16 LLM: it is trained).
         """
+        sequence_embeds = sequence_embeds.to(self.no_history_embedding.dtype)
         lengths = attention_mask.sum(dim=1)
         has_history = lengths > 0
         history_tokens = torch.zeros(
             len(lengths), self.no_history_embedding.shape[0], dtype=sequence_embeds.dtype, device=sequence_embeds.device
         )
         if has_history.any():
-            packed = pack_padded_sequence(
-                sequence_embeds[has_history], lengths[has_history].cpu(), batch_first=True, enforce_sorted=False
-            )
-            _, last_state = self.gru(packed)  # (1, num_with_history, hidden_size)
-            last_state = last_state[-1]
+            if self.packed_sequences:
+                packed = pack_padded_sequence(
+                    sequence_embeds[has_history], lengths[has_history].cpu(), batch_first=True, enforce_sorted=False
+                )
+                _, last_state = self.gru(packed)  # (1, num_with_history, hidden_size)
+                last_state = last_state[-1]
+            else:
+                # Unpacked: the GRU's state at a row's last valid step does not see the right
+                # padding after it, so this equals the packed run; on a CPU it is faster, as
+                # the input projection of all steps is then one matmul (docs/BENCHMARKS.md).
+                valid_lengths = lengths[has_history]
+                outputs, _ = self.gru(sequence_embeds[has_history][:, : int(valid_lengths.max())])
+                last_state = outputs[torch.arange(len(valid_lengths), device=outputs.device), valid_lengths - 1]
             if self.output_projection is not None:
                 last_state = self.output_projection(last_state)
             history_tokens = history_tokens.index_put((has_history.nonzero().squeeze(1),), last_state.to(history_tokens.dtype))
         # torch.where keeps the no-history vector in the graph even when no row uses it, as DDP requires.
-        no_history = self.no_history_embedding.to(sequence_embeds.dtype).expand_as(history_tokens)
+        no_history = self.no_history_embedding.expand_as(history_tokens)
         return torch.where(has_history.unsqueeze(1), history_tokens, no_history)
 
 
@@ -125,6 +156,8 @@ class UserLLMPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
     _no_split_modules = ["LlamaDecoderLayer"]
+    # Loading in bfloat16/float16 keeps these in float32 (see TRAINED_MODULES).
+    _keep_in_fp32_modules_strict = list(TRAINED_MODULES)
     # The Trainer must not look for loss kwargs in **kwargs: forward computes a mean loss itself.
     accepts_loss_kwargs = False
 
@@ -155,17 +188,26 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
     - `collaborative_projector`: MF embeddings `(N, collaborative_size)` -> `(N, hidden_size)`,
       fed from the frozen `user_embeddings` / `item_embeddings` tables, whose last row serves
       ids the tables do not know (cold start);
-    - `history_encoder`: the UHEM.
+    - `history_encoder`: the UHEM;
+    - `vision_tower`: the frozen vision encoder (`config.vision_config`, optional) that turns
+      posters (`pixel_values`) into the features `visual_projector` takes, the CLS token of
+      its last hidden state. Precomputed `image_features` skip it (the fast path).
     """
 
-    def __init__(self, config: UserLLMConfig):
+    def __init__(self, config: UserLLMConfig, language_model: PreTrainedModel | None = None):
         super().__init__(config)
         text_config = config.text_config
         hidden_size = text_config.hidden_size
         for name in ("final_logit_softcapping", "logit_scale"):
             if getattr(text_config, name, None) is not None:
                 raise ValueError(f"The LLM's config sets {name}; scores assume a plain linear LM head (Llama family)")
-        self.language_model = AutoModelForCausalLM.from_config(text_config)
+        if language_model is None:
+            language_model = AutoModelForCausalLM.from_config(text_config)
+        else:
+            # A pretrained LLM (see `from_base_model`): post_init must not draw its weights again.
+            for module in language_model.modules():
+                module._is_hf_initialized = True
+        self.language_model = language_model
         lora_config = LoraConfig(
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
@@ -197,6 +239,9 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             )
         if config.use_history_encoder:
             self.history_encoder = UserHistoryEncoder(hidden_size, config.history_hidden_size or hidden_size)
+        if config.use_visual and config.vision_config is not None:
+            self.vision_tower = _without_pooler(AutoModel.from_config(config.vision_config))
+            self.vision_tower.requires_grad_(False)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -217,8 +262,10 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             step: `"lora"` (step 1: LoRA adapters only), `"encoders"` (step 2: UHEM and the
                 visual and collaborative projectors; LoRA frozen) or `"none"` (inference).
         """
-        if step not in TRAINING_STEPS:
-            raise ValueError(f"Unknown training step {step!r}; expected one of {TRAINING_STEPS}")
+        if step not in (*TRAINING_STEPS, "none"):
+            raise ValueError(f"Unknown training step {step!r}; expected one of {(*TRAINING_STEPS, 'none')}")
+        if step != "none":
+            self.upcast_trained_modules()
         for name, param in self.named_parameters():
             if step == "lora":
                 param.requires_grad_("lora_" in name)
@@ -226,6 +273,17 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
                 param.requires_grad_(name.startswith(("visual_projector.", "collaborative_projector.", "history_encoder.")))
             else:
                 param.requires_grad_(False)
+
+    def upcast_trained_modules(self) -> None:
+        """Puts the modules that training changes (`TRAINED_MODULES`) in float32, the frozen rest untouched.
+
+        Called after every load and at the start of each training step: an optimizer then
+        updates float32 weights (mixed-precision compute comes from autocast, e.g. the
+        Trainer's `bf16=True`), whatever dtype the base LLM was loaded in.
+        """
+        for name, module in self.named_modules():
+            if name.rpartition(".")[2] in TRAINED_MODULES:
+                module.float()
 
     def load_collaborative_embeddings(self, user_embeddings: torch.Tensor, item_embeddings: torch.Tensor) -> None:
         """Copies pretrained MF tables into the model; the "unknown" rows become zeros.
@@ -246,6 +304,69 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             with torch.no_grad():
                 table.weight[:-1].copy_(values)
                 table.weight[-1].zero_()
+
+    # ----------------------------------------------------------------------------- posters
+
+    def attach_vision_encoder(self, vision_model: PreTrainedModel, name_or_path: str | None = None) -> None:
+        """Makes the model score raw posters: `vision_model` becomes its frozen `vision_tower`.
+
+        It must be the encoder the training features came from (same weights, and the
+        processor's image processor must be its preprocessing), else posters score differently
+        from their precomputed features.
+
+        Args:
+            vision_model: a vision `AutoModel` whose `last_hidden_state[:, 0]` is the feature
+                (ViT / DINO ViT-S/16, DINOv2), hidden size `config.vision_feature_size`.
+            name_or_path: its Hub id or folder, recorded in `config.vision_model_name_or_path`
+                (model card; light checkpoints fetch the encoder from there).
+        """
+        if not self.config.use_visual:
+            raise ValueError("This model was built with use_visual=False: it takes no images")
+        hidden_size = vision_model.config.hidden_size
+        if hidden_size != self.config.vision_feature_size:
+            raise ValueError(f"The vision encoder's hidden size is {hidden_size}, the model's vision_feature_size is "
+                             f"{self.config.vision_feature_size}")
+        self.config.vision_config = vision_model.config
+        self.config.vision_model_name_or_path = None if name_or_path is None else str(name_or_path)
+        self.vision_tower = _without_pooler(vision_model).to(self.get_input_embeddings().weight.device)
+        self.vision_tower.requires_grad_(False)
+        self.vision_tower.eval()
+
+    @torch.no_grad()
+    def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+        """Poster features from the frozen vision encoder, as `features/visual.py` computes them offline.
+
+        Args:
+            pixel_values: `(num_images, 3, height, width)` from the processor's image processor.
+
+        Returns:
+            `(num_images, vision_feature_size)` float32: the CLS token of the last hidden state.
+        """
+        if getattr(self, "vision_tower", None) is None:
+            raise ValueError(
+                "Posters were given as images, but this checkpoint holds no vision encoder (config.vision_config is "
+                "None: it was saved without one). Pass precomputed image_features instead, computed by the encoder "
+                f"the model was trained with ({self.config.vision_model_name_or_path or 'see the model card'})."
+            )
+        weight = next(self.vision_tower.parameters())
+        hidden = self.vision_tower(pixel_values=pixel_values.to(device=weight.device, dtype=weight.dtype)).last_hidden_state
+        return hidden[:, 0].float()  # (num_images, vision_feature_size)
+
+    def _with_poster_features(
+        self, image_features: torch.Tensor | None, pixel_values: torch.Tensor | None, image_indices: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """`image_features` `(N, D)` with the rows `image_indices` `(M,)` replaced by the features of
+        `pixel_values` `(M, 3, H, W)`; unchanged when no poster was given as an image."""
+        if pixel_values is None:
+            return image_features
+        posters = self.get_image_features(pixel_values)  # (M, D)
+        if image_indices is None:
+            if image_features is not None:
+                raise ValueError("pixel_values were given with image_features but without image_indices (the rows they fill)")
+            return posters
+        if image_features is None:
+            image_features = posters.new_zeros(int(image_indices.max()) + 1, posters.shape[1])
+        return image_features.to(device=posters.device, dtype=torch.float32).index_copy(0, image_indices.to(posters.device), posters)
 
     # ----------------------------------------------------------------------------- embeddings
 
@@ -305,7 +426,7 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         if self.config.use_visual:
             image_embeds = None
             if history_image_features is not None:
-                image_embeds = self.visual_projector(history_image_features.to(embeds.dtype))
+                image_embeds = self.visual_projector(history_image_features)
             embeds = self._scatter_placeholder(embeds, history_input_ids, self.config.image_token_id, image_embeds, "history <Image>")
         return self.history_encoder(embeds, history_attention_mask)
 
@@ -333,9 +454,8 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         """
         config = self.config
         inputs_embeds = self._embed_tokens(input_ids)
-        dtype = inputs_embeds.dtype
         if config.use_visual:
-            image_embeds = None if image_features is None else self.visual_projector(image_features.to(dtype))
+            image_embeds = None if image_features is None else self.visual_projector(image_features)
             inputs_embeds = self._scatter_placeholder(inputs_embeds, input_ids, config.image_token_id, image_embeds, "<Image>")
         if config.use_collaborative:
             for token_id, table, ids, name in (
@@ -345,7 +465,7 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
                 if ids is not None and (input_ids == token_id).any():
                     # Only rows whose prompt holds the placeholder take an embedding.
                     rows_with_token = (input_ids == token_id).any(dim=1)
-                    embeds = self.collaborative_projector(self._lookup_collaborative(table, ids[rows_with_token]).to(dtype))
+                    embeds = self.collaborative_projector(self._lookup_collaborative(table, ids[rows_with_token]))
                 else:
                     embeds = None
                 inputs_embeds = self._scatter_placeholder(inputs_embeds, input_ids, token_id, embeds, name)
@@ -401,6 +521,10 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         cache=None,
         position_ids: torch.LongTensor | None = None,
         use_cache: bool = False,
+        pixel_values: torch.FloatTensor | None = None,
+        image_indices: torch.LongTensor | None = None,
+        history_pixel_values: torch.FloatTensor | None = None,
+        history_image_indices: torch.LongTensor | None = None,
         **kwargs,
     ) -> UserLLMOutput:
         """Scores (user, item) prompts.
@@ -416,15 +540,27 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             position_ids: `(batch_size, seq_len)`; by default counted over non-padding tokens, so
                 a prompt scores the same however much left padding its batch needs.
             use_cache: return the LLM's key/value cache.
+            pixel_values: `(num_posters, 3, height, width)` posters given as images, encoded by
+                `vision_tower`; `image_indices` `(num_posters,)` are the rows of `image_features`
+                they fill. `history_pixel_values` / `history_image_indices`: the same for the UHEM.
 
         Returns:
             [`UserLLMOutput`] with `logits` and `probabilities` of shape `(batch_size,)`.
         """
+        image_features = self._with_poster_features(image_features, pixel_values, image_indices)
+        history_image_features = self._with_poster_features(history_image_features, history_pixel_values, history_image_indices)
         inputs_embeds = self.get_prompt_embeddings(
             input_ids, image_features, user_ids, item_ids, history_input_ids, history_attention_mask, history_image_features
         )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        max_positions = getattr(self.config.text_config, "max_position_embeddings", None)
+        if max_positions and attention_mask.shape[1] > max_positions:
+            raise ValueError(
+                f"The prompts are {attention_mask.shape[1]} tokens long (cached prefix included), more than the LLM's "
+                f"{max_positions} positions (text_config.max_position_embeddings): lower max_history_items or "
+                "max_item_tokens, or use the UHEM (one token for the whole history)"
+            )
         if position_ids is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
         llm_output = self.language_model.get_decoder()(
@@ -457,79 +593,207 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
 
     def trained_parameter_names(self) -> list[str]:
         """Names of the weights training changes: everything but the frozen base LLM."""
-        return [
-            name
-            for name in self.state_dict()
-            if not name.startswith("language_model.") or "lora_" in name
-        ]
+        return [name for name in self.state_dict() if is_trained_parameter(name)]
 
     def save_pretrained(self, save_directory, *args, light: bool = False, **kwargs):
-        """Saves the model; with `light=True`, without the frozen base LLM.
+        """Saves the model, with the code of its recommendation pipeline (`pipeline_userllm.py`);
+        with `light=True`, without the frozen base LLM and vision encoder.
 
         A light checkpoint holds the LoRA adapters, the UHEM, the projectors and the
-        collaborative tables; it loads by fetching `config.base_model_name_or_path`.
+        collaborative tables; it loads by fetching `config.base_model_name_or_path`, and the
+        vision encoder (if any) from `config.vision_model_name_or_path` (an encoder without
+        that name, e.g. the toy one, is stored). A `state_dict` passed in (the gathered one
+        under FSDP or DeepSpeed ZeRO-3) is used instead of this module's own.
         """
+        if kwargs.get("is_main_process", True):
+            from .pipeline_userllm import RecommendationPipeline
+
+            Path(save_directory).mkdir(parents=True, exist_ok=True)
+            custom_object_save(RecommendationPipeline, save_directory)
         if not light:
-            return super().save_pretrained(save_directory, *args, **kwargs)
+            result = super().save_pretrained(save_directory, *args, **kwargs)
+            _give_weights_the_mode_of_the_config(save_directory)
+            return result
         if not self.config.base_model_name_or_path:
             raise ValueError("A light checkpoint needs config.base_model_name_or_path (the base LLM to fetch on load)")
-        state_dict = self.state_dict()
-        kwargs["state_dict"] = {name: state_dict[name] for name in self.trained_parameter_names()}
+        state_dict = kwargs.get("state_dict")
+        if state_dict is None:
+            state_dict = self.state_dict()
+        keep_vision = not self.config.vision_model_name_or_path
+        kwargs["state_dict"] = {name: tensor for name, tensor in state_dict.items()
+                                if is_trained_parameter(name) or keep_vision and name.startswith("vision_tower.")}
         self.config.light_checkpoint = True
         try:
-            return super().save_pretrained(save_directory, *args, **kwargs)
+            result = super().save_pretrained(save_directory, *args, **kwargs)
         finally:
             self.config.light_checkpoint = False
+        _give_weights_the_mode_of_the_config(save_directory)
+        return result
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """Loads a full or light checkpoint (a light one also fetches its base LLM).
+        """Loads a full or light checkpoint (a light one also loads its base LLM).
 
-        Only safetensors weights are read: a folder holding only pickle-format weights
-        (`pytorch_model.bin`) raises instead of being unpickled.
+        A light checkpoint's base LLM is loaded by `AutoModelForCausalLM.from_pretrained` with
+        this call's `dtype`, `device_map`, `attn_implementation` and `quantization_config`.
+        Weights the checkpoint should hold but does not, or holds but the model lacks, raise
+        an error naming them (never a model with uninitialised weights). Only safetensors
+        weights are read: a folder holding only pickle-format weights raises.
         """
         kwargs.setdefault("use_safetensors", True)
         config = kwargs.pop("config", None)
-        hub_kwargs = {
-            key: kwargs[key]
-            for key in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
-            if key in kwargs
-        }
+        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
         if pretrained_model_name_or_path is not None and not isinstance(config, UserLLMConfig):
             config = UserLLMConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         if config is None or not config.light_checkpoint or kwargs.get("state_dict") is not None:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
+            output_loading_info = kwargs.pop("output_loading_info", False)
+            try:
+                model, loading_info = super().from_pretrained(
+                    pretrained_model_name_or_path, *model_args, config=config, output_loading_info=True, **kwargs
+                )
+            except SafetensorError as error:  # it does not name the file
+                raise OSError(f"Could not read the weights of {pretrained_model_name_or_path} (a truncated or corrupt "
+                              f"model.safetensors?): {error}") from error
+            _raise_on_key_mismatch(pretrained_model_name_or_path or "the given state_dict", loading_info)
+            model.upcast_trained_modules()
+            return (model, loading_info) if output_loading_info else model
         light_state = _read_safetensors_checkpoint(pretrained_model_name_or_path, **hub_kwargs)
         # The base LLM lives in its own repo: this checkpoint's subfolder and revision (AutoModel
         # resolves `revision` to this repo's commit hash) do not apply to it.
         hub_kwargs.pop("subfolder", None)
         hub_kwargs.pop("revision", None)
-        base_state = _read_safetensors_checkpoint(config.base_model_name_or_path, **hub_kwargs)
-        merged = {**_base_llm_keys_to_wrapper_keys(cls, config, base_state), **light_state}
+        base_kwargs = {key: kwargs[key] for key in BASE_LOADING_KWARGS if key in kwargs}
+        language_model = load_base_llm(config.base_model_name_or_path, **base_kwargs, **hub_kwargs)
         config.light_checkpoint = False
-        return super().from_pretrained(None, *model_args, config=config, state_dict=merged, **kwargs)
+        model = cls(config, language_model=language_model)
+        # A vision encoder without a name to fetch it by is stored, under its own (legacy) weight names.
+        vision_state = {name.removeprefix("vision_tower."): tensor for name, tensor in light_state.items()
+                        if name.startswith("vision_tower.")}
+        light_state = {name: tensor for name, tensor in light_state.items() if not name.startswith("vision_tower.")}
+        model.load_trained_weights(light_state, source=str(pretrained_model_name_or_path))
+        if getattr(model, "vision_tower", None) is not None:
+            if vision_state:
+                encoder = load_vision_encoder(None, dtype=kwargs.get("dtype"), config=config.vision_config, state_dict=vision_state)
+            else:
+                encoder = load_vision_encoder(config.vision_model_name_or_path, dtype=kwargs.get("dtype"), **hub_kwargs)
+            model.attach_vision_encoder(encoder, config.vision_model_name_or_path)
+        model.eval()
+        return model
 
     @classmethod
     def from_base_model(cls, base_model_name_or_path: str, config: UserLLMConfig, **kwargs) -> "UserLLMForRecommendation":
-        """Builds a new USER-LLM around a pretrained causal LM, without materialising a random one.
+        """Builds a new USER-LLM around a pretrained causal LM.
 
-        The LLM weights come from `base_model_name_or_path` (a Hub id or a local folder of
-        safetensors); LoRA starts from peft's initialisation (B = 0); projectors, UHEM and
-        collaborative tables are freshly initialised.
+        The LLM is loaded by `AutoModelForCausalLM.from_pretrained` (sharded checkpoints,
+        `device_map`, quantized bases and FSDP's low-memory loading work as they do there);
+        LoRA starts from peft's initialisation (B = 0); projectors, UHEM and collaborative
+        tables are freshly initialised, in float32.
 
         Args:
-            base_model_name_or_path: the pretrained LLM.
+            base_model_name_or_path: the pretrained LLM (Hub id or local folder).
             config: the USER-LLM config; its `text_config` must be the LLM's config.
-            **kwargs: passed to `from_pretrained` (e.g. `dtype`).
+            **kwargs: passed to `AutoModelForCausalLM.from_pretrained` (e.g. `dtype`, `device_map`).
         """
         config.base_model_name_or_path = str(base_model_name_or_path)
-        base_state = _read_safetensors_checkpoint(base_model_name_or_path)
-        state_dict = _base_llm_keys_to_wrapper_keys(cls, config, base_state)
-        model = super().from_pretrained(None, config=config, state_dict=state_dict, **kwargs)
+        language_model = load_base_llm(base_model_name_or_path, **kwargs)
+        model = cls(config, language_model=language_model)
         for module in model.language_model.modules():
             if isinstance(module, LoraLayer):
                 module.reset_lora_parameters("default", True)
+        model.upcast_trained_modules()
+        device = model.get_input_embeddings().weight.device
+        if device.type != "meta":  # meta: FSDP's low-memory loading on a non-main process
+            for name, child in model.named_children():
+                if name != "language_model":
+                    child.to(device)
         return model
+
+    def load_trained_weights(self, state_dict: dict[str, torch.Tensor], source: str = "the state dict") -> None:
+        """Loads the weights training changes (a light checkpoint's content); every one must be present.
+
+        Raises:
+            ValueError: naming the missing and unexpected weights, when `state_dict` does not
+                hold exactly `trained_parameter_names()`.
+        """
+        expected = set(self.trained_parameter_names())
+        _raise_on_key_mismatch(source, {"missing_keys": sorted(expected - set(state_dict)),
+                                        "unexpected_keys": sorted(set(state_dict) - expected)})
+        own = self.state_dict()
+        with torch.no_grad():
+            for name, tensor in state_dict.items():
+                if tuple(tensor.shape) != tuple(own[name].shape):
+                    raise ValueError(f"{source}: weight {name} has shape {tuple(tensor.shape)}, the model expects "
+                                     f"{tuple(own[name].shape)}")
+                own[name].copy_(tensor)
+        self.upcast_trained_modules()
+
+
+# Hub arguments of `from_pretrained` that also apply to the base LLM of a light checkpoint.
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+# Loading arguments passed on to `AutoModelForCausalLM.from_pretrained` for a light checkpoint's base LLM.
+BASE_LOADING_KWARGS = ("dtype", "device_map", "max_memory", "attn_implementation", "quantization_config", "offload_folder")
+
+
+def _give_weights_the_mode_of_the_config(save_directory) -> None:
+    """transformers writes the weights through a 0600 temporary file; give them the permissions
+    of the `config.json` written beside them (the user's umask), as for every other file."""
+    folder = Path(save_directory)
+    config_file = folder / "config.json"
+    if config_file.is_file():
+        mode = config_file.stat().st_mode & 0o777
+        for weights in folder.glob("model*.safetensors*"):
+            weights.chmod(mode)
+
+
+def load_base_llm(name_or_path, **kwargs) -> PreTrainedModel:
+    """`AutoModelForCausalLM.from_pretrained`, refusing a checkpoint whose weights do not all match.
+
+    transformers only warns about missing weights (left randomly initialised) and unexpected
+    ones (ignored); a base LLM loaded that way would silently be partly random.
+    """
+    kwargs.pop("output_loading_info", None)
+    language_model, loading_info = AutoModelForCausalLM.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+    _raise_on_key_mismatch(f"The base LLM {name_or_path}", loading_info)
+    return language_model
+
+
+def load_vision_encoder(name_or_path, dtype=None, **kwargs) -> PreTrainedModel:
+    """The frozen vision encoder of a light checkpoint, by `AutoModel.from_pretrained`, every weight checked.
+
+    float32 unless `dtype` says otherwise: encoders are often stored in float16 to save space.
+    `name_or_path=None` with `config=` and `state_dict=` builds it from weights already read.
+    """
+    if not name_or_path and "state_dict" not in kwargs:
+        raise ValueError("This light checkpoint has a vision encoder but no config.vision_model_name_or_path to fetch it from")
+    dtype = torch.float32 if dtype in (None, "auto") else dtype
+    # The auto class needs a name; weights already read go to the config's own class.
+    model_class = AutoModel if name_or_path else MODEL_MAPPING[type(kwargs["config"])]
+    vision_model, loading_info = model_class.from_pretrained(name_or_path, dtype=dtype, output_loading_info=True, **kwargs)
+    # A ViT checkpoint such as facebook/dino-vits16 ships no pooler: the CLS feature never uses it.
+    loading_info["missing_keys"] = [key for key in loading_info.get("missing_keys") or [] if not key.startswith("pooler.")]
+    _raise_on_key_mismatch(f"The vision encoder {name_or_path}", loading_info)
+    return vision_model.eval()
+
+
+def _without_pooler(vision_model: PreTrainedModel) -> PreTrainedModel:
+    """The encoder without its pooler (ViT's is randomly initialised when a checkpoint lacks it); the feature is the CLS token."""
+    if getattr(vision_model, "pooler", None) is not None:
+        vision_model.pooler = None
+    return vision_model
+
+
+def _raise_on_key_mismatch(source, loading_info: dict) -> None:
+    """Raises when a checkpoint lacks weights the model has, or holds weights it does not have."""
+    problems = []
+    for kind, label in (("missing_keys", "missing from the checkpoint"), ("unexpected_keys", "not in the model"),
+                        ("mismatched_keys", "of the wrong shape")):
+        keys = sorted(str(key[0] if isinstance(key, tuple) else key) for key in loading_info.get(kind) or [])
+        if keys:
+            shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+            problems.append(f"{len(keys)} weights {label} ({shown})")
+    if problems:
+        raise ValueError(f"{source} does not match the model it should fill: " + "; ".join(problems)
+                         + ". It was saved by another model or version, or is incomplete.")
 
 
 def _read_safetensors_checkpoint(name_or_path, **hub_kwargs) -> dict[str, torch.Tensor]:
@@ -546,25 +810,21 @@ def _read_safetensors_checkpoint(name_or_path, **hub_kwargs) -> dict[str, torch.
         paths = [path]
     state_dict = {}
     for path in paths:
-        state_dict.update(load_state_dict(path))
+        try:
+            state_dict.update(load_state_dict(path))
+        except Exception as error:  # safetensors' errors do not name the file
+            raise OSError(f"Could not read the weights file {path}: {error}") from error
     return state_dict
-
-
-def _base_llm_keys_to_wrapper_keys(cls, config: UserLLMConfig, base_state: dict) -> dict[str, torch.Tensor]:
-    """Renames a causal LM's state dict into this model's names (LoRA-wrapped layers add `.base_layer`)."""
-    with torch.device("meta"):
-        expected = set(cls(config).state_dict())
-    renamed = {}
-    for key, tensor in base_state.items():
-        name = f"language_model.{key}"
-        if name not in expected:
-            module_path, _, leaf = name.rpartition(".")
-            name = f"{module_path}.base_layer.{leaf}"
-        if name in expected:
-            renamed[name] = tensor
-    return renamed
 
 
 UserLLMForRecommendation.register_for_auto_class("AutoModel")
 
-__all__ = ["FeatureProjector", "UserHistoryEncoder", "UserLLMForRecommendation", "UserLLMOutput", "UserLLMPreTrainedModel"]
+__all__ = [
+    "TRAINED_MODULES",
+    "FeatureProjector",
+    "UserHistoryEncoder",
+    "UserLLMForRecommendation",
+    "UserLLMOutput",
+    "UserLLMPreTrainedModel",
+    "is_trained_parameter",
+]

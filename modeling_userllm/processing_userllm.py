@@ -4,10 +4,18 @@ This file is copied next to the weights by `save_pretrained`, so it imports only
 transformers and the standard library.
 """
 
+import math
+import numbers
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
-from transformers import BatchFeature, ProcessorMixin
+from transformers import AutoImageProcessor, BatchFeature, BitImageProcessorPil, ProcessorMixin
+from transformers.image_utils import is_pil_image, load_image
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 IMAGE_TOKEN = "<Image>"
 USER_TOKEN = "<UserID>"
@@ -16,13 +24,69 @@ HISTORY_TOKEN = "<HistoryInteractions>"
 PLACEHOLDER_TOKENS = (IMAGE_TOKEN, USER_TOKEN, ITEM_TOKEN, HISTORY_TOKEN)
 
 # The paper's prompt (Appendix), shared by every variant; the parts in braces depend on it.
+# A prompt is rendered as text with its placeholders first and tokenized once, so that a
+# sentencepiece tokenizer sees the sentences whole (piece-by-piece tokenization would give
+# every piece its own leading "▁": double spaces and spaces before punctuation).
 QUESTION = "#Question: A user has given high ratings to the following {noun}s: "
 COLLABORATIVE_SENTENCE = "Additionally, we have information about the user's preferences encoded in the feature "
-PREDICTION = "Using all available information, make a prediction about whether the user would enjoy the {noun} titled "
+# The prompt's user-dependent prefix ends with PREDICTION; the candidate's part starts with a space.
+PREDICTION = "Using all available information, make a prediction about whether the user would enjoy the {noun} titled"
 ANSWER = '? Answer with "Yes" or "No". \n#Answer:'
 
 REQUIRED_RECORD_FIELDS = ("user_id", "item_id", "title", "history")
 REQUIRED_HISTORY_FIELDS = ("item_id", "title")
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
+def default_image_processor() -> BitImageProcessorPil:
+    """The preprocessing of the paper's DINO family (DINO ViT-S/16, DINOv2-small): resize the
+    shortest edge to 256, centre-crop 224, ImageNet mean/std. A processor built with a vision
+    encoder (`attach_vision_encoder`) gets that encoder's own image processor instead."""
+    return BitImageProcessorPil(
+        size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}, resample=3,
+        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+    )
+
+
+def is_raw_image(value) -> bool:
+    """Whether an item's `image_features` holds a poster to encode (a PIL image, a path) rather than features."""
+    return isinstance(value, (str, os.PathLike)) or is_pil_image(value)
+
+
+def open_poster(value, where: str):
+    """A poster given as a PIL image or a path, as an upright RGB PIL image (as `features/visual.py` reads it).
+
+    Raises:
+        ValueError: naming the record and the file, when the path is missing or not an image.
+    """
+    if isinstance(value, (str, os.PathLike)):
+        path = os.fspath(value)
+        if not os.path.isfile(path):
+            raise ValueError(f"{where}: image_features names the poster file {path}, which does not exist")
+        try:
+            return load_image(path)
+        except Exception as error:  # PIL's errors do not name the file
+            raise ValueError(f"{where}: the poster file {path} is not a readable image ({error})") from error
+    return load_image(value)
+
+
+@dataclass
+class RenderedPrompt:
+    """One record's prompt as text, before tokenization.
+
+    `prefix` depends only on the user (template, history or `<HistoryInteractions>`,
+    `<UserID>`) and ends right before the candidate's part, `suffix` (which starts with a
+    space); each `<Image>` placeholder in them has its features in `prefix_images` /
+    `suffix_images`, in order. For the UHEM, `history_texts` holds the text of each history
+    item and `history_images` the features of the ones followed by an `<Image>`.
+    """
+
+    prefix: str
+    suffix: str
+    prefix_images: list = field(default_factory=list)
+    suffix_images: list = field(default_factory=list)
+    history_texts: list[tuple[str, bool]] | None = None
+    history_images: list = field(default_factory=list)
 
 
 class UserLLMProcessor(ProcessorMixin):
@@ -30,17 +94,27 @@ class UserLLMProcessor(ProcessorMixin):
 
     A record is one (user, candidate item) interaction:
     `{"user_id": int, "item_id": int, "title": str, "description": str | None,
-    "image_features": list[float] | None, "history": [{"item_id", "title", "description",
-    "image_features"}, ...] (oldest first), "label": 0 | 1 (optional)}`.
+    "image_features": list[float] | PIL image | path | None, "history": [{"item_id", "title",
+    "description", "image_features"}, ...] (oldest first), "label": 0 | 1 (optional)}`.
+
+    An item's `image_features` is either its precomputed poster features (`vision_feature_size`
+    floats, the fast path) or the poster itself, a PIL image or an image file path, as LLaVA's
+    processor takes images: the image processor turns posters into `pixel_values` and the model's
+    vision encoder (`UserLLMConfig.vision_config`) computes their features, the CLS feature the
+    precomputed ones are. Both kinds may be mixed in one batch.
 
     Args:
         tokenizer: the LLM's tokenizer; the placeholder tokens are added to it.
+        image_processor: the vision encoder's image processor, saved and loaded with the
+            processor. Defaults to the DINO family's preprocessing (`default_image_processor`).
         use_history_encoder (`bool`): one `<HistoryInteractions>` token (UHEM) instead of the
             history written inline.
         use_visual (`bool`): an `<Image>` token after every item that has image features.
         use_collaborative (`bool`): `<UserID>` and `<ItemID>` tokens.
         use_descriptions (`bool`): items described by title and description, not title only.
-        max_item_tokens (`int`): tokens kept of each item's text.
+        max_item_tokens (`int`): token budget of each item's text (`"Title" (description)`); a longer
+            text is cut at a word boundary, with a warning. The default keeps a title and a
+            20-30-word knowledge-enhanced description whole.
         max_history_items (`int`): most recent history items kept.
         vision_feature_size (`int`): expected length of `image_features`.
         item_noun (`str`): what the items are called in the prompt ("movie").
@@ -49,11 +123,12 @@ class UserLLMProcessor(ProcessorMixin):
     def __init__(
         self,
         tokenizer=None,
+        image_processor=None,
         use_history_encoder: bool = True,
         use_visual: bool = True,
         use_collaborative: bool = True,
         use_descriptions: bool = True,
-        max_item_tokens: int = 32,
+        max_item_tokens: int = 96,
         max_history_items: int = 10,
         vision_feature_size: int = 384,
         item_noun: str = "movie",
@@ -70,8 +145,12 @@ class UserLLMProcessor(ProcessorMixin):
         missing = [token for token in PLACEHOLDER_TOKENS if token not in tokenizer.get_vocab()]
         if missing:
             tokenizer.add_tokens(missing, special_tokens=True)
-        super().__init__(tokenizer, **kwargs)
+        if image_processor is None:
+            image_processor = default_image_processor()
+        super().__init__(tokenizer, image_processor, **kwargs)
         self._token_cache: dict[str, list[int]] = {}
+        self._item_text_cache: dict[tuple, str] = {}
+        self.num_truncated_item_texts = 0
 
     # ----------------------------------------------------------------------------- token ids
 
@@ -133,6 +212,39 @@ class UserLLMProcessor(ProcessorMixin):
             **kwargs,
         )
 
+    @classmethod
+    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
+        """The tokenizer and the image processor; a folder saved before processors held an image
+        processor loads with the default one (`default_image_processor`)."""
+        processor_dict = processor_dict or {}
+        if "image_processor" in processor_dict:
+            return super()._get_arguments_from_pretrained(pretrained_model_name_or_path, processor_dict, **kwargs)
+        subfolder = kwargs.pop("subfolder", "")
+        tokenizer = cls._load_tokenizer_from_pretrained("tokenizer", pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
+        return [tokenizer, default_image_processor()]
+
+    def preprocess_images(self, images: list, where: str = "images") -> torch.Tensor:
+        """Posters (PIL images or paths) -> `pixel_values` `(len(images), 3, height, width)` float32."""
+        opened = [open_poster(image, where) for image in images]
+        return self.image_processor(images=opened, return_tensors="pt")["pixel_values"].float()
+
+    def _image_inputs(self, images: list, prefix: str) -> dict[str, torch.Tensor]:
+        """One feature row per `<Image>` placeholder, in order: precomputed features as they are;
+        posters as `pixel_values` plus the rows they fill (`image_indices`), zeros until the model
+        encodes them. `prefix` is "" for the prompt and "history_" for the UHEM input."""
+        if not images:
+            return {}
+        raw = [row for row, image in enumerate(images) if is_raw_image(image)]
+        features = torch.zeros((len(images), self.vision_feature_size), dtype=torch.float32)
+        given = [row for row in range(len(images)) if row not in set(raw)]
+        if given:
+            features[given] = torch.tensor([list(map(float, images[row])) for row in given], dtype=torch.float32)
+        inputs = {f"{prefix}image_features": features}
+        if raw:
+            inputs[f"{prefix}pixel_values"] = self.preprocess_images([images[row] for row in raw], f"{prefix}images")
+            inputs[f"{prefix}image_indices"] = torch.tensor(raw, dtype=torch.long)
+        return inputs
+
     def _tokens(self, text: str) -> list[int]:
         ids = self._token_cache.get(text)
         if ids is None:
@@ -142,89 +254,172 @@ class UserLLMProcessor(ProcessorMixin):
 
     # ----------------------------------------------------------------------------- validation
 
+    def _check_text(self, value, where: str, field_name: str, required: bool) -> None:
+        if value is None and not required:
+            return
+        if not isinstance(value, str):
+            expected = "a string" if required else "a string or None"
+            raise ValueError(f"{where}: field {field_name!r} must be {expected}, got {type(value).__name__} {value!r:.40}")
+        for token in PLACEHOLDER_TOKENS:
+            if token in value:
+                raise ValueError(f"{where}: field {field_name!r} contains the placeholder {token}, which only the processor may place")
+
+    @staticmethod
+    def _check_id(value, where: str, field_name: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{where}: field {field_name!r} must be an integer, got {type(value).__name__} {value!r:.40}")
+        if not INT64_RANGE[0] <= int(value) <= INT64_RANGE[1]:
+            raise ValueError(f"{where}: field {field_name!r} = {value} does not fit in a 64-bit integer")
+
     def _check_image_features(self, features, where: str) -> None:
         if features is None:
             return
+        if is_raw_image(features):
+            if isinstance(features, (str, os.PathLike)) and not os.path.isfile(features):
+                raise ValueError(f"{where}: image_features names the poster file {os.fspath(features)}, which does not exist "
+                                 "(give a PIL image, an existing image file, precomputed features or None)")
+            return
+        if isinstance(features, (str, bytes)) or not hasattr(features, "__len__"):
+            raise ValueError(f"{where}: image_features must be a list of {self.vision_feature_size} numbers, a PIL image, "
+                             "an image path or None, "
+                             f"got {type(features).__name__}")
         if len(features) != self.vision_feature_size:
             raise ValueError(f"{where}: image_features has {len(features)} values, expected {self.vision_feature_size} (or None)")
+        for position, value in enumerate(features):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"{where}: image_features[{position}] must be a number, got {type(value).__name__}")
+            if not math.isfinite(value):
+                raise ValueError(f"{where}: image_features[{position}] is {value}; features must be finite")
 
     def validate_record(self, record: dict, index: int) -> None:
         """Raises a `ValueError` naming the record index and field when a record is malformed."""
+        where = f"record {index}"
         if not isinstance(record, dict):
-            raise ValueError(f"record {index}: expected a dict, got {type(record).__name__}")
-        for field in REQUIRED_RECORD_FIELDS:
-            if field not in record:
-                raise ValueError(f"record {index}: missing field {field!r}")
-        if not isinstance(record["title"], str):
-            raise ValueError(f"record {index}: field 'title' must be a string")
-        self._check_image_features(record.get("image_features"), f"record {index}")
+            raise ValueError(f"{where}: expected a dict, got {type(record).__name__}")
+        for field_name in REQUIRED_RECORD_FIELDS:
+            if field_name not in record:
+                raise ValueError(f"{where}: missing field {field_name!r}")
+        self._check_id(record["user_id"], where, "user_id")
+        self._check_id(record["item_id"], where, "item_id")
+        self._check_text(record["title"], where, "title", required=True)
+        self._check_text(record.get("description"), where, "description", required=False)
+        self._check_image_features(record.get("image_features"), where)
         label = record.get("label")
-        if label is not None and label not in (0, 1):
-            raise ValueError(f"record {index}: field 'label' must be 0 or 1, got {label!r}")
+        if label is not None and (isinstance(label, bool) or label not in (0, 1)):
+            raise ValueError(f"{where}: field 'label' must be 0 or 1, got {label!r}")
         if not isinstance(record["history"], (list, tuple)):
-            raise ValueError(f"record {index}: field 'history' must be a list of items")
+            raise ValueError(f"{where}: field 'history' must be a list of items")
         for position, item in enumerate(record["history"]):
-            where = f"record {index}, history item {position}"
+            item_where = f"{where}, history item {position}"
             if not isinstance(item, dict):
-                raise ValueError(f"{where}: expected a dict, got {type(item).__name__}")
-            for field in REQUIRED_HISTORY_FIELDS:
-                if field not in item:
-                    raise ValueError(f"{where}: missing field {field!r}")
-            self._check_image_features(item.get("image_features"), where)
+                raise ValueError(f"{item_where}: expected a dict, got {type(item).__name__}")
+            for field_name in REQUIRED_HISTORY_FIELDS:
+                if field_name not in item:
+                    raise ValueError(f"{item_where}: missing field {field_name!r}")
+            self._check_id(item["item_id"], item_where, "item_id")
+            self._check_text(item["title"], item_where, "title", required=True)
+            self._check_text(item.get("description"), item_where, "description", required=False)
+            self._check_image_features(item.get("image_features"), item_where)
+
+    # ----------------------------------------------------------------------------- item texts
+
+    def item_text(self, item: dict, use_descriptions: bool | None = None) -> str:
+        """An item as the prompt writes it: `"Title" (description)`, within `max_item_tokens`.
+
+        A text over the budget is cut at a word boundary: the description loses its last
+        words first (its parenthesis stays closed), then, if the title alone is too long,
+        the title. Every cut is counted in `num_truncated_item_texts` and reported once.
+        """
+        use_descriptions = self.use_descriptions if use_descriptions is None else use_descriptions
+        description = item.get("description") if use_descriptions else None
+        key = (item["title"], description or None)
+        text = self._item_text_cache.get(key)
+        if text is None:
+            text = self._fit_item_text(item["title"], description or None)
+            self._item_text_cache[key] = text
+        return text
+
+    def _fit_item_text(self, title: str, description: str | None) -> str:
+        def render(title_words: list[str], description_words: list[str] | None) -> str:
+            text = '"' + " ".join(title_words) + '"'
+            return text + f" ({' '.join(description_words)})" if description_words else text
+
+        def fits(text: str) -> bool:
+            return len(self._tokens(text)) <= self.max_item_tokens
+
+        title_words, description_words = title.split(), (description or "").split()
+        full = render(title_words, description_words)
+        if not self.max_item_tokens or fits(full):
+            return full
+        # Longest prefix of the description's words (then of the title's) that fits: binary search.
+        words, make = description_words, (lambda k: render(title_words, description_words[:k]))
+        if not fits(make(0)):
+            words, make = title_words, (lambda k: render(title_words[:k], None))
+        low, high = 0, len(words)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if fits(make(middle)):
+                low = middle
+            else:
+                high = middle - 1
+        self.num_truncated_item_texts += 1
+        if self.num_truncated_item_texts == 1:
+            logger.warning(
+                f"An item text has more than max_item_tokens={self.max_item_tokens} tokens and was cut at a word "
+                f"boundary ({full[:60]!r}...); processor.num_truncated_item_texts counts every such text"
+            )
+        return make(low)
 
     # ----------------------------------------------------------------------------- prompts
 
-    def _item_text_ids(self, item: dict, use_descriptions: bool) -> list[int]:
-        text = f'"{item["title"]}"'
-        if use_descriptions and item.get("description"):
-            text += f" ({item['description']})"
-        return self._tokens(text)[: self.max_item_tokens]
-
-    def _prompt_ids(self, record: dict, text_only: bool, image_features: list, history_sequence: dict) -> list[int]:
-        """Token ids of one prompt.
-
-        Appends the image features of its `<Image>` tokens to `image_features`, and for the UHEM
-        the item-token sequence to `history_sequence["ids"]` and its images to
-        `history_sequence["images"]`.
-        """
-        ids = self.placeholder_token_ids
+    def render_prompt(self, record: dict, text_only: bool = False) -> RenderedPrompt:
+        """The prompt of one record as text with placeholders (see `RenderedPrompt`)."""
         visual = self.use_visual and not text_only
         collaborative = self.use_collaborative and not text_only
         history = record["history"][-self.max_history_items :] if self.max_history_items else []
+        rendered = RenderedPrompt(prefix="", suffix="")
 
-        prompt = list(self._tokens(QUESTION.format(noun=self.item_noun)))
+        prefix = QUESTION.format(noun=self.item_noun)
         if self.use_history_encoder and not text_only:
-            prompt.append(ids["history_token_id"])
-            sequence = []
+            prefix += HISTORY_TOKEN
+            rendered.history_texts = []
             for item in history:
-                sequence += self._item_text_ids(item, self.use_descriptions)
-                if visual and item.get("image_features") is not None:
-                    sequence.append(ids["image_token_id"])
-                    history_sequence.setdefault("images", []).append(item["image_features"])
-            history_sequence.setdefault("ids", []).append(sequence)
+                has_image = visual and item.get("image_features") is not None
+                rendered.history_texts.append((self.item_text(item), has_image))
+                if has_image:
+                    rendered.history_images.append(item["image_features"])
         else:
-            for position, item in enumerate(history):
-                if position:
-                    prompt += self._tokens(", ")
-                prompt += self._item_text_ids(item, self.use_descriptions)
+            parts = []
+            for item in history:
+                part = self.item_text(item)
                 if visual and item.get("image_features") is not None:
-                    prompt.append(ids["image_token_id"])
-                    image_features.append(item["image_features"])
-        prompt += self._tokens(". ")
+                    part += IMAGE_TOKEN
+                    rendered.prefix_images.append(item["image_features"])
+                parts.append(part)
+            prefix += ", ".join(parts)
+        prefix += ". "
         if collaborative:
-            prompt += self._tokens(COLLABORATIVE_SENTENCE)
-            prompt += [ids["user_token_id"]]
-            prompt += self._tokens(". ")
-        prompt += self._tokens(PREDICTION.format(noun=self.item_noun))
-        prompt += self._item_text_ids(record, self.use_descriptions)
+            prefix += COLLABORATIVE_SENTENCE + USER_TOKEN + ". "
+        rendered.prefix = prefix + PREDICTION.format(noun=self.item_noun)
+
+        suffix = " " + self.item_text(record)
         if visual and record.get("image_features") is not None:
-            prompt.append(ids["image_token_id"])
-            image_features.append(record["image_features"])
+            suffix += IMAGE_TOKEN
+            rendered.suffix_images.append(record["image_features"])
         if collaborative:
-            prompt += self._tokens(" with the feature ")
-            prompt.append(ids["item_token_id"])
-        prompt += self._tokens(ANSWER)
-        return self._bos_ids() + prompt
+            suffix += " with the feature " + ITEM_TOKEN
+        rendered.suffix = suffix + ANSWER
+        return rendered
+
+    def _history_ids(self, rendered: RenderedPrompt) -> list[int]:
+        """The UHEM input of one prompt: each history item's text tokens, then `<Image>` if it has one."""
+        image_token_id = self.placeholder_token_ids["image_token_id"]
+        ids = []
+        for text, has_image in rendered.history_texts:
+            ids += self._tokens(text)
+            if has_image:
+                ids.append(image_token_id)
+        return ids
 
     def _bos_ids(self) -> list[int]:
         ids = self.tokenizer("", add_special_tokens=True).input_ids
@@ -243,10 +438,13 @@ class UserLLMProcessor(ProcessorMixin):
         Returns:
             A `BatchFeature` with `input_ids` and `attention_mask` `(batch_size, seq_len)`
             (left-padded), `user_ids` and `item_ids` `(batch_size,)`, `labels` `(batch_size,)`
-            when every record has one, `image_features` `(num_images, vision_feature_size)` when
-            the prompts hold `<Image>` tokens, and for the UHEM `history_input_ids` /
-            `history_attention_mask` `(batch_size, history_len)` (right-padded) with
-            `history_image_features` `(num_history_images, vision_feature_size)`.
+            when the records have labels (all of them or none), `image_features`
+            `(num_images, vision_feature_size)` when the prompts hold `<Image>` tokens, and for
+            the UHEM `history_input_ids` / `history_attention_mask` `(batch_size, history_len)`
+            (right-padded) with `history_image_features` `(num_history_images, vision_feature_size)`.
+            Posters given as images add `pixel_values` `(num_posters, 3, height, width)` and
+            `image_indices` `(num_posters,)`, the rows of `image_features` they fill (zeros
+            until the model encodes them), and likewise `history_pixel_values` / `history_image_indices`.
         """
         if return_tensors != "pt":
             raise ValueError(f"Only return_tensors='pt' is supported, got {return_tensors!r}")
@@ -256,36 +454,47 @@ class UserLLMProcessor(ProcessorMixin):
             raise ValueError("No records given")
         for index, record in enumerate(records):
             self.validate_record(record, index)
+        has_label = [record.get("label") is not None for record in records]
+        if any(has_label) and not all(has_label):
+            raise ValueError(f"record {has_label.index(not has_label[0])}: 'label' is missing while record 0 has one "
+                             "(or the reverse); give a label to every record of a batch or to none")
 
-        image_features: list = []
-        history_sequence: dict = {}
-        prompts = [self._prompt_ids(record, text_only, image_features, history_sequence) for record in records]
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id or 0
-        input_ids, attention_mask = _pad(prompts, pad_id, left=True)
+        rendered = [self.render_prompt(record, text_only) for record in records]
+        texts = [prompt.prefix + prompt.suffix for prompt in rendered]
+        bos = self._bos_ids()
+        prompts = [bos + ids for ids in self.tokenizer(texts, add_special_tokens=False).input_ids]
+        pad_id = self.pad_token_id
+        input_ids, attention_mask = pad_sequences(prompts, pad_id, left=True)
         batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "user_ids": torch.tensor([int(r["user_id"]) for r in records], dtype=torch.long),
             "item_ids": torch.tensor([int(r["item_id"]) for r in records], dtype=torch.long),
         }
-        if all(record.get("label") is not None for record in records):
+        if all(has_label):
             batch["labels"] = torch.tensor([float(r["label"]) for r in records], dtype=torch.float32)
-        if image_features:
-            batch["image_features"] = torch.tensor(image_features, dtype=torch.float32)
-        if "ids" in history_sequence:
-            batch["history_input_ids"], batch["history_attention_mask"] = _pad(history_sequence["ids"], pad_id, left=False)
-            if history_sequence.get("images"):
-                batch["history_image_features"] = torch.tensor(history_sequence["images"], dtype=torch.float32)
+        batch |= self._image_inputs([image for prompt in rendered for image in prompt.prefix_images + prompt.suffix_images], "")
+        if rendered[0].history_texts is not None:
+            history_ids = [self._history_ids(prompt) for prompt in rendered]
+            batch["history_input_ids"], batch["history_attention_mask"] = pad_sequences(history_ids, pad_id, left=False)
+            batch |= self._image_inputs([image for prompt in rendered for image in prompt.history_images], "history_")
         return BatchFeature(batch)
+
+    @property
+    def pad_token_id(self) -> int:
+        """The id padding prompts: the tokenizer's pad token, else its EOS, else 0 (always masked out)."""
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id or 0
+        return pad_id
 
     def split_prompt(self, record: dict, text_only: bool = False) -> dict:
         """One record's prompt split into the part that depends only on the user and the candidate's part.
 
-        The prompt is built by `_prompt_ids` and cut right after "... enjoy the movie titled ",
-        where the candidate's text begins; every token before it (template, history or
-        `<HistoryInteractions>`, `<UserID>`) is the same for every candidate of one user.
+        The prompt is cut right after "... enjoy the movie titled", where the candidate's
+        text begins; every token before it (template, history or `<HistoryInteractions>`,
+        `<UserID>`) is the same for every candidate of one user. The whole prompt is
+        tokenized once and the cut is checked to fall between two tokens.
 
         Args:
             record: an interaction record (see the class docstring).
@@ -298,19 +507,22 @@ class UserLLMProcessor(ProcessorMixin):
             `history_image_features` (the UHEM input; None / [] without the UHEM).
         """
         self.validate_record(record, 0)
-        image_features: list = []
-        history_sequence: dict = {}
-        ids = self._prompt_ids(record, text_only, image_features, history_sequence)
-        marker = self._tokens(PREDICTION.format(noun=self.item_noun))
-        split = next(end for end in range(len(ids), len(marker) - 1, -1) if ids[end - len(marker) : end] == marker)
-        num_prefix_images = ids[:split].count(self.placeholder_token_ids["image_token_id"])
+        rendered = self.render_prompt(record, text_only)
+        bos = self._bos_ids()
+        prefix_ids = bos + self._tokens(rendered.prefix)
+        ids = bos + self.tokenizer(rendered.prefix + rendered.suffix, add_special_tokens=False).input_ids
+        if ids[: len(prefix_ids)] != prefix_ids:
+            raise ValueError(
+                "This tokenizer merges the prompt's user part with the candidate's part into one token, so the "
+                "user part cannot be shared between candidates; score the candidates from scratch instead"
+            )
         return {
-            "prefix_ids": ids[:split],
-            "suffix_ids": ids[split:],
-            "prefix_image_features": image_features[:num_prefix_images],
-            "suffix_image_features": image_features[num_prefix_images:],
-            "history_ids": history_sequence["ids"][0] if "ids" in history_sequence else None,
-            "history_image_features": history_sequence.get("images", []),
+            "prefix_ids": prefix_ids,
+            "suffix_ids": ids[len(prefix_ids) :],
+            "prefix_image_features": rendered.prefix_images,
+            "suffix_image_features": rendered.suffix_images,
+            "history_ids": self._history_ids(rendered) if rendered.history_texts is not None else None,
+            "history_image_features": rendered.history_images,
         }
 
     def decode_prompt(self, input_ids: Sequence[int]) -> str:
@@ -318,7 +530,7 @@ class UserLLMProcessor(ProcessorMixin):
         return self.tokenizer.decode([i for i in input_ids if i != self.tokenizer.pad_token_id], skip_special_tokens=False)
 
 
-def _pad(sequences: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_sequences(sequences: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Pads token lists to `(len(sequences), max_len)` ids and a 0/1 mask; max_len >= 1."""
     max_len = max(1, max(len(sequence) for sequence in sequences))
     ids = torch.full((len(sequences), max_len), pad_id, dtype=torch.long)
@@ -334,4 +546,4 @@ def _pad(sequences: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Ten
 
 UserLLMProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ = ["UserLLMProcessor", "PLACEHOLDER_TOKENS"]
+__all__ = ["PLACEHOLDER_TOKENS", "RenderedPrompt", "UserLLMProcessor", "default_image_processor", "is_raw_image", "pad_sequences"]

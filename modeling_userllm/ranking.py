@@ -7,21 +7,57 @@ the UHEM) over the user's part N times. Here it runs once: its key/value cache i
 to each batch of candidate suffixes, which are left-padded between prefix and suffix, so
 every candidate keeps the positions it has in its own prompt and the scores equal
 independent scoring.
+
+This file is copied next to the weights with the recommendation pipeline
+(`pipeline_userllm.py` imports it), so, like the model files, it imports only torch,
+transformers, the standard library and its flat siblings.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers import DynamicCache
 
 from .modeling_userllm import UserLLMForRecommendation
-from .processing_userllm import UserLLMProcessor, _pad
+from .processing_userllm import UserLLMProcessor, is_raw_image, open_poster, pad_sequences
 
 
 def candidate_records(user_record: dict, candidate_items: Sequence[dict]) -> list[dict]:
     """One record per candidate: the user's fields with the candidate's item fields."""
     user_fields = {key: value for key, value in user_record.items() if key != "label"}
     return [{**user_fields, **candidate} for candidate in candidate_items]
+
+
+@torch.no_grad()
+def with_poster_features(
+    model: UserLLMForRecommendation, processor: UserLLMProcessor, items: Sequence[dict], where: str = "item", batch_size: int = 32
+) -> list[dict]:
+    """The items with every poster given as an image (PIL image or path) replaced by its features.
+
+    The features come from the model's vision encoder (`get_image_features`), computed once per
+    item rather than once per prompt that shows it; items with precomputed features or none
+    are returned as they are.
+
+    Args:
+        model: the USER-LLM (with a vision encoder, if any poster is an image).
+        processor: its processor (its image processor prepares the posters).
+        items: item dicts (`item_id`, `title`, `description`, `image_features`).
+        where: how errors name an item, e.g. "candidate" -> "candidate 3: ...".
+        batch_size: posters per vision-encoder forward.
+
+    Returns:
+        A new list of items; `image_features` of a poster item is a list of `vision_feature_size` floats.
+    """
+    posters = [index for index, item in enumerate(items) if is_raw_image(item.get("image_features"))]
+    resolved = list(items)
+    for start in range(0, len(posters), batch_size):
+        rows = posters[start : start + batch_size]
+        images = [open_poster(items[row]["image_features"], f"{where} {row}") for row in rows]
+        pixel_values = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        features = model.get_image_features(pixel_values).cpu().tolist()  # (len(rows), vision_feature_size)
+        for row, row_features in zip(rows, features):
+            resolved[row] = {**items[row], "image_features": row_features}
+    return resolved
 
 
 def _features(rows: list, model: UserLLMForRecommendation) -> torch.Tensor | None:
@@ -45,7 +81,7 @@ def encode_prefix(model: UserLLMForRecommendation, split: dict, user_id: int) ->
     input_ids = torch.tensor([split["prefix_ids"]], device=device)  # (1, P)
     history = {}
     if split["history_ids"] is not None:
-        history_ids, history_mask = _pad([split["history_ids"]], 0, left=False)
+        history_ids, history_mask = pad_sequences([split["history_ids"]], 0, left=False)
         history = {
             "history_input_ids": history_ids.to(device),
             "history_attention_mask": history_mask.to(device),
@@ -84,7 +120,7 @@ def score_suffixes(
     """
     device = model.device
     batch_size = len(splits)
-    suffix_ids, suffix_mask = _pad([split["suffix_ids"] for split in splits], pad_token_id, left=True)  # (B, S)
+    suffix_ids, suffix_mask = pad_sequences([split["suffix_ids"] for split in splits], pad_token_id, left=True)  # (B, S)
     prefix_len = prefix_cache[0][0].shape[-2]
     # The cache rows are broadcast views of the single prefix; the LLM's first concatenation copies them.
     cache = DynamicCache(
@@ -111,10 +147,12 @@ def score_candidates(
     candidate_items: Sequence[dict],
     batch_size: int = 64,
     text_only: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Scores candidate items for one user, computing the user's prompt prefix only once.
 
-    The model should be in eval mode (LoRA dropout would make the scores random).
+    The model should be in eval mode (LoRA dropout would make the scores random). Posters
+    given as images (PIL images or paths) are encoded once each by the model's vision encoder.
 
     Args:
         model: the USER-LLM.
@@ -124,6 +162,8 @@ def score_candidates(
         candidate_items: items `{"item_id", "title", "description", "image_features"}`.
         batch_size: candidates per LLM forward.
         text_only: score the text form of the prompt (see `UserLLMProcessor.__call__`).
+        progress: called after each batch with (candidates scored so far, all candidates),
+            e.g. to show a progress bar for a long ranking.
 
     Returns:
         `(len(candidate_items),)` scores, equal to `model(**processor(records)).logits` of the
@@ -135,25 +175,27 @@ def score_candidates(
     """
     if not candidate_items:
         raise ValueError("No candidate items given")
+    if not text_only:
+        user_record = {**user_record, "history": with_poster_features(model, processor, user_record["history"], "history item")}
+        candidate_items = with_poster_features(model, processor, candidate_items, "candidate")
     records = candidate_records(user_record, candidate_items)
     splits = [processor.split_prompt(record, text_only=text_only) for record in records]
     for index, split in enumerate(splits):
         if split["prefix_ids"] != splits[0]["prefix_ids"]:
             raise ValueError(f"candidate {index}: its prompt prefix differs from candidate 0's; the prefix cannot be shared")
     prefix_cache = encode_prefix(model, splits[0], int(user_record["user_id"]))
-    pad_token_id = processor.tokenizer.pad_token_id
-    if pad_token_id is None:
-        pad_token_id = processor.tokenizer.eos_token_id or 0
-    scores = [
-        score_suffixes(
+    pad_token_id = processor.pad_token_id
+    scores = []
+    for start in range(0, len(splits), batch_size):
+        scores.append(score_suffixes(
             model,
             prefix_cache,
             splits[start : start + batch_size],
             [int(item["item_id"]) for item in candidate_items[start : start + batch_size]],
             pad_token_id,
-        )
-        for start in range(0, len(splits), batch_size)
-    ]
+        ))
+        if progress is not None:
+            progress(min(start + batch_size, len(splits)), len(splits))
     return torch.cat(scores)
 
 
@@ -186,11 +228,12 @@ def rank_candidates(
     batch_size: int = 64,
     top_k: int | None = None,
     text_only: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-K recommendation for one user: candidates sorted by score, best first.
 
     Args:
-        model, processor, user_record, candidate_items, batch_size, text_only: see
+        model, processor, user_record, candidate_items, batch_size, text_only, progress: see
             `score_candidates`.
         top_k: how many to return; all candidates when None.
 
@@ -198,10 +241,18 @@ def rank_candidates(
         `(indices, scores)`, each `(k,)`: positions in `candidate_items` and their scores,
         in decreasing score order.
     """
-    scores = score_candidates(model, processor, user_record, candidate_items, batch_size, text_only)
+    scores = score_candidates(model, processor, user_record, candidate_items, batch_size, text_only, progress)
     k = len(scores) if top_k is None else min(top_k, len(scores))
     top_scores, indices = torch.topk(scores, k)
     return indices, top_scores
 
 
-__all__ = ["candidate_records", "encode_prefix", "rank_candidates", "score_candidates", "score_candidates_from_scratch", "score_suffixes"]
+__all__ = [
+    "candidate_records",
+    "encode_prefix",
+    "rank_candidates",
+    "score_candidates",
+    "score_candidates_from_scratch",
+    "score_suffixes",
+    "with_poster_features",
+]

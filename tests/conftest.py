@@ -13,6 +13,9 @@ from modeling_userllm.toy_model import build_toy_tokenizer, tiny_llama_config
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("USERLLM_SHARED", REPO_ROOT.parent / "shared"))
 STORIES260K = SHARED_DIR / "models" / "stories260k"
+# SmolLM2-135M-Instruct (Hub id HuggingFaceTB/SmolLM2-135M-Instruct), a real Llama-architecture LLM
+# with a byte-level BPE tokenizer; optional, looked for in $USERLLM_ASSETS or ~/.cache/userllm-assets.
+SMOLLM2 = Path(os.environ.get("USERLLM_ASSETS", Path.home() / ".cache" / "userllm-assets")) / "SmolLM2-135M-Instruct"
 
 TITLES = ["Toy Story (1995)", "Heat (1995)", "Casino (1995)", "Sabrina (1995)", "GoldenEye (1995)", "Babe (1995)"]
 DESCRIPTIONS = ["a cowboy doll is jealous of a space ranger", "a detective hunts a thief", "greed in las vegas",
@@ -20,9 +23,47 @@ DESCRIPTIONS = ["a cowboy doll is jealous of a space ranger", "a detective hunts
 NUM_USERS, NUM_ITEMS, FEATURE_SIZE = 5, len(TITLES), 384
 
 
+# In CI the copy of ../shared is present, so a real-data test that skips there hides a broken
+# path or asset: with CI set, such a skip fails the run. Only the optional assets may be absent.
+OPTIONAL_ASSET_SKIP = "optional asset"
+_unexpected_skips: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and os.environ.get("CI"):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if OPTIONAL_ASSET_SKIP not in reason:
+            _unexpected_skips.append((report.nodeid, reason))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _unexpected_skips:
+        lines = "\n".join(f"  {node}: {reason}" for node, reason in _unexpected_skips)
+        print(f"\nCI is set and {len(_unexpected_skips)} tests skipped for a reason other than an optional asset:\n{lines}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def requires_shared(path: Path):
     """Skips a test when a real asset of ../shared is absent (e.g. on a user's machine)."""
     return pytest.mark.skipif(not path.exists(), reason=f"real asset not found at {path} (set USERLLM_SHARED)")
+
+
+def requires_smollm2():
+    """Skips a test when the optional SmolLM2-135M-Instruct folder is absent."""
+    return pytest.mark.skipif(
+        not (SMOLLM2 / "config.json").exists(),
+        reason=f"optional asset SmolLM2-135M-Instruct not found at {SMOLLM2}: download HuggingFaceTB/SmolLM2-135M-Instruct "
+               "there (e.g. `hf download HuggingFaceTB/SmolLM2-135M-Instruct --local-dir ...`) or set USERLLM_ASSETS",
+    )
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models gain nothing from threads, and on a shared CPU their spinning costs seconds per forward."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -47,7 +47,8 @@ def write_ml100k(folder, ratings=None, posters=(1, 2, 3)):
 
 
 def protocol_free(**extra):
-    return {"min_history": 0, **extra}
+    """No history filter; every test row with an earlier positive is in test_long."""
+    return {"min_history": 0, "long_min_history": 1, "long_history_length": 20, **extra}
 
 
 class TestMovieLens100K:
@@ -229,21 +230,61 @@ def write_collm(folder):
 
 class TestCoLLM:
     def test_keeps_split_maps_ids_and_strips_padding(self, tmp_path):
-        data = load_collm(write_collm(tmp_path / "collm"), history_length=2)
+        data = load_collm(write_collm(tmp_path / "collm"), history_length=2, long_min_history=3, long_history_length=3)
         assert [len(data.interactions[s]) for s in ("train", "valid", "test")] == [2, 2, 2]
         assert data.info["id_maps"] == {"users": ["1", "2", "3", "5"], "items": ["10", "20", "30"]}
         assert data.items["title"] == ["A", "B", "C"]
         row = data.interactions["test"][1]
         assert row["user_id"] == 3 and row["history_item_ids"] == [0, 1]
         assert data.interactions["train"][0]["history_item_ids"] == [1]
+        # test_long: the row with 3 published history items, given all 3
+        assert [row["history_item_ids"] for row in data.interactions["test_long"]] == [[2, 0, 1]]
 
     def test_history_length_none_keeps_published_histories(self, tmp_path):
-        data = load_collm(write_collm(tmp_path / "collm"), history_length=None)
+        data = load_collm(write_collm(tmp_path / "collm"), history_length=None, long_min_history=3)
         assert data.interactions["test"][1]["history_item_ids"] == [2, 0, 1]
 
 
 def test_load_dataset_by_name_dispatches_and_rejects_unknown(tmp_path):
-    data = load_dataset_by_name("ml-100k", write_ml100k(tmp_path / "ml"), min_history=1)
+    data = load_dataset_by_name("ml-100k", write_ml100k(tmp_path / "ml"), **protocol_free(min_history=1))
     assert data.name == "ml-100k" and data.info["protocol"]["min_history"] == 1
     with pytest.raises(ValueError, match="unknown data set"):
         load_dataset_by_name("ml-20m", tmp_path)
+
+
+@pytest.mark.parametrize("name, write", [
+    ("ml-100k", write_ml100k), ("movielens-csv", write_movielens_csv), ("netflix", write_netflix),
+])
+def test_builders_take_the_split_rule_record_it_and_refuse_unknown_ones(tmp_path, name, write):
+    folder = write(tmp_path / name)
+    per_user = load_dataset_by_name(name, folder, **protocol_free(split="per_user_time"))
+    assert per_user.info["protocol"]["split"] == "per_user_time"
+    splits = {s: set(per_user.interactions[s]["user_id"]) for s in ("train", "valid", "test")}
+    assert splits["test"] and splits["valid"] | splits["test"] <= splits["train"]
+    assert load_dataset_by_name(name, folder, **protocol_free()).info["protocol"]["split"] == "global_time"
+    with pytest.raises(ValueError, match=r"split must be one of \['global_time', 'per_user_time'\], got 'per-user'"):
+        load_dataset_by_name(name, folder, **protocol_free(split="per-user"))
+
+
+def test_collm_keeps_its_published_split_and_refuses_a_split_rule(tmp_path):
+    folder = write_collm(tmp_path / "collm")
+    with pytest.raises(ValueError, match="collm keeps CoLLM's published .*split='per_user_time' cannot apply"):
+        load_dataset_by_name("collm", folder, split="per_user_time")
+
+
+def test_prepare_data_prints_the_split_in_its_table_2_and_records_it(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "prepare_data.py"
+    folder, output = write_ml100k(tmp_path / "ml"), tmp_path / "out"
+    command = [sys.executable, str(script), "--dataset", "ml-100k", "--data-dir", str(folder), "--output", str(output),
+               "--min-history", "0", "--long-min-history", "1", "--long-history-length", "20"]
+    done = subprocess.run([*command, "--split", "per_user_time"], capture_output=True, text=True, check=True)
+    assert "ml-100k (ours, split per_user_time)" in done.stdout
+    assert "split: per_user_time; users with no train row: 0 of" in done.stdout
+    assert json.loads((output / "info.json").read_text())["protocol"]["split"] == "per_user_time"
+    refused = subprocess.run([*command, "--split", "random"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "invalid choice: 'random'" in refused.stderr

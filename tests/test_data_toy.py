@@ -15,6 +15,7 @@ from modeling_userllm.data import (
     make_toy_movies,
     oracle_test_auc,
 )
+from modeling_userllm.data.selection import SELECTION_KEYS
 from modeling_userllm.data.toy import DEFAULT_PROTOCOL, preference_weights, simulate
 
 PRESETS = Path(__file__).resolve().parents[1] / "configuration" / "datasets"
@@ -126,7 +127,9 @@ def test_image_features_of_the_wrong_shape_raise(toy):
 @pytest.mark.parametrize("preset", sorted(PRESETS.glob("*.yaml")), ids=lambda path: path.stem)
 def test_presets_use_only_known_keys(preset):
     keys = set(yaml.safe_load(preset.read_text()))
-    known = {"threshold", "history_length", "min_history", "split_fractions", "short_long_threshold"}
+    known = {"threshold", "history_length", "min_history", "split", "split_fractions", "long_min_history",
+             "long_history_length"}
+    known |= set(SELECTION_KEYS) | {"ratings_file"}
     if preset.stem == "toy":
         known |= set(DEFAULT_GENERATOR) | {"seed"}
     assert keys <= known

@@ -18,8 +18,8 @@ from modeling_userllm.features import (
     load_description_model,
 )
 
-STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260k"
-SMOLLM2 = Path.home() / ".cache" / "userllm-assets" / "SmolLM2-135M-Instruct"
+from conftest import SMOLLM2, STORIES260K as STORIES, requires_smollm2  # noqa: E402  (honours USERLLM_SHARED / USERLLM_ASSETS)
+
 TITLES = [
     "Toy Story (1995)",
     "GoldenEye (1995)",
@@ -27,13 +27,13 @@ TITLES = [
     "Copycat (1995)",
     "Shanghai Triad (Yao a yao yao dao waipo qiao) (1995)",
 ]
-needs_stories = pytest.mark.skipif(not STORIES.is_dir(), reason=f"no stories260k tokenizer at {STORIES}")
+needs_stories = pytest.mark.skipif(not STORIES.is_dir(), reason=f"real asset not found at {STORIES} (set USERLLM_SHARED)")
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     if not STORIES.is_dir():
-        pytest.skip(f"no stories260k tokenizer at {STORIES}")
+        pytest.skip(f"real asset not found at {STORIES} (set USERLLM_SHARED)")
     return AutoTokenizer.from_pretrained(STORIES)
 
 
@@ -171,7 +171,7 @@ def test_real_stories260k_generates_text():
     assert len(out.split()) >= 2
 
 
-@pytest.mark.skipif(not SMOLLM2.is_dir(), reason="SmolLM2-135M-Instruct not materialised (run shared/tools/get_smollm2.py)")
+@requires_smollm2()
 def test_real_smollm2_describes_toy_story():
     model, tokenizer = load_description_model(str(SMOLLM2))
     (out,) = generate_descriptions(["Toy Story (1995)"], model, tokenizer, max_new_tokens=16, progress=False)

@@ -15,7 +15,8 @@ from modeling_userllm.features import (
     toy_image_encoder,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from conftest import SHARED_DIR as SHARED  # noqa: E402  (honours USERLLM_SHARED)
+
 DINOV2 = SHARED / "models" / "dinov2-small"
 POSTERS = SHARED / "data" / "ml-100k" / "posters"
 
@@ -86,7 +87,7 @@ def test_nearest_neighbours_skip_query_and_masked_items():
         nearest_neighbours(features, mask, 2)
 
 
-@pytest.mark.skipif(not DINOV2.is_dir() or not POSTERS.is_dir(), reason="no DINOv2-small weights or ml-100k posters in ../shared")
+@pytest.mark.skipif(not DINOV2.is_dir() or not POSTERS.is_dir(), reason=f"real asset not found at {DINOV2} or {POSTERS} (set USERLLM_SHARED)")
 def test_real_dinov2_gives_384_float32_features_and_masks_missing():
     model, processor = load_image_encoder(str(DINOV2))
     paths = [str(POSTERS / "1.jpg"), str(POSTERS / "1.jpg"), str(POSTERS / "does-not-exist.jpg")]

@@ -38,7 +38,7 @@ METRICS = {
     "test_short": {"auc": 0.6911, "uauc": 0.6321},
     "test_long": {"auc": 0.7222, "uauc": 0.6654},
 }
-HUB_CODE_FILES = ("configuration_userllm.py", "modeling_userllm.py", "processing_userllm.py")
+HUB_CODE_FILES = ("configuration_userllm.py", "modeling_userllm.py", "processing_userllm.py", "pipeline_userllm.py", "ranking.py")
 
 
 def lay_out_hub_cache(folder: Path, repo_id: str, cache_dir: Path) -> None:
@@ -167,6 +167,49 @@ def test_rendered_card_passes_metadata_validation_and_shows_the_metrics(tiny_tok
     assert f'AutoModel.from_pretrained("{MODEL_REPO}", trust_remote_code=True)' in card.text
     assert "| step 2 (UHEM + projectors) | learning_rate | 0.001 |" in card.text
     assert "{{" not in card.text and "{%" not in card.text
+    assert parsed.data.pipeline_tag == hub.PIPELINE_TAG
+    assert f'pipeline(model="{MODEL_REPO}", trust_remote_code=True)' in card.text
+    assert "not stored in this checkpoint" in card.text  # no vision encoder: features only
+
+
+def test_card_names_the_image_encoder_actually_used(tiny_tokenizer):
+    from transformers import Dinov2Config
+
+    config = UserLLMConfig.from_variant(
+        "userllm", text_config=tiny_llama_config(len(tiny_tokenizer) + 4, hidden_size=32), base_model_name_or_path=BASE_REPO,
+        vision_config=Dinov2Config(hidden_size=384, num_hidden_layers=1, num_attention_heads=6),
+        vision_model_name_or_path="facebook/dinov2-small",
+    )
+    card = hub.render_model_card(config, MODEL_REPO, light=True)
+    assert "| Image encoder | facebook/dinov2-small (frozen, part of the model" in card.text
+    assert "DINO ViT-S" not in card.text
+
+
+def write_run_folder(checkpoint, root: Path, with_metrics_json: bool) -> Path:
+    """A training run's layout: OUTPUT/model (the checkpoint and its card) and OUTPUT/metrics.json."""
+    import shutil
+
+    model_dir = root / "run" / "model"
+    shutil.copytree(checkpoint["trained"], model_dir)
+    config = UserLLMConfig.from_pretrained(model_dir)
+    hub.render_model_card(config, "userllm-toy", light=False, metrics=METRICS).save(model_dir / "README.md")
+    if with_metrics_json:
+        run_metrics = {split: {**values, "rows": 10, "users": 3, "loss": 0.6} for split, values in METRICS.items()}
+        (root / "run" / "metrics.json").write_text(json.dumps({**run_metrics, "num_processes": 1}))
+    return model_dir
+
+
+@pytest.mark.parametrize("with_metrics_json", [True, False], ids=["run-metrics-json", "trained-card-only"])
+def test_dry_run_without_metrics_keeps_what_training_measured(checkpoint, monkeypatch, tmp_path, with_metrics_json):
+    monkeypatch.setattr(hub, "HfApi", refuse)
+    model_dir = write_run_folder(checkpoint, tmp_path, with_metrics_json)
+    out = tmp_path / "preview"
+    monkeypatch.setattr(sys, "argv", ["push_to_hub.py", "--model", str(model_dir), "--repo-id", MODEL_REPO, "--dry-run", str(out)])
+    assert load_push_script().main() == 0
+    card = ModelCard.load(out / "README.md")
+    results = {(r.dataset_split, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert results == {(split, name.upper()): value for split, values in METRICS.items() for name, value in values.items()}
+    assert "| test | 0.7011 | 0.6432 |" in card.text
 
 
 def test_malformed_metrics_are_refused():

@@ -42,6 +42,27 @@ def test_uauc_skips_users_with_a_single_class_and_weighs_users_equally():
     assert auc_and_uauc(user_ids, labels, scores)["auc"] == pytest.approx(auc(labels, scores))
 
 
+def test_uauc_groups_rows_of_a_user_wherever_they_are():
+    # The rows of users 0 and 1 interleave; grouped, user 0 has 3/4 and user 1 has 0/1.
+    user_ids = [0, 1, 0, 0, 1, 0]
+    labels = [1, 1, 0, 1, 0, 0]
+    scores = [0.9, 0.2, 0.5, 0.4, 0.8, 0.1]
+    assert uauc(user_ids, labels, scores) == pytest.approx(0.375)
+    assert uauc(np.array(user_ids)[::-1], np.array(labels)[::-1], np.array(scores)[::-1]) == pytest.approx(0.375)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: uauc([0, 0], [2, 0], [0.1, 0.2]), "labels must be 0 or 1"),
+    (lambda: uauc([0, 0], [-1, 1], [0.1, 0.2]), "labels must be 0 or 1"),
+    (lambda: uauc([0, 0, 1], [1, 0], [0.1, 0.2]), "differ in length: user_ids 3, labels 2, scores 2"),
+    (lambda: auc([1, 0], [[0.1, 0.2], [0.3, 0.4]]), r"scores must be one value per row \(1-D\), got an array of shape \(2, 2\)"),
+    (lambda: uauc([0, 0], [1, 0], [float("nan"), 0.2]), "1 scores are NaN or infinite"),
+])
+def test_malformed_metric_inputs_raise(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
 def test_uauc_is_nan_with_a_warning_when_no_user_has_both_classes():
     with pytest.warns(UserWarning, match="undefined"):
         assert math.isnan(uauc([0, 0, 1], [1, 1, 0], [0.1, 0.2, 0.3]))

@@ -147,14 +147,31 @@ def test_placeholder_count_mismatch_raises(tiny_tokenizer):
         model(**batch)
 
 
-def test_unknown_user_and_item_ids_score(tiny_tokenizer):
+def test_unknown_user_and_item_ids_use_the_dedicated_unknown_row(tiny_tokenizer):
     model, processor = build_tiny_model(tiny_tokenizer)
+    model.eval()
     records = make_records(3)
-    records[0]["user_id"], records[1]["item_id"], records[2]["user_id"] = NUM_USERS + 100, -1, NUM_USERS
-    output = model(**processor(records))
-    assert torch.isfinite(output.logits).all()
-    unknown_user_row = model.user_embeddings.weight[-1]
-    assert torch.equal(unknown_user_row, torch.zeros_like(unknown_user_row))
+    # (unknown user, item 2), (user 1, unknown item), (unknown user, item 3)
+    for record, (user_id, item_id) in zip(records, [(NUM_USERS + 100, 2), (1, -1), (NUM_USERS, 3)]):
+        record["user_id"], record["item_id"] = user_id, item_id
+    batch = processor(records)
+    assert torch.equal(model.user_embeddings.weight[-1], torch.zeros(256))
+
+    def scores():
+        with torch.no_grad():
+            return model(**batch).logits
+
+    reference = scores()
+    assert torch.isfinite(reference).all()
+    with torch.no_grad():  # the nearest real rows, which an unknown id clamped into range would use
+        model.user_embeddings.weight[NUM_USERS - 1].add_(3.0)
+        model.item_embeddings.weight[0].add_(3.0)
+        model.item_embeddings.weight[NUM_ITEMS - 1].add_(3.0)
+    assert torch.equal(scores(), reference)
+    with torch.no_grad():  # the unknown rows: each record uses one
+        model.user_embeddings.weight[-1].add_(3.0)
+        model.item_embeddings.weight[-1].add_(3.0)
+    assert (scores() != reference).all()
 
 
 def _changed_parameters(model, processor, step: str) -> set[str]:
@@ -204,17 +221,30 @@ def test_save_and_load_in_a_fresh_process_gives_the_same_scores(tiny_tokenizer, 
     torch.testing.assert_close(torch.tensor(scores), torch.tensor(expected), atol=1e-5, rtol=0)
 
 
-def test_gradient_checkpointing_gives_the_same_loss(tiny_tokenizer):
-    model, processor = build_tiny_model(tiny_tokenizer)
+def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_gradients(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer, lora_dropout=0.0)
     batch = processor(make_records(4))
     model.train()
-    torch.manual_seed(0)
-    reference = model(**batch).loss
+    model.set_training_step("encoders")
+    layer_calls = []
+    # The layer's first module (transformers checkpoints the layer's forward, so the layer's own hooks stay
+    # outside; a pre-hook, because torch's recompute stops as soon as it has the tensors backward needs).
+    model.language_model.model.layers[0].input_layernorm.register_forward_pre_hook(lambda *args: layer_calls.append(1))
+
+    def loss_and_gradients():
+        layer_calls.clear()
+        model.zero_grad(set_to_none=True)
+        loss = model(**batch).loss
+        loss.backward()
+        return loss, {name: param.grad.clone() for name, param in model.named_parameters() if param.requires_grad}, len(layer_calls)
+
+    reference_loss, reference_grads, plain_calls = loss_and_gradients()
     model.activation_checkpointing_enable()
-    torch.manual_seed(0)
-    checkpointed = model(**batch).loss
-    checkpointed.backward()
-    torch.testing.assert_close(checkpointed, reference)
+    loss, grads, checkpointed_calls = loss_and_gradients()
+    assert (plain_calls, checkpointed_calls) == (1, 2)  # the layer runs again in backward: checkpointing is on
+    torch.testing.assert_close(loss, reference_loss)
+    for name, grad in reference_grads.items():
+        torch.testing.assert_close(grads[name], grad, msg=name)
 
 
 def test_bfloat16_model_scores(tiny_tokenizer):

@@ -92,6 +92,17 @@ def test_yes_and_no_tokens_are_where_the_answers_part(tiny_tokenizer):
         (lambda r: r["history"][0].update(image_features=[1.0]), r"record 1, history item 0: image_features has 1 values"),
         (lambda r: r.update(history="Heat"), r"record 1: field 'history' must be a list"),
         (lambda r: r.update(label=3), r"record 1: field 'label' must be 0 or 1"),
+        (lambda r: r["image_features"].__setitem__(3, float("nan")), r"record 1: image_features\[3\] is nan; features must be finite"),
+        (lambda r: r["history"][1].update(image_features=[float("inf")] * 384), r"record 1, history item 1: image_features\[0\] is inf"),
+        # A string is a poster path (posters may be given as images): a missing file is named.
+        (lambda r: r.update(image_features="0.1 0.2"), r"record 1: image_features names the poster file 0.1 0.2, which does not exist"),
+        (lambda r: r.update(image_features=b"0.1"), r"record 1: image_features must be a list of 384 numbers, a PIL image, an image path or None, got bytes"),
+        (lambda r: r.pop("label"), r"record 1: 'label' is missing while record 0 has one"),
+        (lambda r: r.update(user_id=3.7), r"record 1: field 'user_id' must be an integer, got float 3.7"),
+        (lambda r: r.update(item_id="u3"), r"record 1: field 'item_id' must be an integer, got str"),
+        (lambda r: r.update(user_id=None), r"record 1: field 'user_id' must be an integer, got NoneType"),
+        (lambda r: r.update(user_id=2**63), r"record 1: field 'user_id' = 9223372036854775808 does not fit in a 64-bit integer"),
+        (lambda r: r["history"][0].update(title=None), r"record 1, history item 0: field 'title' must be a string, got NoneType"),
     ],
 )
 def test_malformed_records_raise_naming_index_and_field(tiny_tokenizer, corrupt, message):

@@ -13,13 +13,7 @@ from modeling_userllm.ranking import rank_candidates, score_candidates
 VARIANTS = ["userllm", "userllm_no_uhem"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models gain nothing from threads, and on a shared CPU their spinning costs seconds per forward."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_candidates(num_candidates: int, seed: int = 1) -> list[dict]:

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO_ROOT, score_in_fresh_process
+from modeling_userllm.data import RecommendationData, RecordBuilder
 from modeling_userllm.features import FeatureStore
 from modeling_userllm.training import (
     PresetError,
@@ -20,11 +21,20 @@ from modeling_userllm.training import (
     prepare_toy_data,
     train_two_steps,
 )
+from modeling_userllm.training.datasets import RunData
 from modeling_userllm.training.pipeline import build_model, load_data_for_run, resolve_data, run_training
 
 TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
 EVALUATE_SCRIPT = REPO_ROOT / "examples" / "evaluate.py"
-EVAL_ROWS = 37  # odd: two processes need a padded last batch, whose duplicate must not count
+EVAL_ROWS = 37  # at most this many rows, whole users; two processes pad the last batch, whose duplicate must not count
+
+
+def subset_rows(data_dir, split, seed):
+    """Rows of the whole-user evaluation subset that `--max_eval_rows EVAL_ROWS` scores."""
+    data = RecommendationData.load(data_dir)
+    subset, _ = RunData(data=data, features=None, builder=RecordBuilder(data)).user_subset(split, EVAL_ROWS, seed)
+    assert len(subset) <= EVAL_ROWS
+    return len(subset)
 
 
 @pytest.fixture(scope="session")
@@ -179,16 +189,21 @@ def test_a_variant_without_encoders_skips_step_two(toy_dirs, tmp_path):
     metrics = run_training(parse_arguments(tiny_argv(tmp_path, toy_dirs, "--variant", "tallrec")))
     assert (tmp_path / "step1-lora" / "final").is_dir()
     assert not (tmp_path / "step2-encoders").exists()
-    assert 0 <= metrics["test"]["auc"] <= 1
+    saved = load_file(tmp_path / "model" / "model.safetensors")
+    assert not any(name.startswith(("history_encoder.", "visual_projector.", "collaborative_projector.")) for name in saved)
+    lora_b = [tensor for name, tensor in saved.items() if "lora_B" in name]
+    assert lora_b and all(torch.count_nonzero(tensor) for tensor in lora_b)  # step 1 trained the adapters
+    assert metrics["test"]["rows"] > 0 and metrics["test"]["loss"] > 0
 
 
 # ----------------------------------------------------------------------------- outputs
 
 
-def test_run_writes_metrics_model_and_loadable_checkpoints(finished_run, tmp_path):
+def test_run_writes_metrics_model_and_loadable_checkpoints(finished_run, toy_dirs, tmp_path):
     output_dir, metrics = finished_run
     written = json.loads((output_dir / "metrics.json").read_text())
-    assert set(written) >= {"valid", "test"} and written["test"]["rows"] == EVAL_ROWS
+    seed = json.loads((output_dir / "run_config.json").read_text())["training"]["seed"]
+    assert set(written) >= {"valid", "test"} and written["test"]["rows"] == subset_rows(toy_dirs[0], "test", seed)
     assert written["num_processes"] == 1
     folders = [output_dir / "model", *sorted(output_dir.glob("step*/checkpoint-*")), *sorted(output_dir.glob("step*/final"))]
     assert len(folders) >= 5
@@ -252,7 +267,9 @@ def test_two_process_run_counts_every_evaluation_row_once(finished_run, toy_dirs
     assert result.returncode == 0, result.stderr[-4000:]
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["num_processes"] == 2
-    assert metrics["test"]["rows"] == EVAL_ROWS and metrics["valid"]["rows"] == EVAL_ROWS
+    seed = json.loads((output_dir / "run_config.json").read_text())["training"]["seed"]
+    for split in ("valid", "test"):
+        assert metrics[split]["rows"] == subset_rows(toy_dirs[0], split, seed)
 
     data_dir, features_dir = toy_dirs
     single = run_subprocess([
@@ -264,13 +281,14 @@ def test_two_process_run_counts_every_evaluation_row_once(finished_run, toy_dirs
     single_metrics = json.loads((tmp_path / "single.json").read_text())
     assert single_metrics["num_processes"] == 1
     for split in ("valid", "test"):
-        assert single_metrics[split]["rows"] == EVAL_ROWS
+        assert single_metrics[split]["rows"] == metrics[split]["rows"]
         for name in ("auc", "uauc"):
             assert metrics[split][name] == pytest.approx(single_metrics[split][name], abs=1e-6), (split, name)
 
 
 def test_num_threads_is_applied_before_any_work(tmp_path):
     threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # so that the check below cannot pass because torch already ran one thread
     run = parse_arguments(["--num_threads", "1", "--data_dir", str(tmp_path / "missing"), "--output_dir", str(tmp_path)])
     try:
         with pytest.raises(PresetError, match="does not exist"):

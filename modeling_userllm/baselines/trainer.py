@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data.common import EVALUATION_SPLITS
 from ..metrics import auc_and_uauc
 from .lightgcn import LightGCN
 from .mf import MatrixFactorization
@@ -27,7 +28,6 @@ from .sasrec import SASRec
 HISTORY_PADDING_ID = -1
 """Fills the left of `history_item_ids` rows shorter than the model's history length."""
 
-EVALUATION_SPLITS = ("valid", "test", "test_short", "test_long")
 
 
 @dataclass

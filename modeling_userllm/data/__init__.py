@@ -20,9 +20,10 @@ from .common import SPLITS, RecommendationData
 from .movielens_100k import ML_100K_URL, download_movielens_100k, load_movielens_100k
 from .movielens_csv import load_movielens_csv
 from .netflix import load_netflix
-from .protocol import Protocol, apply_protocol
+from .protocol import SPLIT_RULES, Protocol, apply_protocol
 from .records import RecordBuilder, RecordDataset, build_records
-from .statistics import STATISTICS, dataset_statistics, format_statistics
+from .selection import Selection
+from .statistics import STATISTICS, dataset_statistics, format_statistics, split_coverage
 from .toy import DEFAULT_GENERATOR, make_toy_movies, oracle_test_auc
 
 DATASET_NAMES = ("toy", "ml-100k", "movielens-csv", "netflix", "collm")
@@ -34,15 +35,19 @@ def load_dataset_by_name(name: str, data_dir: str | Path | None, **overrides) ->
     Args:
         name: one of `DATASET_NAMES`.
         data_dir: the folder of raw files (for "toy": the posters folder, or None).
-        **overrides: protocol parameters (see `Protocol`); for "toy" also `seed` and the
-            generator parameters of `toy.DEFAULT_GENERATOR`; for "collm" only
-            `history_length` and `short_long_threshold`.
+        **overrides: protocol parameters (see `Protocol`, including the split rule `split`,
+            one of `SPLIT_RULES`; not for "collm", which keeps its published split) and,
+            except for "toy" and
+            "collm", selection options (see `Selection`; "movielens-csv" also takes
+            `ratings_file`); for "toy" also `seed` and the generator parameters of
+            `toy.DEFAULT_GENERATOR`; for "collm" only `history_length`, `long_min_history`
+            and `long_history_length`.
 
     Returns:
         The data set.
 
     Raises:
-        ValueError: an unknown name.
+        ValueError: an unknown name, an unknown split rule, or `split` given to "collm".
     """
     if name == "toy":
         protocol = {key: value for key, value in overrides.items() if key not in DEFAULT_GENERATOR and key != "seed"}
@@ -58,6 +63,11 @@ def load_dataset_by_name(name: str, data_dir: str | Path | None, **overrides) ->
         raise ValueError(f"unknown data set {name!r}; known: {DATASET_NAMES}")
     if data_dir is None:
         raise ValueError(f"data set {name!r} needs data_dir")
+    if name == "collm" and "split" in overrides:
+        raise ValueError(
+            f"collm keeps CoLLM's published train/valid/test split; split={overrides['split']!r} cannot apply "
+            "(remove the key; split rules are for the builders that apply the protocol)"
+        )
     return builders[name](data_dir, **overrides)
 
 
@@ -66,11 +76,13 @@ __all__ = [
     "DEFAULT_GENERATOR",
     "ML_100K_URL",
     "SPLITS",
+    "SPLIT_RULES",
     "STATISTICS",
     "Protocol",
     "RecommendationData",
     "RecordBuilder",
     "RecordDataset",
+    "Selection",
     "apply_protocol",
     "build_records",
     "dataset_statistics",
@@ -83,4 +95,5 @@ __all__ = [
     "load_netflix",
     "make_toy_movies",
     "oracle_test_auc",
+    "split_coverage",
 ]

@@ -9,7 +9,9 @@ The split, labels and histories are CoLLM's; only the ids are mapped to contiguo
 from 0 (the raw ids stay in `info["id_maps"]`), the padding is removed and histories are
 cut to their `history_length` most recent items (None keeps them whole). CoLLM publishes
 labels, not ratings: `rating` holds the label as a float. `test_short`/`test_long` follow
-the rule of `protocol.py`, with the full published history length as the count.
+the rule of `protocol.py` (Table 5), with the full published history length as the count:
+`test_long` holds the test rows with at least `long_min_history` history items, given their
+`long_history_length` most recent ones.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .common import RecommendationData
-from .protocol import interactions_from_tables, item_table, short_long_split
+from .protocol import interactions_from_tables, item_table, long_rows
 from .statistics import dataset_statistics
 
 SPLIT_FILES = {"train": "train.parquet", "valid": "valid.parquet", "test": "test.parquet"}
@@ -102,7 +104,11 @@ def split_table(
 
 
 def load_collm(
-    data_dir: str | Path, *, history_length: int | None = 10, short_long_threshold: int | None = None
+    data_dir: str | Path,
+    *,
+    history_length: int | None = 10,
+    long_min_history: int = 20,
+    long_history_length: int | None = None,
 ) -> RecommendationData:
     """Builds the common form from CoLLM's published ML-1M split.
 
@@ -110,7 +116,12 @@ def load_collm(
         data_dir: folder with the parquet files.
         history_length: most recent history items kept per row (CoLLM's prompts use 10);
             None keeps the published histories whole.
-        short_long_threshold: see `Protocol`; None = median history count of test rows.
+        long_min_history: published history items a test row needs to be in `test_long`.
+        long_history_length: history items given to `test_long` rows; None = as many as
+            `long_min_history` (or whole histories when `history_length` is None).
+
+    Raises:
+        ValueError: `test_long` would be empty or would not hold longer histories.
 
     Returns:
         The data set, named "collm".
@@ -121,10 +132,16 @@ def load_collm(
     users = np.unique(np.concatenate([np.asarray(table["uid"], dtype=np.int64) for table in splits.values()]))
     items = np.array(sorted(titles), dtype=np.int64)
     user_lookup, item_lookup = contiguous_lookup(users), contiguous_lookup(items)
+    if long_history_length is None and history_length is not None:
+        long_history_length = long_min_history
+    if history_length is not None and long_history_length <= history_length:
+        raise ValueError(f"long_history_length ({long_history_length}) must exceed history_length ({history_length})")
     tables = {name: split_table(table, user_lookup, item_lookup, history_length) for name, table in splits.items()}
-    short, long, threshold = short_long_split(tables["test"]["history_count"].to_numpy(), short_long_threshold)
-    tables["test_short"] = tables["test"].filter(pa.array(short))
-    tables["test_long"] = tables["test"].filter(pa.array(long))
+    long = long_rows(tables["test"]["history_count"].to_numpy(), long_min_history)
+    if not long.any():
+        raise ValueError(f"test_long would be empty: no CoLLM test row has long_min_history={long_min_history} history items")
+    tables["test_short"] = tables["test"]
+    tables["test_long"] = split_table(splits["test"].filter(pa.array(long)), user_lookup, item_lookup, long_history_length)
     item_frame = pd.DataFrame(
         {"raw_id": items.astype(str), "title": [titles[raw] for raw in items], "description": None, "poster_path": None}
     )
@@ -134,7 +151,8 @@ def load_collm(
             "split": "published (CoLLM)",
             "threshold": 4.0,
             "history_length": history_length,
-            "short_long_threshold": threshold,
+            "long_min_history": long_min_history,
+            "long_history_length": long_history_length,
         },
         "id_maps": {"users": users.astype(str).tolist(), "items": items.astype(str).tolist()},
         "source": {"data_dir": str(data_dir.resolve()), "rows": {name: table.num_rows for name, table in splits.items()}},

@@ -24,7 +24,9 @@ from typing import Any
 from datasets import Dataset, DatasetDict, Features, List, Value
 from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
-SPLITS = ("train", "valid", "test", "test_short", "test_long")
+# The splits scored at the end of a run (and in model cards), and all splits of a data set.
+EVALUATION_SPLITS = ("valid", "test", "test_short", "test_long")
+SPLITS = ("train", *EVALUATION_SPLITS)
 
 INTERACTION_FEATURES = Features(
     {

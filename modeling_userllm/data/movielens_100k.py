@@ -25,22 +25,33 @@ from pathlib import Path
 import pandas as pd
 
 from .common import RecommendationData
-from .parsing import FLOAT, INT, poster_paths, read_csv_columns, read_table, read_text
+from .parsing import FLOAT, INT, check_not_empty, check_scale, check_unique_ids, poster_paths, read_csv_columns, read_table, read_text
 from .protocol import Protocol, apply_protocol
+from .selection import split_options
 
 logger = logging.getLogger(__name__)
 
 ML_100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 
 # CoLLM's MovieLens label (rating >= 4) and TALLRec's 10-item history on this data set.
-DEFAULT_PROTOCOL = {"threshold": 4.0, "history_length": 10, "min_history": 10}
+DEFAULT_PROTOCOL = {"threshold": 4.0, "history_length": 10, "min_history": 10, "long_min_history": 20}
 
 U_ITEM_FIELDS = 24
 
 
+RATING_SCALE = (1.0, 5.0, 1.0)  # low, high, step: whole stars
+
+
 def read_ratings(path: Path) -> pd.DataFrame:
-    """`u.data` -> frame with `user`, `item` (str), `rating` (float), `timestamp` (int)."""
+    """`u.data` -> frame with `user`, `item` (str), `rating` (float), `timestamp` (int).
+
+    Raises:
+        ValueError: an empty file, a malformed line or a rating off the 1-5 whole-star
+            scale, naming the file and the line.
+    """
     frame = read_table(path, "\t", {"user": INT, "item": INT, "rating": FLOAT, "timestamp": INT})
+    low, high, step = RATING_SCALE
+    check_scale(path, frame["rating"].to_numpy(), low, high, step=step)
     return frame.astype({"user": str, "item": str})
 
 
@@ -48,10 +59,13 @@ def read_titles(path: Path) -> pd.DataFrame:
     """`u.item` -> frame with `raw_id` (str) and `title`, in file order.
 
     Raises:
-        ValueError: a line without 24 fields or with a non-integer id.
+        ValueError: an empty file, a line without 24 fields or with a non-integer id, or a
+            movie id on two lines.
     """
     rows = []
-    for line_number, line in enumerate(read_text(path, latin1_fallback=True).splitlines(), 1):
+    text = read_text(path, latin1_fallback=True)
+    check_not_empty(path, text)
+    for line_number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         fields = line.split("|")
@@ -61,7 +75,9 @@ def read_titles(path: Path) -> pd.DataFrame:
                 f"starting with an integer movie id: {line!r}"
             )
         rows.append((fields[0], fields[1]))
-    return pd.DataFrame(rows, columns=["raw_id", "title"])
+    frame = pd.DataFrame(rows, columns=["raw_id", "title"])
+    check_unique_ids(path, frame["raw_id"], field="movie id")
+    return frame
 
 
 def read_overviews(path: Path) -> dict[str, str]:
@@ -83,17 +99,19 @@ def read_items(data_dir: Path) -> tuple[pd.DataFrame, int]:
     return items, missing
 
 
-def load_movielens_100k(data_dir: str | Path, **protocol) -> RecommendationData:
+def load_movielens_100k(data_dir: str | Path, **options) -> RecommendationData:
     """Builds the common form from a MovieLens-100K folder.
 
     Args:
         data_dir: folder with `u.data` and `u.item` (see the module docstring).
-        **protocol: overrides of `DEFAULT_PROTOCOL` (see `Protocol`).
+        **options: overrides of `DEFAULT_PROTOCOL` (see `Protocol`) and selection options
+            (see `Selection`).
 
     Returns:
         The data set; `info["source"]` holds the raw counts and missing posters.
     """
     data_dir = Path(data_dir)
+    protocol, selection = split_options(options)
     ratings = read_ratings(data_dir / "u.data")
     items, missing_posters = read_items(data_dir)
     if missing_posters:
@@ -111,6 +129,7 @@ def load_movielens_100k(data_dir: str | Path, **protocol) -> RecommendationData:
         items,
         name="ml-100k",
         protocol=Protocol.with_overrides(DEFAULT_PROTOCOL, protocol),
+        selection=selection,
         notes=notes,
     )
 

@@ -2,8 +2,11 @@
 
 Files read from `data_dir`:
 
-- ratings: `ratings.csv`, else `ratings_small.csv` (`userId,movieId,rating,timestamp`,
-  half-star ratings, header line).
+- ratings: the file named by `ratings_file`; without it, `ratings.csv` or
+  `ratings_small.csv`, whichever exists (both present is an error: the full Kaggle bundle's
+  26M-row `ratings.csv` must never be picked silently). A header names the columns
+  `userId,movieId,rating,timestamp` in any order (columns are read by name; a file without
+  that header is refused). Ratings must lie on the 0.5-5 half-star scale.
 - titles, one or both of:
   - `movies.csv` (`movieId,title,genres`);
   - `links.csv` (`movieId,imdbId,tmdbId`) + `movies_metadata.csv` (`id` = TMDB id, `title`,
@@ -12,43 +15,94 @@ Files read from `data_dir`:
     not an integer; they are skipped and counted in `info["source"]`.
 - optional `posters/`: `<movieId>.jpg`, or the file named like the TMDB `poster_path`.
 
-Ratings of movies with no title anywhere are dropped with a counted warning.
+Ratings of movies with no title anywhere are dropped with a counted warning. A `movieId`
+that appears twice in `movies.csv` is an error naming both lines; duplicate TMDB ids in
+`movies_metadata.csv` keep their first row and are counted in `info["source"]`. Selection
+options (posters, K most-rated or sampled items, a seeded user sample) are in `selection.py`.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import pandas as pd
 
 from .common import RecommendationData
-from .parsing import FLOAT, INT, poster_paths, read_csv_columns, read_table
+from .parsing import FLOAT, INT, STR, check_not_empty, check_scale, check_unique_ids, poster_paths, read_csv_columns, read_table, read_text
 from .protocol import Protocol, apply_protocol, natural_order
+from .selection import split_options
 
 logger = logging.getLogger(__name__)
 
-# The paper's protocol on The Movies Dataset: rating >= 2.5, >= 5 history interactions, n = 5.
-DEFAULT_PROTOCOL = {"threshold": 2.5, "history_length": 5, "min_history": 5}
+# The paper's protocol on The Movies Dataset: rating >= 2.5, >= 5 history interactions, n = 5;
+# Table 5's long histories: users with >= 10 history interactions.
+DEFAULT_PROTOCOL = {"threshold": 2.5, "history_length": 5, "min_history": 5, "long_min_history": 10}
 
 RATING_COLUMNS = {"userId": INT, "movieId": INT, "rating": FLOAT, "timestamp": INT}
+RATINGS_FILES = ("ratings.csv", "ratings_small.csv")
+RATING_SCALE = (0.5, 5.0, 0.5)  # low, high, step: MovieLens half stars
 
 
-def ratings_file(data_dir: Path) -> Path:
-    """`ratings.csv` if present, else `ratings_small.csv`.
+def find_ratings_file(data_dir: Path, name: str | Path | None = None) -> Path:
+    """The ratings file: `name` (relative to `data_dir`, or absolute), else the only one of
+    `RATINGS_FILES` present.
 
     Raises:
-        FileNotFoundError: neither exists.
+        FileNotFoundError: the named file, or any ratings file, is missing.
+        ValueError: no name is given and both `ratings.csv` and `ratings_small.csv` exist.
     """
-    for name in ("ratings.csv", "ratings_small.csv"):
-        if (data_dir / name).is_file():
-            return data_dir / name
-    raise FileNotFoundError(f"{data_dir}: no ratings.csv or ratings_small.csv")
+    if name is not None:
+        path = data_dir / name
+        if not path.is_file():
+            raise FileNotFoundError(f"ratings_file {path} does not exist")
+        return path
+    present = [data_dir / candidate for candidate in RATINGS_FILES if (data_dir / candidate).is_file()]
+    if not present:
+        raise FileNotFoundError(f"{data_dir}: no ratings.csv or ratings_small.csv (or name one with ratings_file)")
+    if len(present) > 1:
+        raise ValueError(
+            f"{data_dir}: both ratings.csv (the full Kaggle bundle, 26M ratings) and ratings_small.csv exist; "
+            "name the one to use with ratings_file (the paper's 'movie' set comes from ratings_small.csv)"
+        )
+    return present[0]
+
+
+def rating_converters(path: Path) -> dict:
+    """Converters of a ratings CSV in its header's column order (columns read by name).
+
+    Raises:
+        ValueError: the first line is not a header naming the four rating columns.
+    """
+    text = read_text(path)
+    check_not_empty(path, text, header=True)
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    names = [name.strip() for name in first.split(",")]
+    missing = [name for name in RATING_COLUMNS if name not in names]
+    if missing:
+        looks_like_data = all(name.replace(".", "", 1).isdigit() for name in names if name)
+        problem = "has no header line" if looks_like_data else f"header lacks the columns {missing}"
+        raise ValueError(
+            f"{path}: line 1: {problem} (got {first!r}); the file needs a header naming "
+            f"{','.join(RATING_COLUMNS)} (in any order)"
+        )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{path}: line 1: header names the columns {repeated} more than once: {first!r}")
+    return {name: RATING_COLUMNS.get(name, STR) for name in names}
 
 
 def read_ratings(path: Path) -> pd.DataFrame:
-    """The ratings file -> frame with `user`, `item` (str), `rating`, `timestamp`."""
-    frame = read_table(path, ",", RATING_COLUMNS, header=True)
+    """The ratings file -> frame with `user`, `item` (str), `rating`, `timestamp`.
+
+    Raises:
+        ValueError: no header, an empty file, a malformed line, or a rating off the
+            0.5-5 half-star scale; each names the file and the line.
+    """
+    frame = read_table(path, ",", rating_converters(path), header=True)
+    low, high, step = RATING_SCALE
+    check_scale(path, frame["rating"].to_numpy(), low, high, step=step, field="rating", header=True)
     return pd.DataFrame(
         {
             "user": frame["userId"].astype(str),
@@ -59,24 +113,28 @@ def read_ratings(path: Path) -> pd.DataFrame:
     )
 
 
-def read_metadata(data_dir: Path) -> tuple[pd.DataFrame, int]:
+def read_metadata(data_dir: Path) -> tuple[pd.DataFrame, int, int]:
     """links.csv + movies_metadata.csv -> frame indexed by movieId (title, overview, poster).
 
     Returns:
-        The frame (empty when the files are absent) and the number of metadata rows
-        skipped for a non-integer TMDB id.
+        The frame (empty when the files are absent), the number of metadata rows skipped for
+        a non-integer TMDB id and the number of rows that repeat a TMDB id (first kept).
     """
     links_file, metadata_file = data_dir / "links.csv", data_dir / "movies_metadata.csv"
     if not (links_file.is_file() and metadata_file.is_file()):
-        return pd.DataFrame(columns=["title", "overview", "tmdb_poster"]), 0
+        return pd.DataFrame(columns=["title", "overview", "tmdb_poster"]), 0, 0
     links = read_csv_columns(links_file, ["movieId", "tmdbId"])
     metadata = read_csv_columns(metadata_file, ["id", "title", "overview", "poster_path"])
     valid = metadata["id"].str.strip().str.isdigit()
-    metadata = metadata[valid].drop_duplicates("id", keep="first")
+    metadata = metadata[valid]
+    repeated = int(metadata["id"].str.strip().duplicated().sum())
+    if repeated:
+        warnings.warn(f"{metadata_file}: {repeated} rows repeat a TMDB id; kept the first row of each", stacklevel=2)
+    metadata = metadata.drop_duplicates("id", keep="first")
     merged = links.merge(metadata, left_on=links["tmdbId"].str.strip(), right_on="id", how="inner")
     merged = merged.drop_duplicates("movieId", keep="first").set_index("movieId")
     merged = merged.rename(columns={"poster_path": "tmdb_poster"})
-    return merged[["title", "overview", "tmdb_poster"]], int((~valid).sum())
+    return merged[["title", "overview", "tmdb_poster"]], int((~valid).sum()), repeated
 
 
 def read_items(data_dir: Path, rated_items: pd.Series) -> tuple[pd.DataFrame, dict]:
@@ -84,8 +142,9 @@ def read_items(data_dir: Path, rated_items: pd.Series) -> tuple[pd.DataFrame, di
     titles = {}
     if (data_dir / "movies.csv").is_file():
         movies = read_csv_columns(data_dir / "movies.csv", ["movieId", "title"])
+        check_unique_ids(data_dir / "movies.csv", movies["movieId"], header=True, quoted=True, field="movieId")
         titles = dict(zip(movies["movieId"].str.strip(), movies["title"]))
-    metadata, skipped = read_metadata(data_dir)
+    metadata, skipped, repeated = read_metadata(data_dir)
     if not titles and metadata.empty:
         raise FileNotFoundError(f"{data_dir}: need movies.csv or links.csv + movies_metadata.csv")
     for movie_id, title in metadata["title"].items():
@@ -108,21 +167,24 @@ def read_items(data_dir: Path, rated_items: pd.Series) -> tuple[pd.DataFrame, di
             "poster_path": posters,
         }
     )
-    return items, {"missing_posters": missing, "metadata_rows_skipped": skipped}
+    return items, {"missing_posters": missing, "metadata_rows_skipped": skipped, "metadata_repeated_ids": repeated}
 
 
-def load_movielens_csv(data_dir: str | Path, **protocol) -> RecommendationData:
+def load_movielens_csv(data_dir: str | Path, *, ratings_file: str | Path | None = None, **options) -> RecommendationData:
     """Builds the common form from a MovieLens-latest / The Movies Dataset folder.
 
     Args:
         data_dir: folder with the files of the module docstring.
-        **protocol: overrides of `DEFAULT_PROTOCOL` (see `Protocol`).
+        ratings_file: the ratings file (e.g. "ratings_small.csv"); see `find_ratings_file`.
+        **options: overrides of `DEFAULT_PROTOCOL` (see `Protocol`) and selection options
+            (see `Selection`).
 
     Returns:
         The data set, named "movielens-csv".
     """
     data_dir = Path(data_dir)
-    ratings_path = ratings_file(data_dir)
+    protocol, selection = split_options(options)
+    ratings_path = find_ratings_file(data_dir, ratings_file)
     ratings = read_ratings(ratings_path)
     items, notes = read_items(data_dir, ratings["item"])
     if notes["missing_posters"]:
@@ -140,5 +202,6 @@ def load_movielens_csv(data_dir: str | Path, **protocol) -> RecommendationData:
         items,
         name="movielens-csv",
         protocol=Protocol.with_overrides(DEFAULT_PROTOCOL, protocol),
+        selection=selection,
         notes=notes,
     )

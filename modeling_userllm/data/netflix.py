@@ -9,6 +9,11 @@ Files read from `data_dir`:
   titles may contain commas, the year may be `NULL`. Titles become `"Title (year)"` like
   MovieLens'.
 - optional `posters/<MovieID>.jpg`.
+
+Whitespace around a line or a field is ignored (`1: ` is the block of movie 1). An empty
+ratings file, or a MovieID on two lines of `movie_titles.csv`, is an error naming the file
+(and the lines). The paper keeps 803 users with >= 10 history interactions: a seeded user
+sample and the other selection options are in `selection.py`.
 """
 
 from __future__ import annotations
@@ -22,13 +27,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .common import RecommendationData
-from .parsing import poster_paths, read_text
+from .parsing import check_not_empty, check_unique_ids, poster_paths, read_text
 from .protocol import Protocol, apply_protocol
+from .selection import split_options
 
 logger = logging.getLogger(__name__)
 
 # The paper's protocol on Netflix: rating >= 4, >= 10 history interactions, n = 10.
-DEFAULT_PROTOCOL = {"threshold": 4.0, "history_length": 10, "min_history": 10}
+# Table 5's long histories: users with >= 20 history interactions.
+DEFAULT_PROTOCOL = {"threshold": 4.0, "history_length": 10, "min_history": 10, "long_min_history": 20}
 
 
 def _netflix_line_error(path: Path, text: str) -> ValueError:
@@ -41,7 +48,7 @@ def _netflix_line_error(path: Path, text: str) -> ValueError:
         if stripped.endswith(":") and stripped[:-1].isdigit():
             seen_movie = True
             continue
-        fields = stripped.split(",")
+        fields = [field.strip() for field in stripped.split(",")]
         problem = None
         if not seen_movie:
             problem = "rating before any 'MovieID:' line"
@@ -65,6 +72,7 @@ def read_combined_file(path: Path) -> pd.DataFrame:
         ValueError: on the first malformed line, naming file, line number and text.
     """
     text = read_text(path)
+    check_not_empty(path, text)
     try:
         frame = pd.read_csv(
             io.StringIO(text), header=None, names=["a", "b", "c"], dtype=str,
@@ -72,6 +80,7 @@ def read_combined_file(path: Path) -> pd.DataFrame:
         )
     except (pd.errors.ParserError, ValueError):
         raise _netflix_line_error(path, text) from None
+    frame = frame.apply(lambda column: column.str.strip())
     is_movie = frame["a"].str.endswith(":") & (frame["b"] == "") & (frame["c"] == "")
     movie = frame["a"].where(is_movie).str[:-1].ffill()
     rows = frame[~is_movie]
@@ -99,10 +108,13 @@ def read_movie_titles(path: Path) -> pd.DataFrame:
     """`movie_titles.csv` -> frame with `raw_id` and `title` ("Title (year)").
 
     Raises:
-        ValueError: a line without 3 fields, a non-integer id or a bad year.
+        ValueError: an empty file, a line without 3 fields, a non-integer id, a bad year or
+            a MovieID on two lines.
     """
     rows = []
-    for line_number, line in enumerate(read_text(path, latin1_fallback=True).splitlines(), 1):
+    text = read_text(path, latin1_fallback=True)
+    check_not_empty(path, text)
+    for line_number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         fields = line.split(",", 2)
@@ -112,16 +124,19 @@ def read_movie_titles(path: Path) -> pd.DataFrame:
         if year != "NULL" and not year.isdigit():
             raise ValueError(f"{path}: line {line_number}: bad YearOfRelease {year!r}: {line!r}")
         rows.append((movie_id, title if year == "NULL" else f"{title} ({year})"))
-    return pd.DataFrame(rows, columns=["raw_id", "title"])
+    frame = pd.DataFrame(rows, columns=["raw_id", "title"])
+    check_unique_ids(path, frame["raw_id"], field="MovieID")
+    return frame
 
 
-def load_netflix(data_dir: str | Path, *, progress: bool = False, **protocol) -> RecommendationData:
+def load_netflix(data_dir: str | Path, *, progress: bool = False, **options) -> RecommendationData:
     """Builds the common form from a Netflix Prize folder.
 
     Args:
         data_dir: folder with `combined_data_*.txt` and `movie_titles.csv`.
         progress: show a progress bar over the rating files.
-        **protocol: overrides of `DEFAULT_PROTOCOL` (see `Protocol`).
+        **options: overrides of `DEFAULT_PROTOCOL` (see `Protocol`) and selection options
+            (see `Selection`; the paper: `sample_users=803`).
 
     Returns:
         The data set, named "netflix".
@@ -130,6 +145,7 @@ def load_netflix(data_dir: str | Path, *, progress: bool = False, **protocol) ->
         FileNotFoundError: no `combined_data_*.txt` file.
     """
     data_dir = Path(data_dir)
+    protocol, selection = split_options(options)
     files = sorted(data_dir.glob("combined_data_*.txt"))
     if not files:
         raise FileNotFoundError(f"{data_dir}: no combined_data_*.txt files")
@@ -157,5 +173,6 @@ def load_netflix(data_dir: str | Path, *, progress: bool = False, **protocol) ->
         items,
         name="netflix",
         protocol=Protocol.with_overrides(DEFAULT_PROTOCOL, protocol),
+        selection=selection,
         notes=notes,
     )

@@ -112,6 +112,97 @@ def _locate_bad_line(
     return ValueError(f"{path}: could not be parsed as {sep!r}-separated {list(converters)}")
 
 
+def check_not_empty(path: Path, text: str, header: bool = False) -> None:
+    """Raises when a file has no data line (blank lines and a header line do not count).
+
+    Raises:
+        ValueError: naming the file and what it lacks.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{path}: the file is empty")
+    if header and len(lines) == 1:
+        raise ValueError(f"{path}: the file holds only its header line ({lines[0]!r}), no data")
+
+
+def line_of_row(path: Path, row: int, *, header: bool = False, quoted: bool = False) -> tuple[int, str]:
+    """The 1-based line number and text of data row `row` (0-based) of a file read by `read_table`.
+
+    Blank lines are skipped as the readers skip them; with `quoted`, a row may span lines and
+    the number is the line where it starts. Meant for error messages (it rereads the file).
+    """
+    text = read_text(Path(path), latin1_fallback=True)
+    if quoted:
+        reader = csv.reader(io.StringIO(text))
+        start, index = 1, -1 if header else 0
+        for fields in reader:
+            if fields:
+                if index == row:
+                    return start, ",".join(fields)
+                index += 1
+            start = reader.line_num + 1
+        raise IndexError(f"{path}: no data row {row}")
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    return lines[row + (1 if header else 0)]
+
+
+def check_scale(
+    path: Path, values: np.ndarray, low: float, high: float, *, step: float | None = None,
+    field: str = "rating", header: bool = False, quoted: bool = False,
+) -> None:
+    """Raises at the first value outside `[low, high]` (or off the `step` grid) of a file's column.
+
+    Args:
+        path: the file the values were read from (for the message).
+        values: `(num_rows,)` the column, in file order (blank lines skipped).
+        low, high: the data set's scale.
+        step: the scale's step from `low` (0.5 for half stars); None = any value.
+        field: the column's name in the message.
+        header, quoted: how the file was read (to find the line).
+
+    Raises:
+        ValueError: naming the file, the line, the field, the value and the scale.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    bad = (values < low) | (values > high)
+    if step is not None:
+        bad |= np.abs((values - low) / step - np.round((values - low) / step)) > 1e-6
+    if not bad.any():
+        return
+    row = int(np.flatnonzero(bad)[0])
+    line_number, line = line_of_row(path, row, header=header, quoted=quoted)
+    scale = f"{low:g}-{high:g}" + (f" in steps of {step:g}" if step is not None else "")
+    raise ValueError(
+        f"{path}: line {line_number}: {field} {values[row]:g} is outside the data set's scale {scale} "
+        f"({int(bad.sum())} such rows in the file): {line!r}"
+    )
+
+
+def check_unique_ids(path: Path, ids: pd.Series, *, header: bool = False, quoted: bool = False, field: str = "id") -> None:
+    """Raises when an id appears twice in an item table, naming both lines.
+
+    Args:
+        path: the item table file.
+        ids: `(num_rows,)` the id column as read, in file order.
+        header, quoted: how the file was read (to find the lines).
+
+    Raises:
+        ValueError: naming the file, the id, its first two lines and the number of repeats.
+    """
+    ids = ids.astype(str).str.strip().reset_index(drop=True)
+    repeated = ids.duplicated(keep=False)
+    if not repeated.any():
+        return
+    first_id = ids[repeated].iloc[0]
+    rows = ids.index[ids == first_id][:2]
+    lines = [line_of_row(path, int(row), header=header, quoted=quoted)[0] for row in rows]
+    extra = int(ids.duplicated().sum())
+    raise ValueError(
+        f"{path}: {field} {first_id} appears on lines {lines[0]} and {lines[1]} "
+        f"({extra} repeated {field}s in the file); an item table needs one line per {field}"
+    )
+
+
 def read_table(
     path: Path,
     sep: str,
@@ -140,6 +231,7 @@ def read_table(
     """
     path = Path(path)
     text = read_text(path, latin1_fallback=latin1_fallback)
+    check_not_empty(path, text, header)
     names = list(converters)
 
     def bad_line() -> ValueError:
@@ -198,6 +290,7 @@ def read_csv_columns(path: Path, columns: list[str]) -> pd.DataFrame:
         ValueError: the file cannot be parsed or lacks a column; names the file.
     """
     text = read_text(Path(path))
+    check_not_empty(Path(path), text, header=True)
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, ValueError) as error:
@@ -211,7 +304,10 @@ def read_csv_columns(path: Path, columns: list[str]) -> pd.DataFrame:
 def poster_paths(
     folder: Path | None, file_names: list[list[str]]
 ) -> tuple[list[str | None], int]:
-    """Absolute path of each item's poster, None where no candidate file exists.
+    """Absolute path of each item's poster, None where no readable candidate file exists.
+
+    A candidate that exists but cannot be decoded as an image is not a poster: it is
+    skipped, and a warning names the first few such files and counts them.
 
     Args:
         folder: the posters folder; None = no posters at all.
@@ -224,8 +320,36 @@ def poster_paths(
         return [None] * len(file_names), len(file_names)
     folder = Path(folder).resolve()
     present = {entry.name for entry in folder.iterdir()}
-    paths = [
-        next((str(folder / name) for name in candidates if name in present), None)
-        for candidates in file_names
-    ]
+    corrupt: list[str] = []
+
+    def readable(name: str) -> bool:
+        if name not in present:
+            return False
+        if is_readable_image(folder / name):
+            return True
+        corrupt.append(name)
+        return False
+
+    paths = [next((str(folder / name) for name in candidates if readable(name)), None) for candidates in file_names]
+    if corrupt:
+        shown = ", ".join(corrupt[:CORRUPT_SHOWN]) + (", ..." if len(corrupt) > CORRUPT_SHOWN else "")
+        warnings.warn(
+            f"{folder}: {len(corrupt)} poster files cannot be read as images and are not counted as posters: {shown}",
+            stacklevel=2,
+        )
     return paths, sum(path is None for path in paths)
+
+
+CORRUPT_SHOWN = 5
+
+
+def is_readable_image(path: Path) -> bool:
+    """Whether PIL can decode the whole file (a truncated JPEG passes `verify` but not this)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return False
+    return True

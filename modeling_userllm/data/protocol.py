@@ -1,7 +1,9 @@
 """The evaluation protocol shared by the builders (DESIGN.md, "Data protocol").
 
-From a raw rating log to `RecommendationData`:
+From a raw rating log to `RecommendationData` (`apply_protocol`):
 
+0. An optional `Selection` (`selection.py`) keeps a paper's subset of items and users; it
+   runs after steps 1-2.
 1. Ratings of items absent from the item table are dropped (counted, warned).
 2. Duplicate (user, item) ratings keep the latest one (counted, warned); ties in time keep
    the one that comes last in the file.
@@ -14,15 +16,29 @@ From a raw rating log to `RecommendationData`:
    positive ratings strictly before it (the paper's "users with >= n history
    interactions", applied at the time of each interaction so that no kept row has a
    shorter history than the model was promised).
-6. Global time split of the kept rows: sorted by (timestamp, user, item), the first
-   `split_fractions[0]` go to train, the next `split_fractions[1]` to valid, the rest to
-   test. Hence no valid/test timestamp precedes a train timestamp.
-7. `test_short` / `test_long` (the paper's Table 5 compares users with short and long
-   histories): a test row's *history count* is the number of positive ratings its user
-   has strictly before it, before truncation to `history_length`. Rows with a count
-   `<= short_long_threshold` form `test_short`, the others `test_long`. The default
-   threshold is the median count over the test rows, which halves the test split; the
-   resolved value is stored in `info["protocol"]`.
+6. Split of the kept rows (`split`, see `SPLIT_RULES`):
+   - `global_time`: sorted by (timestamp, user, item), the first `split_fractions[0]` of
+     all rows go to train, the next `split_fractions[1]` to valid, the rest to test. No
+     valid/test timestamp precedes a train timestamp; a user whose rows all come late has
+     no training row.
+   - `per_user_time`: each user's kept rows, sorted by (timestamp, item), are cut on their
+     own (`per_user_counts`): with k rows, test gets the last
+     `clip(round(k * split_fractions[2]), 1, k - 2)`, valid the
+     `clip(round(k * split_fractions[1]), 1, k - 1 - test)` before them, train the rest
+     (round = half up). Small counts: k = 1 -> train only; k = 2 -> 1 train, 1 test;
+     k >= 3 -> at least one row in each split. So every user with a valid or test row has
+     a training row, and each user's train rows come no later than their valid rows, which
+     come no later than their test rows. The overall fractions are close to, not exactly,
+     `split_fractions`.
+   Histories (step 4) do not depend on the split: a row's history is the n most recent
+   positives strictly before it, whichever split those positives' rows are in.
+7. `test_short` / `test_long` (the paper's Table 5, Sec. 4.4): a test row's *history count*
+   is the number of positive ratings its user has strictly before it, before truncation.
+   SHORT is the whole test split with the n-item histories (the paper's short figures are
+   its Table 3 figures). LONG holds the test rows whose count is at least
+   `long_min_history`, and their `history_item_ids` hold the `long_history_length` most
+   recent positives instead of n: the model is given the longer history. Both values
+   are per data set (presets) and stored in `info["protocol"]`.
 
 Users get contiguous ids over every user of the deduplicated log (in natural order of
 their raw ids), items over the item table, so the id spaces do not depend on the filters.
@@ -41,7 +57,11 @@ import pyarrow as pa
 from datasets import Dataset, DatasetDict
 
 from .common import INTERACTION_FEATURES, ITEM_FEATURES, SPLITS, RecommendationData
+from .selection import Selection, select
 from .statistics import dataset_statistics
+
+SPLIT_RULES = ("global_time", "per_user_time")
+"""The split rules of step 6: one cut of all rows in time order, or one cut per user."""
 
 
 @dataclass(frozen=True)
@@ -52,18 +72,26 @@ class Protocol:
         threshold: ratings `>= threshold` are positive (label 1).
         history_length: n, the number of most recent positive items kept as history.
         min_history: rows whose user has fewer earlier positives are dropped.
-        split_fractions: (train, valid, test) fractions of the global time order.
-        short_long_threshold: history count at or below which a test row is "short";
-            None = the median over the test rows.
+        split_fractions: (train, valid, test) fractions: of all rows (`global_time`) or of
+            each user's rows (`per_user_time`).
+        long_min_history: earlier positives a test row needs to be in `test_long`
+            (paper: 10 movie, 20 netflix).
+        long_history_length: history items stored for `test_long` rows; None = as many as
+            `long_min_history`. Must exceed `history_length`, else "long" feeds no more.
+        split: the split rule, one of `SPLIT_RULES` (module docstring, step 6).
     """
 
     threshold: float = 4.0
     history_length: int = 10
     min_history: int = 10
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    short_long_threshold: int | None = None
+    long_min_history: int = 20
+    long_history_length: int | None = None
+    split: str = "global_time"
 
     def __post_init__(self) -> None:
+        if self.split not in SPLIT_RULES:
+            raise ValueError(f"split must be one of {list(SPLIT_RULES)}, got {self.split!r}")
         fractions = tuple(float(f) for f in self.split_fractions)
         object.__setattr__(self, "split_fractions", fractions)
         if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
@@ -72,6 +100,15 @@ class Protocol:
             raise ValueError(f"history_length must be >= 1, got {self.history_length}")
         if self.min_history < 0:
             raise ValueError(f"min_history must be >= 0, got {self.min_history}")
+        if self.long_history_length is None:
+            object.__setattr__(self, "long_history_length", self.long_min_history)
+        if self.long_min_history < 1:
+            raise ValueError(f"long_min_history must be >= 1, got {self.long_min_history}")
+        if self.long_history_length <= self.history_length:
+            raise ValueError(
+                f"long_history_length ({self.long_history_length}) must exceed history_length "
+                f"({self.history_length}): test_long would give the model no longer history"
+            )
 
     @classmethod
     def with_overrides(cls, defaults: dict[str, Any], overrides: dict[str, Any]) -> Protocol:
@@ -81,6 +118,11 @@ class Protocol:
             ValueError: an override is not a protocol parameter.
         """
         known = {field.name for field in dataclasses.fields(cls)}
+        if "short_long_threshold" in overrides:
+            raise ValueError(
+                "short_long_threshold (a median split of the test rows) was replaced by "
+                "long_min_history and long_history_length (the paper's Table 5; docs/DATA.md)"
+            )
         unknown = set(overrides) - known
         if unknown:
             raise ValueError(f"unknown protocol parameters {sorted(unknown)}; known: {sorted(known)}")
@@ -167,12 +209,71 @@ def time_split(timestamps: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarra
     return parts
 
 
-def short_long_split(counts: np.ndarray, threshold: int | None) -> tuple[np.ndarray, np.ndarray, int]:
-    """Boolean masks (short, long) over test rows and the threshold used."""
-    if threshold is None:
-        threshold = int(np.median(counts))
-    short = counts <= threshold
-    return short, ~short, int(threshold)
+def _round_half_up(values: np.ndarray) -> np.ndarray:
+    return np.floor(values + 0.5).astype(np.int64)
+
+
+def per_user_counts(num_rows: np.ndarray, fractions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, valid and test row counts of users with `num_rows` rows each (`per_user_time`).
+
+    With k rows: k = 1 -> (1, 0, 0); k = 2 -> (1, 0, 1); k >= 3 -> test =
+    clip(round(k * fractions[2]), 1, k - 2), valid = clip(round(k * fractions[1]), 1,
+    k - 1 - test), train = the rest (>= 1); round = half up.
+    """
+    k = np.asarray(num_rows, dtype=np.int64)
+    big = k >= 3
+    safe = np.maximum(k, 3)  # bounds of the k >= 3 rule, valid for every entry
+    test = np.clip(_round_half_up(safe * fractions[2]), 1, safe - 2)
+    valid = np.clip(_round_half_up(safe * fractions[1]), 1, safe - 1 - test)
+    test = np.where(big, test, (k == 2).astype(np.int64))
+    valid = np.where(big, valid, 0)
+    return k - valid - test, valid, test
+
+
+def per_user_time_split(
+    timestamps: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray, fractions
+) -> list[np.ndarray]:
+    """Row indices of train, valid and test when each user's rows are cut in time order.
+
+    Each user's rows, sorted by (timestamp, item), give their first rows to train, the next
+    to valid and the last to test, in the counts of `per_user_counts`.
+
+    Returns:
+        Three index arrays, each in global (timestamp, user, item) order like `time_split`'s.
+
+    Raises:
+        ValueError: a split would be empty.
+    """
+    order = np.lexsort((item_ids, timestamps, user_ids))  # by user, then time, then item
+    sorted_users = user_ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+    sizes = np.diff(np.r_[starts, len(order)])
+    train, valid, _ = per_user_counts(sizes, fractions)
+    rank = np.arange(len(order)) - np.repeat(starts, sizes)  # position within its user
+    part = np.where(rank < np.repeat(train, sizes), 0, np.where(rank < np.repeat(train + valid, sizes), 1, 2))
+    assignment = np.empty(len(order), dtype=np.int64)
+    assignment[order] = part
+    global_order = np.lexsort((item_ids, user_ids, timestamps))
+    parts = [global_order[assignment[global_order] == index] for index in range(3)]
+    if any(len(p) == 0 for p in parts):
+        raise ValueError(
+            f"{len(order)} interactions of {len(sizes)} users are too few for the per-user split "
+            f"{tuple(fractions)}: a split is empty (sizes {[len(p) for p in parts]}; a user needs 3 rows "
+            "to reach valid, 2 to reach test)"
+        )
+    return parts
+
+
+def split_rows(timestamps: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray, protocol: "Protocol") -> list[np.ndarray]:
+    """Row indices of train, valid and test under `protocol.split`."""
+    if protocol.split == "per_user_time":
+        return per_user_time_split(timestamps, user_ids, item_ids, protocol.split_fractions)
+    return time_split(timestamps, user_ids, item_ids, protocol.split_fractions)
+
+
+def long_rows(counts: np.ndarray, long_min_history: int) -> np.ndarray:
+    """Boolean mask over test rows: those whose user has `long_min_history` earlier positives."""
+    return counts >= long_min_history
 
 
 def split_interactions(
@@ -188,21 +289,13 @@ def split_interactions(
 
     Returns:
         tables: split name -> arrow table with the interaction columns, `history_count`
-            and the extra columns.
-        report: `users` (raw id by user_id), `duplicates`, `unknown_items`,
-            `short_long_threshold`.
+            and the extra columns; `test_long` rows carry their long histories.
+        report: `users` (raw id by user_id), `duplicates`, `unknown_items`.
 
     Raises:
-        ValueError: nothing is left after the filters.
+        ValueError: nothing is left after the filters, or `test_long` would be empty.
     """
-    ratings, unknown_items = drop_unknown_items(ratings, set(item_raw_ids))
-    if unknown_items:
-        warnings.warn(f"dropped {unknown_items} ratings of items absent from the item table", stacklevel=3)
-    ratings, duplicates = keep_latest_ratings(ratings)
-    if duplicates:
-        warnings.warn(f"{duplicates} duplicate (user, item) ratings: kept the latest of each", stacklevel=3)
-    if ratings.empty:
-        raise ValueError("no ratings left once items without an item-table entry are dropped")
+    ratings, unknown_items, duplicates = _known_and_latest_ratings(ratings, set(item_raw_ids), stacklevel=4)
     users = natural_order(ratings["user"])
     user_ids = pd.Index(users).get_indexer(ratings["user"].astype(str)).astype(np.int64)
     item_ids = pd.Index(item_raw_ids).get_indexer(ratings["item"].astype(str)).astype(np.int64)
@@ -213,6 +306,7 @@ def split_interactions(
     rating_values = ratings["rating"].to_numpy(np.float32)
     labels = (rating_values >= protocol.threshold).astype(np.int64)
     counts, histories = positive_histories(user_ids, item_ids, labels, timestamps, protocol.history_length)
+    _, long_histories = positive_histories(user_ids, item_ids, labels, timestamps, protocol.long_history_length)
 
     extras = ratings.drop(columns=["user", "item", "rating", "timestamp"])
     table = pa.table(
@@ -224,6 +318,7 @@ def split_interactions(
             "timestamp": timestamps,
             "history_item_ids": histories,
             "history_count": counts,
+            "long_history_item_ids": long_histories,
             **{name: extras[name].to_numpy() for name in extras.columns},
         }
     )
@@ -234,19 +329,21 @@ def split_interactions(
             f"(threshold={protocol.threshold}); lower min_history or threshold"
         )
     table = table.take(kept)
-    parts = time_split(timestamps[kept], user_ids[kept], item_ids[kept], protocol.split_fractions)
+    parts = split_rows(timestamps[kept], user_ids[kept], item_ids[kept], protocol)
     tables = {name: table.take(part) for name, part in zip(("train", "valid", "test"), parts)}
-    short, long, threshold = short_long_split(
-        tables["test"]["history_count"].to_numpy(), protocol.short_long_threshold
-    )
-    tables["test_short"] = tables["test"].filter(pa.array(short))
-    tables["test_long"] = tables["test"].filter(pa.array(long))
-    report = {
-        "users": users,
-        "duplicates": duplicates,
-        "unknown_items": unknown_items,
-        "short_long_threshold": threshold,
-    }
+    test_counts = tables["test"]["history_count"].to_numpy()
+    long = long_rows(test_counts, protocol.long_min_history)
+    if not long.any():
+        raise ValueError(
+            f"test_long would be empty: no test row has long_min_history={protocol.long_min_history} "
+            f"earlier positives (the most is {int(test_counts.max())}, over {len(test_counts)} test rows); "
+            "lower long_min_history"
+        )
+    tables["test_short"] = tables["test"]
+    test_long = tables["test"].filter(pa.array(long))
+    column = test_long.schema.get_field_index("history_item_ids")
+    tables["test_long"] = test_long.set_column(column, "history_item_ids", test_long["long_history_item_ids"])
+    report = {"users": users, "duplicates": duplicates, "unknown_items": unknown_items}
     return tables, report
 
 
@@ -288,6 +385,7 @@ def apply_protocol(
     *,
     name: str,
     protocol: Protocol,
+    selection: Selection | None = None,
     notes: dict[str, Any] | None = None,
 ) -> RecommendationData:
     """Builds `RecommendationData` from a raw rating log and an item frame.
@@ -297,25 +395,52 @@ def apply_protocol(
         items: `(num_items,)` frame with `raw_id`, `title`, `description`, `poster_path`.
         name: the data set's name, stored in `info`.
         protocol: the parameters, stored in `info["protocol"]`.
+        selection: the subset to keep (`selection.py`), applied after unknown items and
+            duplicate ratings are dropped; its options and counts go to `info["selection"]`.
         notes: builder facts stored in `info["source"]` (files, raw counts, missing posters).
 
     Returns:
         The data set, its statistics already in `info["statistics"]`.
     """
+    ratings, unknown_items, duplicates = _known_and_latest_ratings(ratings, set(items["raw_id"].astype(str)), stacklevel=3)
+    selection = selection or Selection()
+    counts = None
+    if not selection.is_identity:
+        ratings, items, counts = select(
+            ratings, items, selection, threshold=protocol.threshold, min_history=protocol.min_history
+        )
     item_raw_ids = items["raw_id"].astype(str).tolist()
     tables, report = split_interactions(ratings, item_raw_ids, protocol)
-    parameters = protocol.to_dict()
-    parameters["short_long_threshold"] = report["short_long_threshold"]
     info = {
         "name": name,
-        "protocol": parameters,
+        "protocol": protocol.to_dict(),
         "id_maps": {"users": report["users"], "items": item_raw_ids},
         "source": {
             **(notes or {}),
-            "duplicate_ratings_dropped": report["duplicates"],
-            "unknown_item_ratings_dropped": report["unknown_items"],
+            "duplicate_ratings_dropped": duplicates,
+            "unknown_item_ratings_dropped": unknown_items,
         },
     }
+    if counts is not None:
+        info["selection"] = {**selection.to_dict(), "counts": counts}
     data = RecommendationData(interactions_from_tables(tables), item_table(items), info)
     data.info["statistics"] = dataset_statistics(data)
     return data
+
+
+def _known_and_latest_ratings(ratings: pd.DataFrame, item_raw_ids: set, stacklevel: int) -> tuple[pd.DataFrame, int, int]:
+    """The ratings of items in the item table, the latest of each (user, item), and how many of
+    each kind were dropped (`(ratings, unknown_items, duplicates)`), with counted warnings.
+
+    Raises:
+        ValueError: no rating is left.
+    """
+    ratings, unknown_items = drop_unknown_items(ratings, item_raw_ids)
+    if unknown_items:
+        warnings.warn(f"dropped {unknown_items} ratings of items absent from the item table", stacklevel=stacklevel)
+    ratings, duplicates = keep_latest_ratings(ratings)
+    if duplicates:
+        warnings.warn(f"{duplicates} duplicate (user, item) ratings: kept the latest of each", stacklevel=stacklevel)
+    if ratings.empty:
+        raise ValueError("no ratings left once items without an item-table entry are dropped")
+    return ratings, unknown_items, duplicates

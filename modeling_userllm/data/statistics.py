@@ -49,13 +49,17 @@ def format_statistics(statistics: dict[str, dict[str, int]]) -> str:
     """A Markdown table, one row per data set, columns as in `STATISTICS`.
 
     Args:
-        statistics: data set name -> `dataset_statistics` result.
+        statistics: data set name -> `dataset_statistics` result (a published row may lack
+            columns: they show as "—").
 
     Returns:
         The table as text (no trailing newline).
     """
     header = ["Dataset", *STATISTICS]
-    body = [[name, *(f"{counts[key]:,}" for key in STATISTICS)] for name, counts in statistics.items()]
+    body = [
+        [name, *(f"{counts[key]:,}" if counts.get(key) is not None else "—" for key in STATISTICS)]
+        for name, counts in statistics.items()
+    ]
     widths = [max(len(row[column]) for row in [header, *body]) for column in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -63,3 +67,23 @@ def format_statistics(statistics: dict[str, dict[str, int]]) -> str:
 
     rule = "|" + "|".join("-" * (width + 1) + ":" for width in widths) + "|"
     return "\n".join([line(header), rule, *(line(row) for row in body)])
+
+
+def split_coverage(data: RecommendationData) -> dict[str, int]:
+    """How many valid / test users (and test rows) have no training row.
+
+    Under the global time split a user whose ratings all come after the training period has
+    none, and an ID-based model (MF, LightGCN) cannot score it; under `per_user_time` the
+    counts are 0 by construction.
+    """
+    users = {name: data.interactions[name].data.table["user_id"].to_numpy() for name in ("train", "valid", "test")}
+    seen = np.unique(users["train"])
+    unseen_test = ~np.isin(users["test"], seen)
+    return {
+        "valid_users": int(len(np.unique(users["valid"]))),
+        "valid_users_not_in_train": int(len(np.setdiff1d(np.unique(users["valid"]), seen))),
+        "test_users": int(len(np.unique(users["test"]))),
+        "test_users_not_in_train": int(len(np.unique(users["test"][unseen_test]))),
+        "test_rows": int(len(users["test"])),
+        "test_rows_of_users_not_in_train": int(unseen_test.sum()),
+    }

@@ -87,7 +87,7 @@ THEMES = (
 NEUTRAL_NOUNS = ("River", "Stranger", "Island", "Road", "House", "Promise", "Signal", "Harbor", "Garden")
 
 # Threshold 4 recovers the planted label; n = 5 recent positives span about one taste phase.
-DEFAULT_PROTOCOL = {"threshold": 4.0, "history_length": 5, "min_history": 3}
+DEFAULT_PROTOCOL = {"threshold": 4.0, "history_length": 5, "min_history": 3, "long_min_history": 10}
 
 DEFAULT_GENERATOR = {
     "num_users": 600,

@@ -9,7 +9,7 @@
 """
 
 from .plots import make_plots, plot_history_length, plot_systems
-from .published import PUBLISHED, UNSOURCED, PublishedFigure, published_for
+from .published import PUBLISHED, PUBLISHED_FIGURE3, PUBLISHED_TABLE2, PublishedFigure, published_for
 from .report import SYSTEM_LABELS, Statistic, aggregate, build_report, missing_runs, relative_improvement
 from .runner import (
     BASELINE_SYSTEMS,
@@ -27,9 +27,10 @@ __all__ = [
     "BASELINE_SYSTEMS",
     "LLM_SYSTEMS",
     "PUBLISHED",
+    "PUBLISHED_FIGURE3",
+    "PUBLISHED_TABLE2",
     "SYSTEMS",
     "SYSTEM_LABELS",
-    "UNSOURCED",
     "ExperimentRunner",
     "PublishedFigure",
     "RunSpec",

@@ -7,6 +7,7 @@ the axis, marked "missing"), never a zero-height bar that would read as a result
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,26 @@ def plot_systems(results: dict[str, Any], data: str, path: str | Path, stats=Non
     return path
 
 
+def history_protocol(results: dict[str, Any], data: str) -> dict[str, Any] | None:
+    """The protocol (`history_length`, `long_min_history`, `long_history_length`) of a data
+    set of the grid, read from the `info.json` of its runs' data folder; None if unreadable."""
+    for run in results.get("runs", []):
+        info = Path(run.get("data_dir") or "") / "info.json"
+        if run.get("data") == data and run.get("data_dir") and info.is_file():
+            return json.loads(info.read_text(encoding="utf-8")).get("protocol")
+    return None
+
+
+def history_tick_labels(protocol: dict[str, Any] | None) -> list[str]:
+    """What was varied on the history plot's x axis: items given to the model, and which rows."""
+    if not protocol or protocol.get("long_history_length") is None:
+        return ["short\n(n items, every test row)", "long\n(longer history, users with many)"]
+    return [
+        f"short\n{protocol['history_length']} items, every test row",
+        f"long\n{protocol['long_history_length']} items, users with ≥ {protocol['long_min_history']}",
+    ]
+
+
 def plot_history_length(results: dict[str, Any], data: str, path: str | Path, stats=None) -> Path:
     """AUC on the short- and long-history test subsets, one line per system with results."""
     stats = stats if stats is not None else aggregate(results)
@@ -66,9 +87,9 @@ def plot_history_length(results: dict[str, Any], data: str, path: str | Path, st
         style = "-" if system in ("collm_va", "userllm") else "--"
         axis.errorbar([0, 1], [c.mean for c in cells], yerr=[c.std or 0.0 for c in cells], marker="o", capsize=3,
                       linestyle=style, label=SYSTEM_LABELS.get(system, system))
-    axis.set_xticks([0, 1], [name for _, name in HISTORY_SPLITS])
+    axis.set_xticks([0, 1], history_tick_labels(history_protocol(results, data)))
     axis.set_xlim(-0.3, 1.3)
-    axis.set_xlabel("user history (earlier positives, split at the test median)")
+    axis.set_xlabel("history given to the model (most recent positives; test_short / test_long)")
     axis.set_ylabel("test AUC (mean ± std over seeds)")
     axis.set_title(f"{data}: AUC against history length")
     if axis.lines:

@@ -1,17 +1,29 @@
 """Published figures that our runs are compared with, each with the place it was read from.
 
-Only figures read from a source are here. A figure that could not be sourced is absent, and
-the report says so rather than showing a number (`UNSOURCED`).
+Two sources, both quoted in `../shared` (the project's offline copy of the papers' figures):
+
+- the USER-LLM paper's own Tables 2-5 and Figure 3 (`../shared/PAPER.md`): Vicuna-7B on one
+  A100, average of five runs, on its "movie" (The Movies Dataset, our `movielens-csv` with
+  `configuration/datasets/movies-dataset.yaml`) and "netflix" data sets. The paper is also
+  on arXiv as HistLLM (2504.10150), whose v2 listing announces revised experimental details:
+  treat its figures as provisional;
+- CoLLM's Table II on its ML-1M split (our `collm` data set).
+
+Figures are stored as published; none is filled in from memory.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+USERLLM_PAPER = "USER-LLM paper (published, Vicuna-7B, A100; ../shared/PAPER.md)"
 COLLM_TABLE_II = (
     "CoLLM (Zhang et al. 2023, arXiv 2310.19488v3), Table II, ML-1M, "
     "as quoted in ../shared/data/README.md"
 )
+
+PAPER_DATA_SETS = {"movielens-csv": "movie", "netflix": "netflix"}
+"""Our data set name (`info.json` `name`) -> the paper's name for it."""
 
 
 @dataclass(frozen=True)
@@ -22,7 +34,8 @@ class PublishedFigure:
         data: the name of the data set in our runs (`info.json` `name`) it compares with.
         system: our system name (a baseline or a key of `VARIANTS`).
         split: the split it was measured on (`test`, `test_short`, `test_long`).
-        auc, uauc: the published figures.
+        auc: the published AUC.
+        uauc: the published UAUC; None where the table gives none (the paper's Table 5).
         source: the paper, table and where it was read.
         note: how the published setting differs from ours (e.g. its LLM).
     """
@@ -31,10 +44,37 @@ class PublishedFigure:
     system: str
     split: str
     auc: float
-    uauc: float
+    uauc: float | None
     source: str
     note: str = ""
 
+
+def _userllm_rows(table: str, split: str, rows: dict[str, tuple]) -> tuple[PublishedFigure, ...]:
+    """Figures of one USER-LLM table: system -> (movie AUC, movie UAUC, netflix AUC, netflix UAUC)."""
+    source = f"{USERLLM_PAPER}, {table}"
+    figures = []
+    for system, (movie_auc, movie_uauc, netflix_auc, netflix_uauc) in rows.items():
+        figures.append(PublishedFigure("movielens-csv", system, split, movie_auc, movie_uauc, source))
+        figures.append(PublishedFigure("netflix", system, split, netflix_auc, netflix_uauc, source))
+    return tuple(figures)
+
+
+USERLLM_TABLE3 = _userllm_rows("Table 3", "test", {
+    "mf": (0.6781, 0.6055, 0.5730, 0.5711),
+    "sasrec": (0.7464, 0.6329, 0.6499, 0.6493),
+    "lightgcn": (0.7673, 0.6405, 0.6594, 0.6414),
+    "tallrec": (0.7219, 0.5293, 0.6382, 0.6430),
+    "collm": (0.8052, 0.6690, 0.6699, 0.6613),
+    "userllm": (0.8117, 0.6852, 0.6757, 0.6629),
+})
+USERLLM_TABLE4 = _userllm_rows("Table 4", "test", {
+    "userllm_no_uhem": (0.7970, 0.6613, 0.6678, 0.6580),
+    "userllm_no_ke": (0.8087, 0.6707, 0.6715, 0.6607),
+})
+USERLLM_TABLE5 = (
+    _userllm_rows("Table 5", "test_short", {"collm_va": (0.8070, None, 0.6725, None), "userllm": (0.8117, None, 0.6757, None)})
+    + _userllm_rows("Table 5", "test_long", {"collm_va": (0.8067, None, 0.6668, None), "userllm": (0.8118, None, 0.6751, None)})
+)
 
 PUBLISHED: tuple[PublishedFigure, ...] = (
     PublishedFigure("collm", "mf", "test", 0.6482, 0.6361, COLLM_TABLE_II),
@@ -42,13 +82,46 @@ PUBLISHED: tuple[PublishedFigure, ...] = (
     PublishedFigure("collm", "sasrec", "test", 0.7078, 0.6884, COLLM_TABLE_II),
     PublishedFigure("collm", "tallrec", "test", 0.7097, 0.6818, COLLM_TABLE_II, note="Vicuna-7B"),
     PublishedFigure("collm", "collm", "test", 0.7295, 0.6875, COLLM_TABLE_II, note="CoLLM-MF, Vicuna-7B"),
+    *USERLLM_TABLE3,
+    *USERLLM_TABLE4,
+    *USERLLM_TABLE5,
 )
 
-UNSOURCED = (
-    "The USER-LLM paper's own Tables 3, 4 and 5 (its Movies and Netflix data sets; also "
-    "published as HistLLM, arXiv 2504.10150) are not shown: their figures could not be read "
-    "from any source available to this project offline (only the abstracts were), and no "
-    "figure is ever filled in from memory."
+PUBLISHED_TABLE2: dict[str, dict[str, int]] = {
+    "movie": {"#User": 605, "#Item": 2400, "#Positive": 15107, "#Negative": 5641, "#Poster": 2381,
+              "#Train": 16598, "#Valid": 2074, "#Test": 2076},
+    "netflix": {"#User": 803, "#Item": 3219, "#Positive": 21931, "#Negative": 16808, "#Poster": 3135,
+                "#Train": 30991, "#Valid": 3873, "#Test": 3875},
+}
+"""The paper's Table 2 (published); it has no short/long columns."""
+
+
+@dataclass(frozen=True)
+class PublishedEfficiency:
+    """One figure of the paper's Figure 3 (USER-LLM against w/o UHEM, same GPU).
+
+    Attributes:
+        data: our data set name; quantity: "step-2 training" or "inference";
+        system: "userllm" or "userllm_no_uhem"; value and unit: as published.
+    """
+
+    data: str
+    quantity: str
+    system: str
+    value: float
+    unit: str
+    source: str = f"{USERLLM_PAPER}, Figure 3"
+
+
+PUBLISHED_FIGURE3: tuple[PublishedEfficiency, ...] = tuple(
+    PublishedEfficiency(data, quantity, system, value, unit)
+    for quantity, unit, system, movie, netflix in (
+        ("step-2 training", "min", "userllm", 118, 153),
+        ("step-2 training", "min", "userllm_no_uhem", 137, 280),
+        ("inference", "s", "userllm", 107, 138),
+        ("inference", "s", "userllm_no_uhem", 123, 299),
+    )
+    for data, value in (("movielens-csv", movie), ("netflix", netflix))
 )
 
 

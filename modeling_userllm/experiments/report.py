@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .published import UNSOURCED, PublishedFigure, published_for
+from .published import PublishedFigure, published_for
 
 SYSTEM_LABELS = {
     "mf": "MF",
@@ -130,7 +130,7 @@ def table3(results: dict[str, Any], data: str, stats=None) -> list[str]:
             figure = published.get(system)
             row += [
                 f"{figure.auc:.4f}" if figure else MISSING,
-                f"{figure.uauc:.4f}" if figure else MISSING,
+                f"{figure.uauc:.4f}" if figure and figure.uauc is not None else MISSING,
                 _difference(auc.mean, figure.auc if figure else None),
                 _difference(uauc.mean, figure.uauc if figure else None),
             ]
@@ -146,6 +146,7 @@ def table4(results: dict[str, Any], data: str, stats=None) -> list[str]:
     """Table 4 for one data set: USER-LLM against its ablations (w/o UHEM, w/o KE)."""
     stats = stats if stats is not None else aggregate(results)
     full = {m: _stat(stats, data, "userllm", "test", m).mean for m in ("auc", "uauc")}
+    published = published_for(data, "test")
     rows = []
     for system in ABLATIONS:
         auc, uauc = _stat(stats, data, system, "test", "auc"), _stat(stats, data, system, "test", "uauc")
@@ -153,11 +154,17 @@ def table4(results: dict[str, Any], data: str, stats=None) -> list[str]:
             changes = [REFERENCE, REFERENCE]
         else:
             changes = [relative_improvement(full["auc"], auc.mean), relative_improvement(full["uauc"], uauc.mean)]
-        rows.append([SYSTEM_LABELS[system], _seeds(stats, data, system), auc.format(), uauc.format(), *changes])
+        row = [SYSTEM_LABELS[system], _seeds(stats, data, system), auc.format(), uauc.format(), *changes]
+        if published:
+            figure = published.get(system)
+            row += [f"{figure.auc:.4f}" if figure else MISSING, f"{figure.uauc:.4f}" if figure else MISSING]
+        rows.append(row)
     header = ["System", "Seeds", "AUC", "UAUC", "Impr. AUC", "Impr. UAUC"]
+    header += ["AUC (published)", "UAUC (published)"] if published else []
     lines = [f"### Table 4 — {data}: ablations (test)", ""] + _table(header, rows) + [""]
     lines.append("Impr.: relative improvement of the full USER-LLM over the ablation. "
                  "w/o UHEM: history written inline; w/o KE: titles instead of generated descriptions.")
+    lines += _published_notes(figure for system, figure in published.items() if system in ABLATIONS)
     return lines + [""]
 
 
@@ -169,17 +176,29 @@ def table5(results: dict[str, Any], data: str, stats=None) -> list[str]:
         system: [_stat(stats, data, system, split, metric) for split in ("test_short", "test_long") for metric in ("auc", "uauc")]
         for system in HISTORY_PAIR
     }
-    rows = [
-        [SYSTEM_LABELS[system], _seeds(stats, data, system, "test_short"), *(cell.format() for cell in cells[system])]
-        for system in HISTORY_PAIR
-    ]
+    published = {split: published_for(data, split) for split in ("test_short", "test_long")}
+    with_published = any(published.values())
+    if with_published:
+        header += ["Short AUC (published)", "Long AUC (published)"]
+    rows = []
+    for system in HISTORY_PAIR:
+        row = [SYSTEM_LABELS[system], _seeds(stats, data, system, "test_short"), *(cell.format() for cell in cells[system])]
+        if with_published:
+            row += [f"{published[split][system].auc:.4f}" if system in published[split] else MISSING
+                    for split in ("test_short", "test_long")]
+        rows.append(row)
     rows.append(["Impr. (USER-LLM over CoLLM-VA)", "", *(
         relative_improvement(ours.mean, other.mean) for ours, other in zip(cells["userllm"], cells["collm_va"])
-    )])
+    )] + ([MISSING, MISSING] if with_published else []))
     lines = []
     if any(system in results["grid"]["systems"] for system in HISTORY_PAIR):
         lines += [f"### Table 5 — {data}: short vs long history (test_short / test_long)", ""]
         lines += _table(header, rows) + [""]
+        lines += ["Short: every test row, n history items. Long: test rows whose user has at least the "
+                  "preset's long_min_history earlier positives, given long_history_length items "
+                  "(docs/DATA.md, protocol step 7).", ""]
+        if with_published:
+            lines += _published_notes(published["test_long"].values()) + [""]
     every = []
     for system in _ordered(results["grid"]["systems"]):
         short, long = _stat(stats, data, system, "test_short", "auc"), _stat(stats, data, system, "test_long", "auc")
@@ -266,6 +285,5 @@ def build_report(results: dict[str, Any], title: str = "USER-LLM experiments") -
         if any(system in grid["systems"] for system in ABLATIONS):
             lines += table4(results, data, stats)
         lines += table5(results, data, stats)
-    lines += [UNSOURCED, ""]
     lines += runs_table(results)
     return "\n".join(lines)

@@ -5,6 +5,11 @@ decides its result (the data and features fingerprints, hyperparameters, LLM pre
 overrides). It lives in `<output>/runs/<data>/<system>/seed<seed>-<hash>/`; a folder that
 holds `metrics.json` is finished, and a rerun of the grid reads it instead of training
 again. A failed run leaves `error.txt` and no `metrics.json`, so the next rerun retries it.
+With a `summary_dir` (e.g. `docs/results/`), each finished run also writes a small JSON
+there (`<data>-<system>-seed<seed>-<hash>.json`, `<data>-<split>-<system>-...` when the data
+set's `info.json` records a split rule other than `global_time`, e.g. `per_user_time`: data
+set, split, system, budget, seed, test AUC / UAUC, rows, users, wall time, git state) that
+survives the output folder; a run whose summary exists is not trained again.
 
 Baselines (MF, LightGCN, SASRec) train in this process through
 `modeling_userllm.baselines.train_baseline`; the LLM systems (the `VARIANTS`) run
@@ -31,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from ..configuration_userllm import VARIANTS
+from ..data.protocol import SPLIT_RULES
+from ..data.common import EVALUATION_SPLITS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
@@ -42,7 +49,6 @@ SYSTEMS = BASELINE_SYSTEMS + LLM_SYSTEMS
 """Every system of the paper, in the order of its Table 3."""
 
 SCHEDULE_KEYS = ("max_epochs", "patience", "min_epochs")
-METRIC_SPLITS = ("valid", "test", "test_short", "test_long")
 PACKAGES = ("torch", "transformers", "datasets", "peft", "accelerate", "numpy")
 
 Trainer = Callable[["RunSpec", Path], dict[str, Any]]
@@ -81,6 +87,17 @@ def features_fingerprint(features_dir: str | os.PathLike | None) -> str | None:
 def data_name(data_dir: str | os.PathLike) -> str:
     """The `name` in a prepared data set's `info.json`."""
     return json.loads((Path(data_dir) / "info.json").read_text(encoding="utf-8"))["name"]
+
+
+def data_split(data_dir: str | os.PathLike) -> str | None:
+    """The split rule in a prepared data set's `info.json` (`protocol.split`); None when it
+    records none (data prepared before the option existed) or cannot be read."""
+    try:
+        info = json.loads((Path(data_dir) / "info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    split = info.get("protocol", {}).get("split")
+    return split if isinstance(split, str) else None
 
 
 @dataclass(frozen=True)
@@ -165,6 +182,7 @@ class ExperimentRunner:
         llm_overrides: extra `examples/train.py` arguments (`["--step1_max_steps", "50"]`).
         threads: torch CPU threads (None: torch's default).
         trainers: replaces the trainer of a kind (`"baseline"` or `"llm"`); tests use it.
+        summary_dir: where each finished run writes its summary JSON (None: nowhere).
     """
 
     def __init__(
@@ -179,8 +197,10 @@ class ExperimentRunner:
         llm_overrides: Sequence[str] = (),
         threads: int | None = None,
         trainers: dict[str, Trainer] | None = None,
+        summary_dir: str | os.PathLike | None = None,
     ):
         self.output_dir = Path(output_dir)
+        self.summary_dir = Path(summary_dir) if summary_dir is not None else None
         self.baseline_overrides = baseline_overrides or {}
         self.max_epochs = max_epochs
         self.patience = patience
@@ -283,8 +303,13 @@ class ExperimentRunner:
         record_path = run_dir / "run.json"
         if metrics_path.is_file():
             record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else self._record(spec)
-            record.update(status="ok", cached=True, metrics=_split_metrics(json.loads(metrics_path.read_text("utf-8"))))
+            metrics = json.loads(metrics_path.read_text("utf-8"))
+            record.update(status="ok", cached=True, metrics=_split_metrics(metrics))
+            self._write_summary(spec, record, metrics)
             return record
+        summary = self.summary_path(spec)
+        if summary is not None and summary.is_file():
+            return self._record_from_summary(spec, json.loads(summary.read_text(encoding="utf-8")))
 
         from ..features.store import atomic_write_json
 
@@ -305,6 +330,53 @@ class ExperimentRunner:
         # Written last: its presence is what marks the run finished.
         atomic_write_json(metrics_path, metrics)
         record["metrics"] = _split_metrics(metrics)
+        self._write_summary(spec, record, metrics)
+        return record
+
+    # ---------------------------------------------------------------- summaries
+    def summary_path(self, spec: RunSpec) -> Path | None:
+        """Where the run's summary JSON goes (None without a `summary_dir`)."""
+        if self.summary_dir is None:
+            return None
+        split = data_split(spec.data_dir)
+        # A non-default split rule is named in the file (the global one keeps the older names).
+        tag = f"-{split}" if split in SPLIT_RULES and split != "global_time" else ""
+        return self.summary_dir / f"{spec.data}{tag}-{spec.system}-seed{spec.seed}-{spec.config_hash}.json"
+
+    def _write_summary(self, spec: RunSpec, record: dict[str, Any], metrics: dict[str, Any]) -> None:
+        """Writes the small JSON of a finished run (kept when the output folder is not)."""
+        path = self.summary_path(spec)
+        if path is None or path.is_file() or not isinstance(metrics.get("test"), dict):
+            return
+        from ..features.store import atomic_write_json
+
+        test = metrics["test"]
+        rows, users = test.get("rows"), test.get("users")
+        if rows is None or users is None:
+            rows, users = self._test_size(spec)
+        summary = {
+            "data": spec.data, "split": data_split(spec.data_dir), "system": spec.system, "seed": spec.seed,
+            "config_hash": spec.config_hash, "budget": 0 if spec.kind == "baseline" else " ".join(self.llm_overrides) or self.llm_preset.name,
+            "test_auc": test["auc"], "test_uauc": test["uauc"], "rows": rows, "users": users,
+            "splits": _split_metrics(metrics), "best_epoch": metrics.get("best_epoch"),
+            "wall_s": record.get("wall_seconds"), "git": record.get("git"), "command": record.get("command"),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, summary)
+
+    def _test_size(self, spec: RunSpec) -> tuple[int, int]:
+        """Rows and users of the whole test split of a run's data set (what a baseline scores)."""
+        from ..data import RecommendationData
+
+        if spec.data_dir not in self._loaded_data:
+            self._loaded_data[spec.data_dir] = RecommendationData.load(spec.data_dir)
+        test = self._loaded_data[spec.data_dir].interactions["test"]
+        return len(test), len(set(test["user_id"]))
+
+    def _record_from_summary(self, spec: RunSpec, summary: dict[str, Any]) -> dict[str, Any]:
+        record = {key: value for key, value in self._record(spec).items() if key not in ("started",)}
+        record.update(status="ok", cached=True, wall_seconds=summary.get("wall_s"), git=summary.get("git"),
+                      metrics=summary.get("splits") or {"test": {"auc": summary["test_auc"], "uauc": summary["test_uauc"]}})
         return record
 
     def run_grid(
@@ -403,7 +475,7 @@ def _split_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Only the `{split: {"auc", "uauc"}}` part of a run's metrics."""
     return {
         split: {"auc": metrics[split]["auc"], "uauc": metrics[split]["uauc"]}
-        for split in METRIC_SPLITS
+        for split in EVALUATION_SPLITS
         if isinstance(metrics.get(split), dict) and "auc" in metrics[split]
     }
 

@@ -22,6 +22,7 @@ from typing import Any, Iterable
 import torch
 from tqdm.auto import tqdm
 
+from ..processing_userllm import pad_sequences
 from .store import atomic_write_json
 
 TITLE_PLACEHOLDER = "<TargetItemTitle>"
@@ -81,22 +82,6 @@ def _prompt_token_ids(titles: list[str], tokenizer, prompt_template: str, decode
     return tokenizer(prompts)["input_ids"]
 
 
-def _pad(ids: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pads token id lists to one length.
-
-    Returns:
-        input_ids and attention_mask, both int64 `(batch, max_len)`.
-    """
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for row, x in enumerate(ids):
-        span = slice(width - len(x), width) if left else slice(0, len(x))
-        input_ids[row, span] = torch.tensor(x, dtype=torch.long)
-        attention_mask[row, span] = 1
-    return input_ids, attention_mask
-
-
 @torch.no_grad()
 def _generate_batch(
     titles: list[str], model, tokenizer, prompt_template: str, generation_kwargs: dict[str, Any]
@@ -109,7 +94,7 @@ def _generate_batch(
     decoder_only = not model.config.is_encoder_decoder
     ids = _prompt_token_ids(titles, tokenizer, prompt_template, decoder_only)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    input_ids, attention_mask = _pad(ids, pad_id, left=decoder_only)
+    input_ids, attention_mask = pad_sequences(ids, pad_id, left=decoder_only)
     input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
     output = model.generate(
         input_ids=input_ids, attention_mask=attention_mask, pad_token_id=pad_id, **generation_kwargs

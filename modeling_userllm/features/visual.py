@@ -13,17 +13,21 @@ import warnings
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 
 def open_image(path: str | os.PathLike | None) -> Image.Image | None:
-    """Reads an image as RGB, or returns None if the path is None, missing or not an image."""
+    """Reads an image as upright RGB, or returns None if the path is None, missing or not an image.
+
+    Upright: the EXIF orientation is applied, as `transformers.image_utils.load_image` does, so
+    that a poster given to `UserLLMProcessor` as a path gets the same features as here.
+    """
     if path is None or not Path(path).is_file():
         return None
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return ImageOps.exif_transpose(image).convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError):
         return None
 
@@ -57,6 +61,7 @@ def extract_image_features(
     *,
     batch_size: int = 8,
     progress: bool = True,
+    warn_missing: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Poster features for a list of image paths, masked where an image is unavailable.
 
@@ -66,6 +71,8 @@ def extract_image_features(
         image_processor: Its image processor.
         batch_size: Images per forward pass.
         progress: Show a tqdm bar.
+        warn_missing: Warn when some images are missing or unreadable; False where missing
+            posters are expected (the toy data set leaves some out by design).
 
     Returns:
         features: float32 `(len(paths), hidden_size)`, zero rows where the mask is False.
@@ -84,7 +91,7 @@ def extract_image_features(
         features[rows] = encode_images([image for _, image in present], model, image_processor)
         mask[rows] = True
     missing = len(paths) - int(mask.sum())
-    if missing:
+    if missing and warn_missing:
         warnings.warn(
             f"{missing} of {len(paths)} images are missing or unreadable; "
             "their feature rows are zeros and masked out",
@@ -122,9 +129,10 @@ def toy_image_encoder(seed: int = 0, hidden_size: int = 384):
         hidden_size: Feature size (384 as DINO ViT-S).
 
     Returns:
-        (ViTModel in eval mode, ViTImageProcessor resizing to 32x32).
+        (ViTModel in eval mode, ViT image processor resizing to 32x32, PIL backend: the same
+        pixels whether or not torchvision is installed).
     """
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+    from transformers import ViTConfig, ViTImageProcessorPil, ViTModel
 
     config = ViTConfig(
         hidden_size=hidden_size,
@@ -137,7 +145,7 @@ def toy_image_encoder(seed: int = 0, hidden_size: int = 384):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ViTModel(config, add_pooling_layer=False).eval()
-    return model, ViTImageProcessor(size={"height": 32, "width": 32})
+    return model, ViTImageProcessorPil(size={"height": 32, "width": 32})
 
 
 def nearest_neighbours(features: torch.Tensor, mask: torch.Tensor, query: int, k: int = 5) -> list[tuple[int, float]]:

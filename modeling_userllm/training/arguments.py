@@ -22,18 +22,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration_userllm import VARIANTS
+from ..resources import package_data_dir
+from ..data.common import EVALUATION_SPLITS as EVAL_SPLITS
+from ..data.records import DESCRIPTION_SOURCES as RECORD_DESCRIPTION_SOURCES
+from ..modeling_userllm import TRAINING_STEPS
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PRESET_DIR = REPO_ROOT / "configuration"
+PRESET_DIR = package_data_dir("presets")  # configuration/ in the repository
 DEFAULT_PRESET = PRESET_DIR / "toy.yaml"
-TRAINING_STEPS = ("lora", "encoders")
-EVAL_SPLITS = ("valid", "test", "test_short", "test_long")
-DTYPES = ("float32", "bfloat16", "float16")
-DESCRIPTION_SOURCES = ("auto", "generated", "item_table", "none")
+# Dtypes of the frozen LLM. What training changes stays float32 either way; bfloat16 runs its
+# compute under autocast (`bf16: true`). float16 would need loss scaling, which is not offered.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# "auto": generated descriptions when the features folder has them, else the item table's.
+DESCRIPTION_SOURCES = ("auto", *RECORD_DESCRIPTION_SOURCES)
 
 
 def step_number(step: str) -> int:
@@ -49,15 +54,17 @@ class PresetError(ValueError):
 class DataArguments:
     """Where the interactions and the offline features come from."""
 
+    _argument_group_name = "data"
+
     data_dir: str | None = field(
         default=None,
         metadata={"help": "Prepared data set folder (examples/prepare_data.py). None: the embedded toy data set, "
-                          "generated into OUTPUT/data."},
+                          "generated into OUTPUT/toy/data."},
     )
     features_dir: str | None = field(
         default=None,
         metadata={"help": "Features folder (examples/prepare_features.py). None with the toy data: computed into "
-                          "OUTPUT/features."},
+                          "OUTPUT/toy/features."},
     )
     description_source: str = field(
         default="auto",
@@ -65,7 +72,11 @@ class DataArguments:
                           "(generated when the features folder has them, else the item table)."},
     )
     max_train_rows: int | None = field(default=None, metadata={"help": "Random subset of the training rows (seeded)."})
-    max_eval_rows: int | None = field(default=None, metadata={"help": "Random subset of each evaluation split (seeded)."})
+    max_eval_rows: int | None = field(
+        default=None,
+        metadata={"help": "Cut each evaluation split to whole users (seeded) holding at most this many rows; "
+                          "None: the full split (preferred)."},
+    )
     eval_splits: list[str] = field(default_factory=lambda: list(EVAL_SPLITS), metadata={"help": "Splits evaluated at the end."})
     toy_seed: int = field(default=0, metadata={"help": "Seed of the embedded toy data set."})
     toy_num_users: int | None = field(default=None, metadata={"help": "Toy data: number of users (default of the generator)."})
@@ -76,20 +87,22 @@ class DataArguments:
 class ModelArguments:
     """Which system of the paper, around which LLM."""
 
+    _argument_group_name = "model"
+
     variant: str = field(default="userllm", metadata={"help": f"One of {sorted(VARIANTS)}."})
     base_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Pretrained LLM (Hub id or folder). None: a tiny random Llama (toy demo)."}
     )
     toy_hidden_size: int = field(default=64, metadata={"help": "Tiny random Llama: hidden size."})
     toy_num_layers: int = field(default=2, metadata={"help": "Tiny random Llama: decoder layers."})
-    max_item_tokens: int = field(default=32, metadata={"help": "Tokens kept of each item's text."})
+    max_item_tokens: int = field(default=96, metadata={"help": "Token budget of each item's text; longer texts are cut at a word boundary."})
     max_history_items: int | None = field(default=None, metadata={"help": "History items kept (default: the data set's n)."})
     item_noun: str = field(default="movie", metadata={"help": "What the prompt calls an item."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "LoRA targets."})
-    dtype: str = field(default="float32", metadata={"help": f"Weights dtype, one of {DTYPES}."})
+    dtype: str = field(default="float32", metadata={"help": f"Dtype of the frozen LLM, one of {list(DTYPES)}; trained weights stay float32."})
     light_checkpoints: bool = field(
         default=False,
         metadata={"help": "Save checkpoints without the frozen base LLM (needs base_model_name_or_path)."},
@@ -104,6 +117,8 @@ class ModelArguments:
 @dataclass
 class ScheduleArguments:
     """The two-step schedule of the paper (Sec. 3.3); each step has its own optimizer."""
+
+    _argument_group_name = "the two-step schedule (paper Sec. 3.3): each step's own optimizer settings"
 
     steps: list[str] = field(
         default_factory=lambda: list(TRAINING_STEPS),
@@ -124,13 +139,30 @@ class ScheduleArguments:
     resume: bool = field(
         default=False, metadata={"help": "Continue an interrupted run in output_dir from its last checkpoint."}
     )
+    fast_step2: bool = field(
+        default=False,
+        metadata={"help": "Step 2 on a cached key/value prefix with the frozen LoRA merged: same scores and gradients "
+                          "as the plain path without LoRA dropout, fewer FLOPs (docs/BENCHMARKS.md)."},
+    )
 
     def step_overrides(self, step: str) -> dict[str, Any]:
         """The `TrainingArguments` values of a step: `step1_*` for "lora", `step2_*` for "encoders"."""
         number = step_number(step)
-        names = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+        return {name: getattr(self, f"step{number}_{name}") for name in STEP_SETTINGS}
+
+
+# `TrainingArguments` fields that each step sets from its own `step1_*` / `step2_*` value: the
+# generic flags of the same names are ignored.
+STEP_SETTINGS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                  "gradient_accumulation_steps", "warmup_steps")
-        return {name: getattr(self, f"step{number}_{name}") for name in names}
+
+
+class GenericTrainingArguments(TrainingArguments):
+    """`TrainingArguments`, shown last in `--help` under their own heading."""
+
+    _argument_group_name = ("transformers.TrainingArguments (any field; the per-step ones, "
+                            + ", ".join(f"--{name}" for name in STEP_SETTINGS)
+                            + ", are IGNORED: use --step1_* / --step2_*)")
 
 
 # Defaults that differ from `TrainingArguments`: the paper's optimizer, and what the
@@ -187,6 +219,9 @@ def load_preset(path: str | Path) -> dict[str, Any]:
             known names), or a key appears in two sections.
     """
     path = Path(path)
+    if not path.is_file() and path.parts and path.parts[0] == "configuration" and (PRESET_DIR.joinpath(*path.parts[1:])).is_file():
+        # "configuration/NAME.yaml" as the docs write it, run from outside the repository.
+        path = PRESET_DIR.joinpath(*path.parts[1:])
     if not path.is_file():
         raise PresetError(f"preset {path} does not exist (presets live in {PRESET_DIR})")
     content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -229,11 +264,25 @@ def parse_arguments(argv: list[str] | None = None) -> RunArguments:
     preset = Path(known.preset) if known.preset else DEFAULT_PRESET
     values = {**TRAINING_DEFAULTS, **load_preset(preset)}
 
-    parser = HfArgumentParser((DataArguments, ModelArguments, ScheduleArguments, TrainingArguments))
-    parser.add_argument("--preset", default=None, help=f"YAML preset (default {DEFAULT_PRESET.relative_to(REPO_ROOT)})")
+    # argparse lists ungrouped options first: --preset, then the groups in this order, the
+    # hundreds of generic TrainingArguments last.
+    parser = HfArgumentParser((ScheduleArguments, ModelArguments, DataArguments, GenericTrainingArguments),
+                              usage="%(prog)s [--preset FILE] [--KEY VALUE ...]", description="Train and evaluate USER-LLM with the paper's two-step schedule. Any preset "
+                                          "key can be overridden with --KEY VALUE.")
+    parser.add_argument("--preset", default=None, help="YAML preset (default: configuration/toy.yaml, the toy demo)")
+    for action in parser._actions:
+        if action.dest in STEP_SETTINGS:
+            action.help = f"IGNORED: each step sets it from --step1_{action.dest} / --step2_{action.dest}"
     parser.set_defaults(**values)
-    # The namespace left over after the four dataclasses holds only --preset.
-    data, model, schedule, training, _ = parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
+    try:
+        # The namespace left over after the four dataclasses holds only --preset.
+        schedule, model, data, training, _ = parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
+    except ValueError as error:
+        if "not used by the HfArgumentParser" not in str(error):
+            raise
+        unknown = [arg for arg in argv if arg.startswith("--") and arg.split("=")[0] not in parser._option_string_actions]
+        hints = [f"{arg}{_suggest(arg.split('=')[0], parser._option_string_actions)}" for arg in unknown]
+        parser.error(f"unrecognized arguments: {' '.join(hints) or error} (see --help)")
     for section, name in ((data, "data_dir"), (data, "features_dir"), (model, "base_model_name_or_path")):
         value = getattr(section, name)
         if value is not None and value.startswith("~"):
@@ -255,8 +304,11 @@ def check_arguments(run: RunArguments) -> None:
     bad_steps = [step for step in run.schedule.steps if step not in TRAINING_STEPS]
     if bad_steps or not run.schedule.steps:
         raise PresetError(f"steps {run.schedule.steps}: each must be one of {TRAINING_STEPS}")
+    if run.model.dtype == "float16":
+        raise PresetError("dtype 'float16' is not supported for training (it needs loss scaling and overflows Llama "
+                          "activations): use 'bfloat16' (with bf16: true) on GPUs that have it, else 'float32'")
     if run.model.dtype not in DTYPES:
-        raise PresetError(f"dtype {run.model.dtype!r}: expected one of {DTYPES}")
+        raise PresetError(f"dtype {run.model.dtype!r}: expected one of {list(DTYPES)}")
     if run.data.description_source not in DESCRIPTION_SOURCES:
         raise PresetError(f"description_source {run.data.description_source!r}: expected one of {DESCRIPTION_SOURCES}")
     bad_splits = [split for split in run.data.eval_splits if split not in EVAL_SPLITS]

@@ -7,6 +7,7 @@ Everything the data must satisfy for a given model is checked here, before train
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,12 +55,58 @@ class RunData:
     builder: RecordBuilder
 
     def split(self, name: str, max_rows: int | None = None, seed: int = 0) -> RecordDataset:
-        """A lazily converting view of one split, optionally a seeded random subset of it."""
+        """A lazily converting view of one split, optionally a seeded random subset of its rows
+        (for training; evaluation takes whole users, see `user_subset`)."""
         rows = self.data.interactions[name]
         if max_rows is not None and max_rows < len(rows):
             picked = np.random.default_rng(seed).choice(len(rows), size=max_rows, replace=False)
             rows = rows.select(np.sort(picked))
         return self.builder.dataset(rows)
+
+    def user_subset(self, name: str, max_rows: int | None = None, seed: int = 0) -> tuple[RecordDataset, int]:
+        """A split for evaluation, optionally cut to whole users: every row of each user kept.
+
+        UAUC averages per-user AUCs, so a subset of rows would score each user on a few rows;
+        this draws users in a seeded random order and keeps them while their rows fit in
+        `max_rows` (always at least one user).
+
+        Returns:
+            The view and the number of users in it.
+
+        Raises:
+            ValueError: the split is empty.
+        """
+        rows = self.data.interactions[name]
+        if len(rows) == 0:
+            raise ValueError(f"split {name!r} of {self.data.name} is empty: nothing to evaluate")
+        user_ids = rows.with_format("arrow")[:]["user_id"].to_numpy()  # respects a select/filter view
+        users, per_user = np.unique(user_ids, return_counts=True)
+        if max_rows is None or max_rows >= len(rows):
+            return self.builder.dataset(rows), len(users)
+        order = np.random.default_rng(seed).permutation(len(users))
+        fits = np.cumsum(per_user[order]) <= max_rows
+        fits[0] = True
+        chosen = users[order[: int(np.argmin(fits)) if not fits.all() else len(fits)]]
+        picked = np.flatnonzero(np.isin(user_ids, chosen))
+        return self.builder.dataset(rows.select(picked)), len(chosen)
+
+
+def history_items_for_split(data: RecommendationData, split: str, default: int) -> int:
+    """History items the model is given on a split: the data set's long history on
+    `test_long` (the paper's Table 5, docs/DATA.md), `default` (its n) elsewhere."""
+    if split == "test_long":
+        return int(data.info["protocol"].get("long_history_length") or default)
+    return default
+
+
+def with_history_items(processor: UserLLMProcessor, max_history_items: int) -> UserLLMProcessor:
+    """A shallow copy of `processor` that keeps `max_history_items` history items (same
+    tokenizer and switches); the processor itself is left as it is, so the saved model keeps n."""
+    if max_history_items == processor.max_history_items:
+        return processor
+    copied = copy.copy(processor)
+    copied.max_history_items = max_history_items
+    return copied
 
 
 def prepare_toy_data(folder: str | Path, seed: int = 0, num_users: int | None = None, num_items: int | None = None) -> tuple[Path, Path]:
@@ -87,7 +134,10 @@ def prepare_toy_data(folder: str | Path, seed: int = 0, num_users: int | None = 
     from ..features.collaborative import train_collaborative_embeddings
 
     encoder, image_processor = toy_image_encoder(seed=0)
-    images, mask = extract_image_features(list(data.items["poster_path"]), encoder, image_processor, batch_size=64)
+    images, mask = extract_image_features(list(data.items["poster_path"]), encoder, image_processor, batch_size=64,
+                                          warn_missing=False)
+    # Items without a poster are part of the toy set's design: their prompts show no <Image>.
+    logger.info("Toy posters: %d of %d items have one (the others have none by design)", int(mask.sum()), len(mask))
     # CoLLM's N(0, 1) start needs hundreds of epochs on ML-1M; a small toy set learns in a
     # few dozen from a small start with a larger step.
     users, items, mf_metrics = train_collaborative_embeddings(

@@ -15,19 +15,20 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, TrainingArguments
+from transformers import AutoTokenizer, ProgressCallback, TrainingArguments
 
 from ..configuration_userllm import VARIANTS
 from ..factory import create_model_and_processor
 from ..features.store import atomic_write_json
+from ..features.visual import load_image_encoder, toy_image_encoder
 from ..toy_model import build_toy_tokenizer, tiny_llama_config
-from .arguments import PresetError, RunArguments, step_number
-from .datasets import RecordCollator, RunData, load_run_data, prepare_toy_data
+from .arguments import DTYPES, PresetError, RunArguments, step_number
+from .datasets import RecordCollator, RunData, history_items_for_split, load_run_data, prepare_toy_data, with_history_items
 from .trainer import UserLLMTrainer, train_two_steps
 
 logger = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# How the features' manifest names the seeded stand-in encoder of the toy data set.
+TOY_IMAGE_ENCODER = "toy_image_encoder(seed=0)"
 
 
 def resolve_data(run: RunArguments) -> None:
@@ -65,7 +66,10 @@ def build_model(run: RunArguments, run_data: RunData):
     if model_args.base_model_name_or_path is None:
         texts = list(data.items["title"]) + [text for text in run_data.builder.descriptions if text]
         tokenizer = build_toy_tokenizer(texts, item_noun=model_args.item_noun)
-        source = {"text_config": tiny_llama_config(len(tokenizer) + 4, model_args.toy_hidden_size, model_args.toy_num_layers)}
+        # The tokenizer's special tokens in the config: the Trainer would otherwise align (and warn about) them.
+        special = {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in ("pad", "bos", "eos")}
+        source = {"text_config": tiny_llama_config(len(tokenizer) + 4, model_args.toy_hidden_size, model_args.toy_num_layers,
+                                                   **special)}
     else:
         tokenizer = AutoTokenizer.from_pretrained(model_args.base_model_name_or_path)
         source = {"base_model_name_or_path": model_args.base_model_name_or_path}
@@ -91,24 +95,94 @@ def build_model(run: RunArguments, run_data: RunData):
     return model, processor
 
 
+class LabelledProgressCallback(ProgressCallback):
+    """The Trainer's progress bars, the evaluation bar labelled with what it evaluates (`label`)."""
+
+    label: str | None = None
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        new_bar = self.prediction_bar is None
+        super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+        if new_bar and self.prediction_bar is not None and self.label:
+            self.prediction_bar.set_description(self.label)
+
+
+def label_evaluation_progress(trainer: UserLLMTrainer, label: str) -> None:
+    """Labels the trainer's evaluation progress bar (when it shows one) with `label`."""
+    callbacks = trainer.callback_handler.callbacks
+    progress = next((callback for callback in callbacks if isinstance(callback, ProgressCallback)), None)
+    if progress is None:
+        return
+    if not isinstance(progress, LabelledProgressCallback):
+        trainer.remove_callback(progress)
+        progress = LabelledProgressCallback()
+        trainer.add_callback(progress)
+    progress.label = label
+
+
 def evaluate_splits(trainer: UserLLMTrainer, run_data: RunData, splits, max_rows: int | None, seed: int) -> dict:
-    """`{split: {"auc", "uauc", "rows", "loss"}}` on the full prompt, each row counted once."""
-    trainer.data_collator = RecordCollator(trainer.processing_class, text_only=False)
+    """`{split: {"auc", "uauc", "rows", "users", "loss", "history_items"}}` on the full prompt,
+    each row counted once.
+
+    `max_rows` cuts a split to whole users (`RunData.user_subset`). `test_long` is scored
+    with the data set's long histories: its processor keeps `long_history_length` items
+    (Table 5), the other splits the model's own `max_history_items`.
+
+    Raises:
+        ValueError: a split asked for is absent or empty.
+    """
+    processor = trainer.processing_class
     metrics = {}
     for split in splits:
-        if split not in run_data.data.interactions or len(run_data.data.interactions[split]) == 0:
-            continue
-        result = trainer.evaluate(eval_dataset=run_data.split(split, max_rows, seed), metric_key_prefix=split)
+        if split not in run_data.data.interactions:
+            raise ValueError(f"split {split!r} is not in the data set (it has {list(run_data.data.interactions)}); "
+                             "prepare the data again with examples/prepare_data.py")
+        dataset, users = run_data.user_subset(split, max_rows, seed)
+        history_items = history_items_for_split(run_data.data, split, processor.max_history_items)
+        trainer.data_collator = RecordCollator(with_history_items(processor, history_items), text_only=False)
+        label_evaluation_progress(trainer, f"evaluating {split} ({len(dataset)} rows)")
+        result = trainer.evaluate(eval_dataset=dataset, metric_key_prefix=split)
         metrics[split] = {name: result[f"{split}_{name}"] for name in ("auc", "uauc", "rows", "loss")}
-        metrics[split]["rows"] = int(metrics[split]["rows"])
+        metrics[split] |= {"rows": int(metrics[split]["rows"]), "users": users, "history_items": history_items}
+    trainer.data_collator = RecordCollator(processor, text_only=False)
     return metrics
 
 
+def attach_image_encoder(model, processor, run_data: RunData) -> str | None:
+    """Gives the model the vision encoder that computed the run's image features (named in the
+    features' manifest), and the processor its image processor, so the saved model scores raw posters.
+
+    Returns:
+        The encoder's name, or None when the model is not visual or the encoder cannot be loaded
+        (then the model takes precomputed features only; a warning says why).
+    """
+    features = run_data.features
+    if not model.config.use_visual or features is None:
+        return None
+    name = str((features.manifest.get("image_features") or {}).get("model") or "")
+    if name.startswith(TOY_IMAGE_ENCODER):
+        encoder, image_processor = toy_image_encoder(seed=0)
+        name_or_path = None
+    else:
+        try:
+            encoder, image_processor = load_image_encoder(name)
+        except (OSError, ValueError) as error:
+            logger.warning("The saved model takes precomputed image features only: the image encoder %r named in the "
+                           "features' manifest could not be loaded (%s)", name, error)
+            return None
+        name_or_path = name
+    model.attach_vision_encoder(encoder, name_or_path)
+    processor.image_processor = image_processor
+    return name
+
+
 def save_model_folder(trainer: UserLLMTrainer, run: RunArguments, run_data: RunData, metrics: dict) -> Path:
-    """Writes `OUTPUT/model`: weights (light or full), config, code, processor and model card."""
+    """Writes `OUTPUT/model`: weights (light or full) with the image encoder of the features,
+    config, code, processor and model card."""
     from ..hub import render_model_card
 
     folder = Path(run.training.output_dir) / "model"
+    image_encoder = attach_image_encoder(trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class, run_data)
     trainer.save_model(str(folder))
     if trainer.args.should_save:
         # A pickle the Hub folder does not need (and loaders should never unpickle).
@@ -128,6 +202,7 @@ def save_model_folder(trainer: UserLLMTrainer, run: RunArguments, run_data: RunD
                      if all(0 <= values[name] <= 1 for name in ("auc", "uauc"))},
             data_info=run_data.data.info,
             training=training,
+            image_encoder=image_encoder,
         )
         card.save(str(folder / "README.md"))
     trainer.accelerator.wait_for_everyone()
@@ -167,6 +242,7 @@ def run_training(run: RunArguments, callbacks: list | None = None) -> dict:
         resume=run.schedule.resume,
         light_checkpoints=run.model.light_checkpoints,
         callbacks=callbacks,
+        fast_step2=run.schedule.fast_step2,
     )
     metrics = evaluate_splits(trainer, run_data, run.data.eval_splits, run.data.max_eval_rows, training.seed)
     metrics["num_processes"] = training.world_size

@@ -72,7 +72,9 @@ class UserLLMTrainer(Trainer):
         output_dir = output_dir or self.args.output_dir
         if self.args.should_save:
             Path(output_dir).mkdir(parents=True, exist_ok=True)
-            self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, light=True)
+            # Under FSDP / DeepSpeed ZeRO-3 `save_model` passes the gathered `state_dict`: the
+            # module's own would hold only this process's shard.
+            self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, light=True, state_dict=state_dict)
             if self.processing_class is not None:
                 self.processing_class.save_pretrained(output_dir)
             torch.save(self.args, Path(output_dir) / "training_args.bin")
@@ -108,6 +110,7 @@ def train_two_steps(
     resume: bool = False,
     light_checkpoints: bool = False,
     callbacks: list | None = None,
+    fast_step2: bool = False,
 ) -> UserLLMTrainer:
     """Runs the paper's schedule: each step with its own Trainer, optimizer and folder.
 
@@ -126,6 +129,8 @@ def train_two_steps(
         resume: continue an interrupted run in `args.output_dir`.
         light_checkpoints: checkpoints without the frozen base LLM.
         callbacks: extra `TrainerCallback`s for every step.
+        fast_step2: train step 2 on the constant-prefix cache with the frozen LoRA merged
+            (`fast_step2.FastStep2Trainer`: same scores and gradients, LoRA dropout off).
 
     Returns:
         The trainer of the last step run (its model is the trained model, set to inference).
@@ -142,7 +147,12 @@ def train_two_steps(
         # New TrainingArguments reset the accelerate state: build them only for a step that runs.
         step_args = step_training_arguments(args, number, step, step_overrides.get(step, {}))
         final_dir = Path(step_args.output_dir) / FINAL_FOLDER
-        trainer = UserLLMTrainer(
+        trainer_class = UserLLMTrainer
+        if fast_step2 and step == "encoders":
+            from .fast_step2 import FastStep2Trainer  # it imports this module
+
+            trainer_class = FastStep2Trainer
+        trainer = trainer_class(
             model=model,
             args=step_args,
             train_dataset=train_dataset,

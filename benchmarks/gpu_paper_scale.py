@@ -1,0 +1,300 @@
+"""USER-LLM at the paper's scale on one GPU: a Vicuna-7B-shaped LLM in bfloat16 with the paper's LoRA.
+
+Builds a randomly initialised Llama with Vicuna-7B's shape (hidden 4096, 32 layers, 32 heads,
+vocabulary 32,000; from a config, nothing downloaded) in bfloat16, wraps it as USER-LLM and
+as "w/o UHEM" (history inline), and measures at n = 5 and 10 history items:
+- step-2 training samples/s (LoRA frozen; UHEM + projectors trained in float32 under bfloat16
+  autocast, as the Trainer's `bf16=True` runs them; AdamW), and its peak GPU memory;
+- inference samples/s (`model(**batch)` without autocast, as `predict_proba` runs it).
+Random weights change no timing: the work per token is the same as Vicuna's.
+
+Prompts come from the real processor over synthetic items whose text is `--item-tokens`
+tokens long (a title plus a ~20-word description is about 40-45 tokens for Llama-family
+tokenizers; see benchmarks/item_text_budget.py). The tokenizer is word-level over a
+synthetic vocabulary sized to Vicuna's 32,000 (the GPU machine has no network and no
+Llama tokenizer), so one word is one token.
+
+    python benchmarks/gpu_paper_scale.py                 # on a GPU: the paper's shape (< 8 min on one H200)
+    python benchmarks/gpu_paper_scale.py --tiny          # anywhere: a scaled-down shape (the test runs this)
+
+Prints a table and writes benchmarks/results/<name>.json.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig
+
+from modeling_userllm import create_model_and_processor
+from modeling_userllm.toy_model import build_toy_tokenizer
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(RESULTS_DIR.parent))
+from timing import inference  # noqa: E402
+VARIANTS = ("userllm", "userllm_no_uhem")
+# Vicuna-7B v1.5 (Llama-2-7B): hidden 4096, 32 layers of 32 heads, MLP 11008, vocabulary 32,000.
+VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                 num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5)
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=4, vocab_size=1200, max_position_embeddings=4096, rms_norm_eps=1e-5)
+# The paper's Figure 3 ratios (w/o UHEM time / USER-LLM time), published (Vicuna-7B, A100).
+PUBLISHED_SPEEDUPS = {5: {"training": 1.16, "inference": 1.15}, 10: {"training": 1.83, "inference": 2.17}}
+NUM_USERS, NUM_ITEMS, VISION_SIZE, COLLABORATIVE_SIZE = 64, 400, 384, 256
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def synthetic_vocabulary(size: int) -> list[str]:
+    """`size` distinct lower-case words (word-level tokens)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return ["".join(letters[(i // 26**k) % 26] for k in range(4)) for i in range(size)]
+
+
+def make_items(words: list[str], item_tokens: int, seed: int) -> list[dict]:
+    """Items whose `"Title" (description)` text is `item_tokens` word-level tokens long.
+
+    A title of two words and a year gives `" w w ( 1995 ) "` = 7 tokens, the description's
+    parentheses 2 more; the description fills the rest.
+    """
+    rng = random.Random(seed)
+    description_words = max(1, item_tokens - 9)
+    return [
+        {
+            "item_id": item_id,
+            "title": f"{rng.choice(words)} {rng.choice(words)} ({rng.randrange(1950, 2020)})",
+            "description": " ".join(rng.choice(words) for _ in range(description_words)),
+            "image_features": [rng.gauss(0, 1) for _ in range(VISION_SIZE)],
+        }
+        for item_id in range(NUM_ITEMS)
+    ]
+
+
+def make_records(items: list[dict], num_records: int, history_length: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    return [
+        {**rng.choice(items), "user_id": rng.randrange(NUM_USERS), "history": rng.sample(items, history_length),
+         "label": rng.randrange(2)}
+        for _ in range(num_records)
+    ]
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build(variant: str, shape: dict, tokenizer, history_length: int, device: torch.device, dtype: torch.dtype, seed: int):
+    """The variant around a random LLM of `shape`, built directly on `device` in `dtype`."""
+    torch.manual_seed(seed)
+    with device, default_dtype(dtype):
+        model, processor = create_model_and_processor(
+            tokenizer, variant, text_config=LlamaConfig(tie_word_embeddings=False, **shape),
+            num_users=NUM_USERS, num_items=NUM_ITEMS, max_item_tokens=512, max_history_items=history_length,
+        )
+    model.upcast_trained_modules()  # built under a bfloat16 default: what training changes goes to float32
+    generator = torch.Generator().manual_seed(seed)
+    model.load_collaborative_embeddings(torch.randn(NUM_USERS, COLLABORATIVE_SIZE, generator=generator),
+                                        torch.randn(NUM_ITEMS, COLLABORATIVE_SIZE, generator=generator))
+    return model, processor
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_call(fn, device: torch.device, warmup: int, repeats: int) -> float:
+    """Median wall time of `fn()` over `repeats` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_memory_gib(fn, device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**30
+
+
+def step2_training(model, batch: dict, device: torch.device, autocast_dtype: torch.dtype | None):
+    """One step-2 update (forward, backward, AdamW) as the Trainer runs it with `bf16=True`."""
+    model.train()
+    model.set_training_step("encoders")
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, weight_decay=1e-3)
+    autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+
+    def run():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+
+    return run
+
+
+def measure(args, shape: dict, tokenizer, items: list[dict], device: torch.device, dtype: torch.dtype) -> list[dict]:
+    rows = []
+    for history_length in args.history_lengths:
+        train_records = make_records(items, args.batch_size, history_length, seed=history_length)
+        eval_records = make_records(items, args.eval_batch_size, history_length, seed=100 + history_length)
+        for variant in VARIANTS:
+            start = time.perf_counter()
+            model, processor = build(variant, shape, tokenizer, history_length, device, dtype, args.seed)
+            build_s = time.perf_counter() - start
+            train_batch = {k: v.to(device) for k, v in processor(train_records).items()}
+            eval_batch = {k: v.to(device) for k, v in processor(eval_records).items()}
+            train_step = step2_training(model, train_batch, device, dtype if dtype != torch.float32 else None)
+            train_s = seconds_per_call(train_step, device, args.warmup, args.repeats)
+            train_peak = peak_memory_gib(train_step, device)
+            infer = inference(model, eval_batch)
+            infer_s = seconds_per_call(infer, device, args.warmup, args.repeats)
+            infer_peak = peak_memory_gib(infer, device)
+            row = {
+                "n": history_length,
+                "variant": variant,
+                "prompt_tokens": int(train_batch["attention_mask"].sum(1).float().mean()),
+                "uhem_tokens": int(train_batch["history_attention_mask"].sum(1).float().mean()) if "history_attention_mask" in train_batch else 0,
+                "train_batch": args.batch_size,
+                "train_samples_s": args.batch_size / train_s,
+                "train_peak_gib": train_peak,
+                "eval_batch": args.eval_batch_size,
+                "infer_samples_s": args.eval_batch_size / infer_s,
+                "infer_peak_gib": infer_peak,
+                "trained_dtypes": sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.requires_grad}),
+                "llm_dtype": str(model.get_input_embeddings().weight.dtype).removeprefix("torch."),
+                "llm_parameters": sum(p.numel() for p in model.language_model.parameters()),
+                "build_s": build_s,
+            }
+            rows.append(row)
+            print(f"  n={history_length} {variant}: train {row['train_samples_s']:.2f} samples/s, "
+                  f"infer {row['infer_samples_s']:.2f} samples/s", flush=True)
+            del model, processor, train_batch, eval_batch, train_step, infer
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return rows
+
+
+def speedups(rows: list[dict]) -> list[dict]:
+    """w/o UHEM time / USER-LLM time per n, beside the paper's Figure 3 ratios."""
+    result = []
+    for n in sorted({row["n"] for row in rows}):
+        by_variant = {row["variant"]: row for row in rows if row["n"] == n}
+        uhem, inline = by_variant["userllm"], by_variant["userllm_no_uhem"]
+        result.append({
+            "n": n,
+            "train_speedup": uhem["train_samples_s"] / inline["train_samples_s"],
+            "infer_speedup": uhem["infer_samples_s"] / inline["infer_samples_s"],
+            "train_memory_ratio": (inline["train_peak_gib"] / uhem["train_peak_gib"]) if uhem["train_peak_gib"] else None,
+            "token_ratio": inline["prompt_tokens"] / uhem["prompt_tokens"],
+            "published_train_speedup": PUBLISHED_SPEEDUPS.get(n, {}).get("training"),
+            "published_infer_speedup": PUBLISHED_SPEEDUPS.get(n, {}).get("inference"),
+        })
+    return result
+
+
+def print_tables(rows: list[dict], ratios: list[dict]) -> None:
+    columns = ["n", "variant", "prompt_tokens", "uhem_tokens", "train_samples_s", "train_peak_gib", "infer_samples_s",
+               "infer_peak_gib", "trained_dtypes", "llm_dtype"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        cells = [f"{row[c]:.2f}" if isinstance(row[c], float) else ("-" if row[c] is None else str(row[c])) for c in columns]
+        print("| " + " | ".join(cells) + " |")
+    print()
+    print("| n | token ratio | step-2 training speed-up | published (A100) | inference speed-up | published (A100) | step-2 memory ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for r in ratios:
+        memory = "-" if r["train_memory_ratio"] is None else f"{r['train_memory_ratio']:.2f}x"
+        print(f"| {r['n']} | {r['token_ratio']:.2f} | {r['train_speedup']:.2f}x | {r['published_train_speedup']}x | "
+              f"{r['infer_speedup']:.2f}x | {r['published_infer_speedup']}x | {memory} |")
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
+        json.dump(payload, handle, indent=2)
+    os.replace(handle.name, path)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="a scaled-down LLM shape (CPU smoke run, tests)")
+    parser.add_argument("--history-lengths", type=int, nargs="+", default=[5, 10])
+    parser.add_argument("--batch-size", type=int, default=8, help="step-2 training batch (the preset's per-device 8)")
+    parser.add_argument("--eval-batch-size", type=int, default=32, help="inference batch (the preset's 32)")
+    parser.add_argument("--item-tokens", type=int, default=44, help="tokens of each item's text")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default=None, help="results file name (default gpu_paper_scale[_tiny])")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+
+    shape = TINY if args.tiny else VICUNA_7B
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    # The tokenizer covers the synthetic words plus the prompt's own; its size stays inside the LLM vocabulary.
+    words = synthetic_vocabulary(shape["vocab_size"] - 200)
+    tokenizer = build_toy_tokenizer(words + [str(year) for year in range(1950, 2020)])
+    if len(tokenizer) > shape["vocab_size"]:
+        raise ValueError(f"tokenizer has {len(tokenizer)} tokens, more than the LLM vocabulary {shape['vocab_size']}")
+    items = make_items(words, args.item_tokens, args.seed)
+    print(f"LLM shape {shape}, {args.dtype} on {device}; tokenizer {len(tokenizer)} tokens; items of {args.item_tokens} tokens",
+          flush=True)
+    start = time.perf_counter()
+    rows = measure(args, shape, tokenizer, items, device, dtype)
+    ratios = speedups(rows)
+    print_tables(rows, ratios)
+    result = {
+        "shape": "tiny" if args.tiny else "vicuna-7b",
+        "llm_config": shape,
+        "dtype": args.dtype,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("output_dir",)},
+        "rows": rows,
+        "speedups": ratios,
+        "wall_s": time.perf_counter() - start,
+    }
+    name = args.name or ("gpu_paper_scale_tiny" if args.tiny else "gpu_paper_scale")
+    write_json(args.output_dir / f"{name}.json", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""The demo as a Hugging Face Space: the folder to upload next to a published model.
+
+`write_space_folder` writes, from the templates in `hub_cards/space/`:
+
+    README.md           Space card: front matter with `sdk: gradio`, `app_file: app.py`, the model
+    app.py              serves `modeling_userllm.demo.page` with the settings below
+    space_config.json   the model (a folder here or a Hub id), data, features, posters
+    requirements.txt    the userllm package's dependencies
+    modeling_userllm/   a copy of the package's code (it is not on PyPI)
+    model/              the checkpoint, unless the Space loads it from the Hub by id
+    data/ features/ posters/   the catalogue
+
+`push_space` uploads such a folder. Neither imports gradio.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import string
+from importlib import metadata
+from pathlib import Path
+
+from huggingface_hub import HfApi, SpaceCard, SpaceCardData
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the installed metadata is read instead
+    tomllib = None
+
+from ..data import RecommendationData
+from ..hub import check_empty_upload_folder, staged_folder
+from ..resources import package_data_dir
+from .recommender import DemoSettings, resolve_poster, check_checkpoint
+
+SPACE_TEMPLATES = package_data_dir("hub_cards") / "space"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+PYPROJECT = PACKAGE_DIR.parent / "pyproject.toml"
+PACKAGE_NAME = "userllm"
+# Used when gradio is not installed here; a Space needs some sdk_version.
+DEFAULT_GRADIO_VERSION = "5.0.0"
+
+
+def space_requirements() -> list[str]:
+    """The userllm package's own dependencies (no extras), one requirement each.
+
+    Read from the checkout's `pyproject.toml` when there is one (an installed package's
+    metadata lags behind edits until it is reinstalled), else from the installed metadata.
+
+    Raises:
+        RuntimeError: neither is there.
+    """
+    if PYPROJECT.is_file() and tomllib is not None:
+        return list(tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"])
+    try:
+        requires = metadata.requires(PACKAGE_NAME) or []
+    except metadata.PackageNotFoundError as error:
+        raise RuntimeError(f"the {PACKAGE_NAME} package is not installed; run `pip install -e .` first") from error
+    return [requirement for requirement in requires if "extra ==" not in requirement]
+
+
+def gradio_version() -> str:
+    """The gradio version installed here (the Space runs the same), else a default."""
+    try:
+        return metadata.version("gradio")
+    except metadata.PackageNotFoundError:
+        return DEFAULT_GRADIO_VERSION
+
+
+def render_space_card(space_id: str, *, model_name: str, model_repo_id: str | None, data: RecommendationData,
+                      max_candidates: int, license: str | None = None) -> SpaceCard:
+    """The Space's README.md: Gradio front matter and what the demo shows."""
+    title = space_id.split("/")[-1]
+    card_data = SpaceCardData(
+        title=title, sdk="gradio", sdk_version=gradio_version(), app_file="app.py", license=license,
+        models=[model_repo_id] if model_repo_id else None, emoji="🎬", colorFrom="indigo", colorTo="pink",
+        pinned=False, short_description="Pick movies you liked, see what USER-LLM recommends",
+    )
+    model_link = (f"[{model_repo_id}](https://huggingface.co/{model_repo_id})" if model_repo_id
+                  else f"`model/` (copied from `{model_name}`)")
+    return SpaceCard.from_template(
+        card_data, template_path=str(SPACE_TEMPLATES / "README.md"), title=title, model_link=model_link,
+        model_description=model_repo_id or "a checkpoint shipped in this Space", data_name=data.name,
+        num_items=data.num_items, num_users=data.num_users, max_candidates=max_candidates,
+    )
+
+
+def _copy_package(destination: Path) -> None:
+    """The package's source (code, cards, JSON), without caches."""
+    shutil.copytree(PACKAGE_DIR, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def _copy_posters(data: RecommendationData, posters_dir: Path | None, destination: Path) -> int:
+    """Copies every poster the catalogue has into `destination`; returns how many."""
+    destination.mkdir(parents=True, exist_ok=True)
+    copied = 0
+    for path in data.items["poster_path"]:
+        poster = resolve_poster(path, posters_dir)
+        if poster is not None:
+            shutil.copy2(poster, destination / poster.name)
+            copied += 1
+    return copied
+
+
+def write_space_folder(out_dir: str | Path, settings: DemoSettings, *, space_id: str, model_repo_id: str | None = None,
+                       license: str | None = None) -> Path:
+    """Writes the Space folder atomically (see the module docstring).
+
+    Args:
+        out_dir: the folder to write; must not exist or be empty.
+        settings: the demo's model, data, features and posters (resolved: see `resolve_demo_paths`).
+        space_id: ORG/NAME of the Space (its title comes from NAME).
+        model_repo_id: the model's Hub id, when it is published: the Space loads it from there
+            instead of shipping `model/`.
+        license: license id for the card.
+
+    Returns:
+        `out_dir`.
+
+    Raises:
+        FileExistsError: `out_dir` is not empty.
+        DemoError: the checkpoint is no USER-LLM.
+    """
+    out_dir = Path(out_dir)
+    check_empty_upload_folder(out_dir)
+    check_checkpoint(settings.model)
+    data = RecommendationData.load(settings.data)
+    posters_dir = Path(settings.posters) if settings.posters else Path(settings.data).parent / "posters"
+    config = {"model": model_repo_id or "model", "data": "data", "features": "features" if settings.features else None,
+              "posters": "posters", "max_candidates": settings.max_candidates}
+    with staged_folder(out_dir) as staging:
+        shutil.copy2(SPACE_TEMPLATES / "app.py", staging / "app.py")
+        requirements = string.Template((SPACE_TEMPLATES / "requirements.txt").read_text())
+        (staging / "requirements.txt").write_text(requirements.substitute(requirements="\n".join(space_requirements())))
+        (staging / "space_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        render_space_card(space_id, model_name=settings.model, model_repo_id=model_repo_id, data=data,
+                          max_candidates=settings.max_candidates, license=license).save(staging / "README.md")
+        _copy_package(staging / "modeling_userllm")
+        if model_repo_id is None:
+            shutil.copytree(settings.model, staging / "model")
+        shutil.copytree(settings.data, staging / "data")
+        if settings.features:
+            shutil.copytree(settings.features, staging / "features")
+        _copy_posters(data, posters_dir, staging / "posters")
+    return out_dir
+
+
+def check_space_id(space_id: str) -> None:
+    """Raises ValueError unless `space_id` reads ORG/NAME."""
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", space_id):
+        raise ValueError(f"--space-id must read ORG/NAME, got {space_id!r}")
+
+
+def push_space(folder: str | Path, space_id: str, *, token: str, private: bool = False):
+    """Creates the Gradio Space if needed and uploads `folder` as one commit; returns its `CommitInfo`."""
+    api = HfApi(token=token)
+    api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+    return api.upload_folder(repo_id=space_id, folder_path=folder, repo_type="space",
+                             commit_message=f"USER-LLM demo from {Path(folder).name}")
+
+
+__all__ = ["check_space_id", "push_space", "render_space_card", "space_requirements", "write_space_folder"]
