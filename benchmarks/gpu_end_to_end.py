@@ -109,7 +109,6 @@ def main(argv=None) -> dict:
         print(f"[{'ok' if report['checks'][name]['ok'] else 'FAILED'}] {name}: {json.dumps(report['checks'][name])}", flush=True)
 
     data_dir, features_dir = prepare_toy_data(args.work_dir / "toy", seed=0, num_users=120, num_items=100)
-    import datasets  # noqa: F401  (the toy data set is a DatasetDict)
     from modeling_userllm.training import load_data_folder
 
     items = load_data_folder(data_dir).items

@@ -11,7 +11,6 @@ that would be cut and the tokens per item.
 """
 
 import argparse
-import json
 import random
 import statistics
 from pathlib import Path

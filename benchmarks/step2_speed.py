@@ -22,7 +22,6 @@ top operators.
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoImageProcessor, BatchFeature, BitImageProcessorPil, ProcessorMixin
+from transformers import BatchFeature, BitImageProcessorPil, ProcessorMixin
 from transformers.image_utils import is_pil_image, load_image
 from transformers.utils import logging
 

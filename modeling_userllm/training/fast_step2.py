@@ -162,7 +162,6 @@ class Step2PrefixCache:
 
     def __call__(self, inputs: dict):
         """The model's output (loss, logits, probabilities) for a processor batch, on the prefix cache."""
-        model = self.model
         if self.merger is not None:
             self.merger.refresh()
         input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
