@@ -31,6 +31,7 @@ from huggingface_hub.utils import validate_repo_id
 from .configuration_userllm import UserLLMConfig
 from .modeling_userllm import UserLLMForRecommendation
 from .processing_userllm import UserLLMProcessor
+from .features.store import match_weight_file_permissions
 from .resources import package_data_dir
 
 CARD_TEMPLATES = package_data_dir("hub_cards")  # hub_cards/ in the repository
@@ -447,6 +448,7 @@ def prepare_upload_folder(
     card = render_model_card(model.config, repo_id, light=light, **card_kwargs)
     with staged_folder(out_dir) as staging:
         model.save_pretrained(staging, light=light)
+        match_weight_file_permissions(staging)
         processor.save_pretrained(staging)
         card.save(staging / "README.md")
         _check_no_pickled_weights(staging)

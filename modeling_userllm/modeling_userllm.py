@@ -6,17 +6,15 @@ embeddings) and `<HistoryInteractions>` (one token from the User History Encodin
 The score is logit("Yes") - logit("No") at the last prompt position, computed in float32.
 
 This file is copied next to the weights by `save_pretrained`, so it imports only torch,
-transformers, peft, safetensors (a transformers dependency), the standard library and
-`configuration_userllm`.
+transformers, peft, `dataclasses` and its siblings (`configuration_userllm`; the pipeline's
+files when saving).
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
-from safetensors import SafetensorError
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 from transformers import MODEL_MAPPING, AutoModel, AutoModelForCausalLM, PreTrainedModel
@@ -311,8 +309,8 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         """Makes the model score raw posters: `vision_model` becomes its frozen `vision_tower`.
 
         It must be the encoder the training features came from (same weights, and the
-        processor's image processor must be its preprocessing), else posters score differently
-        from their precomputed features.
+        processor's image processor must be its preprocessing), else posters would not score
+        as their precomputed features do.
 
         Args:
             vision_model: a vision `AutoModel` whose `last_hidden_state[:, 0]` is the feature
@@ -605,29 +603,24 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         that name, e.g. the toy one, is stored). A `state_dict` passed in (the gathered one
         under FSDP or DeepSpeed ZeRO-3) is used instead of this module's own.
         """
-        if kwargs.get("is_main_process", True):
-            from .pipeline_userllm import RecommendationPipeline
-
-            Path(save_directory).mkdir(parents=True, exist_ok=True)
-            custom_object_save(RecommendationPipeline, save_directory)
-        if not light:
-            result = super().save_pretrained(save_directory, *args, **kwargs)
-            _give_weights_the_mode_of_the_config(save_directory)
-            return result
-        if not self.config.base_model_name_or_path:
-            raise ValueError("A light checkpoint needs config.base_model_name_or_path (the base LLM to fetch on load)")
-        state_dict = kwargs.get("state_dict")
-        if state_dict is None:
-            state_dict = self.state_dict()
-        keep_vision = not self.config.vision_model_name_or_path
-        kwargs["state_dict"] = {name: tensor for name, tensor in state_dict.items()
-                                if is_trained_parameter(name) or keep_vision and name.startswith("vision_tower.")}
-        self.config.light_checkpoint = True
+        if light:
+            if not self.config.base_model_name_or_path:
+                raise ValueError("A light checkpoint needs config.base_model_name_or_path (the base LLM to fetch on load)")
+            state_dict = kwargs.get("state_dict")
+            if state_dict is None:
+                state_dict = self.state_dict()
+            keep_vision = not self.config.vision_model_name_or_path
+            kwargs["state_dict"] = {name: tensor for name, tensor in state_dict.items()
+                                    if is_trained_parameter(name) or keep_vision and name.startswith("vision_tower.")}
+            self.config.light_checkpoint = True
         try:
             result = super().save_pretrained(save_directory, *args, **kwargs)
         finally:
             self.config.light_checkpoint = False
-        _give_weights_the_mode_of_the_config(save_directory)
+        if kwargs.get("is_main_process", True):
+            from .pipeline_userllm import RecommendationPipeline
+
+            custom_object_save(RecommendationPipeline, save_directory)  # the folder exists now
         return result
 
     @classmethod
@@ -651,7 +644,10 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
                 model, loading_info = super().from_pretrained(
                     pretrained_model_name_or_path, *model_args, config=config, output_loading_info=True, **kwargs
                 )
-            except SafetensorError as error:  # it does not name the file
+            except Exception as error:
+                # safetensors' error names no file (its class is matched by name: hub-copy import rules)
+                if type(error).__name__ != "SafetensorError":
+                    raise
                 raise OSError(f"Could not read the weights of {pretrained_model_name_or_path} (a truncated or corrupt "
                               f"model.safetensors?): {error}") from error
             _raise_on_key_mismatch(pretrained_model_name_or_path or "the given state_dict", loading_info)
@@ -732,17 +728,6 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
 # Loading arguments passed on to `AutoModelForCausalLM.from_pretrained` for a light checkpoint's base LLM.
 BASE_LOADING_KWARGS = ("dtype", "device_map", "max_memory", "attn_implementation", "quantization_config", "offload_folder")
-
-
-def _give_weights_the_mode_of_the_config(save_directory) -> None:
-    """transformers writes the weights through a 0600 temporary file; give them the permissions
-    of the `config.json` written beside them (the user's umask), as for every other file."""
-    folder = Path(save_directory)
-    config_file = folder / "config.json"
-    if config_file.is_file():
-        mode = config_file.stat().st_mode & 0o777
-        for weights in folder.glob("model*.safetensors*"):
-            weights.chmod(mode)
 
 
 def load_base_llm(name_or_path, **kwargs) -> PreTrainedModel:

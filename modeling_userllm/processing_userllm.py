@@ -4,7 +4,6 @@ This file is copied next to the weights by `save_pretrained`, so it imports only
 transformers and the standard library.
 """
 
-import math
 import numbers
 import os
 from collections.abc import Sequence
@@ -236,7 +235,8 @@ class UserLLMProcessor(ProcessorMixin):
             return {}
         raw = [row for row, image in enumerate(images) if is_raw_image(image)]
         features = torch.zeros((len(images), self.vision_feature_size), dtype=torch.float32)
-        given = [row for row in range(len(images)) if row not in set(raw)]
+        raw_rows = set(raw)
+        given = [row for row in range(len(images)) if row not in raw_rows]
         if given:
             features[given] = torch.tensor([list(map(float, images[row])) for row in given], dtype=torch.float32)
         inputs = {f"{prefix}image_features": features}
@@ -285,11 +285,17 @@ class UserLLMProcessor(ProcessorMixin):
                              f"got {type(features).__name__}")
         if len(features) != self.vision_feature_size:
             raise ValueError(f"{where}: image_features has {len(features)} values, expected {self.vision_feature_size} (or None)")
-        for position, value in enumerate(features):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise ValueError(f"{where}: image_features[{position}] must be a number, got {type(value).__name__}")
-            if not math.isfinite(value):
-                raise ValueError(f"{where}: image_features[{position}] is {value}; features must be finite")
+        try:  # one conversion instead of a Python loop: ranking validates every candidate's history
+            values = torch.as_tensor(features, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as error:
+            position, value = next(((i, v) for i, v in enumerate(features) if not isinstance(v, numbers.Real)), (0, features[0]))
+            raise ValueError(f"{where}: image_features[{position}] must be a number, got {type(value).__name__}") from error
+        if values.ndim != 1:
+            raise ValueError(f"{where}: image_features must be one flat list of numbers, got shape {tuple(values.shape)}")
+        not_finite = (~torch.isfinite(values)).nonzero()
+        if len(not_finite):
+            position = int(not_finite[0])
+            raise ValueError(f"{where}: image_features[{position}] is {values[position].item()}; features must be finite")
 
     def validate_record(self, record: dict, index: int) -> None:
         """Raises a `ValueError` naming the record index and field when a record is malformed."""

@@ -287,6 +287,8 @@ def test_dry_run_writes_the_upload_folder_and_uploads_nothing(checkpoint, monkey
     assert config["light_checkpoint"] and config["base_model_name_or_path"] == BASE_REPO
     assert config["auto_map"]["AutoModel"] == "modeling_userllm.UserLLMForRecommendation"
     assert "| test | 0.7011 | 0.6432 |" in (out / "README.md").read_text()
+    mode = lambda name: (out / name).stat().st_mode & 0o777  # noqa: E731
+    assert mode("model.safetensors") == mode("config.json")  # not transformers' 0600
 
 
 def test_light_form_needs_the_base_llm_hub_id(checkpoint, tmp_path):

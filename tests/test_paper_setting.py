@@ -270,13 +270,17 @@ def test_a_plain_llm_folder_is_refused_within_seconds():
     assert time.perf_counter() - start < 10
 
 
+def _tiny_trainer(model, processor, output_dir, light: bool) -> UserLLMTrainer:
+    model.config.base_model_name_or_path = "some/base-llm"
+    args = TrainingArguments(output_dir=str(output_dir), label_names=["labels", "user_ids"], remove_unused_columns=False,
+                             report_to=[], use_cpu=True)
+    return UserLLMTrainer(model=model, args=args, processing_class=processor, light_checkpoints=light)
+
+
 def test_light_save_writes_the_state_dict_it_is_given(tiny_tokenizer, tmp_path):
     """Under FSDP / ZeRO-3 the Trainer hands `_save` the gathered weights: those must be written."""
     model, processor = build_tiny_model(tiny_tokenizer)
-    model.config.base_model_name_or_path = "some/base-llm"
-    args = TrainingArguments(output_dir=str(tmp_path), label_names=["labels", "user_ids"], remove_unused_columns=False,
-                             report_to=[], use_cpu=True)
-    trainer = UserLLMTrainer(model=model, args=args, processing_class=processor, light_checkpoints=True)
+    trainer = _tiny_trainer(model, processor, tmp_path, light=True)
     gathered = {name: torch.full_like(tensor, 0.25) for name, tensor in model.state_dict().items()}
     trainer._save(str(tmp_path / "out"), state_dict=gathered)
     saved = load_file(tmp_path / "out" / "model.safetensors")
@@ -311,8 +315,8 @@ def test_gpu_paper_scale_benchmark_runs_tiny(tmp_path):
 
 @pytest.mark.parametrize("light", [False, True])
 def test_saved_weights_have_the_permissions_of_the_other_files(tiny_tokenizer, tmp_path, light):
-    model, _ = build_tiny_model(tiny_tokenizer)
-    model.config.base_model_name_or_path = "some/base-llm"
-    model.save_pretrained(tmp_path, light=light)
-    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777  # noqa: E731
+    """transformers writes model.safetensors 0600; a run's folders (checkpoints, model/) must not."""
+    model, processor = build_tiny_model(tiny_tokenizer)
+    _tiny_trainer(model, processor, tmp_path, light=light).save_model(str(tmp_path / "out"))
+    mode = lambda name: (tmp_path / "out" / name).stat().st_mode & 0o777  # noqa: E731
     assert mode("model.safetensors") == mode("config.json") and mode("config.json") & 0o044  # readable by others

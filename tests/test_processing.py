@@ -97,6 +97,7 @@ def test_yes_and_no_tokens_are_where_the_answers_part(tiny_tokenizer):
         # A string is a poster path (posters may be given as images): a missing file is named.
         (lambda r: r.update(image_features="0.1 0.2"), r"record 1: image_features names the poster file 0.1 0.2, which does not exist"),
         (lambda r: r.update(image_features=b"0.1"), r"record 1: image_features must be a list of 384 numbers, a PIL image, an image path or None, got bytes"),
+        (lambda r: r["image_features"].__setitem__(383, "x"), r"record 1: image_features\[383\] must be a number, got str"),
         (lambda r: r.pop("label"), r"record 1: 'label' is missing while record 0 has one"),
         (lambda r: r.update(user_id=3.7), r"record 1: field 'user_id' must be an integer, got float 3.7"),
         (lambda r: r.update(item_id="u3"), r"record 1: field 'item_id' must be an integer, got str"),

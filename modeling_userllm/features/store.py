@@ -40,6 +40,21 @@ def _temporary_file(path: Path) -> str:
     return tmp
 
 
+def match_weight_file_permissions(folder: str | os.PathLike) -> None:
+    """Gives the weight files of a `save_pretrained` folder the permissions of its `config.json`.
+
+    transformers writes `model*.safetensors` through a 0600 temporary file, while every other
+    file of the folder gets the user's umask (0644 usually): a folder meant to be shared or
+    uploaded would hold weights that only their owner can read.
+    """
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    if config_file.is_file():
+        mode = config_file.stat().st_mode & 0o777
+        for weights in folder.glob("model*.safetensors*"):
+            weights.chmod(mode)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes `data` to `path` so that `path` holds either the old or the new content.
 

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..features.store import match_weight_file_permissions
 from ..metrics import auc_and_uauc
 from .arguments import step_number
 from .datasets import RecordCollator
@@ -67,10 +68,10 @@ class UserLLMTrainer(Trainer):
                              f"(got label_names={self.args.label_names}, remove_unused_columns={self.args.remove_unused_columns})")
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        if not self.light_checkpoints:
-            return super()._save(output_dir, state_dict)
         output_dir = output_dir or self.args.output_dir
-        if self.args.should_save:
+        if not self.light_checkpoints:
+            super()._save(output_dir, state_dict)
+        elif self.args.should_save:
             Path(output_dir).mkdir(parents=True, exist_ok=True)
             # Under FSDP / DeepSpeed ZeRO-3 `save_model` passes the gathered `state_dict`: the
             # module's own would hold only this process's shard.
@@ -78,6 +79,8 @@ class UserLLMTrainer(Trainer):
             if self.processing_class is not None:
                 self.processing_class.save_pretrained(output_dir)
             torch.save(self.args, Path(output_dir) / "training_args.bin")
+        if self.args.should_save:
+            match_weight_file_permissions(output_dir)
 
 
 def step_training_arguments(args: TrainingArguments, number: int, step: str, overrides: dict) -> TrainingArguments:
