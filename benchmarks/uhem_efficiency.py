@@ -7,13 +7,18 @@ records with the same batch size:
   step 1 ("lora") trains on the text form of the prompt, which writes the history inline in
   both variants, so it is measured once and shared; step 2 ("encoders") on the full prompt,
 - inference throughput (model forward only, the processor excluded),
-- the GRU's own time (counted inside the UHEM numbers, also reported alone),
+- the history encoder's own time (counted inside the UHEM numbers, also reported alone),
+  for each `history_encoder_type` asked for (`--encoder-types gru transformer`: the paper's GRU
+  and the parallel transformer encoder side by side, each against the same inline variant),
 - peak memory: the largest sum of live tensor bytes seen by the torch profiler (allocation
   events, net per op) during one call.
 Warm-up calls are excluded; times are medians of repeated calls; threads are fixed.
 
     python benchmarks/uhem_efficiency.py            # full run (~40 min on 2 heavily shared cores; split it with --llms)
     python benchmarks/uhem_efficiency.py --quick    # smoke run (~1-2 min)
+    # the encoders side by side, n = 5..50 (docs/BENCHMARKS.md, "History encoders")
+    python benchmarks/uhem_efficiency.py --llms stories260k smollm2 --history-lengths 5 10 20 50 \
+        --encoder-types gru transformer transformer:256 --name history_encoders
 """
 
 import argparse
@@ -28,10 +33,10 @@ from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-from transformers import AutoTokenizer, LlamaConfig
+from transformers import AutoConfig, AutoTokenizer, LlamaConfig
 from transformers.utils import logging
 
-from modeling_userllm import create_model_and_processor
+from modeling_userllm import HISTORY_ENCODER_TYPES, create_model_and_processor
 from modeling_userllm.experiments.runner import environment as experiment_environment
 from modeling_userllm.features.store import atomic_write_json
 from timing import inference
@@ -39,7 +44,6 @@ from timing import inference
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("USERLLM_SHARED", REPO_ROOT.parent / "shared"))
 STORIES260K = SHARED_DIR / "models" / "stories260k"
-VARIANTS = ("userllm", "userllm_no_uhem")
 DTYPES = ("float32", "bfloat16")
 NUM_USERS, NUM_ITEMS, FEATURE_SIZE = 50, 200, 384
 
@@ -119,8 +123,18 @@ def smollm2_path() -> str:
     return SMOLLM2_HUB_ID
 
 
-def build_model(llm: str, variant: str, history_length: int, seed: int = 0, dtype: str = "float32"):
+def encoder_settings(encoder: str) -> dict:
+    """`"gru"`, `"transformer"` or `"transformer:256"` (a width) -> the model's history encoder settings."""
+    encoder_type, _, width = encoder.partition(":")
+    if encoder_type not in HISTORY_ENCODER_TYPES or (width and not width.isdigit()):
+        raise SystemExit(f"encoder {encoder!r}: expected TYPE or TYPE:WIDTH with TYPE among {list(HISTORY_ENCODER_TYPES)}")
+    return {"history_encoder_type": encoder_type, "history_hidden_size": int(width) if width else None}
+
+
+def build_model(llm: str, variant: str, history_length: int, seed: int = 0, dtype: str = "float32", encoder: str = "gru"):
     """A USER-LLM of one variant around one of the benchmark LLMs, in the same state for both variants.
+
+    `encoder` is the UHEM's encoder (`encoder_settings`; ignored by variants without the UHEM).
 
     `dtype` is explicit: left to transformers' default ("auto"), SmolLM2 would load in its
     checkpoint's bfloat16 and the random LLMs in float32.
@@ -128,9 +142,16 @@ def build_model(llm: str, variant: str, history_length: int, seed: int = 0, dtyp
     path = smollm2_path() if llm == "smollm2" else str(STORIES260K)
     tokenizer = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(seed)
-    common = dict(num_users=NUM_USERS, num_items=NUM_ITEMS, max_history_items=history_length, dtype=getattr(torch, dtype))
+    common = dict(num_users=NUM_USERS, num_items=NUM_ITEMS, max_history_items=history_length, dtype=getattr(torch, dtype),
+                  **encoder_settings(encoder))
     if llm in RANDOM_LLAMAS:
         text_config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=False, **RANDOM_LLAMAS[llm])
+        model, processor = create_model_and_processor(tokenizer, variant, text_config=text_config, **common)
+    elif llm == "stories260k":
+        # Its shape with random weights (timings do not depend on them): its 512 positions are
+        # raised to 4096, as the inline variant's prompts pass 512 tokens from n = 10.
+        text_config = AutoConfig.from_pretrained(path)
+        text_config.max_position_embeddings = 4096
         model, processor = create_model_and_processor(tokenizer, variant, text_config=text_config, **common)
     else:
         model, processor = create_model_and_processor(tokenizer, variant, base_model_name_or_path=path, **common)
@@ -186,7 +207,7 @@ def training_step(model, batch: dict, step: str):
 
 
 def history_encoder_call(model, batch: dict, train: bool):
-    """The UHEM alone (GRU + embedding of its input): forward, plus backward when `train`."""
+    """The UHEM alone (its encoder + the embedding of its input): forward, plus backward when `train`."""
     args = (batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features"))
 
     def run():
@@ -209,13 +230,15 @@ def measure(fn, warmup: int, repeats: int) -> tuple[float, int]:
     return median_seconds(fn, warmup, repeats), peak
 
 
-def benchmark_history_length(llm: str, history_length: int, settings: dict, catalogue: list[dict], dtype: str) -> list[dict]:
-    """Both variants at one history length: one result row per variant."""
+def benchmark_history_length(llm: str, history_length: int, settings: dict, catalogue: list[dict], dtype: str,
+                             encoder_types: tuple[str, ...] = ("gru",)) -> list[dict]:
+    """The inline variant and the UHEM with each encoder type at one history length: one result row each."""
     batch_size, warmup, repeats = settings["batch_size"], settings["warmup"], settings["repeats"]
     records = make_user_records(batch_size, history_length, catalogue, seed=history_length)
     rows, step1 = [], None
-    for variant in reversed(VARIANTS):  # the inline variant first: it measures the shared step 1
-        model, processor = build_model(llm, variant, history_length, dtype=dtype)
+    # The inline variant first: it measures the shared step 1.
+    for variant, encoder_type in [("userllm_no_uhem", "-")] + [("userllm", encoder) for encoder in encoder_types]:
+        model, processor = build_model(llm, variant, history_length, dtype=dtype, encoder=encoder_type if encoder_type != "-" else "gru")
         batch = dict(processor(records))
         if step1 is None:
             step1 = measure(training_step(model, dict(processor(records, text_only=True)), "lora"), warmup, repeats)
@@ -227,6 +250,7 @@ def benchmark_history_length(llm: str, history_length: int, settings: dict, cata
             "dtype": dtype,
             "history_length": history_length,
             "variant": variant,
+            "encoder_type": encoder_type,
             "batch_size": batch_size,
             "repeats": repeats,
             "prompt_tokens": batch["attention_mask"].sum(1).float().mean().item(),
@@ -238,14 +262,14 @@ def benchmark_history_length(llm: str, history_length: int, settings: dict, cata
             "step1_peak_mb": step1[1] / 2**20,
             "step2_peak_mb": step2[1] / 2**20,
             "inference_peak_mb": infer[1] / 2**20,
-            "gru_inference_seconds": 0.0,
-            "gru_training_seconds": 0.0,
+            "encoder_inference_seconds": 0.0,
+            "encoder_training_seconds": 0.0,
         }
         if "history_input_ids" in batch:
-            row["gru_inference_seconds"] = median_seconds(history_encoder_call(model, batch, train=False), warmup, repeats)
-            row["gru_training_seconds"] = median_seconds(history_encoder_call(model, batch, train=True), warmup, repeats)
+            row["encoder_inference_seconds"] = median_seconds(history_encoder_call(model, batch, train=False), warmup, repeats)
+            row["encoder_training_seconds"] = median_seconds(history_encoder_call(model, batch, train=True), warmup, repeats)
         rows.append(row)
-        print(f"  {llm} n={history_length} {variant}: {row['prompt_tokens']:.0f} tokens, step2 {step2[0]:.3f}s, "
+        print(f"  {llm} n={history_length} {variant} {encoder_type}: {row['prompt_tokens']:.0f} tokens, step2 {step2[0]:.3f}s, "
               f"inference {infer[0]:.3f}s", flush=True)
     return rows
 
@@ -269,27 +293,61 @@ def environment() -> dict:
     }
 
 
+# Targets of the parallel encoder (issue 19): step 2 at n=10 reaches this fraction of the token-ratio
+# ideal, and the encoder's share of step 2 stays under this up to n=50.
+TARGET_FRACTION_OF_IDEAL_AT_10 = 0.8
+TARGET_ENCODER_SHARE = 0.15
+
+
 def speedups(rows: list[dict]) -> list[dict]:
-    """Inline / UHEM ratios per (LLM, n), and the UHEM's LLM-only cost per sample (GRU removed)."""
-    by_key = {(row["llm"], row["history_length"], row["variant"]): row for row in rows}
+    """Inline / UHEM ratios per (LLM, n, encoder type), and the UHEM's LLM-only cost per sample (encoder removed).
+
+    The token-ratio ideal is the step-2 speed-up the UHEM would give if its encoder cost
+    nothing and the LLM's time were proportional to its prompt tokens.
+    """
+    inline = {(row["llm"], row["history_length"]): row for row in rows if row["variant"] == "userllm_no_uhem"}
     table = []
-    for (llm, n, variant), uhem in by_key.items():
-        if variant != "userllm":
+    for uhem in rows:
+        key = (uhem["llm"], uhem["history_length"])
+        if uhem["variant"] != "userllm" or key not in inline:
             continue
-        inline = by_key[(llm, n, "userllm_no_uhem")]
+        reference = inline[key]
+        token_ratio = reference["prompt_tokens"] / uhem["prompt_tokens"]
+        step2_speedup = reference["step2_seconds"] / uhem["step2_seconds"]
         table.append({
-            "llm": llm,
-            "history_length": n,
-            "prompt_tokens_ratio": inline["prompt_tokens"] / uhem["prompt_tokens"],
-            "inference_speedup": inline["inference_seconds"] / uhem["inference_seconds"],
-            "step2_speedup": inline["step2_seconds"] / uhem["step2_seconds"],
-            "two_step_speedup": (inline["step1_seconds"] + inline["step2_seconds"]) / (uhem["step1_seconds"] + uhem["step2_seconds"]),
-            "uhem_llm_ms_per_sample": 1e3 * (uhem["inference_seconds"] - uhem["gru_inference_seconds"]) / uhem["batch_size"],
-            "uhem_gru_ms_per_sample": 1e3 * uhem["gru_inference_seconds"] / uhem["batch_size"],
-            "gru_share_of_inference": uhem["gru_inference_seconds"] / uhem["inference_seconds"],
-            "gru_share_of_step2": uhem["gru_training_seconds"] / uhem["step2_seconds"],
+            "llm": uhem["llm"],
+            "history_length": uhem["history_length"],
+            "encoder_type": uhem.get("encoder_type", "gru"),
+            "prompt_tokens_ratio": token_ratio,
+            "inference_speedup": reference["inference_seconds"] / uhem["inference_seconds"],
+            "step2_speedup": step2_speedup,
+            "step2_fraction_of_ideal": step2_speedup / token_ratio,
+            "two_step_speedup": (reference["step1_seconds"] + reference["step2_seconds"]) / (uhem["step1_seconds"] + uhem["step2_seconds"]),
+            "uhem_llm_ms_per_sample": 1e3 * (uhem["inference_seconds"] - uhem["encoder_inference_seconds"]) / uhem["batch_size"],
+            "uhem_encoder_ms_per_sample": 1e3 * uhem["encoder_inference_seconds"] / uhem["batch_size"],
+            "encoder_share_of_inference": uhem["encoder_inference_seconds"] / uhem["inference_seconds"],
+            "encoder_share_of_step2": uhem["encoder_training_seconds"] / uhem["step2_seconds"],
         })
     return table
+
+
+def targets(table: list[dict]) -> list[dict]:
+    """Per (LLM, encoder type): the issue's two targets, met or missed, from the speed-up table."""
+    verdicts = []
+    for llm, encoder in dict.fromkeys((row["llm"], row["encoder_type"]) for row in table):
+        selected = [row for row in table if row["llm"] == llm and row["encoder_type"] == encoder]
+        at_10 = [row["step2_fraction_of_ideal"] for row in selected if row["history_length"] == 10]
+        share = max(row["encoder_share_of_step2"] for row in selected)
+        verdicts.append({
+            "llm": llm,
+            "encoder_type": encoder,
+            "fraction_of_ideal_at_10": at_10[0] if at_10 else float("nan"),
+            "fraction_target": "met" if at_10 and at_10[0] >= TARGET_FRACTION_OF_IDEAL_AT_10 else ("missed" if at_10 else "not run"),
+            "max_n": max(row["history_length"] for row in selected),
+            "max_encoder_share": share,
+            "share_target": "met" if share < TARGET_ENCODER_SHARE else "missed",
+        })
+    return verdicts
 
 
 def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
@@ -301,22 +359,30 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str
 
 
 MEASUREMENT_COLUMNS = [
-    ("llm", "LLM", ""), ("history_length", "n", "d"), ("variant", "variant", ""), ("batch_size", "batch", "d"),
-    ("prompt_tokens", "prompt tok", ".0f"), ("history_tokens", "GRU tok", ".0f"), ("step1_seconds", "step 1 s", ".3f"),
-    ("step2_seconds", "step 2 s", ".3f"), ("inference_samples_per_second", "infer samples/s", ".1f"),
-    ("gru_inference_seconds", "GRU infer s", ".4f"), ("gru_training_seconds", "GRU train s", ".4f"),
-    ("inference_peak_mb", "infer peak MB", ".1f"), ("step2_peak_mb", "step 2 peak MB", ".1f"),
+    ("llm", "LLM", ""), ("history_length", "n", "d"), ("variant", "variant", ""), ("encoder_type", "encoder", ""),
+    ("batch_size", "batch", "d"), ("prompt_tokens", "prompt tok", ".0f"), ("history_tokens", "encoder tok", ".0f"),
+    ("step1_seconds", "step 1 s", ".3f"), ("step2_seconds", "step 2 s", ".3f"),
+    ("inference_samples_per_second", "infer samples/s", ".1f"), ("encoder_inference_seconds", "encoder fwd s", ".4f"),
+    ("encoder_training_seconds", "encoder fwd+bwd s", ".4f"), ("inference_peak_mb", "infer peak MB", ".1f"),
+    ("step2_peak_mb", "step 2 peak MB", ".1f"),
 ]
 SPEEDUP_COLUMNS = [
-    ("llm", "LLM", ""), ("history_length", "n", "d"), ("prompt_tokens_ratio", "token ratio", ".2f"),
-    ("inference_speedup", "inference x", ".2f"), ("step2_speedup", "step 2 x", ".2f"), ("two_step_speedup", "steps 1+2 x", ".2f"),
-    ("uhem_llm_ms_per_sample", "UHEM LLM ms/sample", ".2f"), ("uhem_gru_ms_per_sample", "UHEM GRU ms/sample", ".2f"),
-    ("gru_share_of_inference", "GRU share infer", ".2f"), ("gru_share_of_step2", "GRU share step 2", ".2f"),
+    ("llm", "LLM", ""), ("history_length", "n", "d"), ("encoder_type", "encoder", ""), ("prompt_tokens_ratio", "token ratio (ideal)", ".2f"),
+    ("inference_speedup", "inference x", ".2f"), ("step2_speedup", "step 2 x", ".2f"),
+    ("step2_fraction_of_ideal", "step 2 / ideal", ".2f"), ("two_step_speedup", "steps 1+2 x", ".2f"),
+    ("uhem_llm_ms_per_sample", "UHEM LLM ms/sample", ".2f"), ("uhem_encoder_ms_per_sample", "encoder ms/sample", ".2f"),
+    ("encoder_share_of_inference", "encoder share infer", ".2f"), ("encoder_share_of_step2", "encoder share step 2", ".2f"),
+]
+TARGET_COLUMNS = [
+    ("llm", "LLM", ""), ("encoder_type", "encoder", ""), ("fraction_of_ideal_at_10", "step 2 / ideal at n=10", ".2f"),
+    ("fraction_target", f"target >= {TARGET_FRACTION_OF_IDEAL_AT_10}", ""), ("max_n", "up to n", "d"),
+    ("max_encoder_share", "max encoder share of step 2", ".2f"), ("share_target", f"target < {TARGET_ENCODER_SHARE}", ""),
 ]
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Inference and step-2 time per sample against n, one column per LLM, log-log."""
+    """Inference and step-2 time per sample against n, one column per LLM, log-log: the inline
+    variant, the UHEM with each encoder type, and each encoder alone."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -325,14 +391,17 @@ def plot(rows: list[dict], path: Path) -> None:
     llms = list(dict.fromkeys(row["llm"] for row in rows))
     figure, axes = plt.subplots(2, len(llms), figsize=(4 * len(llms), 7), squeeze=False)
     for column, llm in enumerate(llms):
-        for variant, style in (("userllm", "o-"), ("userllm_no_uhem", "s-")):
-            selected = sorted((row for row in rows if row["llm"] == llm and row["variant"] == variant), key=lambda row: row["history_length"])
+        systems = dict.fromkeys((row["variant"], row.get("encoder_type", "gru")) for row in rows if row["llm"] == llm)
+        for (variant, encoder), marker in zip(systems, "so^vD"):
+            selected = sorted((row for row in rows if row["llm"] == llm and row["variant"] == variant
+                               and row.get("encoder_type", "gru") == encoder), key=lambda row: row["history_length"])
             lengths = [row["history_length"] for row in selected]
+            label = variant if variant == "userllm_no_uhem" else f"{variant} ({encoder})"
             for axis, key in ((axes[0, column], "inference_seconds"), (axes[1, column], "step2_seconds")):
-                axis.plot(lengths, [1e3 * row[key] / row["batch_size"] for row in selected], style, label=variant)
+                axis.plot(lengths, [1e3 * row[key] / row["batch_size"] for row in selected], f"{marker}-", label=label)
             if variant == "userllm":
-                for axis, key in ((axes[0, column], "gru_inference_seconds"), (axes[1, column], "gru_training_seconds")):
-                    axis.plot(lengths, [1e3 * row[key] / row["batch_size"] for row in selected], "o--", label="userllm: GRU alone")
+                for axis, key in ((axes[0, column], "encoder_inference_seconds"), (axes[1, column], "encoder_training_seconds")):
+                    axis.plot(lengths, [1e3 * row[key] / row["batch_size"] for row in selected], f"{marker}--", label=f"{encoder} alone")
         axes[0, column].set_title(llm)
         for axis, label in ((axes[0, column], "inference ms/sample"), (axes[1, column], "step 2 ms/sample")):
             axis.set_xscale("log")
@@ -348,7 +417,9 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def save(stem: Path, env: dict, settings: dict, rows: list[dict]) -> None:
     """Writes `stem`.json (environment, settings, measurements, speed-ups) and `stem`.png."""
-    atomic_write_json(stem.with_suffix(".json"), {"environment": env, "settings": settings, "rows": rows, "speedups": speedups(rows)})
+    table = speedups(rows)
+    atomic_write_json(stem.with_suffix(".json"), {"environment": env, "settings": settings, "rows": rows, "speedups": table,
+                                                  "targets": targets(table)})
     plot(rows, stem.with_suffix(".png"))
 
 
@@ -360,10 +431,15 @@ def main() -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="weights dtype of every model")
     parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     parser.add_argument("--name", help="output file stem (default uhem_efficiency[_quick])")
+    parser.add_argument("--encoder-types", nargs="+", default=["gru"], metavar="TYPE[:WIDTH]",
+                        help=f"UHEM encoders to measure, each against the same inline variant: among {list(HISTORY_ENCODER_TYPES)}, "
+                             "optionally with a width (transformer:256; default: the LLM hidden size); default: the paper's gru")
     parser.add_argument("--history-lengths", type=int, nargs="+",
                         help="history lengths n to run instead of the settings' (e.g. 5 10)")
     args = parser.parse_args()
 
+    for encoder in args.encoder_types:
+        encoder_settings(encoder)  # a bad spec fails now, not after minutes of measuring
     torch.set_num_threads(args.threads)
     logging.set_verbosity_error()
     logging.disable_progress_bar()
@@ -381,7 +457,7 @@ def main() -> None:
     started = time.perf_counter()
     for llm in llms:
         for history_length in run_settings[llm]["history_lengths"]:
-            rows += benchmark_history_length(llm, history_length, run_settings[llm], catalogue, args.dtype)
+            rows += benchmark_history_length(llm, history_length, run_settings[llm], catalogue, args.dtype, tuple(args.encoder_types))
             save(args.output_dir / name, env, run_settings, rows)  # partial results survive an interrupted run
     env["reference_matmul_gflops_end"] = reference_gflops()
     env["load_average_end"] = os.getloadavg()
@@ -390,6 +466,8 @@ def main() -> None:
     print(markdown_table(rows, MEASUREMENT_COLUMNS))
     print()
     print(markdown_table(speedups(rows), SPEEDUP_COLUMNS))
+    print()
+    print(markdown_table(targets(speedups(rows)), TARGET_COLUMNS))
     print(f"wrote {args.output_dir / name}.json and .png")
 
 

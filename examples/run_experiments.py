@@ -28,6 +28,16 @@ small JSON per finished run, which survives the output folder (a run that has on
         --seeds 0 1 2 --threads 1 --max-epochs 300 --patience 30 --baseline-override mf.min_epochs=150 \
         --baseline-override sasrec.max_epochs=20 --output outputs/experiments/movies-dataset \
         --summary-dir docs/results
+
+    # the learning curve of issue 15 on that data set: the LLM rows at growing training budgets
+    # (rows per step), SmolLM2-135M on CPU, beside the baselines; writes
+    # docs/results/learning_curve_movie.json and .png from every summary in docs/results
+    python examples/run_experiments.py --data data/movies-dataset --features data/movies-dataset-features \
+        --systems mf lightgcn sasrec tallrec collm collm_va userllm --seeds 0 --llm-budgets 512 2048 \
+        --llm-preset configuration/movies-smollm2.yaml --threads 1 --max-epochs 300 --patience 30 \
+        --baseline-override mf.min_epochs=150 --baseline-override sasrec.max_epochs=20 \
+        --output outputs/experiments/movies-curve --summary-dir docs/results \
+        --learning-curve docs/results/learning_curve_movie
 """
 
 from __future__ import annotations
@@ -47,6 +57,8 @@ from modeling_userllm.experiments import (
     make_plots,
     results_document,
 )
+from modeling_userllm.experiments.learning_curve import learning_curve_records, write_learning_curve
+from modeling_userllm.experiments.runner import data_name, data_split
 from modeling_userllm.features.store import atomic_write_json
 
 CONFIGURATION = Path(__file__).resolve().parents[1] / "configuration"
@@ -65,6 +77,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--llm-preset", default="toy",
                         help="training preset of the LLM systems: a YAML file or a name in configuration/ (default toy)")
+    parser.add_argument("--llm-budgets", nargs="+", type=int,
+                        help="training rows per step of the LLM systems (a seeded subset, --max_train_rows): one run "
+                             "per budget; default: what the preset trains on")
+    parser.add_argument("--learning-curve", type=Path, metavar="STEM",
+                        help="write STEM.json (records) and STEM.png (test AUC against budget) from the summaries in "
+                             "--summary-dir (needs it)")
     parser.add_argument("--llm-args", default="",
                         help="extra examples/train.py arguments, quoted: '--step1_max_steps 50 --max_eval_rows 500'")
     parser.add_argument("--baseline-override", action="append", default=[], metavar="SYSTEM.KEY=VALUE",
@@ -83,6 +101,10 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"--features needs one folder per --data ({len(args.data)}), got {len(args.features)}")
     if not args.features and any(system in LLM_SYSTEMS for system in args.systems):
         parser.error("the LLM systems need --features (or pass --systems mf lightgcn sasrec)")
+    if args.learning_curve and not args.summary_dir:
+        parser.error("--learning-curve reads the run summaries: pass --summary-dir too")
+    if args.llm_budgets and min(args.llm_budgets) < 1:
+        parser.error(f"--llm-budgets {args.llm_budgets}: each must be a number of training rows >= 1")
     return args
 
 
@@ -120,15 +142,26 @@ def main() -> None:
     baselines = [system for system in args.systems if system not in LLM_SYSTEMS]
     llms = [system for system in args.systems if system in LLM_SYSTEMS]
     specs = runner.plan(args.data, baselines, args.seeds, args.features)
-    specs += runner.plan(args.data, llms, args.llm_seeds or args.seeds, args.features)
+    budgets = sorted(args.llm_budgets) if args.llm_budgets else [None]
+    specs += runner.plan(args.data, llms, args.llm_seeds or args.seeds, args.features, budgets=budgets)
     records = runner.run_grid(specs, train=not args.report_only)
-    results = results_document(records, specs, command=shlex.join(["python", *sys.argv]))
+    # Tables 3-5 compare systems at one budget: the largest.
+    reported = [(spec, record) for spec, record in zip(specs, records) if spec.budget == budgets[-1] or spec.kind == "baseline"]
+    results = results_document([record for _, record in reported], [spec for spec, _ in reported],
+                               command=shlex.join(["python", *sys.argv]))
     args.output.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.output / "results.json", results)
     (args.output / "report.md").write_text(build_report(results), encoding="utf-8")
     plots = make_plots(results, args.output / "plots")
     print(f"results: {args.output / 'results.json'}\nreport: {args.output / 'report.md'}\nplots: "
           + ", ".join(str(p) for p in plots))
+    if args.learning_curve:
+        for data_dir in args.data:
+            name, split = data_name(data_dir), data_split(data_dir)
+            curve = learning_curve_records(args.summary_dir, name, split)
+            paths = write_learning_curve(curve, args.learning_curve if len(args.data) == 1 else
+                                         args.learning_curve.with_name(f"{args.learning_curve.name}_{name}"), name)
+            print(f"learning curve of {name} ({len(curve)} runs): " + ", ".join(str(path) for path in paths))
 
 
 if __name__ == "__main__":

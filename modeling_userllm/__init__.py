@@ -8,10 +8,17 @@ without the package, checkpoints load through the code saved next to their weigh
 
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
-from .configuration_userllm import VARIANTS, UserLLMConfig
+from .configuration_userllm import HISTORY_ENCODER_TYPES, VARIANTS, UserLLMConfig
 from .factory import create_model_and_processor
 from .metrics import auc, auc_and_uauc, uauc
-from .modeling_userllm import FeatureProjector, UserHistoryEncoder, UserLLMForRecommendation, UserLLMOutput
+from .modeling_userllm import (
+    FeatureProjector,
+    HistoryEncoder,
+    TransformerHistoryEncoder,
+    UserHistoryEncoder,
+    UserLLMForRecommendation,
+    UserLLMOutput,
+)
 from .processing_userllm import PLACEHOLDER_TOKENS, UserLLMProcessor
 
 AutoConfig.register(UserLLMConfig.model_type, UserLLMConfig, exist_ok=True)
@@ -19,9 +26,12 @@ AutoModel.register(UserLLMConfig, UserLLMForRecommendation, exist_ok=True)
 AutoProcessor.register(UserLLMConfig, UserLLMProcessor, exist_ok=True)
 
 __all__ = [
+    "HISTORY_ENCODER_TYPES",
     "VARIANTS",
     "FeatureProjector",
     "PLACEHOLDER_TOKENS",
+    "HistoryEncoder",
+    "TransformerHistoryEncoder",
     "UserHistoryEncoder",
     "UserLLMConfig",
     "UserLLMForRecommendation",

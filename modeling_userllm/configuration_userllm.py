@@ -25,6 +25,9 @@ VARIANTS: dict[str, dict[str, bool]] = {
 }
 
 
+# The UHEM's encoder: the paper's GRU, or a parallel transformer encoder (the paper's future work).
+HISTORY_ENCODER_TYPES = ("gru", "transformer")
+
 # The pipeline saved with every checkpoint (`pipeline_userllm.py`), so that
 # `pipeline(model=PATH_OR_REPO, trust_remote_code=True)` ranks candidate items for users.
 RECOMMENDATION_TASK = "recommendation"
@@ -83,9 +86,18 @@ class UserLLMConfig(PretrainedConfig):
             Hidden width of the two-layer feature projectors. Defaults to the LLM hidden size.
         projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
             Activation between the two projector layers.
+        history_encoder_type (`str`, *optional*, defaults to `"gru"`):
+            The UHEM's encoder: `"gru"` (the paper: a GRU over the history sequence) or
+            `"transformer"` (a small transformer encoder over the same sequence, parallel over its
+            positions, with sine/cosine position encodings; its output at the last valid position
+            is the token).
         history_hidden_size (`int`, *optional*):
-            Hidden size of the UHEM GRU. Defaults to the LLM hidden size (the paper); otherwise a
-            linear layer maps the GRU state back to the LLM hidden size.
+            Width of the UHEM encoder (GRU hidden size or transformer width). Defaults to the LLM
+            hidden size (the paper); otherwise linear layers map to and from the LLM hidden size.
+        history_encoder_layers (`int`, *optional*, defaults to 1):
+            Layers of the transformer encoder (`history_encoder_type="transformer"`).
+        history_encoder_heads (`int`, *optional*, defaults to 8):
+            Attention heads of the transformer encoder; must divide its width.
         max_item_tokens (`int`, *optional*, defaults to 96):
             Token budget of each item's text (title and description); longer texts are cut at a word boundary.
         max_history_items (`int`, *optional*, defaults to 10):
@@ -127,7 +139,10 @@ class UserLLMConfig(PretrainedConfig):
     num_items: int = 0
     projector_hidden_size: int | None = None
     projector_hidden_act: str = "gelu"
+    history_encoder_type: str = "gru"
     history_hidden_size: int | None = None
+    history_encoder_layers: int = 1
+    history_encoder_heads: int = 8
     max_item_tokens: int = 96
     max_history_items: int = 10
     lora_r: int = 8
@@ -150,7 +165,13 @@ class UserLLMConfig(PretrainedConfig):
         if self.variant is not None:
             if self.variant not in VARIANTS:
                 raise ValueError(f"Unknown variant {self.variant!r}; expected one of {sorted(VARIANTS)}")
+        if self.history_encoder_type not in HISTORY_ENCODER_TYPES:
+            raise ValueError(f"Unknown history_encoder_type {self.history_encoder_type!r}; expected one of {list(HISTORY_ENCODER_TYPES)}")
         super().__post_init__(**kwargs)
+        history_width = self.history_hidden_size or self.text_config.hidden_size
+        if self.history_encoder_type == "transformer" and (self.history_encoder_heads < 1 or history_width % self.history_encoder_heads):
+            raise ValueError(f"history_encoder_heads={self.history_encoder_heads} must divide the history encoder's width "
+                             f"{history_width} (history_hidden_size, or the LLM hidden size when unset)")
         if self.vision_config is not None and self.vision_config.hidden_size != self.vision_feature_size:
             raise ValueError(f"vision_config.hidden_size is {self.vision_config.hidden_size} but vision_feature_size is "
                              f"{self.vision_feature_size}: the encoder's CLS feature must have the projector's input size")
@@ -192,4 +213,4 @@ class UserLLMConfig(PretrainedConfig):
 
 UserLLMConfig.register_for_auto_class()
 
-__all__ = ["CUSTOM_PIPELINES", "RECOMMENDATION_TASK", "UserLLMConfig", "VARIANTS"]
+__all__ = ["CUSTOM_PIPELINES", "HISTORY_ENCODER_TYPES", "RECOMMENDATION_TASK", "UserLLMConfig", "VARIANTS"]

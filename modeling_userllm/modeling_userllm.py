@@ -26,8 +26,12 @@ from transformers.utils.hub import get_checkpoint_shard_files
 
 from .configuration_userllm import UserLLMConfig
 
-# The paper's two training steps, in order (`set_training_step` also takes "none": inference).
-TRAINING_STEPS = ("lora", "encoders")
+# The paper's two training steps, in order.
+PAPER_TRAINING_STEPS = ("lora", "encoders")
+# Every step `set_training_step` takes besides "none" (inference): the paper's two, and "joint"
+# (a deviation offered as an option: LoRA and the encoders trained together on the full prompt).
+TRAINING_STEPS = (*PAPER_TRAINING_STEPS, "joint")
+ENCODER_PREFIXES = ("visual_projector.", "collaborative_projector.", "history_encoder.")
 # Modules that training changes. They are kept in float32 whatever the LLM's dtype (bfloat16
 # weights would lose every AdamW update smaller than half a bfloat16 step); the frozen LLM and
 # collaborative tables stay in the dtype they were loaded in.
@@ -85,27 +89,28 @@ class FeatureProjector(nn.Module):
         return self.linear_2(self.act(self.linear_1(features.to(self.linear_1.weight.dtype))))
 
 
-class UserHistoryEncoder(nn.Module):
-    """The User History Encoding Module (UHEM): a whole history compressed into one token.
+class HistoryEncoder(nn.Module):
+    """Base of the User History Encoding Module (UHEM): a whole history compressed into one token.
 
     The input sequence of a user is, for each history item in time order, the LLM's input
-    embeddings of the item's text followed by its projected image embedding. A GRU reads the
-    sequence and its state at the last valid position becomes the `<HistoryInteractions>`
-    embedding. A user without history gets a learned vector.
+    embeddings of the item's text followed by its projected image embedding. A subclass reads
+    the valid part of each sequence (`encode_valid`); its state at the last valid position
+    becomes the `<HistoryInteractions>` embedding. A user without history gets a learned vector.
 
     Args:
-        embedding_size: the LLM hidden size (size of the GRU input and of the output token).
-        hidden_size: the GRU hidden size; a linear layer maps it back when it differs.
+        embedding_size: the LLM hidden size (size of the input and of the output token).
+        hidden_size: the encoder's width; a linear layer maps it back when it differs.
     """
-
-    # Run the GRU on packed sequences (the former path; same result, slower on a CPU).
-    packed_sequences = False
 
     def __init__(self, embedding_size: int, hidden_size: int):
         super().__init__()
-        self.gru = nn.GRU(embedding_size, hidden_size, batch_first=True)
         self.output_projection = nn.Linear(hidden_size, embedding_size) if hidden_size != embedding_size else None
         self.no_history_embedding = nn.Parameter(torch.zeros(embedding_size))
+
+    def encode_valid(self, sequence_embeds: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """`(num_users, seq_len, embedding_size)` right-padded sequences, each with `lengths >= 1`
+        valid positions -> `(num_users, hidden_size)`: the encoder's output at each last valid position."""
+        raise NotImplementedError
 
     def forward(self, sequence_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Encodes padded history sequences.
@@ -126,25 +131,123 @@ class UserHistoryEncoder(nn.Module):
             len(lengths), self.no_history_embedding.shape[0], dtype=sequence_embeds.dtype, device=sequence_embeds.device
         )
         if has_history.any():
-            if self.packed_sequences:
-                packed = pack_padded_sequence(
-                    sequence_embeds[has_history], lengths[has_history].cpu(), batch_first=True, enforce_sorted=False
-                )
-                _, last_state = self.gru(packed)  # (1, num_with_history, hidden_size)
-                last_state = last_state[-1]
-            else:
-                # Unpacked: the GRU's state at a row's last valid step does not see the right
-                # padding after it, so this equals the packed run; on a CPU it is faster, as
-                # the input projection of all steps is then one matmul (docs/BENCHMARKS.md).
-                valid_lengths = lengths[has_history]
-                outputs, _ = self.gru(sequence_embeds[has_history][:, : int(valid_lengths.max())])
-                last_state = outputs[torch.arange(len(valid_lengths), device=outputs.device), valid_lengths - 1]
+            valid_lengths = lengths[has_history]
+            last_state = self.encode_valid(sequence_embeds[has_history][:, : int(valid_lengths.max())], valid_lengths)
             if self.output_projection is not None:
                 last_state = self.output_projection(last_state)
             history_tokens = history_tokens.index_put((has_history.nonzero().squeeze(1),), last_state.to(history_tokens.dtype))
         # torch.where keeps the no-history vector in the graph even when no row uses it, as DDP requires.
         no_history = self.no_history_embedding.expand_as(history_tokens)
         return torch.where(has_history.unsqueeze(1), history_tokens, no_history)
+
+
+class UserHistoryEncoder(HistoryEncoder):
+    """The paper's UHEM (`history_encoder_type="gru"`): a GRU reads the history sequence one
+    position at a time; its state at the last valid position is the history token.
+
+    Args:
+        embedding_size: the LLM hidden size (size of the GRU input and of the output token).
+        hidden_size: the GRU hidden size; a linear layer maps it back when it differs.
+    """
+
+    # Run the GRU on packed sequences (the former path; same result, slower on a CPU).
+    packed_sequences = False
+
+    def __init__(self, embedding_size: int, hidden_size: int):
+        super().__init__(embedding_size, hidden_size)
+        self.gru = nn.GRU(embedding_size, hidden_size, batch_first=True)
+
+    def encode_valid(self, sequence_embeds: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.packed_sequences:
+            packed = pack_padded_sequence(sequence_embeds, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            _, last_state = self.gru(packed)  # (1, num_users, hidden_size)
+            return last_state[-1]
+        # Unpacked: the GRU's state at a row's last valid step does not see the right padding
+        # after it, so this equals the packed run; on a CPU it is faster, as the input
+        # projection of all steps is then one matmul (docs/BENCHMARKS.md).
+        outputs, _ = self.gru(sequence_embeds)
+        return outputs[torch.arange(len(lengths), device=outputs.device), lengths - 1]
+
+
+def sinusoidal_positions(length: int, width: int, device=None, dtype=None) -> torch.Tensor:
+    """`(length, width)` fixed sine/cosine position encodings (Vaswani et al.): no length limit,
+    nothing to learn."""
+    positions = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
+    frequencies = torch.exp(torch.arange(0, width, 2, device=device, dtype=torch.float32) * (-9.210340371976184 / width))
+    encoding = torch.zeros(length, width, device=device, dtype=torch.float32)  # 9.2103... = ln(10000)
+    encoding[:, 0::2] = torch.sin(positions * frequencies)
+    encoding[:, 1::2] = torch.cos(positions * frequencies[: width // 2])
+    return encoding.to(dtype)
+
+
+class HistoryTransformerLayer(nn.Module):
+    """A pre-norm transformer encoder layer: bidirectional self-attention over the valid
+    positions, then a two-layer MLP (twice the width), each with a residual connection.
+
+    Args:
+        width: model width.
+        num_heads: attention heads (`width` must be a multiple).
+    """
+
+    def __init__(self, width: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.attention_norm = nn.LayerNorm(width)
+        self.qkv_proj = nn.Linear(width, 3 * width)
+        self.out_proj = nn.Linear(width, width)
+        self.mlp_norm = nn.LayerNorm(width)
+        self.mlp = FeatureProjector(width, 2 * width, width)
+
+    def forward(self, hidden_states: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """`(batch_size, seq_len, width)` states and a `(batch_size, seq_len)` boolean mask of
+        valid positions (at least one per row) -> `(batch_size, seq_len, width)`."""
+        batch_size, seq_len, width = hidden_states.shape
+        qkv = self.qkv_proj(self.attention_norm(hidden_states)).view(batch_size, seq_len, 3, self.num_heads, -1)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, T, head_dim)
+        attended = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=valid[:, None, None, :])
+        hidden_states = hidden_states + self.out_proj(attended.transpose(1, 2).reshape(batch_size, seq_len, width))
+        return hidden_states + self.mlp(self.mlp_norm(hidden_states))
+
+
+class TransformerHistoryEncoder(HistoryEncoder):
+    """A parallel UHEM (`history_encoder_type="transformer"`, the paper's future work): a small
+    transformer encoder reads all positions of the history sequence at once, with sine/cosine
+    position encodings so that the order of the items still matters; its output at the last
+    valid position is the history token.
+
+    Args:
+        embedding_size: the LLM hidden size (size of the input and of the output token).
+        hidden_size: the encoder width; linear layers map in and out when it differs.
+        num_layers: encoder layers.
+        num_heads: attention heads per layer.
+    """
+
+    def __init__(self, embedding_size: int, hidden_size: int, num_layers: int = 1, num_heads: int = 8):
+        super().__init__(embedding_size, hidden_size)
+        self.input_projection = nn.Linear(embedding_size, hidden_size) if hidden_size != embedding_size else None
+        # The LLM's input embeddings are far smaller than unit scale; normalised first, the
+        # position encodings neither drown them nor vanish next to them.
+        self.input_norm = nn.LayerNorm(hidden_size)
+        self.layers = nn.ModuleList(HistoryTransformerLayer(hidden_size, num_heads) for _ in range(num_layers))
+        self.final_norm = nn.LayerNorm(hidden_size)
+
+    def encode_valid(self, sequence_embeds: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        hidden_states = sequence_embeds if self.input_projection is None else self.input_projection(sequence_embeds)
+        seq_len, width = hidden_states.shape[1:]
+        hidden_states = self.input_norm(hidden_states) + sinusoidal_positions(seq_len, width, hidden_states.device, hidden_states.dtype)
+        valid = torch.arange(seq_len, device=lengths.device) < lengths.unsqueeze(1)  # (num_users, seq_len)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, valid)
+        hidden_states = self.final_norm(hidden_states)
+        return hidden_states[torch.arange(len(lengths), device=hidden_states.device), lengths - 1]
+
+
+def build_history_encoder(config: UserLLMConfig, embedding_size: int) -> HistoryEncoder:
+    """The UHEM that `config.history_encoder_type` names, at `config.history_hidden_size` (default: the LLM's)."""
+    hidden_size = config.history_hidden_size or embedding_size
+    if config.history_encoder_type == "transformer":
+        return TransformerHistoryEncoder(embedding_size, hidden_size, config.history_encoder_layers, config.history_encoder_heads)
+    return UserHistoryEncoder(embedding_size, hidden_size)
 
 
 class UserLLMPreTrainedModel(PreTrainedModel):
@@ -167,8 +270,11 @@ class UserLLMPreTrainedModel(PreTrainedModel):
                     nn.init.xavier_uniform_(param)
                 else:
                     nn.init.zeros_(param)
-        elif isinstance(module, UserHistoryEncoder):
+        elif isinstance(module, HistoryEncoder):
             nn.init.normal_(module.no_history_embedding, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=std)
             if module.bias is not None:
@@ -236,7 +342,7 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
                 config.collaborative_size, projector_hidden, hidden_size, config.projector_hidden_act
             )
         if config.use_history_encoder:
-            self.history_encoder = UserHistoryEncoder(hidden_size, config.history_hidden_size or hidden_size)
+            self.history_encoder = build_history_encoder(config, hidden_size)
         if config.use_visual and config.vision_config is not None:
             self.vision_tower = _without_pooler(AutoModel.from_config(config.vision_config))
             self.vision_tower.requires_grad_(False)
@@ -258,7 +364,8 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
 
         Args:
             step: `"lora"` (step 1: LoRA adapters only), `"encoders"` (step 2: UHEM and the
-                visual and collaborative projectors; LoRA frozen) or `"none"` (inference).
+                visual and collaborative projectors; LoRA frozen), `"joint"` (not the paper's:
+                LoRA and the encoders together) or `"none"` (inference).
         """
         if step not in (*TRAINING_STEPS, "none"):
             raise ValueError(f"Unknown training step {step!r}; expected one of {(*TRAINING_STEPS, 'none')}")
@@ -268,7 +375,9 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             if step == "lora":
                 param.requires_grad_("lora_" in name)
             elif step == "encoders":
-                param.requires_grad_(name.startswith(("visual_projector.", "collaborative_projector.", "history_encoder.")))
+                param.requires_grad_(name.startswith(ENCODER_PREFIXES))
+            elif step == "joint":
+                param.requires_grad_("lora_" in name or name.startswith(ENCODER_PREFIXES))
             else:
                 param.requires_grad_(False)
 
@@ -807,6 +916,8 @@ UserLLMForRecommendation.register_for_auto_class("AutoModel")
 __all__ = [
     "TRAINED_MODULES",
     "FeatureProjector",
+    "HistoryEncoder",
+    "TransformerHistoryEncoder",
     "UserHistoryEncoder",
     "UserLLMForRecommendation",
     "UserLLMOutput",

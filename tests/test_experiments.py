@@ -243,3 +243,41 @@ def test_summaries_of_the_two_split_rules_are_named_apart_and_both_skip_later(tm
     fresh = ExperimentRunner(tmp_path / "elsewhere", trainers={"baseline": fake_baseline}, summary_dir=tmp_path / "results")
     fresh.run_grid(specs, log=lambda _: None)
     assert len(calls) == 2  # both read back from their own summary
+
+
+def test_llm_budgets_make_one_run_each_named_and_summarised_by_rows(tmp_path):
+    trained = []
+
+    def fake(spec, run_dir):
+        trained.append((spec.system, spec.budget))
+        auc = 0.6 if spec.kind == "baseline" else 0.5 + spec.budget / 10_000
+        return {"test": {"auc": auc, "uauc": auc - 0.05, "rows": 10, "users": 3}}
+
+    data = _prepared_data(tmp_path / "data")
+    (tmp_path / "features").mkdir()
+    runner = ExperimentRunner(tmp_path / "out", trainers={"baseline": fake, "llm": fake}, summary_dir=tmp_path / "results")
+    specs = runner.plan([data], ["mf", "userllm"], seeds=[0], features_dirs=[tmp_path / "features"], budgets=[100, 400])
+    assert [(spec.system, spec.budget) for spec in specs] == [("mf", None), ("userllm", 100), ("userllm", 400)]
+    assert specs[1].config_hash != specs[2].config_hash
+    assert "--max_train_rows 400" in runner._record(specs[2])["command"]
+    runner.run_grid(specs, log=lambda _: None)
+    summaries = {path.name: json.loads(path.read_text()) for path in (tmp_path / "results").iterdir()}
+    assert sorted(summary["budget"] for summary in summaries.values()) == [0, 100, 400]
+    assert any("-userllm-rows400-seed0-" in name for name in summaries)
+    with pytest.raises(ValueError, match="budgets"):
+        runner.plan([data], ["userllm"], seeds=[0], features_dirs=[tmp_path / "features"], budgets=[0])
+
+    from modeling_userllm.experiments.learning_curve import curve_points, learning_curve_records, write_learning_curve
+
+    # A summary of another data set and an LLM run without a row budget are not points of the curve.
+    (tmp_path / "results" / "other.json").write_text(json.dumps({"data": "other", "test_auc": 0.9, "budget": 5}))
+    (tmp_path / "results" / "capped.json").write_text(json.dumps({"data": "tiny", "test_auc": 0.9, "budget": "--step1_max_steps 5"}))
+    records = learning_curve_records(tmp_path / "results", "tiny")
+    assert [(r["system"], r["budget"]) for r in records] == [("mf", 0), ("userllm", 100), ("userllm", 400)]
+    assert set(records[0]) == {"system", "budget", "seed", "test_auc", "test_uauc", "rows", "users", "wall_s", "git"}
+    assert curve_points(records)["userllm"] == [(100, 0.51, 0.0, 1), (400, 0.54, 0.0, 1)]
+    json_path, png_path = write_learning_curve(records, tmp_path / "curve" / "learning_curve_tiny", "tiny")
+    assert json.loads(json_path.read_text()) == records and png_path.stat().st_size > 1000
+    (tmp_path / "results" / "broken.json").write_text("{")
+    with pytest.raises(ValueError, match="broken.json: not a JSON run summary"):
+        learning_curve_records(tmp_path / "results", "tiny")

@@ -51,6 +51,12 @@ def test_fast_step2_equals_plain_path(tiny_tokenizer, variant, merge_lora):
     assert fast_step.prefix_length([processor(records[:1])["input_ids"][0].tolist()]) > 5
 
 
+def test_fast_step2_equals_plain_path_with_the_transformer_history_encoder(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer, history_encoder_type="transformer")
+    perturb_lora(model)
+    assert_same(model, processor, make_records(6, history_length=3, seed=2))
+
+
 def test_model_weights_untouched_and_merge_follows_lora_changes(tiny_tokenizer):
     model, processor = build_tiny_model(tiny_tokenizer)
     perturb_lora(model)

@@ -13,7 +13,8 @@ from conftest import (
     requires_shared,
     score_in_fresh_process,
 )
-from modeling_userllm import VARIANTS, create_model_and_processor
+from modeling_userllm import HISTORY_ENCODER_TYPES, VARIANTS, UserLLMConfig, create_model_and_processor
+from modeling_userllm.modeling_userllm import UserLLMForRecommendation
 from modeling_userllm.toy_model import tiny_llama_config
 
 
@@ -77,8 +78,9 @@ def test_bfloat16_scores_are_taken_in_float32_from_the_last_hidden_state(tiny_to
     torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_a_prompt_scores_the_same_alone_and_in_a_padded_batch(tiny_tokenizer):
-    model, processor = build_tiny_model(tiny_tokenizer)
+@pytest.mark.parametrize("encoder_type", HISTORY_ENCODER_TYPES)
+def test_a_prompt_scores_the_same_alone_and_in_a_padded_batch(tiny_tokenizer, encoder_type):
+    model, processor = build_tiny_model(tiny_tokenizer, history_encoder_type=encoder_type)
     perturb_lora(model)
     records = make_records(4, history_length=2) + make_records(1, history_length=7, seed=3)
     model.eval()
@@ -114,25 +116,61 @@ def test_uhem_prompt_is_shorter_by_the_history_tokens(tiny_tokenizer):
     assert inline_length - uhem_batch["input_ids"].shape[1] >= history_tokens - 1
 
 
-def test_history_order_changes_the_history_token(tiny_tokenizer):
-    model, processor = build_tiny_model(tiny_tokenizer)
+@pytest.mark.parametrize("encoder_type", HISTORY_ENCODER_TYPES)
+def test_history_order_changes_the_history_token(tiny_tokenizer, encoder_type):
+    model, processor = build_tiny_model(tiny_tokenizer, history_encoder_type=encoder_type)
     record = make_records(1, history_length=5)[0]
-    reversed_record = {**record, "history": record["history"][::-1]}
+    history = record["history"]
+    # Swapping two middle items keeps the last position's token: only position information tells them apart.
+    reordered = [history[::-1], [history[0], history[2], history[1], *history[3:]]]
     tokens = []
-    for rec in (record, reversed_record):
+    for rec in [record] + [{**record, "history": items} for items in reordered]:
         batch = processor([rec])
         tokens.append(model.encode_history(batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features")))
-    assert not torch.allclose(tokens[0], tokens[1])
+    assert not torch.allclose(tokens[0], tokens[1]) and not torch.allclose(tokens[0], tokens[2])
 
 
-def test_empty_history_uses_the_learned_no_history_vector(tiny_tokenizer):
-    model, processor = build_tiny_model(tiny_tokenizer)
+@pytest.mark.parametrize("encoder_type", HISTORY_ENCODER_TYPES)
+def test_empty_history_uses_the_learned_no_history_vector(tiny_tokenizer, encoder_type):
+    model, processor = build_tiny_model(tiny_tokenizer, history_encoder_type=encoder_type)
     records = make_records(2)
     records[0]["history"] = []
     batch = processor(records)
     token = model.encode_history(batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features"))
     torch.testing.assert_close(token[0], model.history_encoder.no_history_embedding)
     assert torch.isfinite(model(**batch).logits).all()
+
+
+def test_history_encoders_batch_rows_of_different_lengths_as_alone():
+    # The encoder itself, on random sequences: padding must not leak into a shorter row.
+    torch.manual_seed(0)
+    for encoder_type in HISTORY_ENCODER_TYPES:
+        config = UserLLMConfig(text_config=tiny_llama_config(64, hidden_size=32), history_encoder_type=encoder_type)
+        model = UserLLMForRecommendation(config)  # initialises the encoder's weights as loading would
+        encoder = model.history_encoder.eval()
+        embeds, lengths = torch.randn(3, 9, 32), torch.tensor([9, 4, 1])
+        mask = (torch.arange(9) < lengths.unsqueeze(1)).long()
+        batched = encoder(embeds, mask)
+        alone = torch.cat([encoder(embeds[i : i + 1, :length], mask[i : i + 1, :length]) for i, length in enumerate(lengths.tolist())])
+        torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5, msg=encoder_type)
+
+
+def test_transformer_history_encoder_is_parallel_and_sized_by_the_config(tiny_tokenizer):
+    model, _ = build_tiny_model(tiny_tokenizer, history_encoder_type="transformer", history_hidden_size=16,
+                                history_encoder_layers=2, history_encoder_heads=4)
+    encoder = model.history_encoder
+    assert type(encoder).__name__ == "TransformerHistoryEncoder" and len(encoder.layers) == 2
+    assert encoder.input_projection.in_features == 32 and encoder.output_projection.out_features == 32
+    assert not any(isinstance(module, torch.nn.GRU) for module in encoder.modules())
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(history_encoder_type="lstm"), "Unknown history_encoder_type 'lstm'"),
+    (dict(history_encoder_type="transformer", history_encoder_heads=5), "history_encoder_heads=5 must divide"),
+])
+def test_bad_history_encoder_settings_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        UserLLMConfig(text_config=tiny_llama_config(64, hidden_size=32), **bad)
 
 
 def test_placeholder_count_mismatch_raises(tiny_tokenizer):
@@ -202,14 +240,25 @@ def test_step_two_trains_only_uhem_and_projectors(tiny_tokenizer):
     assert not any("lora_" in name or "embeddings.weight" in name for name in changed)
 
 
+@pytest.mark.parametrize("encoder_type", HISTORY_ENCODER_TYPES)
+def test_joint_step_trains_lora_and_encoders_together(tiny_tokenizer, encoder_type):
+    model, processor = build_tiny_model(tiny_tokenizer, history_encoder_type=encoder_type)
+    perturb_lora(model)
+    changed = _changed_parameters(model, processor, "joint")
+    prefixes = ("visual_projector.", "collaborative_projector.", "history_encoder.")
+    expected = {name for name, _ in model.named_parameters() if name.startswith(prefixes) or "lora_" in name}
+    assert changed == expected and any(name.startswith("history_encoder.") for name in changed)
+
+
 def test_lora_b_starts_at_zero(tiny_tokenizer):
     model, _ = build_tiny_model(tiny_tokenizer)
     lora_b = [param for name, param in model.named_parameters() if "lora_B" in name]
     assert lora_b and all(torch.count_nonzero(param) == 0 for param in lora_b)
 
 
-def test_save_and_load_in_a_fresh_process_gives_the_same_scores(tiny_tokenizer, tmp_path):
-    model, processor = build_tiny_model(tiny_tokenizer)
+@pytest.mark.parametrize("encoder_type", HISTORY_ENCODER_TYPES)
+def test_save_and_load_in_a_fresh_process_gives_the_same_scores(tiny_tokenizer, tmp_path, encoder_type):
+    model, processor = build_tiny_model(tiny_tokenizer, history_encoder_type=encoder_type)
     perturb_lora(model)
     model.eval()
     records = make_records(4, history_length=4)

@@ -111,6 +111,11 @@ def test_unknown_variant_fails_naming_it():
         parse_arguments(["--variant", "colm"])
 
 
+def test_unknown_history_encoder_type_fails_naming_it():
+    with pytest.raises(PresetError, match="history_encoder_type 'transfomer'.*did you mean 'transformer'"):
+        parse_arguments(["--history_encoder_type", "transfomer"])
+
+
 def test_data_folder_of_the_wrong_kind_fails_saying_what_it_is(toy_dirs, tmp_path):
     data_dir, features_dir = toy_dirs
     with pytest.raises(PresetError, match="is a features folder, not a prepared data set"):

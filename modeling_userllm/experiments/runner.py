@@ -111,6 +111,8 @@ class RunSpec:
         system: a baseline (`BASELINE_SYSTEMS`) or a variant (`LLM_SYSTEMS`).
         seed: the training seed.
         config: everything else that decides the result; hashed into the run's folder name.
+        budget: LLM systems: training rows per step (`--max_train_rows`, a seeded subset); None:
+            the whole train split (or what the preset and overrides say).
     """
 
     data: str
@@ -119,6 +121,7 @@ class RunSpec:
     system: str
     seed: int
     config: dict[str, Any] = field(hash=False)
+    budget: int | None = None
 
     @property
     def kind(self) -> str:
@@ -219,10 +222,12 @@ class ExperimentRunner:
         systems: Iterable[str],
         seeds: Iterable[int],
         features_dirs: Sequence[str | os.PathLike | None] | None = None,
+        budgets: Sequence[int | None] = (None,),
     ) -> list[RunSpec]:
-        """The runs of the grid, data set by data set, seed by seed, in the order of `SYSTEMS`.
+        """The runs of the grid, data set by data set, budget by budget, seed by seed, in the order of `SYSTEMS`.
 
-        Seed-major, so that an interrupted grid has whole rows of Table 3 for the first seeds.
+        Seed-major, so that an interrupted grid has whole rows of Table 3 for the first seeds;
+        budget-major above that, so that a learning curve fills from its cheapest point.
 
         Args:
             data_dirs: prepared data set folders.
@@ -230,10 +235,15 @@ class ExperimentRunner:
             seeds: training seeds.
             features_dirs: one features folder per data set (None entries allowed); the LLM
                 systems need one.
+            budgets: training rows per step of the LLM systems (one run per budget; None: no
+                cap); baselines always train on the whole train split, once.
 
         Raises:
-            ValueError: an unknown system, or mismatched `data_dirs`/`features_dirs`.
+            ValueError: an unknown system, a budget below 1, or mismatched `data_dirs`/`features_dirs`.
         """
+        bad_budgets = [budget for budget in budgets if budget is not None and budget < 1]
+        if bad_budgets or not budgets:
+            raise ValueError(f"budgets {list(budgets)}: expected training row counts >= 1 (or None: the whole split)")
         systems = list(dict.fromkeys(systems))
         unknown = [system for system in systems if system not in SYSTEMS]
         if unknown:
@@ -248,13 +258,19 @@ class ExperimentRunner:
             features_dir = Path(features_dir).resolve() if features_dir is not None else None
             name, data_hash = data_name(data_dir), data_fingerprint(data_dir)
             features_hash = features_fingerprint(features_dir)
-            for seed in seeds:
-                for system in systems:
-                    config = self._config(system, data_hash, features_hash)
-                    llm = system in LLM_SYSTEMS
-                    specs.append(RunSpec(
-                        name, str(data_dir), str(features_dir) if llm and features_dir else None, system, seed, config,
-                    ))
+            for budget in budgets:
+                for seed in seeds:
+                    for system in systems:
+                        llm = system in LLM_SYSTEMS
+                        if not llm and budget != budgets[0]:
+                            continue
+                        config = self._config(system, data_hash, features_hash)
+                        if llm and budget is not None:
+                            config["budget"] = budget
+                        specs.append(RunSpec(
+                            name, str(data_dir), str(features_dir) if llm and features_dir else None, system, seed, config,
+                            budget if llm else None,
+                        ))
         return specs
 
     def _config(self, system: str, data_hash: str, features_hash: str | None) -> dict[str, Any]:
@@ -286,7 +302,7 @@ class ExperimentRunner:
         """The record of a finished run, or one with `status` `"missing"` (nothing is trained)."""
         run_dir = spec.run_dir(self.output_dir)
         if not (run_dir / "metrics.json").is_file():
-            return {"data": spec.data, "system": spec.system, "seed": spec.seed, "config_hash": spec.config_hash,
+            return {"data": spec.data, "system": spec.system, "seed": spec.seed, "budget": spec.budget, "config_hash": spec.config_hash,
                     "status": "missing", "error": "not run yet", "run_dir": str(run_dir)}
         return self.run(spec)
 
@@ -341,7 +357,8 @@ class ExperimentRunner:
         split = data_split(spec.data_dir)
         # A non-default split rule is named in the file (the global one keeps the older names).
         tag = f"-{split}" if split in SPLIT_RULES and split != "global_time" else ""
-        return self.summary_dir / f"{spec.data}{tag}-{spec.system}-seed{spec.seed}-{spec.config_hash}.json"
+        budget = f"-rows{spec.budget}" if spec.budget is not None else ""
+        return self.summary_dir / f"{spec.data}{tag}-{spec.system}{budget}-seed{spec.seed}-{spec.config_hash}.json"
 
     def _write_summary(self, spec: RunSpec, record: dict[str, Any], metrics: dict[str, Any]) -> None:
         """Writes the small JSON of a finished run (kept when the output folder is not)."""
@@ -356,13 +373,22 @@ class ExperimentRunner:
             rows, users = self._test_size(spec)
         summary = {
             "data": spec.data, "split": data_split(spec.data_dir), "system": spec.system, "seed": spec.seed,
-            "config_hash": spec.config_hash, "budget": 0 if spec.kind == "baseline" else " ".join(self.llm_overrides) or self.llm_preset.name,
+            "config_hash": spec.config_hash, "budget": self._budget(spec), "preset": None if spec.kind == "baseline" else self.llm_preset.name,
+            "overrides": None if spec.kind == "baseline" else self.llm_overrides,
             "test_auc": test["auc"], "test_uauc": test["uauc"], "rows": rows, "users": users,
             "splits": _split_metrics(metrics), "best_epoch": metrics.get("best_epoch"),
             "wall_s": record.get("wall_seconds"), "git": record.get("git"), "command": record.get("command"),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, summary)
+
+    def _budget(self, spec: RunSpec) -> int | str:
+        """Training rows per step: 0 for a baseline, the spec's budget, else the overrides or preset that set it."""
+        if spec.kind == "baseline":
+            return 0
+        if spec.budget is not None:
+            return spec.budget
+        return " ".join(self.llm_overrides) or self.llm_preset.name
 
     def _test_size(self, spec: RunSpec) -> tuple[int, int]:
         """Rows and users of the whole test split of a run's data set (what a baseline scores)."""
@@ -394,7 +420,8 @@ class ExperimentRunner:
             test = record.get("metrics", {}).get("test", {})
             outcome = "cached" if record.get("cached") else record["status"]
             detail = f"test AUC {test['auc']:.4f} UAUC {test['uauc']:.4f}" if test else record.get("error", "")
-            log(f"[{index}/{len(specs)}] {spec.data} {spec.system} seed {spec.seed}: {outcome} "
+            budget = f" {spec.budget} rows" if spec.budget is not None else ""
+            log(f"[{index}/{len(specs)}] {spec.data} {spec.system}{budget} seed {spec.seed}: {outcome} "
                 f"({record.get('wall_seconds', 0)} s) {detail}")
             records.append(record)
         return records
@@ -406,6 +433,7 @@ class ExperimentRunner:
             "features_dir": spec.features_dir,
             "system": spec.system,
             "seed": spec.seed,
+            "budget": spec.budget,
             "config_hash": spec.config_hash,
             "config": spec.config,
             "run_dir": str(spec.run_dir(self.output_dir)),
@@ -432,6 +460,8 @@ class ExperimentRunner:
         ]
         if spec.features_dir:
             command += ["--features_dir", spec.features_dir]
+        if spec.budget is not None:
+            command += ["--max_train_rows", str(spec.budget)]
         return command + self.llm_overrides
 
     # ----------------------------------------------------------------- trainers

@@ -26,11 +26,11 @@ import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from ..configuration_userllm import VARIANTS
+from ..configuration_userllm import HISTORY_ENCODER_TYPES, VARIANTS
 from ..resources import package_data_dir
 from ..data.common import EVALUATION_SPLITS as EVAL_SPLITS
 from ..data.records import DESCRIPTION_SOURCES as RECORD_DESCRIPTION_SOURCES
-from ..modeling_userllm import TRAINING_STEPS
+from ..modeling_userllm import PAPER_TRAINING_STEPS, TRAINING_STEPS
 
 PRESET_DIR = package_data_dir("presets")  # configuration/ in the repository
 DEFAULT_PRESET = PRESET_DIR / "toy.yaml"
@@ -42,7 +42,7 @@ DESCRIPTION_SOURCES = ("auto", *RECORD_DESCRIPTION_SOURCES)
 
 
 def step_number(step: str) -> int:
-    """1 for "lora" (the paper's first step), 2 for "encoders"."""
+    """1 for "lora" (the paper's first step), 2 for "encoders", 3 for "joint" (the option)."""
     return TRAINING_STEPS.index(step) + 1
 
 
@@ -98,6 +98,13 @@ class ModelArguments:
     max_item_tokens: int = field(default=96, metadata={"help": "Token budget of each item's text; longer texts are cut at a word boundary."})
     max_history_items: int | None = field(default=None, metadata={"help": "History items kept (default: the data set's n)."})
     item_noun: str = field(default="movie", metadata={"help": "What the prompt calls an item."})
+    history_encoder_type: str = field(
+        default="gru",
+        metadata={"help": f"UHEM encoder, one of {list(HISTORY_ENCODER_TYPES)}: the paper's GRU, or a parallel transformer encoder."},
+    )
+    history_hidden_size: int | None = field(default=None, metadata={"help": "UHEM encoder width (None: the LLM hidden size)."})
+    history_encoder_layers: int = field(default=1, metadata={"help": "Transformer UHEM: layers."})
+    history_encoder_heads: int = field(default=8, metadata={"help": "Transformer UHEM: attention heads."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
@@ -121,8 +128,9 @@ class ScheduleArguments:
     _argument_group_name = "the two-step schedule (paper Sec. 3.3): each step's own optimizer settings"
 
     steps: list[str] = field(
-        default_factory=lambda: list(TRAINING_STEPS),
-        metadata={"help": "Steps to run, in order: lora (step 1, text prompt) and/or encoders (step 2, full prompt)."},
+        default_factory=lambda: list(PAPER_TRAINING_STEPS),
+        metadata={"help": "Steps to run, in order: lora (step 1, text prompt) and/or encoders (step 2, full prompt), "
+                          "the paper's; or joint (step 3, not the paper's: LoRA and encoders together, full prompt)."},
     )
     step1_learning_rate: float = field(default=1e-4, metadata={"help": "Step 1 (LoRA) learning rate."})
     step1_num_train_epochs: float = field(default=1.0, metadata={"help": "Step 1 epochs."})
@@ -136,6 +144,12 @@ class ScheduleArguments:
     step2_per_device_train_batch_size: int = field(default=8, metadata={"help": "Step 2 batch size per process."})
     step2_gradient_accumulation_steps: int = field(default=1, metadata={"help": "Step 2 gradient accumulation."})
     step2_warmup_steps: float = field(default=0.0, metadata={"help": "Step 2 warmup (steps, or a fraction < 1)."})
+    step3_learning_rate: float = field(default=1e-4, metadata={"help": "Step 3 (joint: LoRA + encoders) learning rate."})
+    step3_num_train_epochs: float = field(default=1.0, metadata={"help": "Step 3 epochs."})
+    step3_max_steps: int = field(default=-1, metadata={"help": "Step 3 optimizer steps (overrides epochs when > 0)."})
+    step3_per_device_train_batch_size: int = field(default=8, metadata={"help": "Step 3 batch size per process."})
+    step3_gradient_accumulation_steps: int = field(default=1, metadata={"help": "Step 3 gradient accumulation."})
+    step3_warmup_steps: float = field(default=0.0, metadata={"help": "Step 3 warmup (steps, or a fraction < 1)."})
     resume: bool = field(
         default=False, metadata={"help": "Continue an interrupted run in output_dir from its last checkpoint."}
     )
@@ -146,7 +160,7 @@ class ScheduleArguments:
     )
 
     def step_overrides(self, step: str) -> dict[str, Any]:
-        """The `TrainingArguments` values of a step: `step1_*` for "lora", `step2_*` for "encoders"."""
+        """The `TrainingArguments` values of a step: `step1_*` for "lora", `step2_*` for "encoders", `step3_*` for "joint"."""
         number = step_number(step)
         return {name: getattr(self, f"step{number}_{name}") for name in STEP_SETTINGS}
 
@@ -304,6 +318,9 @@ def check_arguments(run: RunArguments) -> None:
     bad_steps = [step for step in run.schedule.steps if step not in TRAINING_STEPS]
     if bad_steps or not run.schedule.steps:
         raise PresetError(f"steps {run.schedule.steps}: each must be one of {TRAINING_STEPS}")
+    if run.model.history_encoder_type not in HISTORY_ENCODER_TYPES:
+        raise PresetError(f"history_encoder_type {run.model.history_encoder_type!r}"
+                          f"{_suggest(run.model.history_encoder_type, HISTORY_ENCODER_TYPES)}; expected one of {list(HISTORY_ENCODER_TYPES)}")
     if run.model.dtype == "float16":
         raise PresetError("dtype 'float16' is not supported for training (it needs loss scaling and overflows Llama "
                           "activations): use 'bfloat16' (with bf16: true) on GPUs that have it, else 'float32'")

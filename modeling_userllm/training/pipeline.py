@@ -88,6 +88,10 @@ def build_model(run: RunArguments, run_data: RunData):
         lora_alpha=model_args.lora_alpha,
         lora_dropout=model_args.lora_dropout,
         lora_target_modules=list(model_args.lora_target_modules),
+        history_encoder_type=model_args.history_encoder_type,
+        history_hidden_size=model_args.history_hidden_size,
+        history_encoder_layers=model_args.history_encoder_layers,
+        history_encoder_heads=model_args.history_encoder_heads,
     )
     if model.config.use_collaborative:
         features = run_data.features

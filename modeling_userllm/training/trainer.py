@@ -25,7 +25,7 @@ from .datasets import RecordCollator
 
 logger = logging.getLogger(__name__)
 
-STEP_PROMPTS = {"lora": True, "encoders": False}  # step -> text_only
+STEP_PROMPTS = {"lora": True, "encoders": False, "joint": False}  # step -> text_only
 FINAL_FOLDER = "final"
 
 
@@ -127,7 +127,8 @@ def train_two_steps(
         processor: its `UserLLMProcessor`.
         train_dataset: records (e.g. `RunData.split("train")`).
         args: shared `TrainingArguments`; `output_dir` is the run's folder.
-        steps: `"lora"` and/or `"encoders"`, in order.
+        steps: `"lora"` and/or `"encoders"` (the paper's), or `"joint"` (both kinds of parameters
+            together on the full prompt; an option, not the paper's schedule), in order.
         step_overrides: `{step: {TrainingArguments field: value}}`, e.g. the learning rate.
         resume: continue an interrupted run in `args.output_dir`.
         light_checkpoints: checkpoints without the frozen base LLM.

@@ -1,0 +1,127 @@
+"""Learning curves: test AUC of the LLM systems against their training budget, baselines beside them.
+
+Built from the run summaries that `ExperimentRunner` writes (`docs/results/*.json`), so a curve
+gathers runs made in several sessions and on several machines:
+
+    records = learning_curve_records("docs/results", data="movielens-csv", split="per_user_time")
+    write_learning_curve(records, "docs/results/learning_curve_movie")   # .json and .png
+
+A record is one finished run: `system`, `budget` (training rows per step; 0 for a baseline,
+which trains on the whole train split), `seed`, `test_auc`, `test_uauc`, `rows`, `users`,
+`wall_s`, `git`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .published import published_for
+from .report import SYSTEM_LABELS, SYSTEM_ORDER
+from .runner import BASELINE_SYSTEMS
+
+RECORD_FIELDS = ("system", "budget", "seed", "test_auc", "test_uauc", "rows", "users", "wall_s", "git")
+
+
+def learning_curve_records(summary_dir: str | Path, data: str, split: str | None = None) -> list[dict[str, Any]]:
+    """The learning-curve records of one data set from a folder of run summaries.
+
+    Kept: summaries of `data` (and of the split rule `split`, when given) whose budget is a
+    row count (baselines have 0; an LLM run without a budget, e.g. one capped by its preset's
+    max steps, has no point on the curve and is left out).
+
+    Raises:
+        ValueError: a summary that cannot be read, naming the file.
+    """
+    records = []
+    for path in sorted(Path(summary_dir).glob("*.json")):
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise ValueError(f"{path}: not a JSON run summary ({error})") from error
+        if not isinstance(summary, dict) or summary.get("data") != data or "test_auc" not in summary:
+            continue
+        if split is not None and summary.get("split") != split:
+            continue
+        if not isinstance(summary.get("budget"), int):
+            continue
+        records.append({field: summary.get(field) for field in RECORD_FIELDS})
+    return sorted(records, key=lambda record: (system_rank(record["system"]), record["budget"], record["seed"]))
+
+
+def system_rank(system: str) -> int:
+    """Position of a system in the paper's Table 3 order (unknown systems last)."""
+    return SYSTEM_ORDER.index(system) if system in SYSTEM_ORDER else len(SYSTEM_ORDER)
+
+
+def curve_points(records: Iterable[dict[str, Any]], metric: str = "test_auc") -> dict[str, list[tuple[int, float, float, int]]]:
+    """Per system: `(budget, mean, sample std or 0, seeds)` in increasing budget."""
+    values: dict[str, dict[int, list[float]]] = {}
+    for record in records:
+        values.setdefault(record["system"], {}).setdefault(record["budget"], []).append(record[metric])
+    return {
+        system: [(budget, statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
+                 for budget, v in sorted(by_budget.items())]
+        for system, by_budget in values.items()
+    }
+
+
+def plot_learning_curve(records: list[dict[str, Any]], path: str | Path, data: str, title: str = "") -> Path:
+    """Test AUC against training rows per step: a line per LLM system (mean ± std over seeds),
+    each baseline as a horizontal line, and the published Table 3 AUCs (the paper's
+    Vicuna-7B on its full training set) as markers at the right edge, labelled as published."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = curve_points(records)
+    figure, axis = plt.subplots(figsize=(7.5, 4.8))
+    budgets = sorted({budget for system, rows in points.items() if system not in BASELINE_SYSTEMS for budget, *_ in rows})
+    right = max(budgets) * 1.6 if budgets else 1.0
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    published = published_for(data)
+    for index, system in enumerate(sorted(points, key=system_rank)):
+        color = colors[index % len(colors)]
+        label = SYSTEM_LABELS.get(system, system)
+        rows = points[system]
+        if system in BASELINE_SYSTEMS:
+            _, mean, std, seeds = rows[0]
+            axis.axhline(mean, color=color, linestyle="--", linewidth=1.0, label=f"{label} (full train split, {seeds} seeds)")
+        else:
+            axis.errorbar([r[0] for r in rows], [r[1] for r in rows], yerr=[r[2] for r in rows], marker="o", capsize=3,
+                          color=color, label=f"{label} (seeds: {', '.join(str(r[3]) for r in rows)})")
+        if system in published:
+            axis.plot([right], [published[system].auc], marker="*", markersize=10, color=color, linestyle="none")
+    if published:
+        axis.plot([], [], marker="*", color="grey", linestyle="none", label="published Table 3 (Vicuna-7B, full data)")
+    axis.set_xscale("log")
+    axis.set_xlabel("training rows per step (log)")
+    axis.set_ylabel("test AUC")
+    axis.axhline(0.5, color="grey", linewidth=0.6, linestyle=":")
+    axis.set_title(title or f"{data}: test AUC against training budget")
+    axis.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def write_learning_curve(records: list[dict[str, Any]], stem: str | Path, data: str, title: str = "") -> tuple[Path, Path]:
+    """Writes `stem`.json (the list of records) and `stem`.png (the plot), atomically."""
+    from ..features.store import atomic_write_json
+
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(stem.with_suffix(".json"), records)
+    temporary = stem.with_name(stem.name + ".tmp.png")
+    plot_learning_curve(records, temporary, data, title)
+    temporary.replace(stem.with_suffix(".png"))
+    return stem.with_suffix(".json"), stem.with_suffix(".png")
+
+
+__all__ = ["RECORD_FIELDS", "curve_points", "learning_curve_records", "plot_learning_curve", "write_learning_curve"]
