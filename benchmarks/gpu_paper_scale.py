@@ -35,13 +35,12 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig
 
-from modeling_userllm import create_model_and_processor
+from modeling_userllm import HISTORY_ENCODER_TYPES, create_model_and_processor
 from modeling_userllm.toy_model import build_toy_tokenizer
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(RESULTS_DIR.parent))
 from timing import inference  # noqa: E402
-VARIANTS = ("userllm", "userllm_no_uhem")
 # Vicuna-7B v1.5 (Llama-2-7B): hidden 4096, 32 layers of 32 heads, MLP 11008, vocabulary 32,000.
 VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                  num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5)
@@ -102,13 +101,15 @@ def default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
-def build(variant: str, shape: dict, tokenizer, history_length: int, device: torch.device, dtype: torch.dtype, seed: int):
-    """The variant around a random LLM of `shape`, built directly on `device` in `dtype`."""
+def build(variant: str, shape: dict, tokenizer, history_length: int, device: torch.device, dtype: torch.dtype, seed: int,
+          encoder_type: str = "gru"):
+    """The variant around a random LLM of `shape`, built directly on `device` in `dtype`, its UHEM of `encoder_type`."""
     torch.manual_seed(seed)
     with device, default_dtype(dtype):
         model, processor = create_model_and_processor(
             tokenizer, variant, text_config=LlamaConfig(tie_word_embeddings=False, **shape),
             num_users=NUM_USERS, num_items=NUM_ITEMS, max_item_tokens=512, max_history_items=history_length,
+            history_encoder_type=encoder_type,
         )
     model.upcast_trained_modules()  # built under a bfloat16 default: what training changes goes to float32
     generator = torch.Generator().manual_seed(seed)
@@ -171,9 +172,11 @@ def measure(args, shape: dict, tokenizer, items: list[dict], device: torch.devic
     for history_length in args.history_lengths:
         train_records = make_records(items, args.batch_size, history_length, seed=history_length)
         eval_records = make_records(items, args.eval_batch_size, history_length, seed=100 + history_length)
-        for variant in VARIANTS:
+        # The inline variant once, then the UHEM with each encoder type.
+        for variant, encoder_type in [("userllm_no_uhem", "-")] + [("userllm", encoder) for encoder in args.encoder_types]:
             start = time.perf_counter()
-            model, processor = build(variant, shape, tokenizer, history_length, device, dtype, args.seed)
+            model, processor = build(variant, shape, tokenizer, history_length, device, dtype, args.seed,
+                                     encoder_type if encoder_type != "-" else "gru")
             build_s = time.perf_counter() - start
             train_batch = {k: v.to(device) for k, v in processor(train_records).items()}
             eval_batch = {k: v.to(device) for k, v in processor(eval_records).items()}
@@ -186,6 +189,7 @@ def measure(args, shape: dict, tokenizer, items: list[dict], device: torch.devic
             row = {
                 "n": history_length,
                 "variant": variant,
+                "encoder_type": encoder_type,
                 "prompt_tokens": int(train_batch["attention_mask"].sum(1).float().mean()),
                 "uhem_tokens": int(train_batch["history_attention_mask"].sum(1).float().mean()) if "history_attention_mask" in train_batch else 0,
                 "train_batch": args.batch_size,
@@ -200,7 +204,7 @@ def measure(args, shape: dict, tokenizer, items: list[dict], device: torch.devic
                 "build_s": build_s,
             }
             rows.append(row)
-            print(f"  n={history_length} {variant}: train {row['train_samples_s']:.2f} samples/s, "
+            print(f"  n={history_length} {variant} {encoder_type}: train {row['train_samples_s']:.2f} samples/s, "
                   f"infer {row['infer_samples_s']:.2f} samples/s", flush=True)
             del model, processor, train_batch, eval_batch, train_step, infer
             if device.type == "cuda":
@@ -209,13 +213,16 @@ def measure(args, shape: dict, tokenizer, items: list[dict], device: torch.devic
 
 
 def speedups(rows: list[dict]) -> list[dict]:
-    """w/o UHEM time / USER-LLM time per n, beside the paper's Figure 3 ratios."""
+    """w/o UHEM time / USER-LLM time per n and encoder type, beside the paper's Figure 3 ratios."""
     result = []
-    for n in sorted({row["n"] for row in rows}):
-        by_variant = {row["variant"]: row for row in rows if row["n"] == n}
-        uhem, inline = by_variant["userllm"], by_variant["userllm_no_uhem"]
+    for uhem in rows:
+        if uhem["variant"] != "userllm":
+            continue
+        n = uhem["n"]
+        inline = next(row for row in rows if row["n"] == n and row["variant"] == "userllm_no_uhem")
         result.append({
             "n": n,
+            "encoder_type": uhem.get("encoder_type", "gru"),
             "train_speedup": uhem["train_samples_s"] / inline["train_samples_s"],
             "infer_speedup": uhem["infer_samples_s"] / inline["infer_samples_s"],
             "train_memory_ratio": (inline["train_peak_gib"] / uhem["train_peak_gib"]) if uhem["train_peak_gib"] else None,
@@ -227,7 +234,7 @@ def speedups(rows: list[dict]) -> list[dict]:
 
 
 def print_tables(rows: list[dict], ratios: list[dict]) -> None:
-    columns = ["n", "variant", "prompt_tokens", "uhem_tokens", "train_samples_s", "train_peak_gib", "infer_samples_s",
+    columns = ["n", "variant", "encoder_type", "prompt_tokens", "uhem_tokens", "train_samples_s", "train_peak_gib", "infer_samples_s",
                "infer_peak_gib", "trained_dtypes", "llm_dtype"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
@@ -235,11 +242,11 @@ def print_tables(rows: list[dict], ratios: list[dict]) -> None:
         cells = [f"{row[c]:.2f}" if isinstance(row[c], float) else ("-" if row[c] is None else str(row[c])) for c in columns]
         print("| " + " | ".join(cells) + " |")
     print()
-    print("| n | token ratio | step-2 training speed-up | published (A100) | inference speed-up | published (A100) | step-2 memory ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| n | encoder | token ratio | step-2 training speed-up | published (A100) | inference speed-up | published (A100) | step-2 memory ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in ratios:
         memory = "-" if r["train_memory_ratio"] is None else f"{r['train_memory_ratio']:.2f}x"
-        print(f"| {r['n']} | {r['token_ratio']:.2f} | {r['train_speedup']:.2f}x | {r['published_train_speedup']}x | "
+        print(f"| {r['n']} | {r['encoder_type']} | {r['token_ratio']:.2f} | {r['train_speedup']:.2f}x | {r['published_train_speedup']}x | "
               f"{r['infer_speedup']:.2f}x | {r['published_infer_speedup']}x | {memory} |")
 
 
@@ -262,6 +269,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--encoder-types", nargs="+", default=["gru"], choices=HISTORY_ENCODER_TYPES,
+                        help="UHEM encoders to measure against the same inline variant (default: the paper's gru)")
     parser.add_argument("--name", default=None, help="results file name (default gpu_paper_scale[_tiny])")
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
