@@ -272,6 +272,8 @@ def test_llm_budgets_make_one_run_each_named_and_summarised_by_rows(tmp_path):
     # A summary of another data set and an LLM run without a row budget are not points of the curve.
     (tmp_path / "results" / "other.json").write_text(json.dumps({"data": "other", "test_auc": 0.9, "budget": 5}))
     (tmp_path / "results" / "capped.json").write_text(json.dumps({"data": "tiny", "test_auc": 0.9, "budget": "--step1_max_steps 5"}))
+    (tmp_path / "results" / "other-encoder.json").write_text(
+        json.dumps({"data": "tiny", "test_auc": 0.9, "budget": 100, "overrides": ["--history_encoder_type", "transformer"]}))
     records = learning_curve_records(tmp_path / "results", "tiny")
     assert [(r["system"], r["budget"]) for r in records] == [("mf", 0), ("userllm", 100), ("userllm", 400)]
     assert set(records[0]) == {"system", "budget", "seed", "test_auc", "test_uauc", "rows", "users", "wall_s", "git"}

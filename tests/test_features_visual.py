@@ -1,6 +1,5 @@
 """Visual features: CLS extraction, masking of missing/corrupt posters, toy and real encoders."""
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -31,7 +31,9 @@ def learning_curve_records(summary_dir: str | Path, data: str, split: str | None
 
     Kept: summaries of `data` (and of the split rule `split`, when given) whose budget is a
     row count (baselines have 0; an LLM run without a budget, e.g. one capped by its preset's
-    max steps, has no point on the curve and is left out).
+    max steps, has no point on the curve and is left out) and that ran the preset as it is: a
+    run with extra training arguments (`overrides`, e.g. another history encoder) is a
+    different system and stays out of the curve.
 
     Raises:
         ValueError: a summary that cannot be read, naming the file.
@@ -46,7 +48,7 @@ def learning_curve_records(summary_dir: str | Path, data: str, split: str | None
             continue
         if split is not None and summary.get("split") != split:
             continue
-        if not isinstance(summary.get("budget"), int):
+        if not isinstance(summary.get("budget"), int) or summary.get("overrides"):
             continue
         records.append({field: summary.get(field) for field in RECORD_FIELDS})
     return sorted(records, key=lambda record: (system_rank(record["system"]), record["budget"], record["seed"]))
