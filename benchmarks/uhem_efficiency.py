@@ -392,16 +392,19 @@ def plot(rows: list[dict], path: Path) -> None:
     figure, axes = plt.subplots(2, len(llms), figsize=(4 * len(llms), 7), squeeze=False)
     for column, llm in enumerate(llms):
         systems = dict.fromkeys((row["variant"], row.get("encoder_type", "gru")) for row in rows if row["llm"] == llm)
-        for (variant, encoder), marker in zip(systems, "so^vD"):
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for index, ((variant, encoder), marker) in enumerate(zip(systems, "so^vD")):
+            color = colors[index % len(colors)]
             selected = sorted((row for row in rows if row["llm"] == llm and row["variant"] == variant
                                and row.get("encoder_type", "gru") == encoder), key=lambda row: row["history_length"])
             lengths = [row["history_length"] for row in selected]
             label = variant if variant == "userllm_no_uhem" else f"{variant} ({encoder})"
             for axis, key in ((axes[0, column], "inference_seconds"), (axes[1, column], "step2_seconds")):
-                axis.plot(lengths, [1e3 * row[key] / row["batch_size"] for row in selected], f"{marker}-", label=label)
+                axis.plot(lengths, [1e3 * row[key] / row["batch_size"] for row in selected], f"{marker}-", color=color, label=label)
             if variant == "userllm":
                 for axis, key in ((axes[0, column], "encoder_inference_seconds"), (axes[1, column], "encoder_training_seconds")):
-                    axis.plot(lengths, [1e3 * row[key] / row["batch_size"] for row in selected], f"{marker}--", label=f"{encoder} alone")
+                    axis.plot(lengths, [1e3 * row[key] / row["batch_size"] for row in selected], f"{marker}--", color=color,
+                              label=f"{encoder} alone")
         axes[0, column].set_title(llm)
         for axis, label in ((axes[0, column], "inference ms/sample"), (axes[1, column], "step 2 ms/sample")):
             axis.set_xscale("log")
