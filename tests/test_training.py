@@ -301,3 +301,24 @@ def test_num_threads_is_applied_before_any_work(tmp_path):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_mf_tables_score_the_same_user_cut_as_a_training_run(toy_dirs):
+    from safetensors.torch import load_file
+
+    from modeling_userllm.data import RecommendationData
+    from modeling_userllm.metrics import auc_and_uauc
+
+    data_dir, features_dir = toy_dirs
+    script = Path(__file__).resolve().parents[1] / "examples" / "evaluate_mf_tables.py"
+    command = [sys.executable, str(script), "--data", str(data_dir), "--features", str(features_dir), "--split", "test"]
+    whole = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    test = RecommendationData.load(data_dir).interactions["test"]
+    tables = load_file(str(Path(features_dir) / "collaborative.safetensors"))
+    users, items = torch.tensor(test["user_id"]), torch.tensor(test["item_id"])
+    scores = (tables["user_embeddings"][users] * tables["item_embeddings"][items]).sum(1).numpy()
+    expected = auc_and_uauc(users.numpy(), torch.tensor(test["label"]).numpy(), scores)
+    assert whole["test"]["rows"] == len(test) and whole["test"]["auc"] == pytest.approx(expected["auc"])
+    cut = json.loads(subprocess.run([*command, "--max-rows", str(EVAL_ROWS)], capture_output=True, text=True,
+                                    check=True).stdout.strip().splitlines()[-1])
+    assert 0 < cut["test"]["rows"] <= EVAL_ROWS and cut["test"]["users"] < whole["test"]["users"]
