@@ -86,16 +86,21 @@ def plot_learning_curve(records: list[dict[str, Any]], path: str | Path, data: s
     right = max(budgets) * 1.6 if budgets else 1.0
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     published = published_for(data)
+    test_rows = {}
+    for record in records:
+        test_rows.setdefault(record["system"], set()).add(record["rows"])
     for index, system in enumerate(sorted(points, key=system_rank)):
         color = colors[index % len(colors)]
         label = SYSTEM_LABELS.get(system, system)
         rows = points[system]
+        scored = "/".join(str(count) for count in sorted(test_rows[system], key=str))
         if system in BASELINE_SYSTEMS:
             _, mean, std, seeds = rows[0]
-            axis.axhline(mean, color=color, linestyle="--", linewidth=1.0, label=f"{label} (full train split, {seeds} seeds)")
+            axis.axhline(mean, color=color, linestyle="--", linewidth=1.0,
+                         label=f"{label} (whole train split; {scored} test rows; {seeds} seeds)")
         else:
             axis.errorbar([r[0] for r in rows], [r[1] for r in rows], yerr=[r[2] for r in rows], marker="o", capsize=3,
-                          color=color, label=f"{label} (seeds: {', '.join(str(r[3]) for r in rows)})")
+                          color=color, label=f"{label} ({scored} test rows; seeds: {', '.join(str(r[3]) for r in rows)})")
         if system in published:
             axis.plot([right], [published[system].auc], marker="*", markersize=10, color=color, linestyle="none")
     if published:
