@@ -60,6 +60,11 @@ VARIANT_DESCRIPTIONS = {
     "userllm": "USER-LLM: the whole multimodal history compressed into one token by the UHEM",
 }
 
+HISTORY_ENCODER_DESCRIPTIONS = {
+    "gru": "a GRU over the history",
+    "transformer": "a transformer encoder (not the paper's GRU: `history_encoder_type=\"transformer\"`) over the history",
+}
+
 
 class HubLoginRequiredError(RuntimeError):
     """Raised before any work when an upload is asked for without a Hugging Face token."""
@@ -272,6 +277,7 @@ def render_model_card(
         num_users=config.num_users,
         num_items=config.num_items,
         max_history_items=config.max_history_items,
+        history_encoder=HISTORY_ENCODER_DESCRIPTIONS[config.history_encoder_type],
         full_size=format_size(sizes.full),
         light_size=format_size(sizes.light),
         size_dtype=str(sizes.dtype).removeprefix("torch."),
