@@ -6,10 +6,12 @@ embeddings) and `<HistoryInteractions>` (one token from the User History Encodin
 The score is logit("Yes") - logit("No") at the last prompt position, computed in float32.
 
 This file is copied next to the weights by `save_pretrained`, so it imports only torch,
-transformers, peft, `dataclasses` and its siblings (`configuration_userllm`; the pipeline's
-files when saving).
+transformers, peft, the standard library's `dataclasses` and `importlib`, and its sibling
+`configuration_userllm`; the pipeline's files are copied when they are beside it (looked up by
+name, never required).
 """
 
+import importlib
 from dataclasses import dataclass
 
 import torch
@@ -727,9 +729,9 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         finally:
             self.config.light_checkpoint = False
         if kwargs.get("is_main_process", True):
-            from .pipeline_userllm import RecommendationPipeline
-
-            custom_object_save(RecommendationPipeline, save_directory)  # the folder exists now
+            pipeline_module = _sibling_module("pipeline_userllm")
+            if pipeline_module is not None:  # the folder exists now
+                custom_object_save(pipeline_module.RecommendationPipeline, save_directory)
         return result
 
     @classmethod
@@ -837,6 +839,20 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
 # Loading arguments passed on to `AutoModelForCausalLM.from_pretrained` for a light checkpoint's base LLM.
 BASE_LOADING_KWARGS = ("dtype", "device_map", "max_memory", "attn_implementation", "quantization_config", "offload_folder")
+
+
+def _sibling_module(name: str):
+    """The module `name` beside this file, or None when it is not there.
+
+    The package has the recommendation pipeline's code beside this file; a hub copy (the
+    model's code only, as transformers copies it) does not, and then saves the model alone.
+    Looked up by name, not by an import statement, so that loading this file never requires
+    the pipeline's files.
+    """
+    try:
+        return importlib.import_module(f"{__package__}.{name}")
+    except ModuleNotFoundError:
+        return None
 
 
 def load_base_llm(name_or_path, **kwargs) -> PreTrainedModel:

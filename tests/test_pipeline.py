@@ -98,3 +98,30 @@ def test_pipeline_rejects_malformed_input(saved_model):
         recommend({"candidates": user_inputs(records)[0]["candidates"]})
     with pytest.raises(ValueError, match="no candidate items"):
         recommend({"user_id": 1, "history": []}, candidates=[])
+
+
+RESAVE_IN_FRESH_PROCESS = """
+import sys
+sys.modules["modeling_userllm"] = None  # the hub copy alone
+from transformers import AutoModel
+model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+model.save_pretrained(sys.argv[2])
+"""
+
+
+def test_a_hub_copy_loads_and_saves_again_without_needing_the_pipeline_code(saved_model, tmp_path):
+    # The model's code must not require the pipeline's files: a folder saved by another tool
+    # has only the model's code. Re-saved from a hub copy, the model is saved alone.
+    import shutil
+
+    _, _, folder, _ = saved_model
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    for name in ("pipeline_userllm.py", "ranking.py"):
+        (copy / name).unlink()
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", RESAVE_IN_FRESH_PROCESS, str(copy), str(tmp_path / "again")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {"modeling_userllm.py", "model.safetensors"} <= set(os.listdir(tmp_path / "again"))
