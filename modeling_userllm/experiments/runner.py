@@ -299,9 +299,10 @@ class ExperimentRunner:
 
     # ------------------------------------------------------------------ running
     def lookup(self, spec: RunSpec) -> dict[str, Any]:
-        """The record of a finished run, or one with `status` `"missing"` (nothing is trained)."""
+        """The record of a finished run (its folder or its summary), or one with `status` `"missing"` (nothing is trained)."""
         run_dir = spec.run_dir(self.output_dir)
-        if not (run_dir / "metrics.json").is_file():
+        summary = self.summary_path(spec)
+        if not (run_dir / "metrics.json").is_file() and not (summary is not None and summary.is_file()):
             return {"data": spec.data, "system": spec.system, "seed": spec.seed, "budget": spec.budget, "config_hash": spec.config_hash,
                     "status": "missing", "error": "not run yet", "run_dir": str(run_dir)}
         return self.run(spec)
