@@ -13,6 +13,7 @@ from .factory import create_model_and_processor
 from .metrics import auc, auc_and_uauc, uauc
 from .modeling_userllm import (
     FeatureProjector,
+    HierarchicalHistoryEncoder,
     HistoryEncoder,
     TransformerHistoryEncoder,
     UserHistoryEncoder,
@@ -30,6 +31,7 @@ __all__ = [
     "VARIANTS",
     "FeatureProjector",
     "PLACEHOLDER_TOKENS",
+    "HierarchicalHistoryEncoder",
     "HistoryEncoder",
     "TransformerHistoryEncoder",
     "UserHistoryEncoder",

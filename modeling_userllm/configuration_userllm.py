@@ -26,7 +26,7 @@ VARIANTS: dict[str, dict[str, bool]] = {
 
 
 # The UHEM's encoder: the paper's GRU, or a parallel transformer encoder (the paper's future work).
-HISTORY_ENCODER_TYPES = ("gru", "transformer")
+HISTORY_ENCODER_TYPES = ("gru", "transformer", "hierarchical")
 
 # The pipeline saved with every checkpoint (`pipeline_userllm.py`), so that
 # `pipeline(model=PATH_OR_REPO, trust_remote_code=True)` ranks candidate items for users.
@@ -90,12 +90,14 @@ class UserLLMConfig(PretrainedConfig):
             The UHEM's encoder: `"gru"` (the paper: a GRU over the history sequence) or
             `"transformer"` (a small transformer encoder over the same sequence, parallel over its
             positions, with sine/cosine position encodings; its output at the last valid position
-            is the token).
+            is the token) or `"hierarchical"` (each history item's tokens pooled into one vector
+            by learned attention weights, then the same transformer encoder over the items: its
+            cost grows with the number of items, not of tokens).
         history_hidden_size (`int`, *optional*):
             Width of the UHEM encoder (GRU hidden size or transformer width). Defaults to the LLM
             hidden size (the paper); otherwise linear layers map to and from the LLM hidden size.
         history_encoder_layers (`int`, *optional*, defaults to 1):
-            Layers of the transformer encoder (`history_encoder_type="transformer"`).
+            Layers of the transformer encoder (`"transformer"` and `"hierarchical"`).
         history_encoder_heads (`int`, *optional*, defaults to 8):
             Attention heads of the transformer encoder; must divide its width.
         max_item_tokens (`int`, *optional*, defaults to 96):
@@ -169,7 +171,7 @@ class UserLLMConfig(PretrainedConfig):
             raise ValueError(f"Unknown history_encoder_type {self.history_encoder_type!r}; expected one of {list(HISTORY_ENCODER_TYPES)}")
         super().__post_init__(**kwargs)
         history_width = self.history_hidden_size or self.text_config.hidden_size
-        if self.history_encoder_type == "transformer" and (self.history_encoder_heads < 1 or history_width % self.history_encoder_heads):
+        if self.history_encoder_type != "gru" and (self.history_encoder_heads < 1 or history_width % self.history_encoder_heads):
             raise ValueError(f"history_encoder_heads={self.history_encoder_heads} must divide the history encoder's width "
                              f"{history_width} (history_hidden_size, or the LLM hidden size when unset)")
         if self.vision_config is not None and self.vision_config.hidden_size != self.vision_feature_size:

@@ -63,6 +63,8 @@ VARIANT_DESCRIPTIONS = {
 HISTORY_ENCODER_DESCRIPTIONS = {
     "gru": "a GRU over the history",
     "transformer": "a transformer encoder (not the paper's GRU: `history_encoder_type=\"transformer\"`) over the history",
+    "hierarchical": "a transformer encoder over the history items, each item's tokens pooled first (not the paper's GRU: "
+                    "`history_encoder_type=\"hierarchical\"`)",
 }
 
 

@@ -109,18 +109,26 @@ class HistoryEncoder(nn.Module):
         self.output_projection = nn.Linear(hidden_size, embedding_size) if hidden_size != embedding_size else None
         self.no_history_embedding = nn.Parameter(torch.zeros(embedding_size))
 
-    def encode_valid(self, sequence_embeds: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def encode_valid(
+        self, sequence_embeds: torch.Tensor, lengths: torch.Tensor, item_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """`(num_users, seq_len, embedding_size)` right-padded sequences, each with `lengths >= 1`
-        valid positions -> `(num_users, hidden_size)`: the encoder's output at each last valid position."""
+        valid positions (and `(num_users, seq_len)` item indices, see `forward`) ->
+        `(num_users, hidden_size)`: the encoder's summary of each sequence."""
         raise NotImplementedError
 
-    def forward(self, sequence_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, sequence_embeds: torch.Tensor, attention_mask: torch.Tensor, item_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Encodes padded history sequences.
 
         Args:
             sequence_embeds: `(batch_size, seq_len, embedding_size)`, valid positions first
                 (right padding).
             attention_mask: `(batch_size, seq_len)`, 1 on valid positions.
+            item_index: `(batch_size, seq_len)`, the history item of each position (0, 1, ...
+                in time order, consecutive; -1 on padding), as `UserLLMProcessor` gives it; read
+                by the encoders that pool items (`"hierarchical"`), ignored by the others.
 
         Returns:
             `(batch_size, embedding_size)`: one history token per user, in the encoder's dtype
@@ -134,7 +142,9 @@ class HistoryEncoder(nn.Module):
         )
         if has_history.any():
             valid_lengths = lengths[has_history]
-            last_state = self.encode_valid(sequence_embeds[has_history][:, : int(valid_lengths.max())], valid_lengths)
+            max_length = int(valid_lengths.max())
+            valid_item_index = None if item_index is None else item_index[has_history][:, :max_length]
+            last_state = self.encode_valid(sequence_embeds[has_history][:, :max_length], valid_lengths, valid_item_index)
             if self.output_projection is not None:
                 last_state = self.output_projection(last_state)
             history_tokens = history_tokens.index_put((has_history.nonzero().squeeze(1),), last_state.to(history_tokens.dtype))
@@ -159,7 +169,9 @@ class UserHistoryEncoder(HistoryEncoder):
         super().__init__(embedding_size, hidden_size)
         self.gru = nn.GRU(embedding_size, hidden_size, batch_first=True)
 
-    def encode_valid(self, sequence_embeds: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def encode_valid(
+        self, sequence_embeds: torch.Tensor, lengths: torch.Tensor, item_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if self.packed_sequences:
             packed = pack_padded_sequence(sequence_embeds, lengths.cpu(), batch_first=True, enforce_sorted=False)
             _, last_state = self.gru(packed)  # (1, num_users, hidden_size)
@@ -233,10 +245,17 @@ class TransformerHistoryEncoder(HistoryEncoder):
         self.layers = nn.ModuleList(HistoryTransformerLayer(hidden_size, num_heads) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(hidden_size)
 
-    def encode_valid(self, sequence_embeds: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def encode_valid(
+        self, sequence_embeds: torch.Tensor, lengths: torch.Tensor, item_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
         hidden_states = sequence_embeds if self.input_projection is None else self.input_projection(sequence_embeds)
+        return self.encode_sequence(self.input_norm(hidden_states), lengths)
+
+    def encode_sequence(self, hidden_states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """`(num_users, seq_len, hidden_size)` normalised inputs with `lengths >= 1` valid positions
+        -> `(num_users, hidden_size)`: positions added, the layers, the output at the last valid position."""
         seq_len, width = hidden_states.shape[1:]
-        hidden_states = self.input_norm(hidden_states) + sinusoidal_positions(seq_len, width, hidden_states.device, hidden_states.dtype)
+        hidden_states = hidden_states + sinusoidal_positions(seq_len, width, hidden_states.device, hidden_states.dtype)
         valid = torch.arange(seq_len, device=lengths.device) < lengths.unsqueeze(1)  # (num_users, seq_len)
         for layer in self.layers:
             hidden_states = layer(hidden_states, valid)
@@ -244,11 +263,56 @@ class TransformerHistoryEncoder(HistoryEncoder):
         return hidden_states[torch.arange(len(lengths), device=hidden_states.device), lengths - 1]
 
 
+class HierarchicalHistoryEncoder(TransformerHistoryEncoder):
+    """A UHEM over items (`history_encoder_type="hierarchical"`): each history item's tokens (its
+    text and its projected image) are pooled into one vector by learned attention weights, then
+    the transformer encoder of `TransformerHistoryEncoder` reads the sequence of items (position
+    encodings over items, so their order matters); its output at the last item is the history
+    token. The encoder's sequence is n items instead of ~33 n tokens; the order of the tokens
+    inside one item is not seen (a weighted bag of its tokens).
+
+    Needs the item of each history token (`item_index`, from `UserLLMProcessor`).
+
+    Args: as `TransformerHistoryEncoder`.
+    """
+
+    def __init__(self, embedding_size: int, hidden_size: int, num_layers: int = 1, num_heads: int = 8):
+        super().__init__(embedding_size, hidden_size, num_layers, num_heads)
+        self.pooling_score = nn.Linear(hidden_size, 1)
+        self.item_norm = nn.LayerNorm(hidden_size)
+
+    def encode_valid(
+        self, sequence_embeds: torch.Tensor, lengths: torch.Tensor, item_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if item_index is None:
+            raise ValueError("history_encoder_type='hierarchical' needs `history_item_index` (the history item of each "
+                             "history token), which UserLLMProcessor returns with `history_input_ids`")
+        hidden_states = sequence_embeds if self.input_projection is None else self.input_projection(sequence_embeds)
+        hidden_states = self.input_norm(hidden_states)  # (U, T, W)
+        seq_len = hidden_states.shape[1]
+        valid = torch.arange(seq_len, device=lengths.device) < lengths.unsqueeze(1)
+        item_index = torch.where(valid, item_index.to(lengths.device), -1)
+        num_items = item_index.max(dim=1).values + 1  # (U,): >= 1, as each row has a valid position
+        if bool((item_index[valid] < 0).any()):
+            raise ValueError("history_item_index is negative on a valid history position: expected 0, 1, ... "
+                             "(the item of each token) wherever history_attention_mask is 1")
+        members = item_index.unsqueeze(1) == torch.arange(int(num_items.max()), device=lengths.device).view(1, -1, 1)  # (U, N, T)
+        scores = self.pooling_score(hidden_states).squeeze(-1).unsqueeze(1)  # (U, 1, T)
+        # The dtype's minimum, not -inf: an item slot without tokens (padding) gets finite
+        # uniform weights, zeroed next, instead of NaNs that would reach the gradients.
+        scores = scores.masked_fill(~members, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1) * members
+        items = self.item_norm(weights @ hidden_states)  # (U, N, W)
+        return self.encode_sequence(items, num_items)
+
+
 def build_history_encoder(config: UserLLMConfig, embedding_size: int) -> HistoryEncoder:
     """The UHEM that `config.history_encoder_type` names, at `config.history_hidden_size` (default: the LLM's)."""
     hidden_size = config.history_hidden_size or embedding_size
     if config.history_encoder_type == "transformer":
         return TransformerHistoryEncoder(embedding_size, hidden_size, config.history_encoder_layers, config.history_encoder_heads)
+    if config.history_encoder_type == "hierarchical":
+        return HierarchicalHistoryEncoder(embedding_size, hidden_size, config.history_encoder_layers, config.history_encoder_heads)
     return UserHistoryEncoder(embedding_size, hidden_size)
 
 
@@ -519,6 +583,7 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         history_input_ids: torch.LongTensor,
         history_attention_mask: torch.LongTensor,
         history_image_features: torch.FloatTensor | None = None,
+        history_item_index: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         """Runs the UHEM.
 
@@ -527,6 +592,8 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
                 placeholder after each item that has an image, right-padded.
             history_attention_mask: `(batch_size, history_len)`, 1 on valid positions.
             history_image_features: `(num_history_images, vision_feature_size)`, one per `<Image>`.
+            history_item_index: `(batch_size, history_len)`, the history item of each token (-1 on
+                padding); needed by the `"hierarchical"` encoder only.
 
         Returns:
             `(batch_size, hidden_size)`: the `<HistoryInteractions>` embeddings.
@@ -537,7 +604,7 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             if history_image_features is not None:
                 image_embeds = self.visual_projector(history_image_features)
             embeds = self._scatter_placeholder(embeds, history_input_ids, self.config.image_token_id, image_embeds, "history <Image>")
-        return self.history_encoder(embeds, history_attention_mask)
+        return self.history_encoder(embeds, history_attention_mask, history_item_index)
 
     def get_prompt_embeddings(
         self,
@@ -548,6 +615,7 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         history_input_ids: torch.LongTensor | None = None,
         history_attention_mask: torch.LongTensor | None = None,
         history_image_features: torch.FloatTensor | None = None,
+        history_item_index: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         """Embeds a prompt and splices the projected features into its placeholders.
 
@@ -556,7 +624,8 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             image_features: `(num_images, vision_feature_size)`, one per `<Image>` in `input_ids`.
             user_ids: `(batch_size,)`, used at `<UserID>` placeholders.
             item_ids: `(batch_size,)`, used at `<ItemID>` placeholders.
-            history_input_ids, history_attention_mask, history_image_features: see `encode_history`.
+            history_input_ids, history_attention_mask, history_image_features, history_item_index:
+                see `encode_history`.
 
         Returns:
             `(batch_size, seq_len, hidden_size)` input embeddings for the LLM.
@@ -583,7 +652,8 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             if history_input_ids is not None and (input_ids == config.history_token_id).any():
                 rows_with_token = (input_ids == config.history_token_id).any(dim=1)
                 history_embeds = self.encode_history(
-                    history_input_ids[rows_with_token], history_attention_mask[rows_with_token], history_image_features
+                    history_input_ids[rows_with_token], history_attention_mask[rows_with_token], history_image_features,
+                    None if history_item_index is None else history_item_index[rows_with_token],
                 )
             inputs_embeds = self._scatter_placeholder(
                 inputs_embeds, input_ids, config.history_token_id, history_embeds, "<HistoryInteractions>"
@@ -626,6 +696,7 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         history_input_ids: torch.LongTensor | None = None,
         history_attention_mask: torch.LongTensor | None = None,
         history_image_features: torch.FloatTensor | None = None,
+        history_item_index: torch.LongTensor | None = None,
         labels: torch.FloatTensor | None = None,
         cache=None,
         position_ids: torch.LongTensor | None = None,
@@ -659,7 +730,8 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         image_features = self._with_poster_features(image_features, pixel_values, image_indices)
         history_image_features = self._with_poster_features(history_image_features, history_pixel_values, history_image_indices)
         inputs_embeds = self.get_prompt_embeddings(
-            input_ids, image_features, user_ids, item_ids, history_input_ids, history_attention_mask, history_image_features
+            input_ids, image_features, user_ids, item_ids, history_input_ids, history_attention_mask, history_image_features,
+            history_item_index,
         )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -932,6 +1004,7 @@ UserLLMForRecommendation.register_for_auto_class("AutoModel")
 __all__ = [
     "TRAINED_MODULES",
     "FeatureProjector",
+    "HierarchicalHistoryEncoder",
     "HistoryEncoder",
     "TransformerHistoryEncoder",
     "UserHistoryEncoder",

@@ -417,15 +417,18 @@ class UserLLMProcessor(ProcessorMixin):
         rendered.suffix = suffix + ANSWER
         return rendered
 
-    def _history_ids(self, rendered: RenderedPrompt) -> list[int]:
-        """The UHEM input of one prompt: each history item's text tokens, then `<Image>` if it has one."""
+    def _history_ids(self, rendered: RenderedPrompt) -> tuple[list[int], list[int]]:
+        """The UHEM input of one prompt: each history item's text tokens, then `<Image>` if it
+        has one; and for each of those tokens the index of its item (0, 1, ... in time order,
+        counting only the items that have tokens)."""
         image_token_id = self.placeholder_token_ids["image_token_id"]
-        ids = []
+        ids, item_index = [], []
         for text, has_image in rendered.history_texts:
-            ids += self._tokens(text)
-            if has_image:
-                ids.append(image_token_id)
-        return ids
+            item_ids = self._tokens(text) + ([image_token_id] if has_image else [])
+            if item_ids:
+                item_index += [item_index[-1] + 1 if item_index else 0] * len(item_ids)
+                ids += item_ids
+        return ids, item_index
 
     def _bos_ids(self) -> list[int]:
         ids = self.tokenizer("", add_special_tokens=True).input_ids
@@ -447,7 +450,9 @@ class UserLLMProcessor(ProcessorMixin):
             when the records have labels (all of them or none), `image_features`
             `(num_images, vision_feature_size)` when the prompts hold `<Image>` tokens, and for
             the UHEM `history_input_ids` / `history_attention_mask` `(batch_size, history_len)`
-            (right-padded) with `history_image_features` `(num_history_images, vision_feature_size)`.
+            (right-padded) with `history_image_features` `(num_history_images, vision_feature_size)`
+            and `history_item_index` `(batch_size, history_len)`, the history item of each
+            token (0, 1, ... in time order; -1 on padding).
             Posters given as images add `pixel_values` `(num_posters, 3, height, width)` and
             `image_indices` `(num_posters,)`, the rows of `image_features` they fill (zeros
             until the model encodes them), and likewise `history_pixel_values` / `history_image_indices`.
@@ -481,8 +486,9 @@ class UserLLMProcessor(ProcessorMixin):
             batch["labels"] = torch.tensor([float(r["label"]) for r in records], dtype=torch.float32)
         batch |= self._image_inputs([image for prompt in rendered for image in prompt.prefix_images + prompt.suffix_images], "")
         if rendered[0].history_texts is not None:
-            history_ids = [self._history_ids(prompt) for prompt in rendered]
+            history_ids, item_index = zip(*(self._history_ids(prompt) for prompt in rendered))
             batch["history_input_ids"], batch["history_attention_mask"] = pad_sequences(history_ids, pad_id, left=False)
+            batch["history_item_index"] = pad_sequences(item_index, -1, left=False)[0]
             batch |= self._image_inputs([image for prompt in rendered for image in prompt.history_images], "history_")
         return BatchFeature(batch)
 
@@ -510,7 +516,8 @@ class UserLLMProcessor(ProcessorMixin):
             A dict with `prefix_ids` and `suffix_ids` (lists of token ids, concatenated they are
             the prompt), `prefix_image_features` and `suffix_image_features` (lists of feature
             lists, one per `<Image>` in that part, in order), and `history_ids` /
-            `history_image_features` (the UHEM input; None / [] without the UHEM).
+            `history_item_index` / `history_image_features` (the UHEM input; None / None / []
+            without the UHEM).
         """
         self.validate_record(record, 0)
         rendered = self.render_prompt(record, text_only)
@@ -522,12 +529,14 @@ class UserLLMProcessor(ProcessorMixin):
                 "This tokenizer merges the prompt's user part with the candidate's part into one token, so the "
                 "user part cannot be shared between candidates; score the candidates from scratch instead"
             )
+        history_ids, history_item_index = self._history_ids(rendered) if rendered.history_texts is not None else (None, None)
         return {
             "prefix_ids": prefix_ids,
             "suffix_ids": ids[len(prefix_ids) :],
             "prefix_image_features": rendered.prefix_images,
             "suffix_image_features": rendered.suffix_images,
-            "history_ids": self._history_ids(rendered) if rendered.history_texts is not None else None,
+            "history_ids": history_ids,
+            "history_item_index": history_item_index,
             "history_image_features": rendered.history_images,
         }
 

@@ -186,7 +186,8 @@ def test_card_names_the_image_encoder_actually_used(tiny_tokenizer):
 
 
 @pytest.mark.parametrize("encoder_type, described", [("gru", "UHEM, a GRU over the history"),
-                                                    ("transformer", "UHEM, a transformer encoder (not the paper's GRU")])
+                                                    ("transformer", "UHEM, a transformer encoder (not the paper's GRU"),
+                                                    ("hierarchical", "UHEM, a transformer encoder over the history items")])
 def test_card_names_the_history_encoder(tiny_tokenizer, encoder_type, described):
     config = UserLLMConfig.from_variant(
         "userllm", text_config=tiny_llama_config(len(tiny_tokenizer) + 4, hidden_size=32), base_model_name_or_path=BASE_REPO,

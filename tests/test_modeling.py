@@ -126,7 +126,8 @@ def test_history_order_changes_the_history_token(tiny_tokenizer, encoder_type):
     tokens = []
     for rec in [record] + [{**record, "history": items} for items in reordered]:
         batch = processor([rec])
-        tokens.append(model.encode_history(batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features")))
+        tokens.append(model.encode_history(batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features"),
+                                    batch["history_item_index"]))
     assert not torch.allclose(tokens[0], tokens[1]) and not torch.allclose(tokens[0], tokens[2])
 
 
@@ -136,7 +137,8 @@ def test_empty_history_uses_the_learned_no_history_vector(tiny_tokenizer, encode
     records = make_records(2)
     records[0]["history"] = []
     batch = processor(records)
-    token = model.encode_history(batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features"))
+    token = model.encode_history(batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features"),
+                                    batch["history_item_index"])
     torch.testing.assert_close(token[0], model.history_encoder.no_history_embedding)
     assert torch.isfinite(model(**batch).logits).all()
 
@@ -150,8 +152,10 @@ def test_history_encoders_batch_rows_of_different_lengths_as_alone():
         encoder = model.history_encoder.eval()
         embeds, lengths = torch.randn(3, 9, 32), torch.tensor([9, 4, 1])
         mask = (torch.arange(9) < lengths.unsqueeze(1)).long()
-        batched = encoder(embeds, mask)
-        alone = torch.cat([encoder(embeds[i : i + 1, :length], mask[i : i + 1, :length]) for i, length in enumerate(lengths.tolist())])
+        item_index = torch.where(mask.bool(), torch.arange(9) // 3, -1)  # items of 3 tokens (the last may be cut)
+        batched = encoder(embeds, mask, item_index)
+        alone = torch.cat([encoder(embeds[i : i + 1, :length], mask[i : i + 1, :length], item_index[i : i + 1, :length])
+                           for i, length in enumerate(lengths.tolist())])
         torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5, msg=encoder_type)
 
 
@@ -164,9 +168,46 @@ def test_transformer_history_encoder_is_parallel_and_sized_by_the_config(tiny_to
     assert not any(isinstance(module, torch.nn.GRU) for module in encoder.modules())
 
 
+def test_hierarchical_history_encoder_reads_items_not_token_order(tiny_tokenizer):
+    # Each item is pooled into one vector: its tokens' order inside the item is not seen, the items' order is.
+    torch.manual_seed(0)
+    config = UserLLMConfig(text_config=tiny_llama_config(64, hidden_size=32), history_encoder_type="hierarchical",
+                           history_encoder_heads=4)
+    encoder = UserLLMForRecommendation(config).history_encoder.eval()
+    embeds, mask = torch.randn(1, 7, 32), torch.ones(1, 7, dtype=torch.long)
+    item_index = torch.tensor([[0, 0, 0, 1, 1, 2, 2]])
+    token = encoder(embeds, mask, item_index)
+    inside_item_shuffled = embeds[:, [2, 0, 1, 4, 3, 5, 6]]
+    torch.testing.assert_close(encoder(inside_item_shuffled, mask, item_index), token, atol=1e-5, rtol=1e-5)
+    items_swapped = embeds[:, [3, 4, 0, 1, 2, 5, 6]]  # items 0 and 1 exchanged, item 2 (the last) kept
+    assert not torch.allclose(encoder(items_swapped, mask, torch.tensor([[0, 0, 1, 1, 1, 2, 2]])), token, atol=1e-4)
+    with pytest.raises(ValueError, match="needs `history_item_index`"):
+        encoder(embeds, mask)
+    with pytest.raises(ValueError, match="negative on a valid history position"):
+        encoder(embeds, mask, torch.tensor([[0, 0, 0, -1, 1, 2, 2]]))
+
+
+def test_processor_gives_the_history_item_of_each_token(tiny_tokenizer):
+    _, processor = build_tiny_model(tiny_tokenizer, history_encoder_type="hierarchical")
+    records = make_records(2, history_length=3)
+    records[1]["history"] = records[1]["history"][:1]
+    batch = processor(records)
+    for row, record in enumerate(records):
+        valid = batch["history_attention_mask"][row].bool()
+        item_index = batch["history_item_index"][row]
+        assert (item_index[~valid] == -1).all()
+        counts = torch.bincount(item_index[valid]).tolist()
+        expected = [len(processor._tokens(processor.item_text(item))) + (item["image_features"] is not None)
+                    for item in record["history"]]
+        assert counts == expected
+    split = processor.split_prompt(records[0])
+    assert split["history_item_index"] == batch["history_item_index"][0][batch["history_attention_mask"][0].bool()].tolist()
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(history_encoder_type="lstm"), "Unknown history_encoder_type 'lstm'"),
     (dict(history_encoder_type="transformer", history_encoder_heads=5), "history_encoder_heads=5 must divide"),
+    (dict(history_encoder_type="hierarchical", history_encoder_heads=3), "history_encoder_heads=3 must divide"),
 ])
 def test_bad_history_encoder_settings_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):

@@ -100,11 +100,11 @@ class ModelArguments:
     item_noun: str = field(default="movie", metadata={"help": "What the prompt calls an item."})
     history_encoder_type: str = field(
         default="gru",
-        metadata={"help": f"UHEM encoder, one of {list(HISTORY_ENCODER_TYPES)}: the paper's GRU, or a parallel transformer encoder."},
+        metadata={"help": f"UHEM encoder, one of {list(HISTORY_ENCODER_TYPES)}: the paper's GRU, a parallel transformer encoder, or the transformer over pooled items (hierarchical)."},
     )
     history_hidden_size: int | None = field(default=None, metadata={"help": "UHEM encoder width (None: the LLM hidden size)."})
-    history_encoder_layers: int = field(default=1, metadata={"help": "Transformer UHEM: layers."})
-    history_encoder_heads: int = field(default=8, metadata={"help": "Transformer UHEM: attention heads."})
+    history_encoder_layers: int = field(default=1, metadata={"help": "Transformer / hierarchical UHEM: layers."})
+    history_encoder_heads: int = field(default=8, metadata={"help": "Transformer / hierarchical UHEM: attention heads."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
