@@ -203,6 +203,9 @@ def test_summary_json_is_written_per_finished_run_and_skips_it_later(tmp_path):
     fresh = ExperimentRunner(tmp_path / "elsewhere", trainers={"baseline": fake_baseline}, summary_dir=tmp_path / "results")
     records = fresh.run_grid(specs, log=lambda _: None)
     assert calls == [0, 1] and [r["metrics"]["test"]["auc"] for r in records] == [0.6, 0.6]
+    # --report-only reads them back too (as a run would skip them), and trains nothing
+    reported = fresh.run_grid(specs, log=lambda _: None, train=False)
+    assert [r["status"] for r in reported] == ["ok", "ok"] and calls == [0, 1]
 
 
 def test_a_changed_configuration_is_a_new_run(tmp_path):
