@@ -25,7 +25,7 @@ VARIANTS: dict[str, dict[str, bool]] = {
 }
 
 
-# The UHEM's encoder: the paper's GRU, or a parallel transformer encoder (the paper's future work).
+# The UHEM's encoder: the paper's GRU, or a parallel transformer encoder over its tokens or over its pooled items (the paper's future work).
 HISTORY_ENCODER_TYPES = ("gru", "transformer", "hierarchical")
 
 # The pipeline saved with every checkpoint (`pipeline_userllm.py`), so that
