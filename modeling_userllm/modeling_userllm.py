@@ -6,12 +6,11 @@ embeddings) and `<HistoryInteractions>` (one token from the User History Encodin
 The score is logit("Yes") - logit("No") at the last prompt position, computed in float32.
 
 This file is copied next to the weights by `save_pretrained`, so it imports only torch,
-transformers, peft, the standard library's `dataclasses` and `importlib`, and its sibling
+transformers, peft, the standard library's `dataclasses`, and its sibling
 `configuration_userllm`; the pipeline's files are copied when they are beside it (looked up by
 name, never required).
 """
 
-import importlib
 from dataclasses import dataclass
 
 import torch
@@ -918,12 +917,12 @@ def _sibling_module(name: str):
 
     The package has the recommendation pipeline's code beside this file; a hub copy (the
     model's code only, as transformers copies it) does not, and then saves the model alone.
-    Looked up by name, not by an import statement, so that loading this file never requires
-    the pipeline's files.
+    Looked up by name (the builtin `__import__`), not by an import statement, so that loading
+    this file never requires the pipeline's files.
     """
     try:
-        return importlib.import_module(f"{__package__}.{name}")
-    except ModuleNotFoundError:
+        return getattr(__import__(__package__, fromlist=[name]), name)
+    except (ModuleNotFoundError, AttributeError):
         return None
 
 
