@@ -261,6 +261,35 @@ train.main(sys.argv[1:], callbacks=[KillAfterSave()])
             assert resumed[split][name] == pytest.approx(uninterrupted[split][name], abs=1e-4), (split, name)
 
 
+def test_step1_from_a_finished_run_ends_with_its_metrics(finished_run, toy_dirs, tmp_path):
+    output_dir, uninterrupted = finished_run
+    step1 = output_dir / "step1-lora" / "final"
+    reused = run_training(parse_arguments(tiny_argv(tmp_path / "same", toy_dirs, "--step1_from", str(step1))))
+    assert not (tmp_path / "same" / "step1-lora").exists()  # step 1 was loaded, not trained
+    for split in ("valid", "test"):
+        for name in ("auc", "uauc", "loss"):
+            assert reused[split][name] == pytest.approx(uninterrupted[split][name], abs=1e-4), (split, name)
+    # Another step-2 rate on the same step 1: a different model.
+    other = run_training(parse_arguments(tiny_argv(tmp_path / "other", toy_dirs, "--step1_from", str(step1),
+                                                   "--step2_learning_rate", "1e-1")))
+    assert other["valid"]["loss"] != pytest.approx(uninterrupted["valid"]["loss"], abs=1e-4)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--seed", "1"), r"training\.seed: 1 here, 0 in"),
+    (("--step1_learning_rate", "5e-2"), r"schedule\.step1_learning_rate: 0\.05 here, 0\.01 in"),
+    (("--toy_hidden_size", "64"), r"model\.toy_hidden_size: 64 here, 32 in"),
+])
+def test_step1_from_refuses_a_run_with_other_step1_settings(finished_run, toy_dirs, tmp_path, extra, message):
+    step1 = finished_run[0] / "step1-lora" / "final"
+    with pytest.raises(PresetError, match=message):
+        run_training(parse_arguments(tiny_argv(tmp_path, toy_dirs, "--step1_from", str(step1), *extra)))
+    with pytest.raises(PresetError, match="no model.safetensors"):
+        run_training(parse_arguments(tiny_argv(tmp_path, toy_dirs, "--step1_from", str(tmp_path))))
+    with pytest.raises(PresetError, match="no step 1"):
+        parse_arguments(tiny_argv(tmp_path, toy_dirs, "--step1_from", str(step1), "--steps", "encoders"))
+
+
 def test_two_process_run_counts_every_evaluation_row_once(finished_run, toy_dirs, tmp_path):
     output_dir = tmp_path / "ddp"
     command = [

@@ -153,6 +153,12 @@ class ScheduleArguments:
     resume: bool = field(
         default=False, metadata={"help": "Continue an interrupted run in output_dir from its last checkpoint."}
     )
+    step1_from: str | None = field(
+        default=None,
+        metadata={"help": "A finished step 1 (OUT/step1-lora/final of an earlier run) loaded instead of training step 1, "
+                          "e.g. to sweep step 2's settings: that run's data, training rows, seed, model and step-1 "
+                          "settings must be this run's (checked against its OUT/run_config.json)."},
+    )
     fast_step2: bool = field(
         default=False,
         metadata={"help": "Step 2 on a cached key/value prefix with the frozen LoRA merged: same scores and gradients "
@@ -297,7 +303,8 @@ def parse_arguments(argv: list[str] | None = None) -> RunArguments:
         unknown = [arg for arg in argv if arg.startswith("--") and arg.split("=")[0] not in parser._option_string_actions]
         hints = [f"{arg}{_suggest(arg.split('=')[0], parser._option_string_actions)}" for arg in unknown]
         parser.error(f"unrecognized arguments: {' '.join(hints) or error} (see --help)")
-    for section, name in ((data, "data_dir"), (data, "features_dir"), (model, "base_model_name_or_path")):
+    for section, name in ((data, "data_dir"), (data, "features_dir"), (model, "base_model_name_or_path"),
+                          (schedule, "step1_from")):
         value = getattr(section, name)
         if value is not None and value.startswith("~"):
             setattr(section, name, str(Path(value).expanduser()))
@@ -331,9 +338,61 @@ def check_arguments(run: RunArguments) -> None:
     bad_splits = [split for split in run.data.eval_splits if split not in EVAL_SPLITS]
     if bad_splits:
         raise PresetError(f"eval_splits {bad_splits}: expected among {EVAL_SPLITS}")
+    if run.schedule.step1_from is not None and "lora" not in run.schedule.steps:
+        raise PresetError(f"step1_from is set but steps {run.schedule.steps} have no step 1 ('lora') for it to replace")
     if run.model.light_checkpoints and not run.model.base_model_name_or_path:
         raise PresetError("light_checkpoints needs base_model_name_or_path (a light checkpoint refetches the base LLM)")
     if run.training.remove_unused_columns:
         raise PresetError("remove_unused_columns must be False: batches are built by the collator from records")
     if list(run.training.label_names or []) != ["labels", "user_ids"]:
         raise PresetError(f"label_names must be ['labels', 'user_ids'] (UAUC needs the user ids), got {run.training.label_names}")
+
+
+# What must match between a run and the run whose step 1 it reuses (`step1_from`): everything
+# that decides step 1's rows, model and optimisation. Paths are compared resolved.
+STEP1_SETTINGS = {
+    "data": ("data_dir", "features_dir", "description_source", "max_train_rows", "toy_seed", "toy_num_users",
+             "toy_num_items"),
+    "model": tuple(f.name for f in dataclasses.fields(ModelArguments) if f.name not in ("light_checkpoints", "num_threads")),
+    "schedule": tuple(f"step1_{name}" for name in STEP_SETTINGS),
+    "training": ("seed", "data_seed", "weight_decay", "optim", "lr_scheduler_type", "adam_beta1", "adam_beta2",
+                 "adam_epsilon", "max_grad_norm", "bf16", "fp16"),
+}
+PATH_SETTINGS = ("data_dir", "features_dir", "base_model_name_or_path")
+
+
+def check_step1_source(run: RunArguments) -> Path | None:
+    """Checks that `step1_from` is a finished step 1 of a run with this run's step-1 settings.
+
+    Call it once the data folders are resolved (`resolve_data`).
+
+    Returns:
+        The folder to load step 1 from, or None when `step1_from` is not set.
+
+    Raises:
+        PresetError: the folder holds no `model.safetensors`, its run has no `run_config.json`, or
+            a setting differs (each differing key named with both values).
+    """
+    if run.schedule.step1_from is None:
+        return None
+    folder = Path(run.schedule.step1_from)
+    if not (folder / "model.safetensors").is_file():
+        raise PresetError(f"step1_from {folder}: no model.safetensors there; expected the final/ folder of a finished "
+                          "step 1 (OUT/step1-lora/final)")
+    config_file = folder.parent.parent / "run_config.json"
+    if not config_file.is_file():
+        raise PresetError(f"step1_from {folder}: {config_file} is missing, so its settings cannot be checked; expected "
+                          "OUT/step1-lora/final of a run of examples/train.py")
+    source = json.loads(config_file.read_text(encoding="utf-8"))
+    mine = run.to_dict()
+    differences = []
+    for section, keys in STEP1_SETTINGS.items():
+        for key in keys:
+            theirs, ours = source.get(section, {}).get(key), mine[section].get(key)
+            if key in PATH_SETTINGS and theirs is not None and ours is not None:
+                theirs, ours = str(Path(theirs).expanduser().resolve()), str(Path(ours).expanduser().resolve())
+            if theirs != ours:
+                differences.append(f"{section}.{key}: {ours!r} here, {theirs!r} in {config_file}")
+    if differences:
+        raise PresetError(f"step1_from {folder} was trained with other step-1 settings: " + "; ".join(differences))
+    return folder

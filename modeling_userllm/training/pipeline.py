@@ -22,7 +22,7 @@ from ..factory import create_model_and_processor
 from ..features.store import atomic_write_json
 from ..features.visual import load_image_encoder, toy_image_encoder
 from ..toy_model import build_toy_tokenizer, tiny_llama_config
-from .arguments import DTYPES, PresetError, RunArguments, step_number
+from .arguments import DTYPES, PresetError, RunArguments, check_step1_source, step_number
 from .datasets import RecordCollator, RunData, history_items_for_split, load_run_data, prepare_toy_data, with_history_items
 from .trainer import UserLLMTrainer, train_two_steps
 
@@ -226,6 +226,7 @@ def run_training(run: RunArguments, callbacks: list | None = None) -> dict:
     if run.model.num_threads:
         torch.set_num_threads(run.model.num_threads)
     resolve_data(run)
+    step1_source = check_step1_source(run)
     run_data = load_data_for_run(run)
     training: TrainingArguments = run.training
     output_dir = Path(training.output_dir)
@@ -247,6 +248,7 @@ def run_training(run: RunArguments, callbacks: list | None = None) -> dict:
         light_checkpoints=run.model.light_checkpoints,
         callbacks=callbacks,
         fast_step2=run.schedule.fast_step2,
+        finished_steps={"lora": step1_source} if step1_source else None,
     )
     metrics = evaluate_splits(trainer, run_data, run.data.eval_splits, run.data.max_eval_rows, training.seed)
     metrics["num_processes"] = training.world_size

@@ -114,6 +114,7 @@ def train_two_steps(
     light_checkpoints: bool = False,
     callbacks: list | None = None,
     fast_step2: bool = False,
+    finished_steps: dict[str, str | Path] | None = None,
 ) -> UserLLMTrainer:
     """Runs the paper's schedule: each step with its own Trainer, optimizer and folder.
 
@@ -135,11 +136,14 @@ def train_two_steps(
         callbacks: extra `TrainerCallback`s for every step.
         fast_step2: train step 2 on the constant-prefix cache with the frozen LoRA merged
             (`fast_step2.FastStep2Trainer`: same scores and gradients, LoRA dropout off).
+        finished_steps: `{step: folder}` of steps trained elsewhere, loaded instead of trained
+            (e.g. `{"lora": "OUT/step1-lora/final"}`: a step-2 sweep trains step 1 once).
 
     Returns:
         The trainer of the last step run (its model is the trained model, set to inference).
     """
     step_overrides = step_overrides or {}
+    finished_steps = finished_steps or {}
     trainer = None
     for step in steps:
         number = step_number(step)
@@ -151,6 +155,14 @@ def train_two_steps(
         # New TrainingArguments reset the accelerate state: build them only for a step that runs.
         step_args = step_training_arguments(args, number, step, step_overrides.get(step, {}))
         final_dir = Path(step_args.output_dir) / FINAL_FOLDER
+        finished = Path(finished_steps[step]) if step in finished_steps else None
+        if finished is None and resume and (final_dir / "model.safetensors").is_file():
+            finished = final_dir
+        if finished is not None:
+            logger.info("Step %d (%s): already finished, loading %s", number, step, finished)
+            _load_step_result(model, finished)
+            if step != steps[-1]:
+                continue  # only the last step's trainer is needed (it evaluates)
         trainer_class = UserLLMTrainer
         if fast_step2 and step == "encoders":
             from .fast_step2 import FastStep2Trainer  # it imports this module
@@ -165,9 +177,7 @@ def train_two_steps(
             callbacks=callbacks,
             light_checkpoints=light_checkpoints,
         )
-        if resume and (final_dir / "model.safetensors").is_file():
-            logger.info("Step %d (%s): already finished, loading %s", number, step, final_dir)
-            _load_step_result(model, final_dir)
+        if finished is not None:
             continue
         checkpoint = get_last_checkpoint(step_args.output_dir) if resume and Path(step_args.output_dir).is_dir() else None
         logger.info("Step %d (%s): training %d parameters%s", number, step, num_trainable,
