@@ -810,7 +810,10 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         """Loads a full or light checkpoint (a light one also loads its base LLM).
 
         A light checkpoint's base LLM is loaded by `AutoModelForCausalLM.from_pretrained` with
-        this call's `dtype`, `device_map`, `attn_implementation` and `quantization_config`.
+        this call's `dtype`, `device_map`, `attn_implementation` and `quantization_config`;
+        without a `dtype` (or with `"auto"`) in the dtype it ran in when saved (`config.dtype`),
+        as a full checkpoint is, not in the dtype the base repo stores (SmolLM2 and Vicuna store
+        bfloat16: a model trained in float32 would otherwise come back in bfloat16).
         Weights the checkpoint should hold but does not, or holds but the model lacks, raise
         an error naming them (never a model with uninitialised weights). Only safetensors
         weights are read: a folder holding only pickle-format weights raises.
@@ -841,6 +844,9 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         hub_kwargs.pop("subfolder", None)
         hub_kwargs.pop("revision", None)
         base_kwargs = {key: kwargs[key] for key in BASE_LOADING_KWARGS if key in kwargs}
+        if base_kwargs.get("dtype") in (None, "auto") and config.dtype is not None:
+            # save_pretrained records the first parameter's dtype, the LLM's embeddings.
+            base_kwargs["dtype"] = config.dtype
         language_model = load_base_llm(config.base_model_name_or_path, **base_kwargs, **hub_kwargs)
         config.light_checkpoint = False
         model = cls(config, language_model=language_model)

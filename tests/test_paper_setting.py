@@ -243,6 +243,34 @@ def test_a_truncated_weights_file_is_named_in_the_error(saved_checkpoints, tmp_p
         UserLLMForRecommendation.from_pretrained(folder)
 
 
+def test_light_checkpoint_reloads_its_llm_in_the_dtype_it_ran_in(tmp_path):
+    """A base stored in bfloat16 (as SmolLM2 and Vicuna are) and run in float32 comes back in float32
+    (transformers 5 alone would load the base's stored bfloat16), scoring as before the save."""
+    from transformers import LlamaForCausalLM
+
+    from conftest import DESCRIPTIONS, TITLES
+    from modeling_userllm.toy_model import build_toy_tokenizer, tiny_llama_config
+
+    tokenizer = build_toy_tokenizer(TITLES + DESCRIPTIONS)
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama_config(len(tokenizer), hidden_size=32)).to(torch.bfloat16).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    model, processor = create_model_and_processor(tokenizer, "userllm", base_model_name_or_path=str(tmp_path / "base"),
+                                                  num_users=NUM_USERS, num_items=NUM_ITEMS, dtype=torch.float32)
+    perturb_lora(model)
+    model.eval()
+    records = make_records(4, history_length=3)
+    with torch.no_grad():
+        expected = model(**processor(records)).logits
+    model.save_pretrained(tmp_path / "light", light=True)
+    reloaded = UserLLMForRecommendation.from_pretrained(tmp_path / "light")
+    assert reloaded.get_input_embeddings().weight.dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**processor(records)).logits, expected, rtol=0, atol=1e-5)
+    asked = UserLLMForRecommendation.from_pretrained(tmp_path / "light", dtype=torch.bfloat16)
+    assert asked.get_input_embeddings().weight.dtype == torch.bfloat16
+
+
 def test_light_checkpoint_loads_its_base_through_the_causal_lm_loader(saved_checkpoints, monkeypatch):
     from transformers import AutoModelForCausalLM
 
