@@ -33,13 +33,14 @@ from modeling_userllm.ranking import collaborative_scores, rank_candidates, two_
 from modeling_userllm.training import DataArguments, load_run_data
 
 
-def users_to_rank(data, split: str) -> dict[int, dict]:
-    """`{user_id: {"first_row": index in split, "liked": set of item ids}}` for users with a liked `split` item."""
+def users_to_rank(data, split: str, seen: dict[int, set[int]]) -> dict[int, dict]:
+    """`{user_id: {"first_row": index in split, "liked": item ids}}` for users who liked a `split`
+    item they had not met before it (a liked item also in `seen` cannot be recommended to them)."""
     rows = data.interactions[split]
     users: dict[int, dict] = {}
     for index, (user, item, label) in enumerate(zip(rows["user_id"], rows["item_id"], rows["label"])):
         entry = users.setdefault(int(user), {"first_row": index, "liked": set()})
-        if label:
+        if label and int(item) not in seen.get(int(user), set()):
             entry["liked"].add(int(item))
     return {user: entry for user, entry in users.items() if entry["liked"]}
 
@@ -81,21 +82,21 @@ def main() -> None:
     run_data = load_run_data(DataArguments(data_dir=args.data, features_dir=args.features), use_visual=config.use_visual,
                              use_collaborative=config.use_collaborative, use_descriptions=config.use_descriptions)
     data, builder = run_data.data, run_data.builder
-    candidates_of_split = users_to_rank(data, args.split)
-    users = sorted(candidates_of_split)
+    seen = seen_items(data, ("train", "valid"))
+    ranked_users = users_to_rank(data, args.split, seen)
+    users = sorted(ranked_users)
     random.Random(args.seed).shuffle(users)
     users = sorted(users[: args.users])
-    seen = seen_items(data, ("train", "valid"))
     methods = ["llm", "mf", *[f"two_stage {c}" for c in args.num_rerank]]
     per_method = {method: {"overlap": [], "recall": [], "hit": [], "seconds": []} for method in methods}
     catalogue_sizes = []
     rows = data.interactions[args.split]
     started = time.perf_counter()
     for position, user in enumerate(users, start=1):
-        user_record = builder([rows[candidates_of_split[user]["first_row"]]])[0]
+        user_record = builder([rows[ranked_users[user]["first_row"]]])[0]
         item_ids = [item for item in range(data.num_items) if item not in seen.get(user, set())]
         items = [builder.item(item) for item in item_ids]
-        liked = candidates_of_split[user]["liked"] & set(item_ids)
+        liked = ranked_users[user]["liked"]
         catalogue_sizes.append(len(items))
         with torch.no_grad():
             begin = time.perf_counter()
