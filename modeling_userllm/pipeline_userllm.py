@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from transformers import Pipeline
 
-from .ranking import rank_candidates
+from .ranking import check_candidate_items, check_top_k, rank_candidates
 
 
 class RecommendationPipeline(Pipeline):
@@ -33,7 +33,7 @@ class RecommendationPipeline(Pipeline):
     encoder, once per item.
 
     Call parameters:
-        top_k (`int`, *optional*): how many items to return per user; all by default.
+        top_k (`int`, *optional*): how many items to return per user (an integer >= 1); all by default.
         candidate_batch_size (`int`, *optional*, defaults to 64): candidates per LLM forward.
 
     Returns, per user, a list of `{"item_id", "title", "score", "logit", "index"}` sorted by
@@ -56,6 +56,7 @@ class RecommendationPipeline(Pipeline):
         if kwargs:
             raise TypeError(f"RecommendationPipeline got unexpected parameters {sorted(kwargs)}; "
                             "it takes top_k and candidate_batch_size")
+        check_top_k(top_k)
         forward_parameters = {} if candidate_batch_size is None else {"candidate_batch_size": candidate_batch_size}
         postprocess_parameters = {} if top_k is None else {"top_k": top_k}
         return {}, forward_parameters, postprocess_parameters
@@ -69,6 +70,7 @@ class RecommendationPipeline(Pipeline):
             raise ValueError('"user" must be a dict with "user_id" and "history" (a list of items, oldest first)')
         if not candidates:
             raise ValueError(f"user {user['user_id']}: no candidate items to rank")
+        check_candidate_items(candidates, f"user {user['user_id']}, ")
         return {"user": {"user_id": user["user_id"], "history": list(user.get("history") or [])}, "candidates": candidates}
 
     def _forward(self, model_inputs: dict, candidate_batch_size: int = 64) -> dict:

@@ -4,6 +4,7 @@ This file is copied next to the weights by `save_pretrained`, so it imports only
 transformers and the standard library.
 """
 
+import functools
 import numbers
 import os
 from collections.abc import Sequence
@@ -67,6 +68,34 @@ def open_poster(value, where: str):
         except Exception as error:  # PIL's errors do not name the file
             raise ValueError(f"{where}: the poster file {path} is not a readable image ({error})") from error
     return load_image(value)
+
+
+def _reports_item_text_cuts(method):
+    """Makes one call of a `UserLLMProcessor` method report every item text cut during it in one
+    warning (a call inside another reporting call leaves the report to the outer one)."""
+
+    @functools.wraps(method)
+    def reporting(self, *args, **kwargs):
+        if self._item_text_cuts is not None:
+            return method(self, *args, **kwargs)
+        self._item_text_cuts = []
+        try:
+            result = method(self, *args, **kwargs)
+            cuts = self._item_text_cuts
+        finally:
+            self._item_text_cuts = None
+        if cuts:
+            inside_word = sum(cut_inside_word for _, cut_inside_word in cuts)
+            logger.warning(
+                f"{len(cuts)} item text(s) had more than max_item_tokens={self.max_item_tokens} tokens and were cut at a "
+                "word boundary" + (f", except {inside_word} title(s) whose first word alone is over the budget, cut inside "
+                                   "that word" if inside_word else "")
+                + f" (first: {cuts[0][0][:60]!r}); processor.num_truncated_item_texts: {self.num_truncated_item_texts} "
+                "texts cut so far"
+            )
+        return result
+
+    return reporting
 
 
 @dataclass
@@ -150,6 +179,7 @@ class UserLLMProcessor(ProcessorMixin):
         self._token_cache: dict[str, list[int]] = {}
         self._item_text_cache: dict[tuple, str] = {}
         self.num_truncated_item_texts = 0
+        self._item_text_cuts: list[tuple[str, bool]] | None = None  # (text, title cut inside a word) during a call
 
     # ----------------------------------------------------------------------------- token ids
 
@@ -329,12 +359,16 @@ class UserLLMProcessor(ProcessorMixin):
 
     # ----------------------------------------------------------------------------- item texts
 
+    @_reports_item_text_cuts
     def item_text(self, item: dict, use_descriptions: bool | None = None) -> str:
         """An item as the prompt writes it: `"Title" (description)`, within `max_item_tokens`.
 
         A text over the budget is cut at a word boundary: the description loses its last
         words first (its parenthesis stays closed), then, if the title alone is too long,
-        the title. Every cut is counted in `num_truncated_item_texts` and reported once.
+        the title. A title is never cut to nothing: when not even its first word fits, that
+        word is cut (to one character at least, over the budget if even that does not fit).
+        Every cut text is counted in `num_truncated_item_texts`, and each call that cuts texts
+        (`item_text`, `__call__`, `split_prompt(s)`) reports how many in one warning.
         """
         use_descriptions = self.use_descriptions if use_descriptions is None else use_descriptions
         description = item.get("description") if use_descriptions else None
@@ -357,24 +391,33 @@ class UserLLMProcessor(ProcessorMixin):
         full = render(title_words, description_words)
         if not self.max_item_tokens or fits(full):
             return full
-        # Longest prefix of the description's words (then of the title's) that fits: binary search.
+        def longest_fitting(count: int, make) -> int:
+            """The largest k in [0, count] with `make(k)` within the budget (binary search; k = 0 is not checked)."""
+            low, high = 0, count
+            while low < high:
+                middle = (low + high + 1) // 2
+                if fits(make(middle)):
+                    low = middle
+                else:
+                    high = middle - 1
+            return low
+
+        # Longest prefix of the description's words (then of the title's) that fits.
         words, make = description_words, (lambda k: render(title_words, description_words[:k]))
         if not fits(make(0)):
             words, make = title_words, (lambda k: render(title_words[:k], None))
-        low, high = 0, len(words)
-        while low < high:
-            middle = (low + high + 1) // 2
-            if fits(make(middle)):
-                low = middle
-            else:
-                high = middle - 1
+        kept = longest_fitting(len(words), make)
+        cut_inside_word = words is title_words and kept == 0 and bool(title_words)
+        if cut_inside_word:
+            first_word = title_words[0]
+
+            def make(k: int) -> str:
+                return render([first_word[: max(k, 1)]], None)
+
+            kept = longest_fitting(len(first_word) - 1, make)
         self.num_truncated_item_texts += 1
-        if self.num_truncated_item_texts == 1:
-            logger.warning(
-                f"An item text has more than max_item_tokens={self.max_item_tokens} tokens and was cut at a word "
-                f"boundary ({full[:60]!r}...); processor.num_truncated_item_texts counts every such text"
-            )
-        return make(low)
+        self._item_text_cuts.append((full, cut_inside_word))
+        return make(kept)
 
     # ----------------------------------------------------------------------------- prompts
 
@@ -435,6 +478,7 @@ class UserLLMProcessor(ProcessorMixin):
         bos = self.tokenizer.bos_token_id
         return [bos] if bos is not None and bos in ids else []
 
+    @_reports_item_text_cuts
     def __call__(self, records: Sequence[dict], text_only: bool = False, return_tensors: str = "pt") -> BatchFeature:
         """Turns records into a batch for `UserLLMForRecommendation`.
 
@@ -500,6 +544,12 @@ class UserLLMProcessor(ProcessorMixin):
             pad_id = self.tokenizer.eos_token_id or 0
         return pad_id
 
+    @_reports_item_text_cuts
+    def split_prompts(self, records: Sequence[dict], text_only: bool = False) -> list[dict]:
+        """`split_prompt` of each record, the item texts it cuts reported in one warning."""
+        return [self.split_prompt(record, text_only) for record in records]
+
+    @_reports_item_text_cuts
     def split_prompt(self, record: dict, text_only: bool = False) -> dict:
         """One record's prompt split into the part that depends only on the user and the candidate's part.
 

@@ -20,6 +20,7 @@ This file is copied next to the weights with the recommendation pipeline
 transformers, the standard library and its flat siblings.
 """
 
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -27,6 +28,48 @@ from transformers import DynamicCache
 
 from .modeling_userllm import UserLLMForRecommendation
 from .processing_userllm import UserLLMProcessor, is_raw_image, open_poster, pad_sequences
+
+
+USER_FIELDS = ("user_id", "history")
+"""Record fields that belong to the user: a candidate item carrying one would overwrite the user's."""
+
+
+def check_candidate_items(candidate_items: Sequence[dict], where: str = "") -> None:
+    """Refuses candidates that are not item dicts or that carry a user field (`USER_FIELDS`).
+
+    A candidate's fields override the user record's in its prompt, so a candidate with a
+    `history` would be scored with that history instead of the user's, and one with a `user_id`
+    as another user (and not equal to shared-prefix scoring, where the prefix is the user's).
+
+    Args:
+        candidate_items: the candidate items.
+        where: prefix of the messages, e.g. "user 3, ".
+
+    Raises:
+        ValueError: `{where}candidate i (item_id ...): ...` naming the candidate and the field.
+    """
+    for index, candidate in enumerate(candidate_items):
+        if not isinstance(candidate, dict):
+            raise ValueError(f"{where}candidate {index}: expected an item dict {{item_id, title, description, image_features}}, "
+                             f"got {type(candidate).__name__}")
+        user_fields = [name for name in USER_FIELDS if name in candidate]
+        if user_fields:
+            raise ValueError(
+                f"{where}candidate {index} (item_id {candidate.get('item_id')!r}): field {user_fields[0]!r} belongs to the "
+                "user, not to a candidate item (it would replace the user's); give it in the user record only "
+                "(a candidate holds item_id, title, description, image_features)"
+            )
+
+
+def check_top_k(top_k: int | None) -> None:
+    """Refuses a `top_k` that is not None (all) or an integer >= 1.
+
+    Raises:
+        ValueError: naming the value and what is allowed.
+    """
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1 (how many candidates to return), or None for all of them; "
+                         f"got {type(top_k).__name__} {top_k!r}")
 
 
 def candidate_records(user_record: dict, candidate_items: Sequence[dict]) -> list[dict]:
@@ -209,7 +252,7 @@ def _candidate_splits(
     Raises:
         ValueError: `{where}candidate i: ...` when candidate i's prompt prefix differs from candidate 0's.
     """
-    splits = [processor.split_prompt(record, text_only=text_only) for record in candidate_records(user_record, candidate_items)]
+    splits = processor.split_prompts(candidate_records(user_record, candidate_items), text_only=text_only)
     for index, split in enumerate(splits):
         if split["prefix_ids"] != splits[0]["prefix_ids"]:
             raise ValueError(f"{where}candidate {index}: its prompt prefix differs from candidate 0's; the prefix cannot be shared")
@@ -273,8 +316,9 @@ def score_candidates_for_users(
         Per user, `(len(candidate_lists[u]),)` scores, equal to `score_candidates` of that user alone.
 
     Raises:
-        ValueError: not one candidate list per user, no users, a user without candidates, or a
-            candidate whose prompt prefix differs from the user's other candidates'.
+        ValueError: not one candidate list per user, no users, a user without candidates, a
+            candidate carrying a user field (`check_candidate_items`), or a candidate whose
+            prompt prefix differs from the user's other candidates'.
     """
     if len(user_records) != len(candidate_lists):
         raise ValueError(f"{len(user_records)} users but {len(candidate_lists)} candidate lists; expected one list per user")
@@ -287,6 +331,7 @@ def score_candidates_for_users(
         where = f"user {user_index}, " if len(user_records) > 1 else ""
         if not candidate_items:
             raise ValueError("No candidate items given" + (f" for user {user_index}" if len(user_records) > 1 else ""))
+        check_candidate_items(candidate_items, where)
         if not text_only:
             user_record = {**user_record, "history": with_poster_features(model, processor, user_record["history"], f"{where}history item")}
             candidate_items = with_poster_features(model, processor, candidate_items, f"{where}candidate")
@@ -349,8 +394,9 @@ def score_candidates(
         candidates' records.
 
     Raises:
-        ValueError: no candidates, or a candidate whose prompt prefix differs from the others'
-            (the template would then not separate the user's part from the candidate's).
+        ValueError: no candidates, a candidate carrying a user field (`check_candidate_items`),
+            or a candidate whose prompt prefix differs from the others' (the template would
+            then not separate the user's part from the candidate's).
     """
     return score_candidates_for_users(
         model, processor, [user_record], [candidate_items], batch_size, text_only=text_only, progress=progress
@@ -370,6 +416,7 @@ def score_candidates_from_scratch(
 
     Same arguments and result as `score_candidates`, without sharing anything between candidates.
     """
+    check_candidate_items(candidate_items)
     records = candidate_records(user_record, candidate_items)
     scores = []
     for start in range(0, len(records), batch_size):
@@ -405,7 +452,11 @@ def rank_candidates(
     Returns:
         `(indices, scores)`, each `(k,)`: positions in `candidate_items` and their scores,
         in decreasing score order.
+
+    Raises:
+        ValueError: a `top_k` that is not None or an integer >= 1, and see `score_candidates`.
     """
+    check_top_k(top_k)
     return _top(score_candidates(model, processor, user_record, candidate_items, batch_size, text_only, progress), top_k)
 
 
@@ -426,6 +477,7 @@ def rank_candidates_for_users(
         Per user, `rank_candidates` of that user alone: `(indices, scores)`, each `(k,)`,
         positions in `candidate_lists[u]` and their scores, best first.
     """
+    check_top_k(top_k)
     scores = score_candidates_for_users(
         model, processor, user_records, candidate_lists, batch_size, user_batch_size, text_only, progress
     )
@@ -507,15 +559,16 @@ def two_stage_rank(
         LLM scores, best first. With C >= len(candidate_items) it is `rank_candidates`.
 
     Raises:
-        ValueError: no candidates, `num_rerank` < 1, `top_k` < 1, or first-stage scores that are
-            not one number per candidate.
+        ValueError: no candidates, a candidate carrying a user field, `num_rerank` < 1, a `top_k`
+            that is not None or an integer >= 1, or first-stage scores that are not one number
+            per candidate.
     """
     if not candidate_items:
         raise ValueError("No candidate items given: two_stage_rank needs at least one candidate")
     if isinstance(num_rerank, bool) or not isinstance(num_rerank, int) or num_rerank < 1:
         raise ValueError(f"num_rerank must be an integer >= 1 (how many first-stage candidates the LLM reranks), got {num_rerank!r}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, or None for all reranked candidates, got {top_k!r}")
+    check_top_k(top_k)
+    check_candidate_items(candidate_items)
     first_scores = _first_stage_scores(model, user_record, candidate_items, first_stage)
     shortlist = torch.sort(first_scores, descending=True, stable=True).indices[:num_rerank]  # (C,)
     shortlist_items = [candidate_items[index] for index in shortlist.tolist()]
@@ -524,7 +577,10 @@ def two_stage_rank(
 
 
 __all__ = [
+    "USER_FIELDS",
     "candidate_records",
+    "check_candidate_items",
+    "check_top_k",
     "collaborative_scores",
     "encode_prefix",
     "encode_prefixes",

@@ -100,6 +100,30 @@ def test_pipeline_rejects_malformed_input(saved_model):
         recommend({"user_id": 1, "history": []}, candidates=[])
 
 
+def test_pipeline_refuses_a_candidate_carrying_a_user_field(saved_model):
+    from transformers import pipeline
+
+    _, _, folder, records = saved_model
+    recommend = pipeline(model=str(folder), trust_remote_code=True)
+    user_input = user_inputs(records)[0]
+    user_id = user_input["user"]["user_id"]
+    for field, value in (("history", []), ("user_id", user_id + 1)):
+        candidates = [{**candidate, field: value} for candidate in user_input["candidates"]]
+        item_id = candidates[0]["item_id"]
+        with pytest.raises(ValueError, match=rf"user {user_id}, candidate 0 \(item_id {item_id}\): field '{field}' belongs to the user"):
+            recommend(user_input["user"], candidates=candidates)
+
+
+@pytest.mark.parametrize("top_k", [-1, -6, 0, "3", 2.5])
+def test_pipeline_refuses_a_top_k_that_is_not_a_positive_integer(saved_model, top_k):
+    from transformers import pipeline
+
+    _, _, folder, records = saved_model
+    recommend = pipeline(model=str(folder), trust_remote_code=True)
+    with pytest.raises(ValueError, match=rf"top_k must be an integer >= 1 .*got {type(top_k).__name__} {top_k!r}"):
+        recommend(user_inputs(records)[0], top_k=top_k)
+
+
 RESAVE_IN_FRESH_PROCESS = """
 import sys
 sys.modules["modeling_userllm"] = None  # the hub copy alone

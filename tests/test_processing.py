@@ -1,9 +1,12 @@
 """UserLLMProcessor: prompts, padding, truncation and validation of records."""
 
+import logging
+
 import pytest
 import torch
+from transformers import AutoTokenizer
 
-from conftest import build_tiny_model, make_records
+from conftest import STORIES260K, build_tiny_model, make_records, requires_shared
 from modeling_userllm import UserLLMProcessor
 from modeling_userllm.processing_userllm import HISTORY_TOKEN, IMAGE_TOKEN, ITEM_TOKEN, USER_TOKEN
 
@@ -122,3 +125,44 @@ def test_processor_round_trips_through_save_pretrained(tiny_tokenizer, tmp_path)
     records = make_records(3)
     for key, value in processor(records).items():
         assert torch.equal(value, reloaded(records)[key]), key
+
+
+# ----------------------------------------------------------------------------- titles over the budget
+
+
+@requires_shared(STORIES260K)
+@pytest.mark.parametrize("title", ["千と千尋の神隠し (2001)", "🎬🎬🎬🎬🎬🎬🎬🎬 (2020)"])
+def test_a_title_whose_first_word_is_over_the_budget_is_cut_inside_that_word(title):
+    # With the 512-piece tokenizer every CJK character or emoji is three byte tokens.
+    tokenizer = AutoTokenizer.from_pretrained(STORIES260K)
+    processor = UserLLMProcessor(tokenizer, max_item_tokens=16)
+    text = processor.item_text({"title": title, "description": "A girl lost in a world of spirits."})
+    first_word = title.split()[0]
+    assert text.startswith('"') and text.endswith('"') and 1 <= len(text) - 2 < len(first_word)
+    assert first_word.startswith(text[1:-1])
+    assert len(tokenizer(text, add_special_tokens=False).input_ids) <= 16
+    assert processor.num_truncated_item_texts == 1
+
+
+@requires_shared(STORIES260K)
+def test_every_item_text_cut_in_a_call_is_counted_in_one_warning(caplog):
+    tokenizer = AutoTokenizer.from_pretrained(STORIES260K)
+    processor = UserLLMProcessor(tokenizer, max_item_tokens=16)
+    long = [{"item_id": index, "title": title, "description": "A long story told in many more words than fit."}
+            for index, title in enumerate(["Toy Story (1995)", "千と千尋の神隠し (2001)", "Heat (1995)", "Casino (1995)"])]
+    records = [{"user_id": 0, **long[0], "history": [long[1]]}, {"user_id": 1, **long[2], "history": [long[1]]}]
+
+    def cut_warnings() -> list[str]:
+        return [record.getMessage() for record in caplog.records if "max_item_tokens=16" in record.getMessage()]
+
+    with caplog.at_level(logging.WARNING):
+        processor(records)
+        assert len(cut_warnings()) == 1
+        assert cut_warnings()[0].startswith("3 item text(s) had more than max_item_tokens=16 tokens and were cut")
+        assert "except 1 title(s) whose first word alone is over the budget" in cut_warnings()[0]
+        caplog.clear()
+        processor(records)  # the same texts, already cut and reported
+        assert cut_warnings() == []
+        processor.split_prompts([{**records[0], **long[3]}, {**records[1], **long[3]}])
+        assert len(cut_warnings()) == 1 and cut_warnings()[0].startswith("1 item text(s)")
+    assert processor.num_truncated_item_texts == 4

@@ -14,6 +14,7 @@ from modeling_userllm.ranking import (
     rank_candidates_for_users,
     score_candidates,
     score_candidates_for_users,
+    score_candidates_from_scratch,
     two_stage_rank,
 )
 
@@ -109,11 +110,53 @@ def test_rank_candidates_returns_the_top_k_in_decreasing_order(tiny_tokenizer):
 
 def test_candidate_that_changes_the_prompt_prefix_raises(tiny_tokenizer):
     model, processor = eval_model(tiny_tokenizer, "userllm_no_uhem")
+    render_prompt = processor.render_prompt
+
+    def render_with_the_candidate_in_the_prefix(record, text_only=False):
+        rendered = render_prompt(record, text_only)
+        rendered.prefix += " " + record["title"].split()[0].lower()
+        return rendered
+
+    processor.render_prompt = render_with_the_candidate_in_the_prefix
     user = make_records(1, history_length=2)[0]
-    candidates = make_candidates(3)
-    candidates[2] = {**candidates[2], "history": []}
-    with pytest.raises(ValueError, match="candidate 2"):
-        score_candidates(model, processor, user, candidates)
+    with pytest.raises(ValueError, match="candidate 1: its prompt prefix differs from candidate 0's"):
+        score_candidates(model, processor, user, make_candidates(3))
+
+
+@pytest.mark.parametrize("field, value", [("history", []), ("user_id", 99)])
+def test_candidate_carrying_a_user_field_is_refused(tiny_tokenizer, field, value):
+    # Every candidate carries the field, so the prompt prefixes still agree: without the check the
+    # candidates would be scored with their own history (or, shared-prefix, as two users at once).
+    model, processor = eval_model(tiny_tokenizer, "userllm")
+    user = make_records(1, history_length=3)[0]
+    candidates = [{**candidate, field: value} for candidate in make_candidates(4)]
+    message = rf"candidate 0 \(item_id 0\): field '{field}' belongs to the user, not to a candidate item"
+    for rank in (score_candidates, score_candidates_from_scratch, rank_candidates, two_stage_rank):
+        with pytest.raises(ValueError, match=message):
+            rank(model, processor, user, candidates)
+    with pytest.raises(ValueError, match="user 1, " + message):
+        score_candidates_for_users(model, processor, make_users([2, 2]), [make_candidates(2), candidates])
+
+
+@pytest.mark.parametrize("top_k", [-1, 0, "3", 2.5, True])
+def test_top_k_that_is_not_a_positive_integer_is_refused(tiny_tokenizer, top_k):
+    model, processor = eval_model(tiny_tokenizer, "userllm")
+    user = make_records(1, history_length=2)[0]
+    candidates = imaged_candidates()
+    message = rf"top_k must be an integer >= 1 .*or None for all of them; got {type(top_k).__name__} {top_k!r}"
+    with pytest.raises(ValueError, match=message):
+        rank_candidates(model, processor, user, candidates, top_k=top_k)
+    with pytest.raises(ValueError, match=message):
+        rank_candidates_for_users(model, processor, [user], [candidates], top_k=top_k)
+    with pytest.raises(ValueError, match=message):
+        two_stage_rank(model, processor, user, candidates, num_rerank=3, top_k=top_k)
+
+
+def test_top_k_none_returns_every_candidate(tiny_tokenizer):
+    model, processor = eval_model(tiny_tokenizer, "userllm")
+    user = make_records(1, history_length=2)[0]
+    indices, _ = rank_candidates(model, processor, user, make_candidates(5), top_k=None)
+    assert sorted(indices.tolist()) == list(range(5))
 
 
 # ----------------------------------------------------------------------------- many users
@@ -197,7 +240,7 @@ def test_bad_users_or_candidate_lists_raise(tiny_tokenizer):
         score_candidates_for_users(model, processor, users, [make_candidates(2)] * 2, batch_size=4, user_batch_size=0)
     candidates = make_candidates(3)
     candidates[2] = {**candidates[2], "history": []}
-    with pytest.raises(ValueError, match="user 1, candidate 2: its prompt prefix differs"):
+    with pytest.raises(ValueError, match=r"user 1, candidate 2 \(item_id 2\): field 'history' belongs to the user"):
         score_candidates_for_users(model, processor, users, [make_candidates(3), candidates])
 
 
@@ -277,5 +320,5 @@ def test_two_stage_rank_bad_arguments_raise(tiny_tokenizer):
         two_stage_rank(model, processor, user, [], num_rerank=3)
     with pytest.raises(ValueError, match=r"shape \(5,\); expected one score per candidate, shape \(6,\)"):
         two_stage_rank(model, processor, user, candidates, [1.0] * 5, num_rerank=3)
-    with pytest.raises(ValueError, match="top_k must be >= 1"):
+    with pytest.raises(ValueError, match="top_k must be an integer >= 1"):
         two_stage_rank(model, processor, user, candidates, num_rerank=3, top_k=0)
