@@ -4,6 +4,8 @@ This file is copied next to the weights by `save_pretrained`, so it imports only
 and the standard library.
 """
 
+import math
+import numbers
 import os
 
 from transformers import AutoConfig, PretrainedConfig
@@ -28,12 +30,30 @@ VARIANTS: dict[str, dict[str, bool]] = {
 # The UHEM's encoder: the paper's GRU, or a parallel transformer encoder over its tokens or over its pooled items (the paper's future work).
 HISTORY_ENCODER_TYPES = ("gru", "transformer", "hierarchical")
 
+# How the spliced tokens (projector outputs, the UHEM's history token) are scaled: as the
+# projectors leave them (the paper), or RMS-normalised to the LLM's token-embedding scale.
+PROJECTOR_NORMS = ("none", "rms")
+
 # The pipeline saved with every checkpoint (`pipeline_userllm.py`), so that
 # `pipeline(model=PATH_OR_REPO, trust_remote_code=True)` ranks candidate items for users.
 RECOMMENDATION_TASK = "recommendation"
 CUSTOM_PIPELINES = {
     RECOMMENDATION_TASK: {"impl": "pipeline_userllm.RecommendationPipeline", "pt": ["AutoModel"], "tf": [], "type": "multimodal"}
 }
+
+
+# The smallest value of each size and count of the config. 0 history items is the empty history;
+# a budget of 0 item tokens is refused, as the processor would read it as "no limit".
+_SMALLEST_VALUES = {
+    "vision_feature_size": 1, "collaborative_size": 1, "num_users": 0, "num_items": 0, "projector_hidden_size": 1,
+    "history_hidden_size": 1, "history_encoder_layers": 1, "history_encoder_heads": 1, "max_item_tokens": 1,
+    "max_history_items": 0, "lora_r": 1,
+}
+_OPTIONAL_SIZES = ("projector_hidden_size", "history_hidden_size")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def is_local_path(name: str) -> bool:
@@ -52,6 +72,13 @@ class UserLLMConfig(PretrainedConfig):
         base_model_name_or_path (`str`, *optional*):
             Hub id or local folder of the pretrained LLM. A light checkpoint stores only the
             trained weights and fetches the LLM from here when it loads.
+        base_model_revision (`str`, *optional*):
+            Hub commit of the base LLM the model was built on, when it came from the Hub (named
+            when a light checkpoint cannot load or match its base).
+        base_model_fingerprint (`dict`, *optional*):
+            What a light checkpoint checks its base LLM against when it loads: `{"sha256", "dtype",
+            "tensors"}`, a hash over evenly spaced samples of every floating-point base weight
+            (set by `save_pretrained(light=True)`).
         light_checkpoint (`bool`, *optional*, defaults to `False`):
             Whether the saved weights omit the frozen base LLM (set by `save_pretrained(light=True)`).
         variant (`str`, *optional*):
@@ -100,6 +127,12 @@ class UserLLMConfig(PretrainedConfig):
             Layers of the transformer encoder (`"transformer"` and `"hierarchical"`).
         history_encoder_heads (`int`, *optional*, defaults to 8):
             Attention heads of the transformer encoder; must divide its width.
+        projector_norm (`str`, *optional*, defaults to `"none"`):
+            `"none"` (the paper): spliced tokens as the projectors and the UHEM give them.
+            `"rms"`: every spliced token (each projector's output and the history token) is
+            divided by its RMS and multiplied by a learned per-dimension gain, initialised on a
+            fresh model to the mean RMS of the LLM's token embeddings, so that a pre-norm LLM
+            meets them at the size of its own tokens.
         max_item_tokens (`int`, *optional*, defaults to 96):
             Token budget of each item's text (title and description); longer texts are cut at a word boundary.
         max_history_items (`int`, *optional*, defaults to 10):
@@ -127,6 +160,8 @@ class UserLLMConfig(PretrainedConfig):
 
     text_config: dict | PretrainedConfig | None = None
     base_model_name_or_path: str | None = None
+    base_model_revision: str | None = None
+    base_model_fingerprint: dict | None = None
     light_checkpoint: bool = False
     variant: str | None = None
     use_history_encoder: bool = True
@@ -145,6 +180,7 @@ class UserLLMConfig(PretrainedConfig):
     history_hidden_size: int | None = None
     history_encoder_layers: int = 1
     history_encoder_heads: int = 8
+    projector_norm: str = "none"
     max_item_tokens: int = 96
     max_history_items: int = 10
     lora_r: int = 8
@@ -169,6 +205,9 @@ class UserLLMConfig(PretrainedConfig):
                 raise ValueError(f"Unknown variant {self.variant!r}; expected one of {sorted(VARIANTS)}")
         if self.history_encoder_type not in HISTORY_ENCODER_TYPES:
             raise ValueError(f"Unknown history_encoder_type {self.history_encoder_type!r}; expected one of {list(HISTORY_ENCODER_TYPES)}")
+        if self.projector_norm not in PROJECTOR_NORMS:
+            raise ValueError(f"Unknown projector_norm {self.projector_norm!r}; expected one of {list(PROJECTOR_NORMS)}")
+        self._check_ranges()
         super().__post_init__(**kwargs)
         history_width = self.history_hidden_size or self.text_config.hidden_size
         if self.history_encoder_type != "gru" and (self.history_encoder_heads < 1 or history_width % self.history_encoder_heads):
@@ -177,6 +216,24 @@ class UserLLMConfig(PretrainedConfig):
         if self.vision_config is not None and self.vision_config.hidden_size != self.vision_feature_size:
             raise ValueError(f"vision_config.hidden_size is {self.vision_config.hidden_size} but vision_feature_size is "
                              f"{self.vision_feature_size}: the encoder's CLS feature must have the projector's input size")
+
+    def _check_ranges(self) -> None:
+        """Raises a ValueError naming the field, its value and its range for a size, count or
+        LoRA setting the model cannot be built with (or would silently misread, as 0 tokens)."""
+        for name, minimum in _SMALLEST_VALUES.items():
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL_SIZES:
+                continue
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+                optional = " or None (the LLM hidden size)" if name in _OPTIONAL_SIZES else ""
+                raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}{optional}")
+        if not _is_number(self.lora_alpha) or self.lora_alpha <= 0:
+            raise ValueError(f"lora_alpha={self.lora_alpha!r}: expected a number > 0")
+        if not _is_number(self.lora_dropout) or not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout={self.lora_dropout!r}: expected a number >= 0 and < 1")
+        modules = self.lora_target_modules
+        if isinstance(modules, str) or not modules or not all(isinstance(name, str) and name for name in modules):
+            raise ValueError(f"lora_target_modules={modules!r}: expected a non-empty list of module names")
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "UserLLMConfig":
@@ -215,4 +272,4 @@ class UserLLMConfig(PretrainedConfig):
 
 UserLLMConfig.register_for_auto_class()
 
-__all__ = ["CUSTOM_PIPELINES", "HISTORY_ENCODER_TYPES", "RECOMMENDATION_TASK", "UserLLMConfig", "VARIANTS"]
+__all__ = ["CUSTOM_PIPELINES", "HISTORY_ENCODER_TYPES", "PROJECTOR_NORMS", "RECOMMENDATION_TASK", "UserLLMConfig", "VARIANTS"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from ..configuration_userllm import HISTORY_ENCODER_TYPES, VARIANTS
+from ..configuration_userllm import HISTORY_ENCODER_TYPES, PROJECTOR_NORMS, VARIANTS
 from ..resources import package_data_dir
 from ..data.common import EVALUATION_SPLITS as EVAL_SPLITS
 from ..data.records import DESCRIPTION_SOURCES as RECORD_DESCRIPTION_SOURCES
@@ -37,6 +38,10 @@ DEFAULT_PRESET = PRESET_DIR / "toy.yaml"
 # Dtypes of the frozen LLM. What training changes stays float32 either way; bfloat16 runs its
 # compute under autocast (`bf16: true`). float16 would need loss scaling, which is not offered.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# The prompt of step 1: "text" (CoLLM's recipe: history inline as titles, no placeholder) or
+# "spliced" (the full prompt, placeholders replaced by the encoders' embeddings, which step 1
+# leaves at their initialisation). The paper does not say which; later steps use the full prompt.
+STEP1_PROMPTS = ("text", "spliced")
 # "auto": generated descriptions when the features folder has them, else the item table's.
 DESCRIPTION_SOURCES = ("auto", *RECORD_DESCRIPTION_SOURCES)
 
@@ -47,7 +52,72 @@ def step_number(step: str) -> int:
 
 
 class PresetError(ValueError):
-    """A preset or command-line setting that cannot work; raised before training starts."""
+    """A preset or command-line setting that cannot work; raised before training starts.
+
+    Args:
+        message: what is wrong, naming the setting, its value and what is allowed.
+        key: the setting, when the error is about one (`parse_arguments` then says where it was set).
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _refuse(key: str, value: Any, allowed: str) -> PresetError:
+    return PresetError(f"{key}={value!r}: expected {allowed}", key=key)
+
+
+def check_integer(key: str, value: Any, minimum: int, none_means: str | None = None) -> None:
+    """Raises unless `value` is an integer >= `minimum`, or None when `none_means` says what None does."""
+    if value is None and none_means is not None:
+        return
+    if not _is_integer(value) or value < minimum:
+        raise _refuse(key, value, f"an integer >= {minimum}" + (f", or null ({none_means})" if none_means else ""))
+
+
+def check_number(key: str, value: Any, minimum: float, maximum: float | None = None, *, above_minimum: bool = False,
+                 below_maximum: bool = False) -> None:
+    """Raises unless `value` is a finite number in the range (bounds included unless said otherwise)."""
+    low_ok = _is_number(value) and (value > minimum if above_minimum else value >= minimum)
+    high_ok = maximum is None or _is_number(value) and (value < maximum if below_maximum else value <= maximum)
+    if not (low_ok and high_ok):
+        low = f"> {minimum}" if above_minimum else f">= {minimum}"
+        high = "" if maximum is None else f" and {'<' if below_maximum else '<='} {maximum}"
+        raise _refuse(key, value, f"a number {low}{high}")
+
+
+def check_choice(key: str, value: Any, choices) -> None:
+    """Raises unless `value` is one of `choices`, suggesting the closest one."""
+    if value not in choices:
+        hint = _suggest(value, choices) if isinstance(value, str) else ""
+        raise PresetError(f"unknown {key} {value!r}{hint}; expected one of {list(choices)}", key=key)
+
+
+def check_list(key: str, value: Any, choices=None, *, ordered: bool = False) -> None:
+    """Raises unless `value` is a non-empty list of distinct non-empty strings (among `choices`,
+    and in their order when `ordered`). A bare string is refused: `[a, b]` is the list."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise _refuse(key, value, f"a list such as [{', '.join(choices or ['...'])}] (a YAML list; on the command "
+                                  f"line: --{key} A B)")
+    allowed = "a non-empty list of distinct names" + (f" among {list(choices)}" if choices else "")
+    if not value or len(set(value)) != len(value) or not all(isinstance(name, str) and name for name in value):
+        raise _refuse(key, value, allowed)
+    unknown = [name for name in value if choices is not None and name not in choices]
+    if unknown:
+        raise PresetError(f"{key}={value!r}: {unknown[0]!r}{_suggest(unknown[0], choices)} is not one of "
+                          f"{list(choices)}", key=key)
+    if ordered and list(value) != sorted(value, key=list(choices).index):
+        raise _refuse(key, value, f"these in the order {list(choices)}, each at most once "
+                                  f"(here: {sorted(value, key=list(choices).index)})")
 
 
 @dataclass
@@ -82,6 +152,15 @@ class DataArguments:
     toy_num_users: int | None = field(default=None, metadata={"help": "Toy data: number of users (default of the generator)."})
     toy_num_items: int | None = field(default=None, metadata={"help": "Toy data: number of items (default of the generator)."})
 
+    def __post_init__(self) -> None:
+        check_choice("description_source", self.description_source, DESCRIPTION_SOURCES)
+        check_integer("max_train_rows", self.max_train_rows, 1, none_means="every training row")
+        check_integer("max_eval_rows", self.max_eval_rows, 1, none_means="the full splits")
+        check_list("eval_splits", self.eval_splits, EVAL_SPLITS)
+        check_integer("toy_seed", self.toy_seed, 0)
+        check_integer("toy_num_users", self.toy_num_users, 1, none_means="the generator's default")
+        check_integer("toy_num_items", self.toy_num_items, 1, none_means="the generator's default")
+
 
 @dataclass
 class ModelArguments:
@@ -109,6 +188,12 @@ class ModelArguments:
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "LoRA targets."})
+    projector_norm: str = field(
+        default="none",
+        metadata={"help": f"One of {list(PROJECTOR_NORMS)}: none (the paper), or rms: every spliced token (projector "
+                          "outputs, the history token) RMS-normalised with a learned gain initialised to the mean RMS "
+                          "of the LLM's token embeddings."},
+    )
     dtype: str = field(default="float32", metadata={"help": f"Dtype of the frozen LLM, one of {list(DTYPES)}; trained weights stay float32."})
     light_checkpoints: bool = field(
         default=False,
@@ -119,6 +204,52 @@ class ModelArguments:
         metadata={"help": "CPU threads of torch (None: torch's default). A tiny model runs as fast on one "
                           "thread and much faster than on several when other work shares the cores."},
     )
+
+    def __post_init__(self) -> None:
+        check_choice("variant", self.variant, sorted(VARIANTS))
+        check_integer("toy_hidden_size", self.toy_hidden_size, 1)
+        check_integer("toy_num_layers", self.toy_num_layers, 1)
+        if self.base_model_name_or_path is None:
+            _check_toy_llama(self.toy_hidden_size, self.toy_num_layers)
+        check_integer("max_item_tokens", self.max_item_tokens, 1)
+        check_integer("max_history_items", self.max_history_items, 1, none_means="the data set's n")
+        if not isinstance(self.item_noun, str) or not self.item_noun.strip():
+            raise _refuse("item_noun", self.item_noun, "a non-empty word such as 'movie'")
+        check_choice("history_encoder_type", self.history_encoder_type, HISTORY_ENCODER_TYPES)
+        check_integer("history_hidden_size", self.history_hidden_size, 1, none_means="the LLM hidden size")
+        check_integer("history_encoder_layers", self.history_encoder_layers, 1)
+        check_integer("history_encoder_heads", self.history_encoder_heads, 1)
+        width = self.history_hidden_size or (self.toy_hidden_size if self.base_model_name_or_path is None else None)
+        if self.history_encoder_type != "gru" and width is not None and width % self.history_encoder_heads:
+            source = (f"history_hidden_size={self.history_hidden_size}" if self.history_hidden_size
+                      else f"the LLM hidden size, toy_hidden_size={self.toy_hidden_size}")
+            raise PresetError(f"history_encoder_heads={self.history_encoder_heads} must divide the "
+                              f"{self.history_encoder_type} history encoder's width {width} ({source})")
+        check_choice("projector_norm", self.projector_norm, PROJECTOR_NORMS)
+        check_integer("lora_r", self.lora_r, 1)
+        check_number("lora_alpha", self.lora_alpha, 0, above_minimum=True)
+        check_number("lora_dropout", self.lora_dropout, 0, 1, below_maximum=True)
+        check_list("lora_target_modules", self.lora_target_modules)
+        check_integer("num_threads", self.num_threads, 1, none_means="torch's default")
+
+
+def _check_toy_llama(hidden_size: int, num_layers: int) -> None:
+    """Raises unless the tiny random Llama (`base_model_name_or_path: null`) can be built that wide."""
+    from huggingface_hub.errors import StrictDataclassClassValidationError
+
+    from ..toy_model import tiny_llama_config
+
+    try:
+        config = tiny_llama_config(8, hidden_size, num_layers)
+    except (ValueError, StrictDataclassClassValidationError) as error:
+        problem = str(error.__cause__ or error)
+    else:
+        if config.num_attention_heads % config.num_key_value_heads == 0:
+            return
+        problem = (f"its {config.num_attention_heads} attention heads are not a multiple of its "
+                   f"{config.num_key_value_heads} key/value heads")
+    raise _refuse("toy_hidden_size", hidden_size, f"a width the tiny random Llama can have, a multiple of 32 such as "
+                                                  f"64 ({problem})")
 
 
 @dataclass
@@ -131,6 +262,18 @@ class ScheduleArguments:
         default_factory=lambda: list(PAPER_TRAINING_STEPS),
         metadata={"help": "Steps to run, in order: lora (step 1, text prompt) and/or encoders (step 2, full prompt), "
                           "the paper's; or joint (step 3, not the paper's: LoRA and encoders together, full prompt)."},
+    )
+    step1_prompt: str = field(
+        default="text",
+        metadata={"help": f"Step 1's prompt, one of {list(STEP1_PROMPTS)}: text (CoLLM's recipe: history titles inline, "
+                          "no placeholder; the paper does not say which) or spliced (the full prompt, the encoders "
+                          "frozen at their initialisation; with the UHEM also the shorter prompt)."},
+    )
+    prompt_curriculum: bool = field(
+        default=False,
+        metadata={"help": "LLaRA's curriculum in the joint step: each batch on the full prompt with a probability "
+                          "rising linearly from 0 at its first step to 1 at its last, else on the text prompt "
+                          "(needs joint in steps)."},
     )
     step1_learning_rate: float = field(default=1e-4, metadata={"help": "Step 1 (LoRA) learning rate."})
     step1_num_train_epochs: float = field(default=1.0, metadata={"help": "Step 1 epochs."})
@@ -164,6 +307,27 @@ class ScheduleArguments:
         metadata={"help": "Step 2 on a cached key/value prefix with the frozen LoRA merged: same scores and gradients "
                           "as the plain path without LoRA dropout, fewer FLOPs (docs/BENCHMARKS.md)."},
     )
+
+    def __post_init__(self) -> None:
+        check_list("steps", self.steps, TRAINING_STEPS, ordered=True)
+        check_choice("step1_prompt", self.step1_prompt, STEP1_PROMPTS)
+        if self.prompt_curriculum and "joint" not in self.steps:
+            raise _refuse("prompt_curriculum", self.prompt_curriculum, f"false: it moves the joint step's prompt, and "
+                                                                       f"steps {list(self.steps)} have no joint step")
+        for number in range(1, len(TRAINING_STEPS) + 1):
+            prefix = f"step{number}_"
+            check_number(prefix + "learning_rate", getattr(self, prefix + "learning_rate"), 0, above_minimum=True)
+            check_integer(prefix + "per_device_train_batch_size", getattr(self, prefix + "per_device_train_batch_size"), 1)
+            check_integer(prefix + "gradient_accumulation_steps", getattr(self, prefix + "gradient_accumulation_steps"), 1)
+            max_steps = getattr(self, prefix + "max_steps")
+            if not _is_integer(max_steps) or not (max_steps == -1 or max_steps >= 1):
+                raise _refuse(prefix + "max_steps", max_steps, f"an integer >= 1, or -1 ({prefix}num_train_epochs decides)")
+            if max_steps == -1:
+                check_number(prefix + "num_train_epochs", getattr(self, prefix + "num_train_epochs"), 0, above_minimum=True)
+            warmup = getattr(self, prefix + "warmup_steps")
+            if not (_is_number(warmup) and 0 <= warmup and (warmup < 1 or float(warmup).is_integer())):
+                raise _refuse(prefix + "warmup_steps", warmup, "a fraction of the step's training steps in [0, 1), "
+                                                               "or a whole number of steps")
 
     def step_overrides(self, step: str) -> dict[str, Any]:
         """The `TrainingArguments` values of a step: `step1_*` for "lora", `step2_*` for "encoders", `step3_*` for "joint"."""
@@ -282,7 +446,8 @@ def parse_arguments(argv: list[str] | None = None) -> RunArguments:
     pre.add_argument("--preset", default=None)
     known, rest = pre.parse_known_args(argv)
     preset = Path(known.preset) if known.preset else DEFAULT_PRESET
-    values = {**TRAINING_DEFAULTS, **load_preset(preset)}
+    preset_values = load_preset(preset)
+    values = {**TRAINING_DEFAULTS, **preset_values}
 
     # argparse lists ungrouped options first: --preset, then the groups in this order, the
     # hundreds of generic TrainingArguments last.
@@ -297,6 +462,8 @@ def parse_arguments(argv: list[str] | None = None) -> RunArguments:
     try:
         # The namespace left over after the four dataclasses holds only --preset.
         schedule, model, data, training, _ = parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
+    except PresetError as error:
+        raise _located(error, argv, preset, preset_values) from None
     except ValueError as error:
         if "not used by the HfArgumentParser" not in str(error):
             raise
@@ -309,35 +476,39 @@ def parse_arguments(argv: list[str] | None = None) -> RunArguments:
         if value is not None and value.startswith("~"):
             setattr(section, name, str(Path(value).expanduser()))
     run = RunArguments(data=data, model=model, schedule=schedule, training=training, preset=str(preset))
-    check_arguments(run)
+    try:
+        check_arguments(run)
+    except PresetError as error:
+        raise _located(error, argv, preset, preset_values) from None
     return run
 
 
+def _located(error: PresetError, argv: list[str], preset: Path, preset_values: dict[str, Any]) -> PresetError:
+    """`error` prefixed with where its setting came from: the command line, the preset, or a default."""
+    key = error.key
+    if key is None:
+        return error
+    if any(arg == f"--{key}" or arg.startswith(f"--{key}=") for arg in argv):
+        origin = f"command line --{key}"
+    elif key in preset_values:
+        origin = f"preset {preset}"
+    else:
+        origin = "default"
+    return PresetError(f"{origin}: {error}", key=key)
+
+
 def check_arguments(run: RunArguments) -> None:
-    """Checks the settings that need no data: variant, steps, dtype, checkpoint kind.
+    """Checks what needs no data beyond each section's own ranges (checked when the sections are
+    built): dtype, settings of several sections, the `TrainingArguments` this run relies on.
 
     Raises:
         PresetError: naming the bad value.
     """
-    if run.model.variant not in VARIANTS:
-        raise PresetError(f"unknown variant {run.model.variant!r}{_suggest(run.model.variant, VARIANTS)}; "
-                          f"expected one of {sorted(VARIANTS)}")
-    bad_steps = [step for step in run.schedule.steps if step not in TRAINING_STEPS]
-    if bad_steps or not run.schedule.steps:
-        raise PresetError(f"steps {run.schedule.steps}: each must be one of {TRAINING_STEPS}")
-    if run.model.history_encoder_type not in HISTORY_ENCODER_TYPES:
-        raise PresetError(f"history_encoder_type {run.model.history_encoder_type!r}"
-                          f"{_suggest(run.model.history_encoder_type, HISTORY_ENCODER_TYPES)}; expected one of {list(HISTORY_ENCODER_TYPES)}")
     if run.model.dtype == "float16":
         raise PresetError("dtype 'float16' is not supported for training (it needs loss scaling and overflows Llama "
                           "activations): use 'bfloat16' (with bf16: true) on GPUs that have it, else 'float32'")
     if run.model.dtype not in DTYPES:
         raise PresetError(f"dtype {run.model.dtype!r}: expected one of {list(DTYPES)}")
-    if run.data.description_source not in DESCRIPTION_SOURCES:
-        raise PresetError(f"description_source {run.data.description_source!r}: expected one of {DESCRIPTION_SOURCES}")
-    bad_splits = [split for split in run.data.eval_splits if split not in EVAL_SPLITS]
-    if bad_splits:
-        raise PresetError(f"eval_splits {bad_splits}: expected among {EVAL_SPLITS}")
     if run.schedule.step1_from is not None and "lora" not in run.schedule.steps:
         raise PresetError(f"step1_from is set but steps {run.schedule.steps} have no step 1 ('lora') for it to replace")
     if run.model.light_checkpoints and not run.model.base_model_name_or_path:
@@ -346,6 +517,19 @@ def check_arguments(run: RunArguments) -> None:
         raise PresetError("remove_unused_columns must be False: batches are built by the collator from records")
     if list(run.training.label_names or []) != ["labels", "user_ids"]:
         raise PresetError(f"label_names must be ['labels', 'user_ids'] (UAUC needs the user ids), got {run.training.label_names}")
+    training = run.training
+    check_integer("per_device_eval_batch_size", training.per_device_eval_batch_size, 1)
+    check_integer("seed", training.seed, 0)
+    check_integer("data_seed", training.data_seed, 0, none_means="seed")
+    check_number("weight_decay", training.weight_decay, 0)
+    check_number("max_grad_norm", training.max_grad_norm, 0)
+    check_number("adam_beta1", training.adam_beta1, 0, 1, below_maximum=True)
+    check_number("adam_beta2", training.adam_beta2, 0, 1, below_maximum=True)
+    check_number("adam_epsilon", training.adam_epsilon, 0, above_minimum=True)
+    check_integer("dataloader_num_workers", training.dataloader_num_workers, 0)
+    check_integer("save_total_limit", training.save_total_limit, 1, none_means="keep every checkpoint")
+    if training.save_strategy == "steps":
+        check_number("save_steps", training.save_steps, 0, above_minimum=True)
 
 
 # What must match between a run and the run whose step 1 it reuses (`step1_from`): everything
@@ -354,11 +538,41 @@ STEP1_SETTINGS = {
     "data": ("data_dir", "features_dir", "description_source", "max_train_rows", "toy_seed", "toy_num_users",
              "toy_num_items"),
     "model": tuple(f.name for f in dataclasses.fields(ModelArguments) if f.name not in ("light_checkpoints", "num_threads")),
-    "schedule": tuple(f"step1_{name}" for name in STEP_SETTINGS),
+    "schedule": ("step1_prompt", *(f"step1_{name}" for name in STEP_SETTINGS)),
     "training": ("seed", "data_seed", "weight_decay", "optim", "lr_scheduler_type", "adam_beta1", "adam_beta2",
                  "adam_epsilon", "max_grad_norm", "bf16", "fp16"),
 }
-PATH_SETTINGS = ("data_dir", "features_dir", "base_model_name_or_path")
+# What must match between a run and the run it continues (`resume`): every setting that decides
+# what any step trains. Evaluation, threads, logging and checkpoint frequency may change.
+RESUME_SETTINGS = {
+    "data": STEP1_SETTINGS["data"],
+    "model": tuple(f.name for f in dataclasses.fields(ModelArguments) if f.name != "num_threads"),
+    "schedule": tuple(f.name for f in dataclasses.fields(ScheduleArguments) if f.name != "resume"),
+    "training": (*STEP1_SETTINGS["training"], "lr_scheduler_kwargs", "optim_args", "dataloader_drop_last",
+                 "train_sampling_strategy", "neftune_noise_alpha"),
+}
+PATH_SETTINGS = ("data_dir", "features_dir", "base_model_name_or_path", "step1_from")
+RUN_CONFIG_FILE = "run_config.json"
+# Settings newer than some saved run_config.json files: a file without one ran at this value.
+ADDED_SETTINGS = {("model", "projector_norm"): "none", ("schedule", "step1_prompt"): "text",
+                  ("schedule", "prompt_curriculum"): False}
+
+
+def differing_settings(run: RunArguments, config_file: Path, settings: dict[str, tuple[str, ...]]) -> list[str]:
+    """The keys of `settings` (`{section: keys}`) whose value in `run` differs from the run recorded
+    in `config_file` (an `OUT/run_config.json`), each as "section.key: VALUE here, VALUE in FILE".
+    Paths are compared resolved."""
+    source = json.loads(config_file.read_text(encoding="utf-8"))
+    mine = run.to_dict()
+    differences = []
+    for section, keys in settings.items():
+        for key in keys:
+            theirs, ours = source.get(section, {}).get(key, ADDED_SETTINGS.get((section, key))), mine[section].get(key)
+            if key in PATH_SETTINGS and theirs is not None and ours is not None:
+                theirs, ours = str(Path(theirs).expanduser().resolve()), str(Path(ours).expanduser().resolve())
+            if theirs != ours:
+                differences.append(f"{section}.{key}: {ours!r} here, {theirs!r} in {config_file}")
+    return differences
 
 
 def check_step1_source(run: RunArguments) -> Path | None:
@@ -379,20 +593,36 @@ def check_step1_source(run: RunArguments) -> Path | None:
     if not (folder / "model.safetensors").is_file():
         raise PresetError(f"step1_from {folder}: no model.safetensors there; expected the final/ folder of a finished "
                           "step 1 (OUT/step1-lora/final)")
-    config_file = folder.parent.parent / "run_config.json"
+    config_file = folder.parent.parent / RUN_CONFIG_FILE
     if not config_file.is_file():
         raise PresetError(f"step1_from {folder}: {config_file} is missing, so its settings cannot be checked; expected "
                           "OUT/step1-lora/final of a run of examples/train.py")
-    source = json.loads(config_file.read_text(encoding="utf-8"))
-    mine = run.to_dict()
-    differences = []
-    for section, keys in STEP1_SETTINGS.items():
-        for key in keys:
-            theirs, ours = source.get(section, {}).get(key), mine[section].get(key)
-            if key in PATH_SETTINGS and theirs is not None and ours is not None:
-                theirs, ours = str(Path(theirs).expanduser().resolve()), str(Path(ours).expanduser().resolve())
-            if theirs != ours:
-                differences.append(f"{section}.{key}: {ours!r} here, {theirs!r} in {config_file}")
+    differences = differing_settings(run, config_file, STEP1_SETTINGS)
     if differences:
         raise PresetError(f"step1_from {folder} was trained with other step-1 settings: " + "; ".join(differences))
     return folder
+
+
+def check_resumed_run(run: RunArguments) -> None:
+    """With `resume`, checks that `output_dir` holds a run with this run's settings (`RESUME_SETTINGS`).
+
+    A folder without a run yet is started afresh. Call it once the data folders are resolved
+    (`resolve_data`), before anything writes `run_config.json`.
+
+    Raises:
+        PresetError: the folder holds step folders but no `run_config.json`, or a setting differs
+            (each differing key named with both values).
+    """
+    if not run.schedule.resume:
+        return
+    output_dir = Path(run.training.output_dir)
+    config_file = output_dir / RUN_CONFIG_FILE
+    if not config_file.is_file():
+        if any(path.is_dir() for path in output_dir.glob("step*-*")):
+            raise PresetError(f"resume: {output_dir} holds step folders but no {RUN_CONFIG_FILE}, so the settings they "
+                              "were trained with cannot be checked; train into another output_dir")
+        return
+    differences = differing_settings(run, config_file, RESUME_SETTINGS)
+    if differences:
+        raise PresetError(f"resume: the run in {output_dir} was trained with other settings: " + "; ".join(differences)
+                          + "; resume it with its own settings, or train into another output_dir")
