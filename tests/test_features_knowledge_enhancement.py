@@ -1,6 +1,7 @@
 """Knowledge enhancement: prompt, batched generation (seq2seq + causal), cache and resume."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,21 @@ def test_cache_is_keyed_by_prompt_and_model(tiny_llama, tokenizer, tmp_path):
     assert [(n["model_id"], n["prompt_template"]) for n in namespaces] == [
         ("a", PAPER_PROMPT), ("b", PAPER_PROMPT), ("a", other_prompt)
     ]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: data[: len(data) // 2], "is not valid JSON"),
+    (lambda data: b"\xff" + data, "is not valid JSON"),
+    (lambda data: json.dumps({"descriptions": json.loads(data)["descriptions"]}).encode(), "is not of the form"),
+    (lambda data: json.dumps({**json.loads(data), "descriptions": ["a list"]}).encode(), "is not of the form"),
+])
+def test_a_corrupt_cache_shard_is_named(tiny_llama, tokenizer, tmp_path, damage, message):
+    kwargs = dict(batch_size=2, max_new_tokens=4, progress=False, cache_dir=tmp_path)
+    generate_descriptions(TITLES, tiny_llama, tokenizer, **kwargs)
+    shard = sorted(tmp_path.iterdir())[1]
+    shard.write_bytes(damage(shard.read_bytes()))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(shard))}: this description-cache shard {message}.*delete it"):
+        generate_descriptions(TITLES, tiny_llama, tokenizer, **kwargs)
 
 
 def test_descriptions_from_column_skips_empty_text():

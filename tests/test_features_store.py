@@ -1,10 +1,11 @@
 """FeatureStore: round trip of every kind, partial folders, atomic writes, record helpers."""
 
 import json
+import re
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from modeling_userllm.features import FeatureStore
 from modeling_userllm.features.store import atomic_write_json
@@ -74,3 +75,26 @@ def test_failed_write_leaves_old_file_and_no_temporary(tmp_path):
         atomic_write_json(path, {"bad": object()})
     assert json.loads(path.read_text()) == {"ok": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+
+
+@pytest.mark.parametrize("file_name, damage, message", [
+    ("descriptions.json", lambda data: data[: len(data) // 2], "not valid JSON"),
+    ("descriptions.json", lambda data: b'["a list"]', 'expected {"<item_id>": "description", ...}'),
+    ("manifest.json", lambda data: b"\xff" + data, "not valid JSON"),
+    ("image_features.safetensors", lambda data: data[: len(data) // 2], "not a readable safetensors file"),
+    ("collaborative.safetensors", lambda data: b"garbage", "not a readable safetensors file"),
+])
+def test_a_damaged_file_is_named(tmp_path, file_name, damage, message):
+    _store().save(tmp_path)
+    path = tmp_path / file_name
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ValueError, match=re.escape(f"{path}: {message}")):
+        FeatureStore.load(tmp_path)
+
+
+def test_a_table_without_its_tensors_is_named(tmp_path):
+    _store().save(tmp_path)
+    path = tmp_path / "collaborative.safetensors"
+    save_file({"user_embeddings": torch.zeros(4, 256)}, path)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: missing tensors ['item_embeddings']")):
+        FeatureStore.load(tmp_path)

@@ -130,13 +130,34 @@ class DescriptionCache:
 
         Returns:
             title -> description.
+
+        Raises:
+            ValueError: naming the shard, when a shard is not valid JSON or not of the shard's form.
         """
         entries: dict[str, str] = {}
         for shard in self._shards():
-            content = json.loads(shard.read_text(encoding="utf-8"))
+            content = self._read_shard(shard)
             if content["namespace"] == namespace:
                 entries.update(content["descriptions"])
         return entries
+
+    @staticmethod
+    def _read_shard(shard: Path) -> dict[str, Any]:
+        """One shard's `{"namespace": {...}, "descriptions": {title: description}}`, checked."""
+        remedy = "delete it and its descriptions are generated again"
+        try:
+            content = json.loads(shard.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{shard}: this description-cache shard is not valid JSON ({error}); {remedy}") from error
+        if not (
+            isinstance(content, dict)
+            and isinstance(content.get("namespace"), dict)
+            and isinstance(content.get("descriptions"), dict)
+            and all(isinstance(text, str) for text in content["descriptions"].values())
+        ):
+            raise ValueError(f"{shard}: this description-cache shard is not of the form "
+                             f'{{"namespace": {{...}}, "descriptions": {{title: description}}}}; {remedy}')
+        return content
 
     def write_shard(self, namespace: dict[str, Any], descriptions: dict[str, str]) -> Path:
         """Writes one new shard atomically and returns its path."""

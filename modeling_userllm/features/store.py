@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 IMAGE_FEATURES_FILE = "image_features.safetensors"
@@ -92,6 +93,26 @@ def atomic_save_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Te
         raise
 
 
+def _read_json(path: Path) -> Any:
+    """The content of a JSON file of a features folder; a damaged file is named."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error}); prepare the features again (examples/prepare_features.py)") from error
+
+
+def _read_safetensors(path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The tensors `keys` of a safetensors file of a features folder; a damaged file or a missing key is named."""
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError) as error:  # safetensors' errors (e.g. a truncated header) do not name the file
+        raise ValueError(f"{path}: not a readable safetensors file ({error}); prepare the features again (examples/prepare_features.py)") from error
+    missing = [key for key in keys if key not in tensors]
+    if missing:
+        raise ValueError(f"{path}: missing tensors {missing} (has {sorted(tensors)}); prepare the features again (examples/prepare_features.py)")
+    return tensors
+
+
 @dataclass
 class FeatureStore:
     """The offline features of one data set, indexed by contiguous item/user id.
@@ -138,17 +159,19 @@ class FeatureStore:
             raise FileNotFoundError(f"no features folder at {directory}")
         store: dict[str, Any] = {}
         if (directory / IMAGE_FEATURES_FILE).exists():
-            tensors = load_file(directory / IMAGE_FEATURES_FILE)
+            tensors = _read_safetensors(directory / IMAGE_FEATURES_FILE, ("features", "mask"))
             store["image_features"], store["image_mask"] = tensors["features"], tensors["mask"]
         if (directory / DESCRIPTIONS_FILE).exists():
-            raw = json.loads((directory / DESCRIPTIONS_FILE).read_text(encoding="utf-8"))
+            raw = _read_json(directory / DESCRIPTIONS_FILE)
+            if not isinstance(raw, dict) or not all(key.isdigit() and isinstance(text, str) for key, text in raw.items()):
+                raise ValueError(f"{directory / DESCRIPTIONS_FILE}: expected {{\"<item_id>\": \"description\", ...}}")
             store["descriptions"] = {int(k): v for k, v in raw.items()}
         if (directory / COLLABORATIVE_FILE).exists():
-            tensors = load_file(directory / COLLABORATIVE_FILE)
+            tensors = _read_safetensors(directory / COLLABORATIVE_FILE, ("user_embeddings", "item_embeddings"))
             store["user_embeddings"] = tensors["user_embeddings"]
             store["item_embeddings"] = tensors["item_embeddings"]
         if (directory / MANIFEST_FILE).exists():
-            store["manifest"] = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+            store["manifest"] = _read_json(directory / MANIFEST_FILE)
         return cls(**store)
 
     def save(self, directory: str | os.PathLike) -> None:
