@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {error}")
     print(f"Serving {' and '.join(model.name for model in recommenders)} over the {catalogue.name} catalogue "
           f"({catalogue.num_items} items); stop with Ctrl+C")
-    launch_page(build_page(recommenders, catalogue, settings), catalogue, host=args.host, port=args.port)
+    launch_page(build_page(recommenders, catalogue, settings), host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

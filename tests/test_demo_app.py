@@ -3,9 +3,12 @@ bad-input messages, the candidate pool, the Space folder, and a core package fre
 
 import importlib.util
 import json
+import logging
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -87,16 +90,23 @@ def loaded(settings):
 
 
 @pytest.fixture(scope="module")
-def client(loaded, settings, tmp_path_factory):
+def client(loaded, settings):
     """The page served on a free local port, and a gradio_client connected to it."""
     from modeling_userllm.demo.page import build_page, launch_page
 
     recommenders, catalogue = loaded
-    cache = tmp_path_factory.mktemp("page-cache")
-    page = build_page(recommenders, catalogue, settings, cache_dir=cache)
-    url = launch_page(page, catalogue, port=free_port(), block=False, cache_dir=cache)
+    page = build_page(recommenders, catalogue, settings)
+    url = launch_page(page, port=free_port(), block=False)
     yield gradio_client.Client(url, verbose=False, download_files=False)
     page.close()
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
 
 
 def table_rows(table: dict) -> list[dict]:
@@ -139,6 +149,42 @@ def test_page_shows_the_placeholder_for_missing_posters(client, loaded):
     names = {image_name(item) for item in gallery}
     assert "no_poster.png" in names and len(names) > 1
     assert len(table_rows(table)) == 47
+
+
+def test_page_serves_poster_copies_only_never_the_files_beside_them(client, loaded):
+    _, catalogue = loaded
+    history = [catalogue.labels[1]]
+    _, gallery, table, _, _ = client.predict(history, "", 47, False, api_name="/recommend")
+    item, row = next((item, row) for item, row in zip(gallery, table_rows(table)) if catalogue.posters[row["item"]])
+    poster = catalogue.posters[row["item"]]
+    secret = poster.parent / "token.txt"
+    secret.write_text("hf_not_a_real_token")
+    try:
+        base = client.src.rstrip("/")
+        assert http_status(item["image"]["url"]) == 200  # the copy the page returned
+        assert http_status(f"{base}/gradio_api/file={secret}") == 403
+        assert http_status(f"{base}/gradio_api/file={poster}") == 403  # the original: its folder is not allowed
+    finally:
+        secret.unlink()
+
+
+def test_a_catalogue_poster_that_is_not_an_image_shows_the_placeholder(tmp_path, demo_files, caplog):
+    from modeling_userllm.demo.page import PosterFolder
+
+    real = next(Path(path) for path in demo_files["data_set"].items["poster_path"] if path and Path(path).is_file())
+    text = tmp_path / "token.txt"
+    text.write_text("hf_not_a_real_token")
+    disguised = tmp_path / "poster.png"
+    disguised.write_text("not a png")
+    posters = PosterFolder([text, real, None, disguised])
+    with caplog.at_level(logging.WARNING, logger="modeling_userllm.demo.page"):
+        served = [Path(posters.path(item_id)) for item_id in range(4)]
+    assert served[0] == served[2] == served[3] == posters.placeholder
+    assert served[1].parent.parent == posters.folder and served[1].read_bytes() == real.read_bytes()
+    assert served[1].name == real.name and posters.path(1) == str(served[1])  # copied once
+    assert [record.getMessage().split(":")[0] for record in caplog.records] == ["Item 0", "Item 3"]
+    assert sorted(path.name for path in posters.folder.rglob("*") if path.is_file()) == sorted(
+        [posters.placeholder.name, real.name])
 
 
 def test_compare_ranks_the_same_history_with_both_checkpoints(client, loaded):

@@ -35,4 +35,4 @@ except DemoError as error:
 demo = build_page(recommenders, catalogue, settings)
 
 if __name__ == "__main__":
-    launch_page(demo, catalogue, host="0.0.0.0", port=7860)
+    launch_page(demo, host="0.0.0.0", port=7860)

@@ -5,7 +5,7 @@ imports it. `examples/app.py` and a Space's `app.py` serve the page:
 
     recommenders, catalogue = load_demo(settings)
     page = build_page(recommenders, catalogue, settings)
-    launch_page(page, catalogue, port=7860)
+    launch_page(page, port=7860)
 
 The page's query is also an API endpoint (`/recommend`: history labels, user id or None,
 top K, compare) that `gradio_client` can call.
@@ -14,7 +14,9 @@ top K, compare) that `gradio_client` can call.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,13 +54,69 @@ def draw_placeholder_poster(folder: Path) -> Path:
     return path
 
 
-def _thumbnails(catalogue: Catalogue, item_ids: Sequence[int], placeholder: Path) -> list[tuple[str, str]]:
-    """(poster or placeholder, label) of each item, for a gallery."""
-    return [(str(catalogue.posters[item_id] or placeholder), catalogue.labels[item_id]) for item_id in item_ids]
+def is_image_file(path: Path) -> bool:
+    """Whether `path` is a file with an image's extension that PIL reads as an image (header only)."""
+    if path.suffix.lower() not in Image.registered_extensions():
+        return False
+    try:
+        with Image.open(path) as image:
+            return image.format is not None
+    except (OSError, ValueError):
+        return False
 
 
-def _result_gallery(recommendations: Sequence[Recommendation]) -> list[tuple[str, str]]:
-    return [(item.poster, f"{item.probability:.3f} · {item.title}") for item in recommendations]
+class PosterFolder:
+    """The only files the page gives Gradio: a copy of each poster image it shows, and the
+    placeholder, in a private folder of the system temp dir that the page creates (and removes).
+
+    Gradio serves the files a handler returns from its own cache and takes them only from the
+    temp dir, the working directory or `launch(allowed_paths=...)`. Allowing the posters' own
+    folders would serve any file lying next to a poster over `/gradio_api/file=`, so nothing
+    is allowed and handlers return these copies; an item whose poster is not an image file
+    shows the placeholder (with a warning naming the file).
+
+    Args:
+        posters: per item, its poster file or None (`Catalogue.posters`).
+    """
+
+    def __init__(self, posters: Sequence[Path | None]) -> None:
+        self._directory = tempfile.TemporaryDirectory(prefix="userllm-demo-posters-")
+        self.folder = Path(self._directory.name)
+        self.placeholder = draw_placeholder_poster(self.folder)
+        self._posters = posters
+        self._served: dict[int, Path] = {}
+        self._lock = threading.Lock()  # Gradio runs handlers in threads
+
+    def path(self, item_id: int) -> str:
+        """The served copy of the item's poster (made on first use), or the placeholder."""
+        with self._lock:
+            if item_id not in self._served:
+                self._served[item_id] = self._copy(item_id)
+            return str(self._served[item_id])
+
+    def _copy(self, item_id: int) -> Path:
+        source = self._posters[item_id]
+        if source is None:
+            return self.placeholder
+        if not is_image_file(source):
+            logger.warning("Item %d: poster %s is not an image file; the page shows the placeholder", item_id, source)
+            return self.placeholder
+        # One subfolder per item: two catalogue posters may share a file name.
+        destination = self.folder / str(item_id) / source.name
+        destination.parent.mkdir(exist_ok=True)
+        partial = destination.with_name(destination.name + ".partial")
+        shutil.copyfile(source, partial)
+        partial.replace(destination)
+        return destination
+
+
+def _thumbnails(catalogue: Catalogue, item_ids: Sequence[int], posters: PosterFolder) -> list[tuple[str, str]]:
+    """(served poster or placeholder, label) of each item, for a gallery."""
+    return [(posters.path(item_id), catalogue.labels[item_id]) for item_id in item_ids]
+
+
+def _result_gallery(recommendations: Sequence[Recommendation], posters: PosterFolder) -> list[tuple[str, str]]:
+    return [(posters.path(item.item_id), f"{item.probability:.3f} · {item.title}") for item in recommendations]
 
 
 def _result_table(recommendations: Sequence[Recommendation]) -> list[list]:
@@ -81,22 +139,22 @@ class DemoPage:
         recommenders: one model, or two to compare side by side.
         catalogue: the items.
         settings: the demo's settings (candidate pool, batch size).
-        placeholder: image of an item without a poster.
+        posters: the served copies of the catalogue's posters.
     """
 
     def __init__(self, recommenders: Sequence[Recommender], catalogue: Catalogue, settings: DemoSettings,
-                 placeholder: Path) -> None:
+                 posters: PosterFolder) -> None:
         self.recommenders = list(recommenders)
         self.catalogue = catalogue
         self.settings = settings
-        self.placeholder = placeholder
+        self.posters = posters
 
     # -- picking the history
 
     def search(self, query: str) -> tuple[list[tuple[str, str]], list[int]]:
         """Posters of the movies matching `query`, and their ids (for a click on one)."""
         matches = self.catalogue.search(query or "")
-        return _thumbnails(self.catalogue, matches, self.placeholder), matches
+        return _thumbnails(self.catalogue, matches, self.posters), matches
 
     def add_pick(self, matches: list[int], history: list[str] | None, event: gr.SelectData) -> list[str]:
         """Appends the clicked search result to the history (once)."""
@@ -107,7 +165,7 @@ class DemoPage:
     def show_history(self, history: list[str] | None) -> list[tuple[str, str]]:
         """Thumbnails of the picked movies in order; unknown names are left to the query's message."""
         known = [self.catalogue.find(label) for label in history or []]
-        return _thumbnails(self.catalogue, [item_id for item_id in known if item_id is not None], self.placeholder)
+        return _thumbnails(self.catalogue, [item_id for item_id in known if item_id is not None], self.posters)
 
     def load_user(self, user_id: str | None) -> tuple[list[str], str]:
         """A real user's most recent liked movies as the history."""
@@ -131,7 +189,7 @@ class DemoPage:
         try:
             ranking = recommend(
                 models, self.catalogue, history, parse_user_id(user_id), int(top_k),
-                self.settings.max_candidates, self.settings.seed, self.settings.batch_size, self.placeholder,
+                self.settings.max_candidates, self.settings.seed, self.settings.batch_size, self.posters.placeholder,
                 progress=lambda fraction, description: progress(fraction, desc=description),
             )
         except DemoError as error:
@@ -141,7 +199,7 @@ class DemoPage:
             return (f"**The ranking failed: {type(error).__name__}: {error}** (the server log has the details)", [], [], [], [])
         outputs = [_ranking_summary(ranking, self.catalogue)]
         for recommendations in [*ranking.results.values(), [], []][:2]:
-            outputs += [_result_gallery(recommendations), _result_table(recommendations)]
+            outputs += [_result_gallery(recommendations, self.posters), _result_table(recommendations)]
         return tuple(outputs)
 
     # -- layout
@@ -204,26 +262,22 @@ class DemoPage:
         return page
 
 
-def build_page(recommenders: Sequence[Recommender], catalogue: Catalogue, settings: DemoSettings,
-               cache_dir: Path | None = None) -> gr.Blocks:
+def build_page(recommenders: Sequence[Recommender], catalogue: Catalogue, settings: DemoSettings) -> gr.Blocks:
     """The Gradio page over loaded models and a catalogue (see `load_demo`)."""
-    placeholder = draw_placeholder_poster(cache_dir or Path(tempfile.gettempdir()) / "userllm-demo")
-    return DemoPage(recommenders, catalogue, settings, placeholder).build()
+    return DemoPage(recommenders, catalogue, settings, PosterFolder(catalogue.posters)).build()
 
 
-def launch_page(page: gr.Blocks, catalogue: Catalogue, host: str = "127.0.0.1", port: int | None = None,
-                block: bool = True, cache_dir: Path | None = None) -> str:
+def launch_page(page: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, block: bool = True) -> str:
     """Serves the page; returns its local URL (at once when `block` is False).
 
-    Gradio serves only files from allowed folders: the posters' folders and the placeholder's.
+    No folder is allowed (`allowed_paths`): Gradio serves only the copies the handlers return
+    (`PosterFolder`), from its cache.
     """
-    poster_dirs = {str(path.parent) for path in catalogue.posters if path is not None}
-    allowed = sorted(poster_dirs | {str(cache_dir or Path(tempfile.gettempdir()) / "userllm-demo")})
     _, local_url, _ = page.launch(
-        server_name=host, server_port=port, allowed_paths=allowed, prevent_thread_lock=not block,
+        server_name=host, server_port=port, prevent_thread_lock=not block,
         ssr_mode=False, show_error=False, quiet=not block, footer_links=["api"],
     )
     return local_url
 
 
-__all__ = ["DemoPage", "build_page", "draw_placeholder_poster", "launch_page"]
+__all__ = ["DemoPage", "PosterFolder", "build_page", "draw_placeholder_poster", "is_image_file", "launch_page"]
