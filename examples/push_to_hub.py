@@ -1,13 +1,18 @@
 r"""Publish a trained USER-LLM checkpoint on the Hugging Face Hub, with its model card.
 
-    python examples/push_to_hub.py --model outputs/demo/model --repo-id ORG/userllm-movie \
-        --metrics outputs/demo/metrics.json --base-model lmsys/vicuna-7b-v1.3 --light
-    python examples/push_to_hub.py --model outputs/demo/model --repo-id ORG/userllm-movie \
+    python examples/push_to_hub.py --model outputs/demo/model --repo-id ORG/userllm-demo \
+        --metrics outputs/demo/metrics.json
+    python examples/push_to_hub.py --model outputs/ml100k-smollm2/model --repo-id ORG/userllm-ml100k \
+        --light --base-model HuggingFaceTB/SmolLM2-135M-Instruct
+    python examples/push_to_hub.py --model outputs/demo/model --repo-id ORG/userllm-demo \
         --dry-run upload-preview   # writes the folder that would be uploaded, uploads nothing
 
-`--light` publishes only the trained weights (LoRA, UHEM, projectors, collaborative tables);
-loading then fetches the base LLM named by `--base-model` (a Hub id). The token comes from
-HF_TOKEN or `hf auth login`; without one the script stops before doing anything.
+`--metrics` takes the run's metrics.json as training wrote it (without it, that file beside
+the model folder is read). `--light` publishes only the trained weights (LoRA, UHEM,
+projectors, collaborative tables); loading then fetches the base LLM named by `--base-model`
+(the Hub id of the LLM it was trained on: its weights are checked against a fingerprint).
+No local path is published. The token comes from HF_TOKEN or `hf auth login`; without one
+the script stops before doing anything.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--light", action="store_true", help="publish only the trained weights")
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--metrics", type=Path, help="metrics.json from training (AUC/UAUC per split)")
-    parser.add_argument("--base-model", help="Hub id of the base LLM, if the config holds a local path")
+    parser.add_argument("--base-model", help="Hub id of the base LLM, if the config holds a local path (needed by --light)")
     parser.add_argument("--dataset-id", help="Hub id of the training data set")
     parser.add_argument("--data", type=Path, help="prepared data set folder (its info.json fills the card)")
     parser.add_argument("--training", type=Path, help="JSON/YAML of hyperparameters per step: {step: {name: value}}")

@@ -20,11 +20,15 @@ import logging
 import sys
 from pathlib import Path
 
+import huggingface_hub.utils
 import torch
 from transformers import AutoModel, AutoProcessor
+from transformers.utils import logging as transformers_logging
 
+from modeling_userllm.demo.recommender import unseen_items
 from modeling_userllm.ranking import score_candidates_from_scratch
 from modeling_userllm.training import DataArguments, PresetError, load_run_data, parse_arguments
+from modeling_userllm.training.output_lock import OutputDirInUseError
 from modeling_userllm.training.pipeline import run_training
 
 
@@ -42,9 +46,7 @@ def show_top_items(output_dir: Path, run_config: dict, top_k: int = 5) -> None:
     # The user's last test interaction gives their most recent history.
     test = data.interactions["test"]
     user_record = builder([test[len(test) - 1]])[0]
-    train = data.interactions["train"]
-    seen = {item for user, item in zip(train["user_id"], train["item_id"]) if user == user_record["user_id"]}
-    candidates = [builder.item(item_id) for item_id in range(data.num_items) if item_id not in seen]
+    candidates = [builder.item(item_id) for item_id in unseen_items(data, user_record["user_id"])]
     with torch.no_grad():
         scores = score_candidates_from_scratch(model, processor, user_record, candidates, batch_size=64)
     top_scores, top_indices = torch.topk(scores, min(top_k, len(candidates)))
@@ -57,17 +59,23 @@ def show_top_items(output_dir: Path, run_config: dict, top_k: int = 5) -> None:
 
 def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    # The Trainer's bars and the log show each phase; transformers' bars for every checkpoint
+    # save and load would interleave with them. A base LLM fetched from the Hub keeps its download bar.
+    transformers_logging.disable_progress_bar()
+    huggingface_hub.utils.enable_progress_bars()
     try:
         run = parse_arguments(argv)
         metrics = run_training(run, callbacks=callbacks)
-    except PresetError as error:
+    except (PresetError, OutputDirInUseError) as error:
         sys.exit(f"error: {error}")
     if run.training.process_index == 0:
         output_dir = Path(run.training.output_dir)
         print("\nMetrics (AUC / UAUC):")
         for split, values in metrics.items():
             if isinstance(values, dict):
-                print(f"  {split:<10} {values['auc']:.4f} / {values['uauc']:.4f}  ({values['rows']} rows)")
+                auc, uauc = (f"{values[name]:.4f}" if values[name] is not None else "undefined" for name in ("auc", "uauc"))
+                print(f"  {split:<10} {auc} / {uauc}  ({values['rows']} rows)"
+                      + "".join(f"; {reason}" for reason in values.get("undefined", {}).values()))
         print(f"written: {output_dir / 'metrics.json'}, {output_dir / 'model'}")
         if run.model.base_model_name_or_path is None:
             show_top_items(output_dir, json.loads((output_dir / "run_config.json").read_text()))

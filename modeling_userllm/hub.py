@@ -14,6 +14,7 @@ checks the login first, then prepares and uploads that folder.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import shutil
@@ -33,6 +34,8 @@ from .modeling_userllm import UserLLMForRecommendation
 from .processing_userllm import UserLLMProcessor
 from .features.store import match_weight_file_permissions
 from .resources import package_data_dir
+
+logger = logging.getLogger(__name__)
 
 CARD_TEMPLATES = package_data_dir("hub_cards")  # hub_cards/ in the repository
 MODEL_CARD_TEMPLATE = CARD_TEMPLATES / "model_card.md"
@@ -268,7 +271,7 @@ def render_model_card(
         template_path=str(template_path),
         repo_id=repo_id,
         light=light,
-        base_model=config.base_model_name_or_path,
+        base_model=base_model_label(config.base_model_name_or_path),
         variant=config.variant or "userllm",
         variant_description=VARIANT_DESCRIPTIONS.get(config.variant or "userllm", ""),
         modules=_module_switches(config),
@@ -291,6 +294,15 @@ def render_model_card(
         training=training,
         citation=citation,
     )
+
+
+def base_model_label(name_or_path: str | None) -> str:
+    """How the card names the base LLM (Markdown): its Hub id, else its folder's name, never a local path."""
+    if not name_or_path:
+        return "none (an LLM built from its config, not a pretrained one)"
+    if is_hub_id(name_or_path):
+        return f"`{name_or_path}`"
+    return f"`{Path(name_or_path).name}` (a local folder, not on the Hub)"
 
 
 def image_encoder_name(config: UserLLMConfig) -> str:
@@ -359,8 +371,30 @@ def render_dataset_card(
 
 
 def read_metrics(path: str | os.PathLike) -> dict[str, dict[str, float]]:
-    """Reads and validates a `metrics.json` written by training (see `validate_metrics`)."""
-    return validate_metrics(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+    """Reads and validates a `metrics.json` written by training, or one holding the splits alone
+    (see `run_metrics`)."""
+    return run_metrics(read_mapping(path), source=path)
+
+
+def run_metrics(content: dict, source: str | os.PathLike = "metrics.json") -> dict[str, dict[str, float]]:
+    """The card's AUC/UAUC per split from a training run's `metrics.json` content, validated.
+
+    Entries that are not a split's mapping are facts about the run (`num_processes`) and are
+    skipped; a split whose AUC or UAUC the run could not define (one class only: None, with the
+    reason under `"undefined"`) is left out of the card with a warning giving the reason.
+    """
+    splits = {}
+    for split, values in content.items():
+        if not isinstance(values, dict):
+            continue
+        undefined = {metric: reason for metric, reason in (values.get("undefined") or {}).items()
+                     if metric in METRIC_NAMES and values.get(metric) is None}
+        if undefined:
+            logger.warning("%s: split %r is left out of the card, its %s undefined: %s", source, split,
+                           " and ".join(undefined), "; ".join(undefined.values()))
+            continue
+        splits[split] = values
+    return validate_metrics(splits)
 
 
 def read_mapping(path: str | os.PathLike) -> dict:
@@ -379,12 +413,11 @@ def trained_metrics(model_dir: str | os.PathLike) -> dict[str, dict[str, float]]
     to 4 decimals); None when there are neither.
     """
     model_dir = Path(model_dir)
-    run_metrics = model_dir.parent / "metrics.json"
-    if run_metrics.is_file():
-        content = read_mapping(run_metrics)
-        found = {split: values for split, values in content.items() if split in METRIC_SPLITS}
+    metrics_path = model_dir.parent / "metrics.json"
+    if metrics_path.is_file():
+        found = read_metrics(metrics_path)
         if found:
-            return validate_metrics(found)
+            return found
     card_path = model_dir / "README.md"
     if not card_path.is_file():
         return None
@@ -428,7 +461,9 @@ def prepare_upload_folder(
         light: write the light form (no base LLM weights).
         base_model: Hub id of the base LLM, replacing `config.base_model_name_or_path`
             (typically a local folder during training). Required for the light form unless
-            the config already holds a Hub id.
+            the config already holds a Hub id. No local path is published: without a Hub id the
+            full form's config names no base LLM and its card the folder's name only
+            (`keep_hub_names_only`).
         **card_kwargs: passed to `render_model_card` (`metrics`, `dataset_id`, `data_info`,
             `training`, `license`, `citation`). Without `metrics`, those training measured are
             kept (`trained_metrics`).
@@ -439,8 +474,9 @@ def prepare_upload_folder(
     out_dir = Path(out_dir)
     check_empty_upload_folder(out_dir)
     model = UserLLMForRecommendation.from_pretrained(model_dir, dtype="auto")
-    if base_model is not None:
+    if base_model is not None and base_model != model.config.base_model_name_or_path:
         model.config.base_model_name_or_path = base_model
+        model.config.base_model_revision = None  # a revision of the folder it replaces
     if light and not is_hub_id(model.config.base_model_name_or_path):
         raise ValueError(
             f"A light checkpoint on the Hub must name its base LLM by Hub id, but the config holds "
@@ -454,6 +490,7 @@ def prepare_upload_folder(
         # A local or unnamed encoder cannot be fetched on the Hub: the light form stores it.
         model.config.vision_model_name_or_path = None
     card = render_model_card(model.config, repo_id, light=light, **card_kwargs)
+    keep_hub_names_only(model.config)
     with staged_folder(out_dir) as staging:
         model.save_pretrained(staging, light=light)
         match_weight_file_permissions(staging)
@@ -461,6 +498,22 @@ def prepare_upload_folder(
         card.save(staging / "README.md")
         _check_no_pickled_weights(staging)
     return out_dir
+
+
+def keep_hub_names_only(config: UserLLMConfig) -> None:
+    """Clears the names of local folders from a config about to be published (paths of this machine):
+    the base LLM's and the vision encoder's, and their sub-configs' `_name_or_path`.
+
+    A full checkpoint loads without them; a light one has Hub ids there (`prepare_upload_folder`
+    checks), and its base LLM is checked by `base_model_fingerprint` when it loads.
+    """
+    if not is_hub_id(config.base_model_name_or_path):
+        config.base_model_name_or_path = None
+    if not is_hub_id(config.vision_model_name_or_path):
+        config.vision_model_name_or_path = None
+    config.text_config._name_or_path = config.base_model_name_or_path or ""
+    if config.vision_config is not None:
+        config.vision_config._name_or_path = config.vision_model_name_or_path or ""
 
 
 def check_empty_upload_folder(out_dir: Path) -> None:
@@ -569,6 +622,7 @@ __all__ = [
     "render_dataset_card",
     "render_model_card",
     "require_token",
+    "run_metrics",
     "trained_metrics",
     "upload_folder",
     "validate_metrics",

@@ -15,6 +15,10 @@ import numpy as np
 ArrayLike = Sequence[float] | np.ndarray
 
 
+class UndefinedMetricError(ValueError):
+    """The rows cannot define the metric (e.g. AUC of rows of one class); the inputs are well formed."""
+
+
 def _checked_rows(**columns: ArrayLike) -> list[np.ndarray]:
     """The columns as 1-D arrays of one length, labels 0/1 and scores finite; else a `ValueError`.
 
@@ -64,14 +68,14 @@ def auc(labels: ArrayLike, scores: ArrayLike) -> float:
         The AUC in [0, 1].
 
     Raises:
-        ValueError: if the lengths differ, a label is not 0/1, a score is not finite, or only
-            one class is present (AUC is undefined then).
+        ValueError: if the lengths differ, a label is not 0/1 or a score is not finite.
+        UndefinedMetricError: only one class is present (AUC is undefined then).
     """
     labels, scores = _checked_rows(labels=labels, scores=scores)
     num_pos = int(labels.sum())
     num_neg = len(labels) - num_pos
     if num_pos == 0 or num_neg == 0:
-        raise ValueError(f"AUC needs both classes; got {num_pos} positives and {num_neg} negatives")
+        raise UndefinedMetricError(f"AUC needs both classes; got {num_pos} positives and {num_neg} negatives")
     ranks = _average_ranks(scores)
     return float((ranks[labels == 1].sum() - num_pos * (num_pos + 1) / 2.0) / (num_pos * num_neg))
 
@@ -112,3 +116,18 @@ def uauc(user_ids: ArrayLike, labels: ArrayLike, scores: ArrayLike) -> float:
 def auc_and_uauc(user_ids: ArrayLike, labels: ArrayLike, scores: ArrayLike) -> dict[str, float]:
     """Both metrics at once, as `{"auc": ..., "uauc": ...}`."""
     return {"auc": auc(labels, scores), "uauc": uauc(user_ids, labels, scores)}
+
+
+def undefined_metrics(user_ids: ArrayLike, labels: ArrayLike) -> dict[str, str]:
+    """Why AUC or UAUC cannot be computed on these rows: `{metric: reason}` for each undefined one
+    (empty when both are defined)."""
+    user_ids, labels = _checked_rows(user_ids=user_ids, labels=labels)
+    reasons = {}
+    num_pos = int(labels.sum())
+    if num_pos in (0, len(labels)):
+        reasons["auc"] = f"AUC needs both classes; the rows hold {num_pos} positives and {len(labels) - num_pos} negatives"
+    positive_users, negative_users = set(user_ids[labels == 1].tolist()), set(user_ids[labels == 0].tolist())
+    if not positive_users & negative_users:
+        reasons["uauc"] = (f"UAUC needs a user with both a positive and a negative row; none of the "
+                           f"{len(set(user_ids.tolist()))} users has both")
+    return reasons

@@ -6,11 +6,13 @@ embeddings) and `<HistoryInteractions>` (one token from the User History Encodin
 The score is logit("Yes") - logit("No") at the last prompt position, computed in float32.
 
 This file is copied next to the weights by `save_pretrained`, so it imports only torch,
-transformers, peft, the standard library's `dataclasses`, and its sibling
+transformers, peft, the standard library (`dataclasses`, `hashlib`, `os`), and its sibling
 `configuration_userllm`; the pipeline's files are copied when they are beside it (looked up by
 name, never required).
 """
 
+import hashlib
+import os
 from dataclasses import dataclass
 
 import torch
@@ -18,14 +20,16 @@ from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
-from transformers import MODEL_MAPPING, AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers import MODEL_MAPPING, AutoModel, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 from transformers.activations import ACT2FN
 from transformers.modeling_utils import load_state_dict
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import ModelOutput, cached_file
 from transformers.utils.hub import get_checkpoint_shard_files
 
-from .configuration_userllm import UserLLMConfig
+from .configuration_userllm import VARIANTS, UserLLMConfig, is_local_path
+
+logger = logging.get_logger(__name__)
 
 # The paper's two training steps, in order.
 PAPER_TRAINING_STEPS = ("lora", "encoders")
@@ -782,8 +786,9 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         A light checkpoint holds the LoRA adapters, the UHEM, the projectors and the
         collaborative tables; it loads by fetching `config.base_model_name_or_path`, and the
         vision encoder (if any) from `config.vision_model_name_or_path` (an encoder without
-        that name, e.g. the toy one, is stored). A `state_dict` passed in (the gathered one
-        under FSDP or DeepSpeed ZeRO-3) is used instead of this module's own.
+        that name, e.g. the toy one, is stored). It records a fingerprint of the base LLM's
+        weights (`config.base_model_fingerprint`), which loading checks. A `state_dict` passed in
+        (the gathered one under FSDP or DeepSpeed ZeRO-3) is used instead of this module's own.
         """
         if light:
             if not self.config.base_model_name_or_path:
@@ -794,6 +799,10 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             keep_vision = not self.config.vision_model_name_or_path
             kwargs["state_dict"] = {name: tensor for name, tensor in state_dict.items()
                                     if is_trained_parameter(name) or keep_vision and name.startswith("vision_tower.")}
+            base_state = {name.removeprefix("language_model.").replace(".base_layer.", "."): tensor
+                          for name, tensor in state_dict.items()
+                          if name.startswith("language_model.") and not is_trained_parameter(name)}
+            self.config.base_model_fingerprint = base_model_fingerprint(base_state)
             self.config.light_checkpoint = True
         try:
             result = super().save_pretrained(save_directory, *args, **kwargs)
@@ -817,12 +826,32 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         Weights the checkpoint should hold but does not, or holds but the model lacks, raise
         an error naming them (never a model with uninitialised weights). Only safetensors
         weights are read: a folder holding only pickle-format weights raises.
+
+        The config is checked against what can contradict it: its `yes_token_id` / `no_token_id`
+        against the tokenizer saved beside it (their tokens must begin "Yes" and "No"), its
+        `variant` against its module switches, the switches against the weights present. A light
+        checkpoint's base LLM must have the fingerprint recorded when it was saved
+        (`config.base_model_fingerprint`), else a `ValueError` names both fingerprints.
+
+        Extra keyword arguments (besides those of `PreTrainedModel.from_pretrained`):
+            base_model_name_or_path (`str`): load a light checkpoint's base LLM from here (a
+                folder or Hub id) instead of the one its config names, e.g. after the folder moved.
+            ignore_base_mismatch (`bool`, defaults to `False`): load a light checkpoint on a base
+                LLM whose fingerprint differs from the recorded one, with a warning (its scores
+                will not be the trained model's).
         """
         kwargs.setdefault("use_safetensors", True)
         config = kwargs.pop("config", None)
+        base_model_override = kwargs.pop("base_model_name_or_path", None)
+        ignore_base_mismatch = kwargs.pop("ignore_base_mismatch", False)
         hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
         if pretrained_model_name_or_path is not None and not isinstance(config, UserLLMConfig):
             config = UserLLMConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        if config is not None and base_model_override is not None:
+            config.base_model_name_or_path = str(base_model_override)
+        if config is not None and pretrained_model_name_or_path is not None:
+            _check_variant_switches(config, pretrained_model_name_or_path)
+            _check_answer_token_ids(config, pretrained_model_name_or_path, hub_kwargs)
         if config is None or not config.light_checkpoint or kwargs.get("state_dict") is not None:
             output_loading_info = kwargs.pop("output_loading_info", False)
             try:
@@ -835,7 +864,9 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
                     raise
                 raise OSError(f"Could not read the weights of {pretrained_model_name_or_path} (a truncated or corrupt "
                               f"model.safetensors?): {error}") from error
-            _raise_on_key_mismatch(pretrained_model_name_or_path or "the given state_dict", loading_info)
+            source = pretrained_model_name_or_path or "the given state_dict"
+            _check_module_switches(model.config, model.state_dict().keys(), loading_info, source)
+            _raise_on_key_mismatch(source, loading_info)
             model.upcast_trained_modules()
             return (model, loading_info) if output_loading_info else model
         light_state = _read_safetensors_checkpoint(pretrained_model_name_or_path, **hub_kwargs)
@@ -847,7 +878,8 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         if base_kwargs.get("dtype") in (None, "auto") and config.dtype is not None:
             # save_pretrained records the first parameter's dtype, the LLM's embeddings.
             base_kwargs["dtype"] = config.dtype
-        language_model = load_base_llm(config.base_model_name_or_path, **base_kwargs, **hub_kwargs)
+        language_model = _load_light_checkpoint_base(config, pretrained_model_name_or_path, **base_kwargs, **hub_kwargs)
+        _check_base_fingerprint(config, language_model, pretrained_model_name_or_path, ignore_base_mismatch)
         config.light_checkpoint = False
         model = cls(config, language_model=language_model)
         # A vision encoder without a name to fetch it by is stored, under its own (legacy) weight names.
@@ -880,6 +912,7 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         """
         config.base_model_name_or_path = str(base_model_name_or_path)
         language_model = load_base_llm(base_model_name_or_path, **kwargs)
+        config.base_model_revision = getattr(language_model.config, "_commit_hash", None)
         model = cls(config, language_model=language_model)
         for module in model.language_model.modules():
             if isinstance(module, LoraLayer):
@@ -900,8 +933,9 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
                 hold exactly `trained_parameter_names()`.
         """
         expected = set(self.trained_parameter_names())
-        _raise_on_key_mismatch(source, {"missing_keys": sorted(expected - set(state_dict)),
-                                        "unexpected_keys": sorted(set(state_dict) - expected)})
+        loading_info = {"missing_keys": sorted(expected - set(state_dict)), "unexpected_keys": sorted(set(state_dict) - expected)}
+        _check_module_switches(self.config, expected, loading_info, source)
+        _raise_on_key_mismatch(source, loading_info)
         own = self.state_dict()
         with torch.no_grad():
             for name, tensor in state_dict.items():
@@ -981,6 +1015,158 @@ def _raise_on_key_mismatch(source, loading_info: dict) -> None:
     if problems:
         raise ValueError(f"{source} does not match the model it should fill: " + "; ".join(problems)
                          + ". It was saved by another model or version, or is incomplete.")
+
+
+# The config switch that adds each module, and the state-dict prefixes of that module's weights.
+MODULE_SWITCHES = {
+    "use_history_encoder": ("history_encoder.",),
+    "use_visual": ("visual_projector.",),
+    "use_collaborative": ("collaborative_projector.", "user_embeddings.", "item_embeddings."),
+}
+# Evenly spaced elements of each base LLM weight that its fingerprint hashes.
+FINGERPRINT_SAMPLES = 1024
+
+
+def _check_module_switches(config: UserLLMConfig, model_keys, loading_info: dict, source) -> None:
+    """Raises when a module switch of the config contradicts the weights: the checkpoint holds none
+    of a switched-on module's weights, or holds weights of a switched-off one (an edited config)."""
+    missing = set(map(str, loading_info.get("missing_keys") or []))
+    unexpected = [str(key) for key in loading_info.get("unexpected_keys") or []]
+    for switch, prefixes in MODULE_SWITCHES.items():
+        own = [key for key in model_keys if key.startswith(prefixes)]
+        held = [key for key in unexpected if key.startswith(prefixes)]
+        if getattr(config, switch) and own and missing.issuperset(own):
+            raise ValueError(f"{source}: config.json has {switch}=True, but the checkpoint holds none of that module's "
+                             f"weights ({prefixes[0]}*): expected {switch}=False")
+        if not getattr(config, switch) and held:
+            raise ValueError(f"{source}: config.json has {switch}=False, but the checkpoint holds {len(held)} weights of "
+                             f"that module ({held[0]}, ...): expected {switch}=True")
+
+
+def _check_variant_switches(config: UserLLMConfig, source) -> None:
+    """Raises when `config.variant` names a system whose module switches are not the config's."""
+    if config.variant is None:
+        return
+    differing = {switch: value for switch, value in VARIANTS[config.variant].items() if getattr(config, switch) != value}
+    if differing:
+        fitting = [name for name, switches in VARIANTS.items()
+                   if all(getattr(config, switch) == value for switch, value in switches.items())]
+        expected = f"expected variant {fitting[0]!r}, the one with these switches" if fitting else "no variant has these switches"
+        raise ValueError(
+            f"{source}: config.json has variant={config.variant!r}, which means "
+            + ", ".join(f"{switch}={value}" for switch, value in differing.items()) + ", but the config has "
+            + ", ".join(f"{switch}={getattr(config, switch)}" for switch in differing) + f": {expected}"
+        )
+
+
+def _check_answer_token_ids(config: UserLLMConfig, source, hub_kwargs: dict) -> None:
+    """Raises when `yes_token_id` / `no_token_id` are not tokens that begin "Yes" / "No" in the
+    tokenizer saved with the checkpoint (skipped when there is no `tokenizer.json` beside it)."""
+    tokenizer_file = cached_file(source, "tokenizer.json", _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+    if tokenizer_file is None or config.yes_token_id is None or config.no_token_id is None:
+        return
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=tokenizer_file)
+
+    def spelled(token_id: int) -> str:
+        return tokenizer.decode([token_id]).strip() if 0 <= token_id < len(tokenizer) else ""
+
+    def begins(text: str, word: str) -> bool:  # in any case: word-level tokenizers (the toy one) lower-case text
+        return bool(text) and word.lower().startswith(text.lower())
+
+    saved = {"yes_token_id": config.yes_token_id, "no_token_id": config.no_token_id}
+    words = {"yes_token_id": "Yes", "no_token_id": "No"}
+    for field, word in words.items():
+        text = spelled(saved[field])
+        if begins(text, word):
+            continue
+        other = "no_token_id" if field == "yes_token_id" else "yes_token_id"
+        other_text = spelled(saved[other])
+        if begins(other_text, word):
+            expected = f"expected {saved[other]} (now in {other}: the two ids are swapped)"
+        else:
+            expected = f"expected the id of the token that begins the answer {word!r}"
+        raise ValueError(f"{source}: config.json has {field}={saved[field]}, a token the saved tokenizer reads as "
+                         f"{text!r}, not the start of {word!r}: {expected}")
+
+
+def base_model_fingerprint(state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> dict | None:
+    """What identifies a base LLM's weights, cheaply: a SHA-256 over the name, shape and
+    `FINGERPRINT_SAMPLES` evenly spaced elements of every floating-point weight.
+
+    Args:
+        state_dict: the base LLM's weights under its own names (`model.layers.0...`).
+        dtype: the precision the samples are hashed in; defaults to the dtype most weights
+            have. A base stored in float32 and loaded in bfloat16 can only be compared in bfloat16.
+
+    Returns:
+        `{"sha256", "dtype", "tensors"}`, or None when a weight is not materialised (meta device).
+    """
+    tensors = {name: tensor for name, tensor in sorted(state_dict.items()) if tensor.is_floating_point()}
+    if not tensors or any(tensor.device.type == "meta" for tensor in tensors.values()):
+        return None
+    if dtype is None:
+        dtypes = [tensor.dtype for tensor in tensors.values()]
+        dtype = max(set(dtypes), key=dtypes.count)
+    digest = hashlib.sha256()
+    for name, tensor in tensors.items():
+        flat = tensor.detach().reshape(-1)
+        step = max(flat.numel() // FINGERPRINT_SAMPLES, 1)
+        index = torch.arange(0, min(flat.numel(), FINGERPRINT_SAMPLES * step), step, device=flat.device)
+        sample = flat[index].to(dtype).float().cpu()  # float32 holds every bfloat16/float16 value exactly
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(sample.numpy().tobytes())
+    return {"sha256": digest.hexdigest(), "dtype": str(dtype).removeprefix("torch."), "tensors": len(tensors)}
+
+
+def _load_light_checkpoint_base(config: UserLLMConfig, source, **kwargs) -> PreTrainedModel:
+    """`load_base_llm` of `config.base_model_name_or_path`, saying how to point elsewhere when it is not found."""
+    name = config.base_model_name_or_path
+    how = (f"Pass the base LLM's folder or Hub id as from_pretrained({str(source)!r}, base_model_name_or_path=...)"
+           + (f" (it was trained on revision {config.base_model_revision})" if config.base_model_revision else ""))
+    if is_local_path(name) and not os.path.isdir(os.path.expanduser(name)):
+        raise OSError(f"The base LLM named in the config of the light checkpoint {source} (base_model_name_or_path="
+                      f"{name!r}) was not found: no such folder. {how}.")
+    try:
+        return load_base_llm(name, **kwargs)
+    except OSError as error:
+        raise OSError(f"The base LLM named in the config of the light checkpoint {source} (base_model_name_or_path="
+                      f"{name!r}) could not be loaded: {error}\n{how}.") from error
+
+
+def _check_base_fingerprint(config: UserLLMConfig, language_model: PreTrainedModel, source, ignore_mismatch: bool) -> None:
+    """Raises (a warning with `ignore_mismatch`) when the base LLM is not the one the light checkpoint was saved on."""
+    name = config.base_model_name_or_path
+    recorded = config.base_model_fingerprint
+    if not recorded:
+        logger.warning(f"The light checkpoint {source} records no fingerprint of its base LLM (saved before fingerprints "
+                       f"were recorded): could not check that {name} is the LLM it was trained on.")
+        return
+    state_dict = language_model.state_dict()
+    loaded = [tensor.dtype for tensor in state_dict.values() if tensor.is_floating_point()]
+    loaded_dtype = max(set(loaded), key=loaded.count) if loaded else None
+    recorded_dtype = getattr(torch, recorded["dtype"])
+    # A base loaded at a lower precision than the one it was fingerprinted in cannot give the same samples.
+    comparable = loaded_dtype in (recorded_dtype, torch.float32, torch.float64)
+    actual = base_model_fingerprint(state_dict, dtype=recorded_dtype) if comparable else None
+    if actual is None or actual["tensors"] != recorded["tensors"]:
+        logger.warning(
+            f"Could not check the base LLM {name} of {source} against its recorded fingerprint ({recorded['tensors']} "
+            f"floating-point weights in {recorded['dtype']}): it was loaded "
+            + (f"in {str(loaded_dtype).removeprefix('torch.')}" if not comparable else
+               "with weights not in memory" if actual is None else f"with {actual['tensors']} floating-point weights (quantized?)")
+            + f". Load it with dtype={recorded['dtype']!r} and without quantization to check it."
+        )
+        return
+    if actual["sha256"] == recorded["sha256"]:
+        return
+    message = (f"The base LLM {name} is not the one the light checkpoint {source} was saved on: its weights' fingerprint "
+               f"is {actual['sha256']}, config.base_model_fingerprint records {recorded['sha256']} ({recorded['dtype']}, "
+               f"{recorded['tensors']} weights). Its scores would not be the trained model's.")
+    if ignore_mismatch:
+        logger.warning(message + " Loading anyway (ignore_base_mismatch=True).")
+        return
+    raise ValueError(message + " Pass base_model_name_or_path= the LLM it was trained on, or ignore_base_mismatch=True "
+                               "to load it anyway (a warning instead of this error).")
 
 
 def _read_safetensors_checkpoint(name_or_path, **hub_kwargs) -> dict[str, torch.Tensor]:

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -305,6 +306,142 @@ def test_dry_run_writes_the_upload_folder_and_uploads_nothing(checkpoint, monkey
 def test_light_form_needs_the_base_llm_hub_id(checkpoint, tmp_path):
     with pytest.raises(ValueError, match="--base-model"):
         hub.prepare_upload_folder(checkpoint["trained"], tmp_path / "out", repo_id=MODEL_REPO, light=True)
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A tiny model trained by the toy recipe (`run_training`, a few steps): `OUTPUT/model` and
+    `OUTPUT/metrics.json` exactly as training writes them, and the prepared data it used."""
+    from modeling_userllm.training.arguments import parse_arguments
+    from modeling_userllm.training.datasets import prepare_toy_data
+    from modeling_userllm.training.pipeline import run_training
+
+    root = tmp_path_factory.mktemp("toy-run")
+    data_dir, features_dir = prepare_toy_data(root / "toy", seed=0, num_users=16, num_items=24)
+    run_training(parse_arguments([
+        "--output_dir", str(root / "out"), "--data_dir", str(data_dir), "--features_dir", str(features_dir),
+        "--toy_hidden_size", "32", "--max_item_tokens", "8", "--step1_max_steps", "2", "--step2_max_steps", "2",
+        "--max_eval_rows", "16", "--per_device_eval_batch_size", "8", "--eval_splits", "valid", "test",
+        "--report_to", "none", "--disable_tqdm", "true", "--use_cpu", "true",
+    ]))
+    return {"output_dir": root / "out", "data_dir": data_dir, "root": root}
+
+
+def documented_push_commands() -> list[str]:
+    """The `push_to_hub.py` command lines that its `--help` (the script's docstring) and the README show."""
+    texts = [(REPO_ROOT / "examples" / "push_to_hub.py").read_text().split('"""')[1], (REPO_ROOT / "README.md").read_text()]
+    commands = []
+    for text in texts:
+        for line in re.sub(r"\\\n\s*", " ", text).splitlines():
+            if line.strip().startswith("python examples/push_to_hub.py"):
+                commands.append(line.split("#")[0].strip())
+    return commands
+
+
+class RecordingHfApi:
+    """Stands in for `HfApi`: keeps a copy of each uploaded folder instead of uploading it."""
+
+    def __init__(self, uploads: list, copies: Path):
+        self.uploads, self.copies = uploads, copies
+
+    def create_repo(self, repo_id, **kwargs):
+        return repo_id
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        import shutil
+
+        copy = shutil.copytree(folder_path, self.copies / f"upload-{len(self.uploads)}")
+        self.uploads.append((repo_id, copy))
+        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/0"})()
+
+
+def card_results(folder: Path) -> dict:
+    return {(r.dataset_split, r.metric_type): r.metric_value for r in ModelCard.load(folder / "README.md").data.eval_results or []}
+
+
+def test_help_and_readme_show_push_commands():
+    commands = documented_push_commands()
+    assert len(commands) >= 4 and any("--metrics" in command for command in commands) and any("--light" in command for command in commands)
+
+
+@pytest.mark.parametrize("command", documented_push_commands())
+def test_documented_push_command_runs_on_a_trained_model(command, toy_run, checkpoint, monkeypatch, tmp_path):
+    """Each command as documented, on a tiny trained model in place of its `outputs/...` run folder (the upload recorded)."""
+    import shlex
+
+    runs = {"outputs/demo": toy_run["output_dir"], "outputs/ml100k-smollm2": write_run_folder(checkpoint, tmp_path, True).parent}
+    for documented, run in runs.items():
+        command = command.replace(documented, str(run))
+    uploads = []
+    monkeypatch.setattr(hub, "HfApi", lambda token=None: RecordingHfApi(uploads, tmp_path))
+    monkeypatch.setenv("HF_TOKEN", "hf_a_token_for_the_recording_api")
+    monkeypatch.chdir(tmp_path)
+    argv = shlex.split(command)[1:]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert load_push_script().main() == 0
+    if "--dry-run" in argv:
+        assert not uploads
+        folder = tmp_path / argv[argv.index("--dry-run") + 1]
+    else:
+        [(repo_id, folder)] = uploads
+        assert repo_id == argv[argv.index("--repo-id") + 1]
+    run_dir = Path(argv[argv.index("--model") + 1]).parent
+    trained = {split: values for split, values in json.loads((run_dir / "metrics.json").read_text()).items() if isinstance(values, dict)}
+    assert trained and card_results(folder) == {(split, metric_type): round(trained[split][metric], 4)
+                                                for split in trained for metric, (metric_type, _) in hub.METRIC_NAMES.items()}
+    config = json.loads((folder / "config.json").read_text())
+    if "--base-model" in argv:
+        assert config["base_model_name_or_path"] == argv[argv.index("--base-model") + 1]
+    assert config["light_checkpoint"] == ("--light" in argv)
+
+
+def test_a_split_whose_auc_is_undefined_is_left_out_of_the_card_with_its_reason(tmp_path, caplog):
+    path = tmp_path / "metrics.json"
+    reason = "AUC is undefined: every one of the 5 rows has label 1"
+    path.write_text(json.dumps({"valid": METRICS["valid"], "test": {"auc": None, "uauc": None, "rows": 5, "undefined": {
+        "auc": reason, "uauc": reason}}, "num_processes": 2}))
+    with caplog.at_level("WARNING", logger="modeling_userllm"):
+        assert hub.read_metrics(path) == {"valid": METRICS["valid"]}
+    assert "'test' is left out of the card" in caplog.text and reason in caplog.text
+    with pytest.raises(ValueError, match="unknown split"):
+        hub.run_metrics({"dev": {"auc": 0.7, "uauc": 0.6}})
+
+
+@pytest.mark.parametrize("form, base_model", [("full", None), ("full", BASE_REPO), ("light", BASE_REPO)])
+def test_upload_folder_holds_no_local_path(checkpoint, base_llm, toy_run, monkeypatch, tmp_path, form, base_model):
+    out = tmp_path / "preview"
+    monkeypatch.setattr(hub, "HfApi", refuse)
+    monkeypatch.setattr(sys, "argv", [
+        "push_to_hub.py", "--model", str(checkpoint["trained"]), "--repo-id", MODEL_REPO, "--dry-run", str(out),
+        "--data", str(toy_run["data_dir"]), *(["--light"] if form == "light" else []),
+        *(["--base-model", base_model] if base_model else []),
+    ])
+    assert load_push_script().main() == 0
+    base = Path(base_llm["path"])
+    local_paths = {str(base), str(base.resolve()), str(checkpoint["trained"].parent), str(toy_run["root"]), str(REPO_ROOT)}
+    leaks = sorted((path.name, local) for path in out.rglob("*") if path.is_file()
+                   for local in local_paths if local.encode() in path.read_bytes())
+    assert not leaks
+    card = (out / "README.md").read_text()
+    assert f"| Base LLM | `{base_model}` |" in card if base_model else f"| Base LLM | `{base.name}` (a local folder, not on the Hub) |" in card
+    config = json.loads((out / "config.json").read_text())
+    assert config["base_model_name_or_path"] == base_model and config["text_config"].get("_name_or_path", "") == (base_model or "")
+
+
+def test_published_config_names_no_local_vision_encoder(tmp_path):
+    from transformers import Dinov2Config
+
+    local = str(tmp_path / "dinov2-small")
+    config = UserLLMConfig.from_variant(
+        "userllm", text_config=tiny_llama_config(64, hidden_size=32), base_model_name_or_path=str(tmp_path / "llm"),
+        vision_config=Dinov2Config(hidden_size=384, num_hidden_layers=1, num_attention_heads=6, name_or_path=local),
+        vision_model_name_or_path=local,
+    )
+    hub.keep_hub_names_only(config)
+    assert str(tmp_path) not in config.to_json_string()
+    config.vision_model_name_or_path = "facebook/dinov2-small"
+    hub.keep_hub_names_only(config)
+    assert config.vision_config._name_or_path == "facebook/dinov2-small"
 
 
 def test_only_safetensors_are_written_and_loading_never_unpickles(checkpoint, base_llm, monkeypatch, tmp_path):

@@ -6,7 +6,7 @@ import evaluate
 import numpy as np
 import pytest
 
-from modeling_userllm.metrics import auc, auc_and_uauc, uauc
+from modeling_userllm.metrics import UndefinedMetricError, auc, auc_and_uauc, uauc, undefined_metrics
 from modeling_userllm.training import EVALUATE_METRIC_PATH
 
 
@@ -29,8 +29,15 @@ def test_auc_depends_only_on_the_order_of_scores():
 
 
 def test_auc_with_one_class_raises():
-    with pytest.raises(ValueError, match="both classes"):
+    with pytest.raises(UndefinedMetricError, match="both classes"):
         auc([1, 1, 1], [0.1, 0.2, 0.3])
+
+
+def test_undefined_metrics_say_why_each_one_is_undefined():
+    assert undefined_metrics([0, 0, 1, 1], [1, 0, 1, 1]) == {}
+    assert set(undefined_metrics([0, 1], [1, 0])) == {"uauc"}  # both classes, but no user has both
+    reasons = undefined_metrics([0, 0, 1], [1, 1, 1])
+    assert "3 positives and 0 negatives" in reasons["auc"] and "none of the 2 users" in reasons["uauc"]
 
 
 def test_uauc_skips_users_with_a_single_class_and_weighs_users_equally():

@@ -1,6 +1,7 @@
 """The paper's setting end to end: sentencepiece / BPE prompts, float32 trained weights under a
 bfloat16 LLM, whole item texts, safe loading, light saving of a gathered state dict."""
 
+import json
 import logging
 import time
 
@@ -296,6 +297,113 @@ def test_a_plain_llm_folder_is_refused_within_seconds():
     with pytest.raises(ValueError, match="is not a USER-LLM checkpoint"):
         UserLLMConfig.from_pretrained(STORIES260K)
     assert time.perf_counter() - start < 10
+
+
+def _copy_base_llm(folder, edit=None):
+    """stories260k copied to `folder`, its weights passed through `edit` (another LLM of the same shape)."""
+    import shutil
+
+    shutil.copytree(STORIES260K, folder)
+    if edit is not None:
+        _rewrite_weights(folder, edit)
+    return folder
+
+
+def _edit_config(folder, **changes) -> None:
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+def _scores(model, records, processor_folder):
+    processor = UserLLMProcessor.from_pretrained(processor_folder)
+    with torch.no_grad():
+        return model.eval()(**processor(records)).logits
+
+
+def _fine_tuned(state):
+    """Every weight moved a little, as a fine-tune of the same LLM would move them."""
+    generator = torch.Generator().manual_seed(0)
+    for name, tensor in state.items():
+        state[name] = tensor + 0.01 * tensor.std() * torch.randn(tensor.shape, generator=generator)
+
+
+def test_light_checkpoint_on_another_base_of_the_same_shape_is_refused_naming_both_fingerprints(saved_checkpoints, tmp_path, caplog):
+    other = _copy_base_llm(tmp_path / "other-base", _fine_tuned)
+    recorded = json.loads((saved_checkpoints / "light" / "config.json").read_text())["base_model_fingerprint"]
+    assert recorded["dtype"] == "float32" and recorded["tensors"] > 0
+    with pytest.raises(ValueError, match=rf"not the one the light checkpoint .* fingerprint is [0-9a-f]{{64}}, "
+                                         rf"config.base_model_fingerprint records {recorded['sha256']}.*ignore_base_mismatch=True"):
+        UserLLMForRecommendation.from_pretrained(saved_checkpoints / "light", base_model_name_or_path=str(other))
+    with caplog.at_level(logging.WARNING):
+        model = UserLLMForRecommendation.from_pretrained(saved_checkpoints / "light", base_model_name_or_path=str(other),
+                                                         ignore_base_mismatch=True)
+    assert "Loading anyway (ignore_base_mismatch=True)" in caplog.text
+    assert model.config.base_model_name_or_path == str(other)
+
+
+def test_light_checkpoint_on_its_own_base_in_another_dtype_loads(saved_checkpoints, caplog):
+    """Recorded in float32, the fingerprint cannot be compared on a base loaded in bfloat16: a warning, not an error."""
+    with caplog.at_level(logging.WARNING):
+        UserLLMForRecommendation.from_pretrained(saved_checkpoints / "light", dtype=torch.bfloat16)
+    assert "Could not check the base LLM" in caplog.text and "dtype='float32'" in caplog.text
+
+
+def test_light_checkpoint_saved_without_a_fingerprint_loads_with_a_warning(saved_checkpoints, tmp_path, caplog):
+    import shutil
+
+    folder = tmp_path / "old-light"
+    shutil.copytree(saved_checkpoints / "light", folder)
+    _edit_config(folder, base_model_fingerprint=None)
+    records = make_records(2)
+    with caplog.at_level(logging.WARNING):
+        model = UserLLMForRecommendation.from_pretrained(folder)
+    assert "records no fingerprint of its base LLM" in caplog.text
+    reference = UserLLMForRecommendation.from_pretrained(saved_checkpoints / "light")
+    torch.testing.assert_close(_scores(model, records, folder), _scores(reference, records, folder), rtol=0, atol=0)
+
+
+def test_light_checkpoint_whose_base_moved_names_it_and_loads_from_where_it_is_now(tmp_path):
+    from transformers import AutoModel
+
+    base = _copy_base_llm(tmp_path / "base")
+    model, processor = create_model_and_processor(AutoTokenizer.from_pretrained(base), "userllm", base_model_name_or_path=str(base),
+                                                  num_users=NUM_USERS, num_items=NUM_ITEMS)
+    perturb_lora(model)
+    model.save_pretrained(tmp_path / "light", light=True)
+    processor.save_pretrained(tmp_path / "light")
+    records = make_records(2)
+    expected = _scores(model, records, tmp_path / "light")
+    moved = base.rename(tmp_path / "moved-base")
+    with pytest.raises(OSError, match=rf"base LLM named in the config .* \(base_model_name_or_path='{base}'\) was not found: "
+                                      r"no such folder\. Pass .*base_model_name_or_path=\.\.\."):
+        UserLLMForRecommendation.from_pretrained(tmp_path / "light")
+    reloaded = UserLLMForRecommendation.from_pretrained(tmp_path / "light", base_model_name_or_path=str(moved))
+    torch.testing.assert_close(_scores(reloaded, records, tmp_path / "light"), expected, rtol=0, atol=1e-5)
+    by_auto_class = AutoModel.from_pretrained(tmp_path / "light", trust_remote_code=True, base_model_name_or_path=str(moved))
+    torch.testing.assert_close(_scores(by_auto_class, records, tmp_path / "light"), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", ["full", "light"])
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: {"yes_token_id": c["no_token_id"], "no_token_id": c["yes_token_id"]},
+     r"config.json has yes_token_id=\d+, a token the saved tokenizer reads as 'N', not the start of 'Yes': expected \d+ "
+     r"\(now in no_token_id: the two ids are swapped\)"),
+    (lambda c: {"no_token_id": 5}, r"config.json has no_token_id=5, a token the saved tokenizer reads as .*, not the start of 'No'"),
+    (lambda c: {"variant": "collm"}, r"config.json has variant='collm', which means use_history_encoder=False, .* but the config "
+                                     r"has use_history_encoder=True, .*: expected variant 'userllm'"),
+    (lambda c: {"variant": "userllm_no_uhem", "use_history_encoder": False},
+     r"config.json has use_history_encoder=False, but the checkpoint holds \d+ weights of that module .*: expected use_history_encoder=True"),
+], ids=["yes-no-swapped", "no-id-changed", "variant-changed", "switch-changed"])
+def test_an_edited_config_that_contradicts_the_tokenizer_or_the_weights_is_refused(saved_checkpoints, tmp_path, form, edit, message):
+    import shutil
+
+    folder = tmp_path / form
+    shutil.copytree(saved_checkpoints / form, folder)
+    _edit_config(folder, **edit(json.loads((folder / "config.json").read_text())))
+    with pytest.raises(ValueError, match=message):
+        UserLLMForRecommendation.from_pretrained(folder)
 
 
 def _tiny_trainer(model, processor, output_dir, light: bool) -> UserLLMTrainer:

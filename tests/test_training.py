@@ -2,14 +2,18 @@
 
 import importlib.util
 import json
+import logging
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
+from transformers import TrainerCallback
 
 from conftest import REPO_ROOT, score_in_fresh_process
 from modeling_userllm.data import RecommendationData, RecordBuilder
@@ -21,7 +25,9 @@ from modeling_userllm.training import (
     prepare_toy_data,
     train_two_steps,
 )
+from modeling_userllm.training.arguments import check_resumed_run
 from modeling_userllm.training.datasets import RunData
+from modeling_userllm.training.output_lock import LOCK_FILE, OutputDirInUseError
 from modeling_userllm.training.pipeline import build_model, load_data_for_run, resolve_data, run_training
 
 TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
@@ -233,9 +239,20 @@ def test_run_writes_metrics_model_and_loadable_checkpoints(finished_run, toy_dir
     assert score_in_fresh_process(checkpoint, records, tmp_path) == pytest.approx(expected, abs=1e-5)
 
 
-def test_resume_after_a_kill_ends_with_the_metrics_of_an_uninterrupted_run(finished_run, toy_dirs, tmp_path):
-    _, uninterrupted = finished_run
-    output_dir = tmp_path / "killed"
+class RecordTrainedSteps(TrainerCallback):
+    """Records `(step folder, global step)` of each optimizer step taken in this process."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append((Path(args.output_dir).name, state.global_step))
+
+
+@pytest.fixture(scope="module")
+def killed_run(toy_dirs, tmp_path_factory):
+    """A tiny run killed (SIGKILL) right after saving step 2's checkpoint-2: its folder."""
+    output_dir = tmp_path_factory.mktemp("killed") / "out"
     killer = f"""
 import importlib.util, os, signal, sys
 from transformers import TrainerCallback
@@ -252,13 +269,80 @@ train.main(sys.argv[1:], callbacks=[KillAfterSave()])
     assert (output_dir / "step1-lora" / "final").is_dir()
     assert (output_dir / "step2-encoders" / "checkpoint-2").is_dir()
     assert not (output_dir / "metrics.json").exists()
+    return output_dir
 
-    resumed = load_train_script().main(tiny_argv(output_dir, toy_dirs, "--resume"))
+
+def resume_copy_of(run_dir, toy_dirs, tmp_path, prepare=None):
+    """Resumes a copy of `run_dir` through the script's main: (metrics, steps trained, folder)."""
+    output_dir = tmp_path / "resumed"
+    shutil.copytree(run_dir, output_dir)
+    if prepare is not None:
+        prepare(output_dir)
+    recorder = RecordTrainedSteps()
+    metrics = load_train_script().main(tiny_argv(output_dir, toy_dirs, "--resume"), callbacks=[recorder])
+    return metrics, recorder.steps, output_dir
+
+
+def test_resume_after_a_kill_continues_from_the_last_checkpoint(finished_run, killed_run, toy_dirs, tmp_path, caplog):
+    _, uninterrupted = finished_run
+    with caplog.at_level(logging.INFO, logger="modeling_userllm"):
+        resumed, trained, output_dir = resume_copy_of(killed_run, toy_dirs, tmp_path)
+    # Step 1 is loaded, not retrained; step 2 continues at step 3 from checkpoint-2.
+    assert trained == [("step2-encoders", 3), ("step2-encoders", 4)]
+    assert f"resuming from {output_dir / 'step2-encoders' / 'checkpoint-2'}" in caplog.text
     state = json.loads((output_dir / "step2-encoders" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     for split in ("valid", "test"):
         for name in ("auc", "uauc", "loss"):
             assert resumed[split][name] == pytest.approx(uninterrupted[split][name], abs=1e-4), (split, name)
+
+
+def test_resume_skips_a_checkpoint_cut_short_by_a_kill(finished_run, killed_run, toy_dirs, tmp_path, caplog):
+    def cut_checkpoint_4_short(output_dir):
+        # A kill while checkpoint-4 was being saved: its weights half written, no trainer_state.json yet.
+        step_dir = output_dir / "step2-encoders"
+        shutil.copytree(step_dir / "checkpoint-2", step_dir / "checkpoint-4")
+        (step_dir / "checkpoint-4" / "trainer_state.json").unlink()
+        weights = step_dir / "checkpoint-4" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+    with caplog.at_level(logging.WARNING, logger="modeling_userllm"):
+        resumed, trained, output_dir = resume_copy_of(killed_run, toy_dirs, tmp_path, cut_checkpoint_4_short)
+    skipped = output_dir / "step2-encoders" / "checkpoint-4"
+    assert f"Skipping the incomplete checkpoint {skipped} (no trainer_state.json)" in caplog.text
+    assert trained == [("step2-encoders", 3), ("step2-encoders", 4)]
+    assert resumed["valid"]["auc"] == pytest.approx(finished_run[1]["valid"]["auc"], abs=1e-4)
+
+
+def test_resume_with_other_settings_refuses_naming_each_and_keeps_run_config(finished_run, toy_dirs, tmp_path):
+    run_config = tmp_path / "run_config.json"
+    shutil.copy(finished_run[0] / "run_config.json", run_config)
+    before = run_config.read_bytes()
+    run = parse_arguments(tiny_argv(tmp_path, toy_dirs, "--resume", "--step1_learning_rate", "0.5", "--seed", "7"))
+    with pytest.raises(PresetError, match=r"resume: the run in .* was trained with other settings: "
+                                          r"schedule\.step1_learning_rate: 0\.5 here, 0\.01 in .*; training\.seed: 7 here, 0 in"):
+        run_training(run)
+    assert run_config.read_bytes() == before
+    # What does not change training may differ: evaluation, threads.
+    check_resumed_run(parse_arguments(tiny_argv(tmp_path, toy_dirs, "--resume", "--max_eval_rows", "5", "--num_threads", "1")))
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("drop encoder weights", r"step2-encoders/final/model\.safetensors lacks \d+ of the weights this step trains: \['history_encoder\."),
+    ("truncate", r"step2-encoders/final/model\.safetensors does not read as safetensors"),
+])
+def test_resume_refuses_a_finished_step_with_damaged_weights(finished_run, toy_dirs, tmp_path, damage, message):
+    output_dir = tmp_path / "run"
+    shutil.copytree(finished_run[0], output_dir, ignore=shutil.ignore_patterns("model", "metrics.json"))
+    weights = output_dir / "step2-encoders" / "final" / "model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size - 100])
+    else:
+        state = load_file(weights)
+        save_file({name: tensor for name, tensor in state.items() if not name.startswith("history_encoder.")}, weights)
+    with pytest.raises(ValueError, match=message):
+        run_training(parse_arguments(tiny_argv(output_dir, toy_dirs, "--resume")))
+    assert not (output_dir / "model").exists() and not (output_dir / "metrics.json").exists()
 
 
 def test_step1_from_a_finished_run_ends_with_its_metrics(finished_run, toy_dirs, tmp_path):
@@ -288,6 +372,56 @@ def test_step1_from_refuses_a_run_with_other_step1_settings(finished_run, toy_di
         run_training(parse_arguments(tiny_argv(tmp_path, toy_dirs, "--step1_from", str(tmp_path))))
     with pytest.raises(PresetError, match="no step 1"):
         parse_arguments(tiny_argv(tmp_path, toy_dirs, "--step1_from", str(step1), "--steps", "encoders"))
+
+
+def test_a_split_of_one_class_is_reported_undefined_and_the_other_splits_are_kept(toy_dirs, tmp_path):
+    data_dir, features_dir = toy_dirs
+    data = RecommendationData.load(data_dir)
+    data.interactions["valid"] = data.interactions["valid"].filter(lambda row: row["label"] == 1)
+    positives_only = data.save(tmp_path / "positives-only-valid")
+    run = parse_arguments(tiny_argv(tmp_path / "out", (positives_only, features_dir),
+                                    "--step1_max_steps", "1", "--step2_max_steps", "1"))
+    metrics = run_training(run)
+    valid = metrics["valid"]
+    assert valid["auc"] is None and valid["uauc"] is None
+    assert "0 negatives" in valid["undefined"]["auc"] and "none of the" in valid["undefined"]["uauc"]
+    assert valid["rows"] > 0 and valid["loss"] > 0
+    assert 0 <= metrics["test"]["auc"] <= 1 and "undefined" not in metrics["test"]
+    written = json.loads((tmp_path / "out" / "metrics.json").read_text(),
+                         parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}"))
+    assert written["valid"]["undefined"] == valid["undefined"]
+    assert (tmp_path / "out" / "model" / "README.md").is_file()
+
+
+def write_lock(output_dir, pid):
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / LOCK_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": pid}))
+
+
+def test_a_second_run_on_an_output_dir_in_use_stops_naming_the_lock(tmp_path):
+    argv = ["--data_dir", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "out")]
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        write_lock(tmp_path / "out", holder.pid)
+        with pytest.raises(OutputDirInUseError, match=rf"in use by another run \(process {holder.pid} on .*lock file "
+                                                      rf"{tmp_path / 'out' / 'run.lock'}\)"):
+            run_training(parse_arguments(argv))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / "out" / "run.lock").is_file()  # the other run's lock is left alone
+    assert not (tmp_path / "out" / "run_config.json").exists()
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over_and_released(tmp_path, caplog):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    write_lock(tmp_path / "out", dead.pid)
+    argv = ["--data_dir", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "out")]
+    with caplog.at_level(logging.WARNING, logger="modeling_userllm"), pytest.raises(PresetError, match="does not exist"):
+        run_training(parse_arguments(argv))  # got past the lock; fails later, on the data
+    assert f"Taking over the stale lock {tmp_path / 'out' / 'run.lock'} of process {dead.pid}" in caplog.text
+    assert not (tmp_path / "out" / "run.lock").exists()  # released when the run ended, even by an error
 
 
 def test_two_process_run_counts_every_evaluation_row_once(finished_run, toy_dirs, tmp_path):

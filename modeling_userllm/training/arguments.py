@@ -194,6 +194,12 @@ class ModelArguments:
                           "outputs, the history token) RMS-normalised with a learned gain initialised to the mean RMS "
                           "of the LLM's token embeddings."},
     )
+    item_ids_after_titles: bool = field(
+        default=False,
+        metadata={"help": "An <ItemID> (the item's projected MF embedding) right after each history item's text, "
+                          "inline or in the UHEM input (LLaRA); off: only the candidate has one (the paper). Needs a "
+                          "variant with collaborative embeddings."},
+    )
     dtype: str = field(default="float32", metadata={"help": f"Dtype of the frozen LLM, one of {list(DTYPES)}; trained weights stay float32."})
     light_checkpoints: bool = field(
         default=False,
@@ -212,7 +218,7 @@ class ModelArguments:
         if self.base_model_name_or_path is None:
             _check_toy_llama(self.toy_hidden_size, self.toy_num_layers)
         check_integer("max_item_tokens", self.max_item_tokens, 1)
-        check_integer("max_history_items", self.max_history_items, 1, none_means="the data set's n")
+        check_integer("max_history_items", self.max_history_items, 1, none_means="the data set's history length")
         if not isinstance(self.item_noun, str) or not self.item_noun.strip():
             raise _refuse("item_noun", self.item_noun, "a non-empty word such as 'movie'")
         check_choice("history_encoder_type", self.history_encoder_type, HISTORY_ENCODER_TYPES)
@@ -226,6 +232,9 @@ class ModelArguments:
             raise PresetError(f"history_encoder_heads={self.history_encoder_heads} must divide the "
                               f"{self.history_encoder_type} history encoder's width {width} ({source})")
         check_choice("projector_norm", self.projector_norm, PROJECTOR_NORMS)
+        if self.item_ids_after_titles and not VARIANTS[self.variant]["use_collaborative"]:
+            raise _refuse("item_ids_after_titles", self.item_ids_after_titles,
+                          f"false for variant {self.variant!r}, which has no collaborative embeddings to put there")
         check_integer("lora_r", self.lora_r, 1)
         check_number("lora_alpha", self.lora_alpha, 0, above_minimum=True)
         check_number("lora_dropout", self.lora_dropout, 0, 1, below_maximum=True)
@@ -554,7 +563,8 @@ RESUME_SETTINGS = {
 PATH_SETTINGS = ("data_dir", "features_dir", "base_model_name_or_path", "step1_from")
 RUN_CONFIG_FILE = "run_config.json"
 # Settings newer than some saved run_config.json files: a file without one ran at this value.
-ADDED_SETTINGS = {("model", "projector_norm"): "none", ("schedule", "step1_prompt"): "text",
+ADDED_SETTINGS = {("model", "projector_norm"): "none", ("model", "item_ids_after_titles"): False,
+                  ("schedule", "step1_prompt"): "text",
                   ("schedule", "prompt_curriculum"): False}
 
 

@@ -7,6 +7,7 @@
     OUTPUT/model/            weights, config with auto_map, code, processor, README.md card
     OUTPUT/metrics.json      {"valid": {"auc", "uauc", ...}, "test": ..., "test_short": ..., "test_long": ...}
     OUTPUT/run_config.json   every setting of the run
+    OUTPUT/run.lock          while the run is going (`output_lock`: one run per folder)
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from ..configuration_userllm import VARIANTS
 from ..factory import create_model_and_processor
 from ..features.store import atomic_write_json
 from ..features.visual import load_image_encoder, toy_image_encoder
+from ..metrics import undefined_metrics
 from ..toy_model import build_toy_tokenizer, tiny_llama_config
-from .arguments import DTYPES, PresetError, RunArguments, check_step1_source, step_number
+from .arguments import DTYPES, RUN_CONFIG_FILE, PresetError, RunArguments, check_resumed_run, check_step1_source, step_number
 from .datasets import RecordCollator, RunData, history_items_for_split, load_run_data, prepare_toy_data, with_history_items
+from .output_lock import output_dir_lock
 from .trainer import UserLLMTrainer, train_two_steps
 
 logger = logging.getLogger(__name__)
@@ -92,6 +95,8 @@ def build_model(run: RunArguments, run_data: RunData):
         history_hidden_size=model_args.history_hidden_size,
         history_encoder_layers=model_args.history_encoder_layers,
         history_encoder_heads=model_args.history_encoder_heads,
+        projector_norm=model_args.projector_norm,
+        item_ids_after_titles=model_args.item_ids_after_titles,
     )
     if model.config.use_collaborative:
         features = run_data.features
@@ -130,7 +135,9 @@ def evaluate_splits(trainer: UserLLMTrainer, run_data: RunData, splits, max_rows
 
     `max_rows` cuts a split to whole users (`RunData.user_subset`). `test_long` is scored
     with the data set's long histories: its processor keeps `long_history_length` items
-    (Table 5), the other splits the model's own `max_history_items`.
+    (Table 5), the other splits the model's own `max_history_items`. A metric the split's
+    labels cannot define (one class only) is None, with the reason in `"undefined"`
+    (`{"auc": why, ...}`), and the other splits are kept.
 
     Raises:
         ValueError: a split asked for is absent or empty.
@@ -148,6 +155,10 @@ def evaluate_splits(trainer: UserLLMTrainer, run_data: RunData, splits, max_rows
         result = trainer.evaluate(eval_dataset=dataset, metric_key_prefix=split)
         metrics[split] = {name: result[f"{split}_{name}"] for name in ("auc", "uauc", "rows", "loss")}
         metrics[split] |= {"rows": int(metrics[split]["rows"]), "users": users, "history_items": history_items}
+        undefined = undefined_metrics(dataset.rows["user_id"], dataset.rows["label"])
+        if undefined:
+            logger.warning("Split %s: %s", split, "; ".join(undefined.values()))
+            metrics[split] |= {name: None for name in undefined} | {"undefined": undefined}
     trainer.data_collator = RecordCollator(processor, text_only=False)
     return metrics
 
@@ -203,7 +214,7 @@ def save_model_folder(trainer: UserLLMTrainer, run: RunArguments, run_data: RunD
             f"userllm-{run.model.variant}-{run_data.data.name}",
             light=run.model.light_checkpoints,
             metrics={split: values for split, values in metrics.items()
-                     if all(0 <= values[name] <= 1 for name in ("auc", "uauc"))},
+                     if all(values[name] is not None and 0 <= values[name] <= 1 for name in ("auc", "uauc"))},
             data_info=run_data.data.info,
             training=training,
             image_encoder=image_encoder,
@@ -222,17 +233,28 @@ def run_training(run: RunArguments, callbacks: list | None = None) -> dict:
 
     Returns:
         The metrics written to `OUTPUT/metrics.json`.
+
+    Raises:
+        OutputDirInUseError: another run is writing `output_dir`.
     """
     if run.model.num_threads:
         torch.set_num_threads(run.model.num_threads)
+    if not run.training.should_save:  # the main process holds the lock for all
+        return _run_training(run, callbacks)
+    with output_dir_lock(run.training.output_dir):
+        return _run_training(run, callbacks)
+
+
+def _run_training(run: RunArguments, callbacks: list | None) -> dict:
     resolve_data(run)
     step1_source = check_step1_source(run)
+    check_resumed_run(run)
     run_data = load_data_for_run(run)
     training: TrainingArguments = run.training
     output_dir = Path(training.output_dir)
     if training.should_save:
         output_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(output_dir / "run_config.json", run.to_dict())
+        atomic_write_json(output_dir / RUN_CONFIG_FILE, run.to_dict())
 
     model, processor = build_model(run, run_data)
     train_dataset = run_data.split("train", run.data.max_train_rows, training.seed)
@@ -249,6 +271,8 @@ def run_training(run: RunArguments, callbacks: list | None = None) -> dict:
         callbacks=callbacks,
         fast_step2=run.schedule.fast_step2,
         finished_steps={"lora": step1_source} if step1_source else None,
+        step1_prompt=run.schedule.step1_prompt,
+        prompt_curriculum=run.schedule.prompt_curriculum,
     )
     metrics = evaluate_splits(trainer, run_data, run.data.eval_splits, run.data.max_eval_rows, training.seed)
     metrics["num_processes"] = training.world_size

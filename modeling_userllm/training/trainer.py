@@ -1,31 +1,36 @@
 """`UserLLMTrainer` and the paper's two-step schedule (Sec. 3.3) as one call.
 
-Step 1 ("lora") trains the LoRA adapters only, on the text form of the prompt; step 2
-("encoders") freezes LoRA and trains the UHEM and the visual and collaborative projectors on
-the full prompt. Each step is its own `Trainer`, so its optimizer (AdamW, weight decay 1e-3)
+Step 1 ("lora") trains the LoRA adapters only, by default on the text form of the prompt
+(CoLLM's recipe; the paper does not say which prompt: `step1_prompt="spliced"` takes the full
+one); step 2 ("encoders") freezes LoRA and trains the UHEM and the visual and collaborative
+projectors on the full prompt. Options: "joint" trains both together, in any order with the
+others (`[lora, joint]`: step 1, then both), and with `prompt_curriculum` on LLaRA's
+curriculum from the text prompt to the full one. Each step is its own `Trainer`, so its optimizer (AdamW, weight decay 1e-3)
 sees only that step's parameters, and its checkpoints live in `OUTPUT/step<k>-<name>/`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from transformers import EvalPrediction, Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import sort_checkpoints
 
 from ..features.store import match_weight_file_permissions
-from ..metrics import auc_and_uauc
-from .arguments import step_number
-from .datasets import RecordCollator
+from ..metrics import UndefinedMetricError, auc_and_uauc
+from .arguments import STEP1_PROMPTS, step_number
+from .datasets import PromptCurriculumCallback, PromptCurriculumCollator, RecordCollator
 
 logger = logging.getLogger(__name__)
 
-STEP_PROMPTS = {"lora": True, "encoders": False, "joint": False}  # step -> text_only
 FINAL_FOLDER = "final"
 
 
@@ -33,13 +38,19 @@ def compute_auc_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
     """AUC, UAUC and the number of rows, from the scores the Trainer gathered.
 
     `predictions` are the model's outputs after the loss (`logits`, `probabilities`);
-    `label_ids` is `(labels, user_ids)` (`label_names=["labels", "user_ids"]`).
+    `label_ids` is `(labels, user_ids)` (`label_names=["labels", "user_ids"]`). Rows of one
+    class give NaN metrics with a warning (`metrics.undefined_metrics` says why), so that the
+    loss and the other splits are kept.
     """
     predictions = eval_prediction.predictions
     scores = predictions[0] if isinstance(predictions, (tuple, list)) else predictions
     labels, user_ids = eval_prediction.label_ids
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
-    metrics = auc_and_uauc(np.asarray(user_ids).reshape(-1), labels, np.asarray(scores).reshape(-1))
+    try:
+        metrics = auc_and_uauc(np.asarray(user_ids).reshape(-1), labels, np.asarray(scores).reshape(-1))
+    except UndefinedMetricError as error:
+        logger.warning("AUC and UAUC are undefined on these %d rows: %s", len(labels), error)
+        metrics = {"auc": float("nan"), "uauc": float("nan")}
     return {**metrics, "rows": float(len(labels))}
 
 
@@ -95,11 +106,64 @@ def step_training_arguments(args: TrainingArguments, number: int, step: str, ove
 
 
 def _load_step_result(model, folder: Path) -> None:
-    """Loads the weights saved at the end of a step (full or light) into `model`."""
-    state = load_file(folder / "model.safetensors")
+    """Loads the weights saved at the end of a step (full or light) into `model`, set to that step.
+
+    Raises:
+        ValueError: the weight file does not read (e.g. cut short by a kill while it was written),
+            holds weights the model does not have, or lacks some that the step trains.
+    """
+    weights = folder / "model.safetensors"
+    try:
+        state = load_file(weights)
+    except SafetensorError as error:
+        raise ValueError(f"{weights} does not read as safetensors ({error}); a kill while it was written leaves it "
+                         f"cut short: delete {folder} to train that step again from its last checkpoint") from error
     result = model.load_state_dict(state, strict=False)
     if result.unexpected_keys:
         raise ValueError(f"{folder} does not match the model: unexpected weights {result.unexpected_keys[:5]}")
+    missing = [name for name, parameter in model.named_parameters() if parameter.requires_grad and name not in state]
+    if missing:
+        raise ValueError(f"{weights} lacks {len(missing)} of the weights this step trains: {missing[:5]}"
+                         f"{' ...' if len(missing) > 5 else ''}; the model would keep them untrained")
+
+
+def _incomplete_checkpoint_reason(checkpoint: Path) -> str | None:
+    """Why a `checkpoint-N` folder was cut short, or None when it is complete.
+
+    The Trainer writes the weights, optimizer, scheduler and RNG state first and
+    `trainer_state.json` last, so a readable state file and weights that read back mean that
+    the save finished.
+    """
+    try:
+        json.loads((checkpoint / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"no {TRAINER_STATE_NAME}"
+    except (ValueError, UnicodeDecodeError):
+        return f"{TRAINER_STATE_NAME} is cut short"
+    weight_files = sorted(checkpoint.glob("*.safetensors"))
+    if not weight_files:
+        return "no weights"
+    for weight_file in weight_files:
+        try:
+            with safe_open(str(weight_file), framework="pt"):
+                pass
+        except SafetensorError as error:
+            return f"{weight_file.name} does not read ({error})"
+    return None
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest `checkpoint-N` in `folder` whose save finished, or None.
+
+    A checkpoint cut short by a kill is skipped with a warning naming it; it is overwritten
+    when training reaches that step again.
+    """
+    for checkpoint in reversed(sort_checkpoints(str(folder))):
+        reason = _incomplete_checkpoint_reason(Path(checkpoint))
+        if reason is None:
+            return checkpoint
+        logger.warning("Skipping the incomplete checkpoint %s (%s): resuming from an earlier one", checkpoint, reason)
+    return None
 
 
 def train_two_steps(
@@ -115,13 +179,16 @@ def train_two_steps(
     callbacks: list | None = None,
     fast_step2: bool = False,
     finished_steps: dict[str, str | Path] | None = None,
+    step1_prompt: str = "text",
+    prompt_curriculum: bool = False,
 ) -> UserLLMTrainer:
     """Runs the paper's schedule: each step with its own Trainer, optimizer and folder.
 
     A step whose model has nothing to train (e.g. step 2 of TALLRec, which has no encoders)
     is skipped. With `resume`, a finished step (its `final/` folder exists) is loaded instead
-    of retrained, and an unfinished one continues from its last checkpoint, so an interrupted
-    run ends where an uninterrupted one with the same seed would.
+    of retrained (its weights checked: `_load_step_result`), and an unfinished one continues from
+    its last complete checkpoint (`last_complete_checkpoint`), so an interrupted run ends where
+    an uninterrupted one with the same seed would.
 
     Args:
         model: a `UserLLMForRecommendation`.
@@ -138,10 +205,18 @@ def train_two_steps(
             (`fast_step2.FastStep2Trainer`: same scores and gradients, LoRA dropout off).
         finished_steps: `{step: folder}` of steps trained elsewhere, loaded instead of trained
             (e.g. `{"lora": "OUT/step1-lora/final"}`: a step-2 sweep trains step 1 once).
+        step1_prompt: the prompt of step 1 (`STEP1_PROMPTS`): `"text"` (CoLLM's recipe) or
+            `"spliced"` (the full prompt, the encoders frozen at their initialisation).
+        prompt_curriculum: the joint step moves from the text prompt to the full one
+            (LLaRA's curriculum, `PromptCurriculumCollator`, seeded by `args.seed`).
 
     Returns:
         The trainer of the last step run (its model is the trained model, set to inference).
     """
+    if step1_prompt not in STEP1_PROMPTS:
+        raise ValueError(f"step1_prompt {step1_prompt!r}: expected one of {STEP1_PROMPTS}")
+    if prompt_curriculum and "joint" not in steps:
+        raise ValueError(f"prompt_curriculum applies to the joint step, but steps {list(steps)} have none")
     step_overrides = step_overrides or {}
     finished_steps = finished_steps or {}
     trainer = None
@@ -168,18 +243,24 @@ def train_two_steps(
             from .fast_step2 import FastStep2Trainer  # it imports this module
 
             trainer_class = FastStep2Trainer
+        step_callbacks = list(callbacks or [])
+        if prompt_curriculum and step == "joint":
+            collator = PromptCurriculumCollator(processor, seed=step_args.seed)
+            step_callbacks.append(PromptCurriculumCallback(collator))
+        else:
+            collator = RecordCollator(processor, text_only=step == "lora" and step1_prompt == "text")
         trainer = trainer_class(
             model=model,
             args=step_args,
             train_dataset=train_dataset,
-            data_collator=RecordCollator(processor, text_only=STEP_PROMPTS[step]),
+            data_collator=collator,
             processing_class=processor,
-            callbacks=callbacks,
+            callbacks=step_callbacks or None,
             light_checkpoints=light_checkpoints,
         )
         if finished is not None:
             continue
-        checkpoint = get_last_checkpoint(step_args.output_dir) if resume and Path(step_args.output_dir).is_dir() else None
+        checkpoint = last_complete_checkpoint(Path(step_args.output_dir)) if resume and Path(step_args.output_dir).is_dir() else None
         logger.info("Step %d (%s): training %d parameters%s", number, step, num_trainable,
                     f", resuming from {checkpoint}" if checkpoint else "")
         trainer.train(resume_from_checkpoint=checkpoint)
