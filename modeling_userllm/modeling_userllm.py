@@ -24,7 +24,7 @@ from transformers import MODEL_MAPPING, AutoModel, AutoModelForCausalLM, PreTrai
 from transformers.activations import ACT2FN
 from transformers.modeling_utils import load_state_dict
 from transformers.dynamic_module_utils import custom_object_save
-from transformers.utils import ModelOutput, cached_file
+from transformers.utils import ModelOutput, cached_file, logging
 from transformers.utils.hub import get_checkpoint_shard_files
 
 from .configuration_userllm import VARIANTS, UserLLMConfig, is_local_path
