@@ -26,7 +26,7 @@ def tiny_config(**kwargs) -> UserLLMConfig:
 
 def test_negative_max_history_items_is_refused_by_the_settings_and_the_config():
     with pytest.raises(PresetError, match=r"^command line --max_history_items: max_history_items=-1: expected an "
-                                          r"integer >= 1, or null \(the data set's n\)$"):
+                                          r"integer >= 1, or null \(the data set's history length\)$"):
         parse_arguments(["--max_history_items", "-1"])
     with pytest.raises(ValueError, match=r"max_history_items=-1: expected an integer >= 0"):
         tiny_config(max_history_items=-1)
