@@ -24,7 +24,7 @@ from transformers import MODEL_MAPPING, AutoModel, AutoModelForCausalLM, PreTrai
 from transformers.activations import ACT2FN
 from transformers.modeling_utils import load_state_dict
 from transformers.dynamic_module_utils import custom_object_save
-from transformers.utils import ModelOutput, cached_file, logging
+from transformers.utils import ModelOutput, cached_file, is_torchdynamo_compiling, logging
 from transformers.utils.hub import get_checkpoint_shard_files
 
 from .configuration_userllm import VARIANTS, UserLLMConfig, is_local_path
@@ -73,6 +73,23 @@ class UserLLMOutput(ModelOutput):
     cache: object | None = None
 
 
+class TokenScaleNorm(nn.RMSNorm):
+    """RMS normalisation of a spliced token to the LLM's token-embedding scale (`projector_norm="rms"`).
+
+    A pre-norm LLM adds each input embedding to its residual stream as it is: a projected token
+    many times the size of a word's embedding drowns the words in every layer's norm, a much
+    smaller one is ignored. Each token is divided by its RMS and multiplied by a learned
+    per-dimension gain, which `UserLLMForRecommendation` initialises on a fresh model to the
+    mean RMS of the LLM's token embeddings (`match_token_embedding_scale`).
+
+    Args:
+        hidden_size: the LLM hidden size.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__(hidden_size, eps=1e-6)
+
+
 class FeatureProjector(nn.Module):
     """Two-layer MLP from a precomputed feature space into the LLM hidden size.
 
@@ -81,17 +98,37 @@ class FeatureProjector(nn.Module):
         hidden_size: width of the hidden layer.
         output_size: the LLM hidden size.
         activation: name of the activation in `transformers.activations.ACT2FN`.
+        output_norm: end with a `TokenScaleNorm` (`projector_norm="rms"`).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, output_size: int, activation: str = "gelu"):
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, activation: str = "gelu",
+                 output_norm: bool = False):
         super().__init__()
         self.linear_1 = nn.Linear(input_size, hidden_size)
         self.act = ACT2FN[activation]
         self.linear_2 = nn.Linear(hidden_size, output_size)
+        self.output_norm = TokenScaleNorm(output_size) if output_norm else None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Maps `(..., input_size)` features to `(..., output_size)` embeddings, in the projector's dtype."""
-        return self.linear_2(self.act(self.linear_1(features.to(self.linear_1.weight.dtype))))
+        embeddings = self.linear_2(self.act(self.linear_1(features.to(self.linear_1.weight.dtype))))
+        return embeddings if self.output_norm is None else self.output_norm(embeddings)
+
+
+def check_without_sync(condition: torch.Tensor, message) -> None:
+    """Fails when the boolean tensor `condition` is False, without making the host wait for the device.
+
+    On the CPU in eager mode reading the condition costs nothing: a `ValueError(message())`.
+    On an accelerator, or while `torch.compile` traces, it is `torch._assert_async`: no host
+    sync and no graph break (CUDA graphs and a compiled forward stay whole); a failure stops
+    the run (on CUDA a device-side assertion) with a generic message, as building `message()`
+    would read device values: the same batch on the CPU names them.
+    """
+    if condition.device.type == "cpu" and not is_torchdynamo_compiling():
+        if not bool(condition):
+            raise ValueError(message())
+        return
+    torch._assert_async(condition, "USER-LLM input check failed (rerun the batch on the CPU for the details)")
 
 
 class HistoryEncoder(nn.Module):
@@ -111,6 +148,8 @@ class HistoryEncoder(nn.Module):
         super().__init__()
         self.output_projection = nn.Linear(hidden_size, embedding_size) if hidden_size != embedding_size else None
         self.no_history_embedding = nn.Parameter(torch.zeros(embedding_size))
+        # A `TokenScaleNorm` on the history token (`projector_norm="rms"`; set by `build_history_encoder`).
+        self.output_norm: nn.Module | None = None
 
     def encode_valid(
         self, sequence_embeds: torch.Tensor, lengths: torch.Tensor, item_index: torch.Tensor | None = None
@@ -140,20 +179,22 @@ class HistoryEncoder(nn.Module):
         sequence_embeds = sequence_embeds.to(self.no_history_embedding.dtype)
         lengths = attention_mask.sum(dim=1)
         has_history = lengths > 0
-        history_tokens = torch.zeros(
-            len(lengths), self.no_history_embedding.shape[0], dtype=sequence_embeds.dtype, device=sequence_embeds.device
-        )
-        if has_history.any():
-            valid_lengths = lengths[has_history]
-            max_length = int(valid_lengths.max())
-            valid_item_index = None if item_index is None else item_index[has_history][:, :max_length]
-            last_state = self.encode_valid(sequence_embeds[has_history][:, :max_length], valid_lengths, valid_item_index)
+        # No history at all in the batch (zero-width input): every row takes the no-history vector.
+        if sequence_embeds.shape[1] == 0:
+            last_state = sequence_embeds.new_zeros(len(lengths), self.no_history_embedding.shape[0])
+        else:
+            # Every row is encoded, one without history as if its first (padding) position were
+            # valid, and the no-history vector is chosen afterwards: no data-dependent shapes or
+            # branches, so no host sync and no graph break under torch.compile.
+            if item_index is not None:
+                item_index = torch.where(has_history.unsqueeze(1), item_index.to(lengths.device), 0)
+            last_state = self.encode_valid(sequence_embeds, lengths.clamp(min=1), item_index)
             if self.output_projection is not None:
                 last_state = self.output_projection(last_state)
-            history_tokens = history_tokens.index_put((has_history.nonzero().squeeze(1),), last_state.to(history_tokens.dtype))
         # torch.where keeps the no-history vector in the graph even when no row uses it, as DDP requires.
-        no_history = self.no_history_embedding.expand_as(history_tokens)
-        return torch.where(has_history.unsqueeze(1), history_tokens, no_history)
+        no_history = self.no_history_embedding.expand(len(lengths), -1)
+        history_tokens = torch.where(has_history.unsqueeze(1), last_state.to(no_history.dtype), no_history)
+        return history_tokens if self.output_norm is None else self.output_norm(history_tokens)
 
 
 class UserHistoryEncoder(HistoryEncoder):
@@ -296,9 +337,11 @@ class HierarchicalHistoryEncoder(TransformerHistoryEncoder):
         valid = torch.arange(seq_len, device=lengths.device) < lengths.unsqueeze(1)
         item_index = torch.where(valid, item_index.to(lengths.device), -1)
         num_items = item_index.max(dim=1).values + 1  # (U,): >= 1, as each row has a valid position
-        if bool((item_index[valid] < 0).any()):
-            raise ValueError("history_item_index is negative on a valid history position: expected 0, 1, ... "
-                             "(the item of each token) wherever history_attention_mask is 1")
+        check_without_sync(
+            ((item_index >= 0) | ~valid).all(),
+            lambda: "history_item_index is negative on a valid history position: expected 0, 1, ... "
+                    "(the item of each token) wherever history_attention_mask is 1",
+        )
         members = item_index.unsqueeze(1) == torch.arange(int(num_items.max()), device=lengths.device).view(1, -1, 1)  # (U, N, T)
         scores = self.pooling_score(hidden_states).squeeze(-1).unsqueeze(1)  # (U, 1, T)
         # The dtype's minimum, not -inf: an item slot without tokens (padding) gets finite
@@ -313,10 +356,14 @@ def build_history_encoder(config: UserLLMConfig, embedding_size: int) -> History
     """The UHEM that `config.history_encoder_type` names, at `config.history_hidden_size` (default: the LLM's)."""
     hidden_size = config.history_hidden_size or embedding_size
     if config.history_encoder_type == "transformer":
-        return TransformerHistoryEncoder(embedding_size, hidden_size, config.history_encoder_layers, config.history_encoder_heads)
-    if config.history_encoder_type == "hierarchical":
-        return HierarchicalHistoryEncoder(embedding_size, hidden_size, config.history_encoder_layers, config.history_encoder_heads)
-    return UserHistoryEncoder(embedding_size, hidden_size)
+        encoder = TransformerHistoryEncoder(embedding_size, hidden_size, config.history_encoder_layers, config.history_encoder_heads)
+    elif config.history_encoder_type == "hierarchical":
+        encoder = HierarchicalHistoryEncoder(embedding_size, hidden_size, config.history_encoder_layers, config.history_encoder_heads)
+    else:
+        encoder = UserHistoryEncoder(embedding_size, hidden_size)
+    if config.projector_norm == "rms":
+        encoder.output_norm = TokenScaleNorm(embedding_size)
+    return encoder
 
 
 class UserLLMPreTrainedModel(PreTrainedModel):
@@ -344,6 +391,8 @@ class UserLLMPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+        elif isinstance(module, TokenScaleNorm):
+            nn.init.ones_(module.weight)
         elif isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=std)
             if module.bias is not None:
@@ -397,9 +446,10 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
                     submodule._is_hf_initialized = True
 
         projector_hidden = config.projector_hidden_size or hidden_size
+        output_norm = config.projector_norm == "rms"
         if config.use_visual:
             self.visual_projector = FeatureProjector(
-                config.vision_feature_size, projector_hidden, hidden_size, config.projector_hidden_act
+                config.vision_feature_size, projector_hidden, hidden_size, config.projector_hidden_act, output_norm
             )
         if config.use_collaborative:
             # One extra row per table: the embedding of unknown (cold-start) users or items.
@@ -408,7 +458,7 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             self.user_embeddings.weight.requires_grad_(False)
             self.item_embeddings.weight.requires_grad_(False)
             self.collaborative_projector = FeatureProjector(
-                config.collaborative_size, projector_hidden, hidden_size, config.projector_hidden_act
+                config.collaborative_size, projector_hidden, hidden_size, config.projector_hidden_act, output_norm
             )
         if config.use_history_encoder:
             self.history_encoder = build_history_encoder(config, hidden_size)
@@ -416,6 +466,23 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             self.vision_tower = _without_pooler(AutoModel.from_config(config.vision_config))
             self.vision_tower.requires_grad_(False)
         self.post_init()
+        self.match_token_embedding_scale()
+
+    @torch.no_grad()
+    def match_token_embedding_scale(self) -> None:
+        """Sets the gain of every `TokenScaleNorm` to the mean RMS of the LLM's token embeddings.
+
+        Done when a model is built with its LLM's weights in place (a random LLM after
+        `post_init`, or `from_base_model`); a model built on the meta device to be loaded
+        keeps the checkpoint's trained gains.
+        """
+        norms = [module for module in self.modules() if isinstance(module, TokenScaleNorm)]
+        embeddings = self.get_input_embeddings().weight
+        if not norms or embeddings.device.type == "meta":
+            return
+        target = embeddings.float().pow(2).mean(dim=-1).sqrt().mean()
+        for norm in norms:
+            norm.weight.fill_(target.to(norm.weight.device))
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -552,29 +619,77 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         Placeholders may lie above the LLM vocabulary (they were added to the tokenizer only);
         their rows are overwritten afterwards, so which valid id stands in does not matter.
         """
-        placeholder_ids = torch.tensor(self.config.placeholder_token_ids, device=input_ids.device)
-        is_placeholder = torch.isin(input_ids, placeholder_ids)
+        is_placeholder = torch.zeros_like(input_ids, dtype=torch.bool)
+        for token_id in self.config.placeholder_token_ids:  # comparisons with constants: no host-to-device copy
+            is_placeholder |= input_ids == token_id
         return self.get_input_embeddings()(input_ids.masked_fill(is_placeholder, 0))
 
     @staticmethod
+    def _check_placeholder_counts(input_ids: torch.LongTensor, counts: list[tuple[int, int | None, str]]) -> None:
+        """Checks that each placeholder of `counts` occurs as often as its features can fill it.
+
+        `counts` holds `(token_id, num_features, name)`: `num_features` feature rows in the order of
+        the placeholders (`<Image>`), or `None` for a placeholder that takes one embedding per
+        prompt row (`<UserID>`, `<ItemID>`, `<HistoryInteractions>`): each row then holds it at
+        most once, and not at all when its features are not given (`num_features=0`).
+
+        One combined check by `check_without_sync`: on an accelerator or under `torch.compile`
+        an asynchronous assertion (no host sync, no graph break).
+
+        Raises:
+            ValueError: "The prompt holds N <X> placeholder tokens but M <X> features were given ...".
+        """
+        masks = [(input_ids == token_id, num_features, name) for token_id, num_features, name in counts if token_id is not None]
+        if not masks:
+            return
+        matches = []
+        for mask, num_features, name in masks:
+            if num_features is None:
+                matches.append((mask.sum(dim=1) <= 1).all())
+            else:
+                matches.append(mask.sum() == num_features)
+
+        def message() -> str:
+            for mask, num_features, name in masks:
+                num_tokens = int(mask.sum())
+                if num_features is None:
+                    if bool((mask.sum(dim=1) <= 1).all()):
+                        continue
+                    rows = int((mask.sum(dim=1) > 0).sum())
+                    return (f"The prompt holds {num_tokens} {name} placeholder tokens but {rows} {name} features were "
+                            "given (one per prompt row holding it); they must match (one feature vector per placeholder).")
+                if num_tokens != num_features:
+                    return (f"The prompt holds {num_tokens} {name} placeholder tokens but {num_features} {name} features "
+                            "were given; they must match (one feature vector per placeholder).")
+            return "placeholder counts do not match their features"
+
+        check_without_sync(torch.stack(matches).all(), message)
+
+    @staticmethod
     def _scatter_placeholder(
-        inputs_embeds: torch.Tensor, input_ids: torch.LongTensor, token_id: int | None, features: torch.Tensor | None, name: str
+        inputs_embeds: torch.Tensor, input_ids: torch.LongTensor, token_id: int | None, features: torch.Tensor | None
     ) -> torch.Tensor:
-        """Writes `features` (N, hidden) at the N positions of `token_id`, checking the count."""
-        if token_id is None:
+        """Writes `features` `(N, hidden)` at the N positions of `token_id`, in order (counts checked
+        by `_check_placeholder_counts`)."""
+        if token_id is None or features is None:
             return inputs_embeds
-        mask = input_ids == token_id
-        num_tokens = int(mask.sum())
-        num_features = 0 if features is None else features.shape[0]
-        if num_tokens != num_features:
-            raise ValueError(
-                f"The prompt holds {num_tokens} {name} placeholder tokens but {num_features} {name} features were "
-                "given; they must match (one feature vector per placeholder)."
-            )
-        if num_tokens == 0:
-            return inputs_embeds
-        mask = mask.unsqueeze(-1).expand_as(inputs_embeds)
+        mask = (input_ids == token_id).unsqueeze(-1).expand_as(inputs_embeds)
         return inputs_embeds.masked_scatter(mask, features.to(inputs_embeds.dtype))
+
+    @staticmethod
+    def _place_row_embeddings(
+        inputs_embeds: torch.Tensor, input_ids: torch.LongTensor, token_id: int | None, row_embeds: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Writes row i's embedding `row_embeds[i]` `(batch_size, hidden)` at the `token_id` position of
+        prompt row i (rows without the token are left as they are).
+
+        Every row's embedding is computed and selected by `torch.where`: no data-dependent
+        shapes (boolean row selection would need a host sync and break a compiled graph).
+        """
+        if token_id is None or row_embeds is None:
+            return inputs_embeds
+        mask = (input_ids == token_id).unsqueeze(-1)  # (B, T, 1)
+        return torch.where(mask, row_embeds.unsqueeze(1).to(inputs_embeds.dtype), inputs_embeds)
 
     def _lookup_collaborative(self, table: nn.Embedding, ids: torch.LongTensor) -> torch.Tensor:
         unknown_row = table.num_embeddings - 1
@@ -587,6 +702,7 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         history_attention_mask: torch.LongTensor,
         history_image_features: torch.FloatTensor | None = None,
         history_item_index: torch.LongTensor | None = None,
+        history_item_token_ids: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         """Runs the UHEM.
 
@@ -597,16 +713,24 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             history_image_features: `(num_history_images, vision_feature_size)`, one per `<Image>`.
             history_item_index: `(batch_size, history_len)`, the history item of each token (-1 on
                 padding); needed by the `"hierarchical"` encoder only.
+            history_item_token_ids: `(num_history_items,)`, the item of each `<ItemID>` in
+                `history_input_ids` (`item_ids_after_titles`).
 
         Returns:
             `(batch_size, hidden_size)`: the `<HistoryInteractions>` embeddings.
         """
         embeds = self._embed_tokens(history_input_ids)  # (B, T, D)
         if self.config.use_visual:
-            image_embeds = None
-            if history_image_features is not None:
-                image_embeds = self.visual_projector(history_image_features)
-            embeds = self._scatter_placeholder(embeds, history_input_ids, self.config.image_token_id, image_embeds, "history <Image>")
+            num_images = 0 if history_image_features is None else history_image_features.shape[0]
+            self._check_placeholder_counts(history_input_ids, [(self.config.image_token_id, num_images, "history <Image>")])
+            image_embeds = None if history_image_features is None else self.visual_projector(history_image_features)
+            embeds = self._scatter_placeholder(embeds, history_input_ids, self.config.image_token_id, image_embeds)
+        if self.config.item_ids_after_titles:
+            num_ids = 0 if history_item_token_ids is None else history_item_token_ids.shape[0]
+            self._check_placeholder_counts(history_input_ids, [(self.config.item_token_id, num_ids, "history <ItemID>")])
+            if history_item_token_ids is not None:
+                id_embeds = self.collaborative_projector(self._lookup_collaborative(self.item_embeddings, history_item_token_ids))
+                embeds = self._scatter_placeholder(embeds, history_input_ids, self.config.item_token_id, id_embeds)
         return self.history_encoder(embeds, history_attention_mask, history_item_index)
 
     def get_prompt_embeddings(
@@ -619,6 +743,8 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         history_attention_mask: torch.LongTensor | None = None,
         history_image_features: torch.FloatTensor | None = None,
         history_item_index: torch.LongTensor | None = None,
+        prompt_item_ids: torch.LongTensor | None = None,
+        history_item_token_ids: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         """Embeds a prompt and splices the projected features into its placeholders.
 
@@ -627,40 +753,49 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             image_features: `(num_images, vision_feature_size)`, one per `<Image>` in `input_ids`.
             user_ids: `(batch_size,)`, used at `<UserID>` placeholders.
             item_ids: `(batch_size,)`, used at `<ItemID>` placeholders.
-            history_input_ids, history_attention_mask, history_image_features, history_item_index:
-                see `encode_history`.
+            history_input_ids, history_attention_mask, history_image_features, history_item_index,
+                history_item_token_ids: see `encode_history`.
+            prompt_item_ids: `(num_item_tokens,)`, the item of each `<ItemID>` in `input_ids` (row by
+                row, in order) when prompts hold several (`item_ids_after_titles`); replaces `item_ids`.
 
         Returns:
             `(batch_size, seq_len, hidden_size)` input embeddings for the LLM.
         """
         config = self.config
+        # Features of each placeholder: a number of rows in placeholder order, or None (one per prompt row).
+        counts = []
+        if config.use_visual:
+            counts.append((config.image_token_id, 0 if image_features is None else image_features.shape[0], "<Image>"))
+        if config.use_collaborative:
+            counts.append((config.user_token_id, None if user_ids is not None else 0, "<UserID>"))
+            if prompt_item_ids is not None:
+                counts.append((config.item_token_id, prompt_item_ids.shape[0], "<ItemID>"))
+            else:
+                counts.append((config.item_token_id, None if item_ids is not None else 0, "<ItemID>"))
+        if config.use_history_encoder:
+            counts.append((config.history_token_id, None if history_input_ids is not None else 0, "<HistoryInteractions>"))
+        self._check_placeholder_counts(input_ids, counts)
+
         inputs_embeds = self._embed_tokens(input_ids)
         if config.use_visual:
             image_embeds = None if image_features is None else self.visual_projector(image_features)
-            inputs_embeds = self._scatter_placeholder(inputs_embeds, input_ids, config.image_token_id, image_embeds, "<Image>")
+            inputs_embeds = self._scatter_placeholder(inputs_embeds, input_ids, config.image_token_id, image_embeds)
         if config.use_collaborative:
-            for token_id, table, ids, name in (
-                (config.user_token_id, self.user_embeddings, user_ids, "<UserID>"),
-                (config.item_token_id, self.item_embeddings, item_ids, "<ItemID>"),
+            if prompt_item_ids is not None:
+                id_embeds = self.collaborative_projector(self._lookup_collaborative(self.item_embeddings, prompt_item_ids))
+                inputs_embeds = self._scatter_placeholder(inputs_embeds, input_ids, config.item_token_id, id_embeds)
+            for token_id, table, ids in (
+                (config.user_token_id, self.user_embeddings, user_ids),
+                (config.item_token_id, self.item_embeddings, None if prompt_item_ids is not None else item_ids),
             ):
-                if ids is not None and (input_ids == token_id).any():
-                    # Only rows whose prompt holds the placeholder take an embedding.
-                    rows_with_token = (input_ids == token_id).any(dim=1)
-                    embeds = self.collaborative_projector(self._lookup_collaborative(table, ids[rows_with_token]))
-                else:
-                    embeds = None
-                inputs_embeds = self._scatter_placeholder(inputs_embeds, input_ids, token_id, embeds, name)
-        if config.use_history_encoder:
-            history_embeds = None
-            if history_input_ids is not None and (input_ids == config.history_token_id).any():
-                rows_with_token = (input_ids == config.history_token_id).any(dim=1)
-                history_embeds = self.encode_history(
-                    history_input_ids[rows_with_token], history_attention_mask[rows_with_token], history_image_features,
-                    None if history_item_index is None else history_item_index[rows_with_token],
-                )
-            inputs_embeds = self._scatter_placeholder(
-                inputs_embeds, input_ids, config.history_token_id, history_embeds, "<HistoryInteractions>"
-            )
+                if ids is not None:
+                    row_embeds = self.collaborative_projector(self._lookup_collaborative(table, ids))  # (B, hidden)
+                    inputs_embeds = self._place_row_embeddings(inputs_embeds, input_ids, token_id, row_embeds)
+        if config.use_history_encoder and history_input_ids is not None:
+            history_embeds = self.encode_history(
+                history_input_ids, history_attention_mask, history_image_features, history_item_index, history_item_token_ids
+            )  # (B, hidden)
+            inputs_embeds = self._place_row_embeddings(inputs_embeds, input_ids, config.history_token_id, history_embeds)
         return inputs_embeds
 
     # ----------------------------------------------------------------------------- scoring
@@ -681,12 +816,26 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         """
         head = self.get_output_embeddings()
         answer_ids = [self.config.yes_token_id, self.config.no_token_id]
-        if isinstance(head, LoraLayer):  # LoRA on the head itself: its update must be applied
+        lora_head = isinstance(head, LoraLayer)
+        if lora_head and any(name in head.lora_variant for name in head.active_adapters):
+            # A LoRA variant (DoRA, ...) on the head: peft's own forward, on the last position only.
             answer_logits = head(last_hidden)[:, answer_ids].float()
-        else:
-            answer_logits = last_hidden.float() @ head.weight[answer_ids].float().T  # (B, 2)
-            if head.bias is not None:
-                answer_logits = answer_logits + head.bias[answer_ids].float()
+            return answer_logits[:, 0] - answer_logits[:, 1]
+        base = head.get_base_layer() if lora_head else head
+        hidden = last_hidden.float()
+        answer_logits = hidden @ base.weight[answer_ids].float().T  # (B, 2)
+        if base.bias is not None:
+            answer_logits = answer_logits + base.bias[answer_ids].float()
+        if lora_head and not head.disable_adapters and not head.merged:
+            # LoRA on the head: the answer rows of its update, as peft's Linear.forward adds it.
+            for name in head.active_adapters:
+                if name in head.lora_A:
+                    lora_A, lora_B = head.lora_A[name], head.lora_B[name]
+                    down = lora_A(head.lora_dropout[name](hidden.to(lora_A.weight.dtype)))  # (B, r)
+                    update = down @ lora_B.weight[answer_ids].T
+                    if lora_B.bias is not None:
+                        update = update + lora_B.bias[answer_ids]
+                    answer_logits = answer_logits + update.float() * head.scaling[name]
         return answer_logits[:, 0] - answer_logits[:, 1]
 
     def forward(
@@ -708,6 +857,8 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         image_indices: torch.LongTensor | None = None,
         history_pixel_values: torch.FloatTensor | None = None,
         history_image_indices: torch.LongTensor | None = None,
+        prompt_item_ids: torch.LongTensor | None = None,
+        history_item_token_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> UserLLMOutput:
         """Scores (user, item) prompts.
@@ -716,8 +867,8 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             input_ids: `(batch_size, seq_len)` left-padded prompts (see `UserLLMProcessor`).
             attention_mask: `(batch_size, seq_len)`; with `cache`, it covers the cached
                 positions too: `(batch_size, past_len + seq_len)`.
-            image_features, user_ids, item_ids, history_*: features for the placeholders,
-                see `get_prompt_embeddings`.
+            image_features, user_ids, item_ids, history_*, prompt_item_ids: features for the
+                placeholders, see `get_prompt_embeddings`.
             labels: `(batch_size,)` 1 = the user liked the item, 0 = not.
             cache: key/value cache of a shared prompt prefix (see `modeling_userllm.ranking`).
             position_ids: `(batch_size, seq_len)`; by default counted over non-padding tokens, so
@@ -734,7 +885,7 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         history_image_features = self._with_poster_features(history_image_features, history_pixel_values, history_image_indices)
         inputs_embeds = self.get_prompt_embeddings(
             input_ids, image_features, user_ids, item_ids, history_input_ids, history_attention_mask, history_image_features,
-            history_item_index,
+            history_item_index, prompt_item_ids, history_item_token_ids,
         )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -1195,6 +1346,7 @@ UserLLMForRecommendation.register_for_auto_class("AutoModel")
 __all__ = [
     "TRAINED_MODULES",
     "FeatureProjector",
+    "TokenScaleNorm",
     "HierarchicalHistoryEncoder",
     "HistoryEncoder",
     "TransformerHistoryEncoder",
