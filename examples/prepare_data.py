@@ -35,7 +35,7 @@ FLAGS = (
 )
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, choices=DATASET_NAMES)
     parser.add_argument("--data-dir", type=Path, help="raw files (toy: posters folder, default <output>-posters)")
@@ -60,7 +60,7 @@ def parse_args() -> argparse.Namespace:
     selection.add_argument("--sample-users", type=int, help="keep N users drawn with --selection-seed")
     selection.add_argument("--selection-seed", type=int)
     parser.add_argument("--seed", type=int, help="toy only: the generator's seed")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def parameters(args: argparse.Namespace) -> dict:
@@ -73,16 +73,19 @@ def parameters(args: argparse.Namespace) -> dict:
     return values
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = parse_args()
+    args = parse_args(argv)
     data_dir = args.data_dir
     if args.dataset == "toy" and data_dir is None:
         data_dir = args.output.with_name(args.output.name + "-posters")
     overrides = parameters(args)
     with tqdm(total=2, desc=f"prepare {args.dataset}") as progress:
         progress.set_postfix_str("build")
-        data = load_dataset_by_name(args.dataset, data_dir, **overrides)
+        try:
+            data = load_dataset_by_name(args.dataset, data_dir, **overrides)
+        except FileNotFoundError as error:  # the raw files are not there: the builder says which and where from
+            raise SystemExit(f"error: {error}") from error
         progress.update()
         progress.set_postfix_str("save")
         path = data.save(args.output)

@@ -150,3 +150,37 @@ def score_in_fresh_process(name_or_path: str, records: list[dict], tmp_path: Pat
     assert result.returncode == 0, result.stderr[-4000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("SCORES="))
     return json.loads(line[len("SCORES="):])
+
+
+DEMO_ARGV = [  # the embedded demo (configuration/toy.yaml) on a small toy set, a few steps per training step
+    "--toy_num_users", "30", "--toy_num_items", "48", "--toy_hidden_size", "32",
+    "--step1_max_steps", "2", "--step2_max_steps", "2",
+    "--step1_per_device_train_batch_size", "8", "--step2_per_device_train_batch_size", "8",
+    "--max_eval_rows", "40", "--eval_splits", "valid", "--report_to", "none", "--disable_tqdm", "true",
+    "--save_strategy", "no",
+]
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`examples/train.py` run like the README's first command, in a small form: `root` stands for
+    the repository root, the run is in `root/outputs/demo` (model, toy data, run_config.json) and
+    `stdout` is what the script printed."""
+    import contextlib
+    import importlib.util
+    import io
+    from types import SimpleNamespace
+
+    root = tmp_path_factory.mktemp("checkout")
+    spec = importlib.util.spec_from_file_location("train_script", REPO_ROOT / "examples" / "train.py")
+    train_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_script)
+    threads = torch.get_num_threads()
+    printed = io.StringIO()
+    try:  # from `root`, with the preset's relative output_dir: run_config.json holds relative paths, as a user's does
+        with contextlib.chdir(root), contextlib.redirect_stdout(printed):
+            train_script.main(DEMO_ARGV)
+    finally:
+        torch.set_num_threads(threads)  # the toy preset sets one thread
+    return SimpleNamespace(root=root, output_dir=root / "outputs" / "demo", stdout=printed.getvalue(),
+                           train_script=train_script)

@@ -67,7 +67,19 @@ def test_package_data_is_found_in_the_repository():
     assert (package_data_dir("hub_cards") / "model_card.md").is_file()
 
 
+# Variables that would put the checkout (or the caller's environment) on a subprocess's path: with
+# PYTHONPATH on a checkout holding userllm.egg-info, pip sees the distribution as installed and skips the wheel.
+LEAKING_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV", "PIP_TARGET", "PIP_PREFIX")
+
+
+def clean_environment(**extra: str) -> dict:
+    env = {key: value for key, value in os.environ.items() if key not in LEAKING_VARIABLES}
+    return {**env, **extra}
+
+
 def run(command: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs a command of the packaging test, never with the caller's path variables (`LEAKING_VARIABLES`)."""
+    env = clean_environment(**{key: value for key, value in (env or {}).items() if key not in LEAKING_VARIABLES})
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     assert result.returncode == 0, f"{' '.join(map(str, command))}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
@@ -98,9 +110,16 @@ def test_wheel_installs_in_a_fresh_venv_and_trains_outside_the_repository(tmp_pa
 
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
-    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["OMP_NUM_THREADS"] = "1"
-    result = run([str(python), "-c", OUTSIDE_THE_REPOSITORY], cwd=workdir, env=env)
+    result = run([str(python), "-c", OUTSIDE_THE_REPOSITORY], cwd=workdir, env={"OMP_NUM_THREADS": "1"})
     line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT="))
     assert str(venv) in line and str(REPO_ROOT) not in line, line
     assert "pipeline_userllm.py" in line and "README.md" in line
+
+
+def test_packaging_subprocesses_never_see_the_callers_pythonpath(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+    monkeypatch.setenv("VIRTUAL_ENV", str(REPO_ROOT))
+    probe = "import os; print(os.environ.get('PYTHONPATH'), os.environ.get('VIRTUAL_ENV'))"
+    for env in (None, {"OMP_NUM_THREADS": "1"}, {"PYTHONPATH": str(REPO_ROOT)}):
+        printed = run([sys.executable, "-c", probe], cwd=tmp_path, env=env).stdout
+        assert printed.split() == ["None", "None"], printed

@@ -32,3 +32,74 @@ def test_missing_local_folder_says_no_such_folder(path):
     for load in (UserLLMConfig.from_pretrained, UserLLMForRecommendation.from_pretrained):
         with pytest.raises(OSError, match="no such folder"):
             load(path)
+
+
+# ----------------------------------------------------------------------------- the scripts' messages
+
+def load_example(name: str):
+    import importlib.util
+
+    from conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO_ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evaluate_names_a_missing_model_folder_and_the_folder_a_relative_path_starts_from(tmp_path, monkeypatch):
+    evaluate = load_example("evaluate")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--model", "outputs/demo/model", "--data", "outputs/demo/toy/data"])
+    message = str(exit_info.value.code)
+    assert message.startswith("error: checkpoint outputs/demo/model") and "no such folder" in message, message
+    assert f"relative to the current folder {tmp_path}" in message, message
+    with pytest.raises(SystemExit, match=r"^error: checkpoint /no/such/model not found: no such folder"):
+        evaluate.main(["--model", "/no/such/model", "--data", "outputs/demo/toy/data"])
+
+
+@pytest.mark.parametrize("dataset, needed", [
+    ("ml-100k", ["u.data", "u.item", "grouplens.org"]),
+    ("movielens-csv", ["ratings_small.csv", "movies.csv", "kaggle.com/datasets/rounakbanik/the-movies-dataset"]),
+    ("netflix", ["combined_data_*.txt", "movie_titles.csv", "kaggle.com/datasets/netflix-inc/netflix-prize-data"]),
+    ("collm", ["train.parquet", "valid.parquet", "test.parquet", "github.com/zyang1580/CoLLM"]),
+])
+def test_prepare_data_on_a_folder_without_the_raw_files_names_them_and_where_the_data_comes_from(dataset, needed, tmp_path):
+    prepare_data = load_example("prepare_data")
+    (tmp_path / "downloads").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_data.main(["--dataset", dataset, "--data-dir", str(tmp_path / "downloads"), "--output", str(tmp_path / "out")])
+    message = str(exit_info.value.code)
+    assert message.startswith(f"error: {tmp_path / 'downloads'}: no "), message
+    for text in needed:
+        assert text in message, (text, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_without_data_reads_them_from_the_run_config(demo_run, tmp_path, monkeypatch, capsys):
+    """From another folder, with the model's absolute path: the run's relative data paths are found."""
+    evaluate = load_example("evaluate")
+    monkeypatch.chdir(tmp_path)
+    model = demo_run.output_dir / "model"
+    common = ["--model", str(model), "--split", "valid", "--max-rows", "24"]
+    found = evaluate.main([*common, "--output", str(tmp_path / "found.json")])
+    assert f"data: {demo_run.output_dir / 'toy' / 'data'}" in capsys.readouterr().out
+    given = evaluate.main([*common, "--output", str(tmp_path / "given.json"), "--data", str(demo_run.output_dir / "toy" / "data"),
+                           "--features", str(demo_run.output_dir / "toy" / "features")])
+    assert found["valid"]["rows"] > 0 and found["valid"] == given["valid"]
+
+
+def test_train_script_and_demo_page_rank_the_same_unseen_items(demo_run):
+    import re
+
+    from modeling_userllm.demo import DemoSettings, load_demo, recommend
+
+    match = re.search(r"Top-5 of (\d+) unseen items for user (\d+)", demo_run.stdout)
+    assert match, demo_run.stdout[-2000:]
+    num_unseen, user_id = int(match[1]), int(match[2])
+    recommenders, catalogue = load_demo(DemoSettings(model=str(demo_run.output_dir / "model")))
+    history = [catalogue.labels[item_id] for item_id in catalogue.liked_items(user_id)]
+    ranking = recommend(recommenders, catalogue, history, user_id=user_id, top_k=5)
+    assert (ranking.num_unseen, ranking.num_scored) == (num_unseen, num_unseen)
+    assert num_unseen < catalogue.num_items - len(history)

@@ -25,12 +25,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .common import RecommendationData
+from .parsing import missing_raw_files
 from .protocol import interactions_from_tables, item_table, long_rows
 from .statistics import dataset_statistics
 
 SPLIT_FILES = {"train": "train.parquet", "valid": "valid.parquet", "test": "test.parquet"}
 COLUMNS = ["uid", "iid", "label", "timestamp", "his", "his_title", "title"]
 PADDING = 0
+NEEDS = "train.parquet, valid.parquet and test.parquet (columns " + ", ".join(COLUMNS) + ")"
+SOURCE = ("They are CoLLM's published ML-1M split (Zhang et al. 2023, https://github.com/zyang1580/CoLLM), distributed "
+          "as pickled pandas frames: convert each split you trust with pandas.read_pickle and DataFrame.to_parquet.")
 
 
 def read_splits(data_dir: Path) -> dict[str, pa.Table]:
@@ -44,7 +48,7 @@ def read_splits(data_dir: Path) -> dict[str, pa.Table]:
     for name, file_name in SPLIT_FILES.items():
         path = data_dir / file_name
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing CoLLM split file")
+            raise missing_raw_files(data_dir, file_name, "collm", NEEDS, SOURCE)
         table = pq.read_table(path)
         missing = [column for column in COLUMNS if column not in table.column_names]
         if missing:

@@ -24,6 +24,12 @@ from typing import Any
 from datasets import Dataset, DatasetDict, Features, List, Value
 from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
+def describe_path(path: str | os.PathLike) -> str:
+    """`path` for an error message: a relative path says which folder it starts from."""
+    path = Path(path)
+    return str(path) if path.is_absolute() else f"{path} (relative to the current folder {Path.cwd()})"
+
+
 # The splits scored at the end of a run (and in model cards), and all splits of a data set.
 EVALUATION_SPLITS = ("valid", "test", "test_short", "test_long")
 SPLITS = ("train", *EVALUATION_SPLITS)
@@ -116,6 +122,8 @@ class RecommendationData:
             FileNotFoundError: `path` is not such a folder.
         """
         path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{describe_path(path)}: no such folder (a prepared data set was expected)")
         if not (path / "info.json").is_file():
             raise FileNotFoundError(f"{path} is not a prepared data set (no info.json)")
         return cls(

@@ -25,7 +25,10 @@ from pathlib import Path
 import pandas as pd
 
 from .common import RecommendationData
-from .parsing import FLOAT, INT, check_not_empty, check_scale, check_unique_ids, poster_paths, read_csv_columns, read_table, read_text
+from .parsing import (
+    FLOAT, INT, check_not_empty, check_scale, check_unique_ids, missing_raw_files, poster_paths, read_csv_columns, read_table,
+    read_text,
+)
 from .protocol import Protocol, apply_protocol
 from .selection import split_options
 
@@ -40,6 +43,10 @@ U_ITEM_FIELDS = 24
 
 
 RATING_SCALE = (1.0, 5.0, 1.0)  # low, high, step: whole stars
+REQUIRED_FILES = ("u.data", "u.item")
+NEEDS = "u.data and u.item (optional: tmdb_overviews.csv, posters/<movie id>.jpg)"
+SOURCE = (f"MovieLens-100K is GroupLens' ml-100k.zip ({ML_100K_URL}, https://grouplens.org/datasets/movielens/100k/): "
+          "unzip it and pass its ml-100k folder, or fetch it with modeling_userllm.data.download_movielens_100k().")
 
 
 def read_ratings(path: Path) -> pd.DataFrame:
@@ -111,6 +118,9 @@ def load_movielens_100k(data_dir: str | Path, **options) -> RecommendationData:
         The data set; `info["source"]` holds the raw counts and missing posters.
     """
     data_dir = Path(data_dir)
+    missing = [name for name in REQUIRED_FILES if not (data_dir / name).is_file()]
+    if missing:
+        raise missing_raw_files(data_dir, " and ".join(missing), "ml-100k", NEEDS, SOURCE)
     protocol, selection = split_options(options)
     ratings = read_ratings(data_dir / "u.data")
     items, missing_posters = read_items(data_dir)

@@ -30,7 +30,10 @@ from pathlib import Path
 import pandas as pd
 
 from .common import RecommendationData
-from .parsing import FLOAT, INT, STR, check_not_empty, check_scale, check_unique_ids, poster_paths, read_csv_columns, read_table, read_text
+from .parsing import (
+    FLOAT, INT, STR, check_not_empty, check_scale, check_unique_ids, missing_raw_files, poster_paths, read_csv_columns,
+    read_table, read_text,
+)
 from .protocol import Protocol, apply_protocol, natural_order
 from .selection import split_options
 
@@ -43,6 +46,11 @@ DEFAULT_PROTOCOL = {"threshold": 2.5, "history_length": 5, "min_history": 5, "lo
 RATING_COLUMNS = {"userId": INT, "movieId": INT, "rating": FLOAT, "timestamp": INT}
 RATINGS_FILES = ("ratings.csv", "ratings_small.csv")
 RATING_SCALE = (0.5, 5.0, 0.5)  # low, high, step: MovieLens half stars
+NEEDS = ("ratings.csv or ratings_small.csv (userId,movieId,rating,timestamp), and movies.csv or links.csv + "
+         "movies_metadata.csv (optional: posters/)")
+SOURCE = ("The paper's 'movie' data is Kaggle's 'The Movies Dataset' (https://www.kaggle.com/datasets/rounakbanik/"
+          "the-movies-dataset: ratings_small.csv, links.csv, movies_metadata.csv); any MovieLens CSV release "
+          "(https://grouplens.org/datasets/movielens/, e.g. ml-latest-small: ratings.csv, movies.csv) works too.")
 
 
 def find_ratings_file(data_dir: Path, name: str | Path | None = None) -> Path:
@@ -60,7 +68,8 @@ def find_ratings_file(data_dir: Path, name: str | Path | None = None) -> Path:
         return path
     present = [data_dir / candidate for candidate in RATINGS_FILES if (data_dir / candidate).is_file()]
     if not present:
-        raise FileNotFoundError(f"{data_dir}: no ratings.csv or ratings_small.csv (or name one with ratings_file)")
+        raise missing_raw_files(data_dir, "ratings.csv or ratings_small.csv (or name one with ratings_file)",
+                                "movielens-csv", NEEDS, SOURCE)
     if len(present) > 1:
         raise ValueError(
             f"{data_dir}: both ratings.csv (the full Kaggle bundle, 26M ratings) and ratings_small.csv exist; "
@@ -146,7 +155,7 @@ def read_items(data_dir: Path, rated_items: pd.Series) -> tuple[pd.DataFrame, di
         titles = dict(zip(movies["movieId"].str.strip(), movies["title"]))
     metadata, skipped, repeated = read_metadata(data_dir)
     if not titles and metadata.empty:
-        raise FileNotFoundError(f"{data_dir}: need movies.csv or links.csv + movies_metadata.csv")
+        raise missing_raw_files(data_dir, "movies.csv, nor links.csv + movies_metadata.csv", "movielens-csv", NEEDS, SOURCE)
     for movie_id, title in metadata["title"].items():
         if title.strip():
             titles.setdefault(movie_id, title)

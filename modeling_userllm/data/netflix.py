@@ -27,7 +27,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .common import RecommendationData
-from .parsing import check_not_empty, check_unique_ids, poster_paths, read_text
+from .parsing import check_not_empty, check_unique_ids, missing_raw_files, poster_paths, read_text
 from .protocol import Protocol, apply_protocol
 from .selection import split_options
 
@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 # The paper's protocol on Netflix: rating >= 4, >= 10 history interactions, n = 10.
 # Table 5's long histories: users with >= 20 history interactions.
 DEFAULT_PROTOCOL = {"threshold": 4.0, "history_length": 10, "min_history": 10, "long_min_history": 20}
+NEEDS = "combined_data_*.txt and movie_titles.csv (optional: posters/<MovieID>.jpg)"
+SOURCE = ("The Netflix Prize data is on Kaggle: https://www.kaggle.com/datasets/netflix-inc/netflix-prize-data "
+          "(combined_data_1.txt to combined_data_4.txt, movie_titles.csv).")
 
 
 def _netflix_line_error(path: Path, text: str) -> ValueError:
@@ -142,13 +145,15 @@ def load_netflix(data_dir: str | Path, *, progress: bool = False, **options) -> 
         The data set, named "netflix".
 
     Raises:
-        FileNotFoundError: no `combined_data_*.txt` file.
+        FileNotFoundError: no `combined_data_*.txt` file, or no `movie_titles.csv`.
     """
     data_dir = Path(data_dir)
     protocol, selection = split_options(options)
     files = sorted(data_dir.glob("combined_data_*.txt"))
     if not files:
-        raise FileNotFoundError(f"{data_dir}: no combined_data_*.txt files")
+        raise missing_raw_files(data_dir, "combined_data_*.txt files", "netflix", NEEDS, SOURCE)
+    if not (data_dir / "movie_titles.csv").is_file():
+        raise missing_raw_files(data_dir, "movie_titles.csv", "netflix", NEEDS, SOURCE)
     ratings = pd.concat(
         [read_combined_file(path) for path in tqdm(files, desc="ratings files", disable=not progress)],
         ignore_index=True,

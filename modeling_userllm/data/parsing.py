@@ -18,7 +18,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .common import describe_path
+
 Converter = Callable[[str], object]
+
+
+def missing_raw_files(data_dir: Path, missing: str, builder: str, needs: str, source: str) -> FileNotFoundError:
+    """The error of a raw-data folder without a file its builder reads.
+
+    Args:
+        data_dir: the folder given to the builder.
+        missing: what is not there (e.g. "u.data").
+        builder: the data set's name (`--dataset` of examples/prepare_data.py).
+        needs: the files the builder reads.
+        source: where the data set comes from.
+    """
+    state = f"no {missing} there" if data_dir.is_dir() else "no such folder"
+    return FileNotFoundError(f"{describe_path(data_dir)}: {state}. The {builder} builder reads {needs}. {source}")
 
 
 def _positive_int(text: str) -> int:

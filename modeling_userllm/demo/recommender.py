@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModel, AutoProcessor
 
 from ..configuration_userllm import UserLLMConfig
 from ..data import RecommendationData, RecordBuilder
+from ..data.common import describe_path
 from ..hub import is_hub_id
 from ..ranking import rank_candidates
 from ..training import DataArguments, PresetError, load_run_data
@@ -137,7 +138,7 @@ def check_checkpoint(name: str) -> None:
                             f"expected {UserLLMConfig.model_type!r}")
         return
     if not is_hub_id(name):
-        raise DemoError(f"checkpoint {name} not found: no such folder, and not a Hub id (ORG/NAME)")
+        raise DemoError(f"checkpoint {describe_path(name)} not found: no such folder, and not a Hub id (ORG/NAME)")
 
 
 def load_checkpoint(name: str) -> tuple[torch.nn.Module, object]:
@@ -163,13 +164,42 @@ def load_checkpoint(name: str) -> tuple[torch.nn.Module, object]:
 # ----------------------------------------------------------------------------- paths
 
 
-def _paths_from_run_config(model: str) -> tuple[str | None, str | None]:
-    """`(data_dir, features_dir)` of the run that wrote `model`, from `OUTPUT/run_config.json`."""
-    run_config = Path(model).parent / "run_config.json"
-    if not Path(model).is_dir() or not run_config.is_file():
+def find_run_config(model: str | Path) -> Path | None:
+    """The `run_config.json` of the run that wrote a local checkpoint folder, or None.
+
+    `OUTPUT/model` has it in its parent, a step's `OUTPUT/step2-encoders/checkpoint-N` or
+    `.../final` in its grandparent.
+    """
+    model = Path(model)
+    if not model.is_dir():
+        return None
+    return next((folder / "run_config.json" for folder in (model.parent, model.parent.parent)
+                 if (folder / "run_config.json").is_file()), None)
+
+
+def run_data_paths(model: str | Path) -> tuple[str | None, str | None]:
+    """`(data_dir, features_dir)` of the run that wrote `model`, from its `run_config.json`.
+
+    A relative path under the run's own relative `output_dir` (the embedded demo's
+    `outputs/demo/toy/data`) is taken from where the run folder is now, so a run found by
+    its absolute path works from any folder. `(None, None)` when there is no run config.
+    """
+    run_config = find_run_config(model)
+    if run_config is None:
         return None, None
-    data = json.loads(run_config.read_text()).get("data", {})
-    return data.get("data_dir"), data.get("features_dir")
+    settings = json.loads(run_config.read_text())
+    output_dir = settings.get("training", {}).get("output_dir")
+
+    def from_run_folder(path: str | None) -> str | None:
+        if path is None or Path(path).is_absolute() or not output_dir or Path(output_dir).is_absolute():
+            return path
+        try:
+            return str(run_config.parent / Path(path).relative_to(output_dir))
+        except ValueError:
+            return path
+
+    data = settings.get("data", {})
+    return from_run_folder(data.get("data_dir")), from_run_folder(data.get("features_dir"))
 
 
 def resolve_demo_paths(settings: DemoSettings) -> DemoSettings:
@@ -191,7 +221,7 @@ def resolve_demo_paths(settings: DemoSettings) -> DemoSettings:
     check_checkpoint(model)
     data, features = settings.data, settings.features
     if data is None:
-        data, run_features = _paths_from_run_config(model)
+        data, run_features = run_data_paths(model)
         features = features if features is not None else run_features
         if data is None:
             raise DemoError(f"no data set given: pass --data (and --features), the prepared data set {model} was "
@@ -234,6 +264,20 @@ def _log_columns(data: RecommendationData) -> dict[str, np.ndarray]:
         name: np.concatenate([np.asarray(split[name]) for split in splits])
         for name in ("user_id", "item_id", "label", "timestamp")
     }
+
+
+def _seen_in_log(log: dict[str, np.ndarray], user_id: int) -> set[int]:
+    return {int(item) for item in log["item_id"][log["user_id"] == user_id]}
+
+
+def unseen_items(data: RecommendationData, user_id: int) -> list[int]:
+    """The items a user is recommended from: every item of the catalogue the user has no
+    interaction with in train, valid or test (rated items, liked or not, are left out).
+
+    The one definition of "unseen" used by the demo page and `examples/train.py`'s top items.
+    """
+    seen = _seen_in_log(_log_columns(data), user_id)
+    return [item_id for item_id in range(data.num_items) if item_id not in seen]
 
 
 @dataclass
@@ -328,9 +372,9 @@ class Catalogue:
         return [int(item) for item in self.log["item_id"][mine][order][-self.history_length :]]
 
     def seen_items(self, user_id: int) -> set[int]:
-        """Every item the user interacted with, in any split."""
+        """Every item the user interacted with, in any split (what `unseen_items` leaves out)."""
         self.check_user(user_id)
-        return {int(item) for item in self.log["item_id"][self.log["user_id"] == user_id]}
+        return _seen_in_log(self.log, user_id)
 
     def candidate_pool(self, excluded: set[int], max_candidates: int, seed: int) -> tuple[list[int], str | None]:
         """The unseen items to score, and a sentence for the page when only a pool of them is.
@@ -577,4 +621,6 @@ __all__ = [
     "recommend",
     "resolve_demo_paths",
     "resolve_poster",
+    "run_data_paths",
+    "unseen_items",
 ]

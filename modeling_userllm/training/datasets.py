@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..data import RecommendationData, RecordBuilder, RecordDataset, make_toy_movies
+from ..data.common import describe_path
 from ..features import FeatureStore, extract_image_features, toy_image_encoder
 from ..features.store import COLLABORATIVE_FILE, IMAGE_FEATURES_FILE
 from ..processing_userllm import UserLLMProcessor
@@ -161,7 +162,7 @@ def load_data_folder(data_dir: str | Path) -> RecommendationData:
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise PresetError(f"data_dir {data_dir} does not exist")
+        raise PresetError(f"data_dir {describe_path(data_dir)} does not exist")
     if not (data_dir / "info.json").is_file():
         if any((data_dir / name).is_file() for name in (IMAGE_FEATURES_FILE, COLLABORATIVE_FILE, "descriptions.json")):
             raise PresetError(f"data_dir {data_dir} is a features folder, not a prepared data set "
@@ -217,7 +218,7 @@ def load_run_data(data_args: DataArguments, *, use_visual: bool, use_collaborati
     features = None
     if data_args.features_dir is not None:
         if not Path(data_args.features_dir).is_dir():
-            raise PresetError(f"features_dir {data_args.features_dir} does not exist")
+            raise PresetError(f"features_dir {describe_path(data_args.features_dir)} does not exist")
         features = FeatureStore.load(data_args.features_dir)
     check_features(features, data, use_visual=use_visual, use_collaborative=use_collaborative,
                    vision_feature_size=vision_feature_size, collaborative_size=collaborative_size,
