@@ -364,7 +364,7 @@ def test_help_and_readme_show_push_commands():
     assert len(commands) >= 4 and any("--metrics" in command for command in commands) and any("--light" in command for command in commands)
 
 
-@pytest.mark.parametrize("command", documented_push_commands())
+@pytest.mark.parametrize("command", documented_push_commands(), ids=lambda command: command.split("push_to_hub.py ")[1][:70])
 def test_documented_push_command_runs_on_a_trained_model(command, toy_run, checkpoint, monkeypatch, tmp_path):
     """Each command as documented, on a tiny trained model in place of its `outputs/...` run folder (the upload recorded)."""
     import shlex
