@@ -7,6 +7,7 @@ transformers and the standard library.
 import functools
 import numbers
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -53,21 +54,65 @@ def is_raw_image(value) -> bool:
     return isinstance(value, (str, os.PathLike)) or is_pil_image(value)
 
 
-def open_poster(value, where: str):
-    """A poster given as a PIL image or a path, as an upright RGB PIL image (as `features/visual.py` reads it).
+MAX_POSTER_PIXELS = 36_000_000
+"""The largest poster read, in pixels (width x height; 6000 x 6000): the default `max_pixels` of
+`open_poster`. The vision encoder sees 224 x 224 pixels, while a 12,000 x 12,000 poster took
+2.2 GB and 26 s to decode and resize."""
+
+
+def _check_poster_size(size: tuple[int, int], what: str, max_pixels: int | None) -> None:
+    width, height = size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ValueError(f"{what} is {width} x {height} = {width * height:,} pixels, more than the limit of {max_pixels:,} "
+                         "(processing_userllm.MAX_POSTER_PIXELS by default); give a smaller copy of it")
+
+
+def _open_poster_file(path: str, where: str, max_pixels: int | None):
+    """The poster file `path` opened lazily (PIL reads the header only), its size checked."""
+    # PIL as transformers' image utilities import it (this file imports no package but torch and transformers).
+    from transformers.image_utils import PIL
+
+    if not os.path.isfile(path):
+        raise ValueError(f"{where}: the poster file {path} does not exist")
+    try:
+        with warnings.catch_warnings():
+            if max_pixels is not None:  # the limit is checked below, with a message naming the file
+                warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            image = PIL.Image.open(path)
+    except Exception as error:  # PIL's errors do not name the file
+        raise ValueError(f"{where}: the poster file {path} is not a readable image ({error})") from error
+    try:
+        _check_poster_size(image.size, f"{where}: the poster file {path}", max_pixels)
+    except ValueError:
+        image.close()
+        raise
+    return image
+
+
+def open_poster(value, where: str, max_pixels: int | None = MAX_POSTER_PIXELS):
+    """A poster given as a PIL image or a path, as an upright RGB PIL image: the one reader of
+    posters, for the processor, ranking, offline features (`features/visual.py`) and data builders.
+
+    A file's size is read from its header and checked before the file is decoded.
+
+    Args:
+        value: a PIL image or an image file path.
+        where: how errors name the poster's owner, e.g. "record 3".
+        max_pixels: the most pixels (width x height) a poster may have; None: no limit.
 
     Raises:
-        ValueError: naming the record and the file, when the path is missing or not an image.
+        ValueError: naming the owner and the file, when the path is missing, not an image, or
+            larger than `max_pixels`.
     """
-    if isinstance(value, (str, os.PathLike)):
-        path = os.fspath(value)
-        if not os.path.isfile(path):
-            raise ValueError(f"{where}: image_features names the poster file {path}, which does not exist")
+    if not isinstance(value, (str, os.PathLike)):
+        _check_poster_size(value.size, f"{where}: the poster image", max_pixels)
+        return load_image(value)
+    path = os.fspath(value)
+    with _open_poster_file(path, where, max_pixels) as image:
         try:
-            return load_image(path)
-        except Exception as error:  # PIL's errors do not name the file
+            return load_image(image)
+        except Exception as error:  # a truncated file fails only when decoded
             raise ValueError(f"{where}: the poster file {path} is not a readable image ({error})") from error
-    return load_image(value)
 
 
 def _reports_item_text_cuts(method):
@@ -308,6 +353,10 @@ class UserLLMProcessor(ProcessorMixin):
             if isinstance(features, (str, os.PathLike)) and not os.path.isfile(features):
                 raise ValueError(f"{where}: image_features names the poster file {os.fspath(features)}, which does not exist "
                                  "(give a PIL image, an existing image file, precomputed features or None)")
+            if isinstance(features, (str, os.PathLike)):
+                _open_poster_file(os.fspath(features), where, MAX_POSTER_PIXELS).close()
+            else:
+                _check_poster_size(features.size, f"{where}: the poster image", MAX_POSTER_PIXELS)
             return
         if isinstance(features, (str, bytes)) or not hasattr(features, "__len__"):
             raise ValueError(f"{where}: image_features must be a list of {self.vision_feature_size} numbers, a PIL image, "

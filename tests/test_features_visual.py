@@ -15,6 +15,7 @@ from modeling_userllm.features import (
 )
 
 from conftest import SHARED_DIR as SHARED  # noqa: E402  (honours USERLLM_SHARED)
+from test_images import OVERSIZED_MESSAGE, write_oversized_poster
 
 DINOV2 = SHARED / "models" / "dinov2-small"
 POSTERS = SHARED / "data" / "ml-100k" / "posters"
@@ -48,6 +49,16 @@ def test_missing_and_corrupt_images_are_masked_and_counted(tiny_vit, posters):
     assert features.dtype == torch.float32 and features.shape == (5, 32)
     assert mask.tolist() == [True, True, False, False, False]
     assert torch.all(features[2:] == 0) and torch.all(features[:2].abs().sum(-1) > 0)
+
+
+@pytest.mark.parametrize("warn_missing", [True, False])
+def test_an_oversized_poster_is_masked_and_named_in_the_warning(tiny_vit, posters, tmp_path, warn_missing):
+    model, processor = tiny_vit
+    paths = [posters[0], write_oversized_poster(tmp_path), None]
+    with pytest.warns(UserWarning, match=r"2 of 3 images are missing or unreadable.*1 files cannot be used: item 1: "
+                                         + OVERSIZED_MESSAGE):
+        _, mask = extract_image_features(paths, model, processor, progress=False, warn_missing=warn_missing)
+    assert mask.tolist() == [True, False, False]
 
 
 def test_features_do_not_depend_on_batch_size(tiny_vit, posters):

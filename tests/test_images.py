@@ -7,6 +7,7 @@ unimportable (the hub-copied files alone).
 """
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,8 +22,11 @@ from conftest import (
     requires_shared,
     score_in_fresh_process,
 )
+from modeling_userllm.data.parsing import is_readable_image
 from modeling_userllm.features.visual import extract_image_features, load_image_encoder, toy_image_encoder
 from modeling_userllm.modeling_userllm import UserLLMForRecommendation
+from modeling_userllm.processing_userllm import open_poster
+from modeling_userllm.ranking import score_candidates
 
 DINOV2_SMALL = SHARED_DIR / "models" / "dinov2-small"
 
@@ -82,6 +86,41 @@ def load_encoder(kind: str):
     if kind == "toy":
         return (*toy_image_encoder(seed=0), None)
     return (*load_image_encoder(str(DINOV2_SMALL), dtype=torch.float32), str(DINOV2_SMALL))
+
+
+def write_oversized_poster(folder) -> str:
+    """A 12,000 x 12,000 PNG (144 million pixels, over MAX_POSTER_PIXELS) of 17 kB: one bit per pixel, all zeros."""
+    path = folder / "oversized.png"
+    Image.new("1", (12_000, 12_000)).save(path)
+    return str(path)
+
+
+OVERSIZED_MESSAGE = r"the poster file .*oversized\.png is 12000 x 12000 = 144,000,000 pixels, more than the limit of 36,000,000"
+
+
+def test_a_poster_over_the_pixel_limit_is_refused_naming_the_record_and_the_file(tiny_tokenizer, tmp_path):
+    encoder, image_processor, _ = load_encoder("toy")
+    model, processor = model_with_encoder(tiny_tokenizer, "collm_va", encoder, image_processor)
+    records = poster_records(write_posters(tmp_path, NUM_ITEMS), None)
+    oversized = write_oversized_poster(tmp_path)
+    records[1]["history"][0]["image_features"] = oversized
+    with pytest.raises(ValueError, match="record 1, history item 0: " + OVERSIZED_MESSAGE):
+        processor(records)
+    candidates = [{"item_id": 0, "title": TITLES[0], "description": None, "image_features": oversized}]
+    with pytest.raises(ValueError, match="candidate 0: " + OVERSIZED_MESSAGE):
+        score_candidates(model, processor, records[0], candidates)
+
+
+def test_open_poster_takes_another_pixel_limit_and_checks_pil_images():
+    image = Image.new("RGB", (30, 20))
+    with pytest.raises(ValueError, match=r"item 4: the poster image is 30 x 20 = 600 pixels, more than the limit of 500"):
+        open_poster(image, "item 4", max_pixels=500)
+    assert open_poster(image, "item 4", max_pixels=600).size == (30, 20)
+
+
+def test_data_builders_do_not_take_an_oversized_poster_for_a_poster(tmp_path):
+    assert not is_readable_image(Path(write_oversized_poster(tmp_path)))
+    assert is_readable_image(Path(write_posters(tmp_path, 1)[0]))
 
 
 @pytest.mark.parametrize("kind", ENCODERS)

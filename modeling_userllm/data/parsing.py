@@ -350,7 +350,8 @@ def poster_paths(
     if corrupt:
         shown = ", ".join(corrupt[:CORRUPT_SHOWN]) + (", ..." if len(corrupt) > CORRUPT_SHOWN else "")
         warnings.warn(
-            f"{folder}: {len(corrupt)} poster files cannot be read as images and are not counted as posters: {shown}",
+            f"{folder}: {len(corrupt)} poster files cannot be read as images (or are larger than "
+            f"processing_userllm.MAX_POSTER_PIXELS) and are not counted as posters: {shown}",
             stacklevel=2,
         )
     return paths, sum(path is None for path in paths)
@@ -360,12 +361,12 @@ CORRUPT_SHOWN = 5
 
 
 def is_readable_image(path: Path) -> bool:
-    """Whether PIL can decode the whole file (a truncated JPEG passes `verify` but not this)."""
-    from PIL import Image, UnidentifiedImageError
+    """Whether the model can read the file as a poster: `open_poster` decodes it whole (a truncated
+    JPEG passes PIL's `verify` but not this) and refuses one over `MAX_POSTER_PIXELS`."""
+    from ..processing_userllm import open_poster
 
     try:
-        with Image.open(path) as image:
-            image.load()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        open_poster(path, "poster")
+    except ValueError:
         return False
     return True

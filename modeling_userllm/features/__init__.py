@@ -21,7 +21,6 @@ from .visual import (
     extract_image_features,
     load_image_encoder,
     nearest_neighbours,
-    open_image,
     toy_image_encoder,
 )
 
@@ -39,6 +38,5 @@ __all__ = [
     "load_description_model",
     "load_image_encoder",
     "nearest_neighbours",
-    "open_image",
     "toy_image_encoder",
 ]

@@ -3,33 +3,23 @@
 The paper uses DINO ViT-S/16 (`facebook/dino-vits16`); DINOv2 ViT-S/14 has the same feature
 size. Both load with `AutoModel` + `AutoImageProcessor`, and the feature is the CLS token of
 the last hidden state (after the final layer norm). A missing or unreadable poster is a
-normal case: its row is zeros and its mask entry False.
+normal case: its row is zeros and its mask entry False. Posters are read by
+`processing_userllm.open_poster`, as the processor reads them, so a poster given to the model
+as a path gets the features computed here.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from tqdm.auto import tqdm
 
+from ..processing_userllm import MAX_POSTER_PIXELS, open_poster
 
-def open_image(path: str | os.PathLike | None) -> Image.Image | None:
-    """Reads an image as upright RGB, or returns None if the path is None, missing or not an image.
-
-    Upright: the EXIF orientation is applied, as `transformers.image_utils.load_image` does, so
-    that a poster given to `UserLLMProcessor` as a path gets the same features as here.
-    """
-    if path is None or not Path(path).is_file():
-        return None
-    try:
-        with Image.open(path) as image:
-            return ImageOps.exif_transpose(image).convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError):
-        return None
+UNREADABLE_SHOWN = 5
 
 
 @torch.no_grad()
@@ -62,6 +52,7 @@ def extract_image_features(
     batch_size: int = 8,
     progress: bool = True,
     warn_missing: bool = True,
+    max_pixels: int | None = MAX_POSTER_PIXELS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Poster features for a list of image paths, masked where an image is unavailable.
 
@@ -71,30 +62,40 @@ def extract_image_features(
         image_processor: Its image processor.
         batch_size: Images per forward pass.
         progress: Show a tqdm bar.
-        warn_missing: Warn when some images are missing or unreadable; False where missing
-            posters are expected (the toy data set leaves some out by design).
+        warn_missing: Warn when some images are missing (None or no such file); False where
+            missing posters are expected (the toy data set leaves some out by design). Files
+            that cannot be used (not an image, over `max_pixels`) are always warned about.
+        max_pixels: The most pixels (width x height) a poster may have (see `open_poster`).
 
     Returns:
         features: float32 `(len(paths), hidden_size)`, zero rows where the mask is False.
-        mask: bool `(len(paths),)`, False for a missing or corrupt image.
+        mask: bool `(len(paths),)`, False for a missing, corrupt or too large image.
     """
     features = torch.zeros((len(paths), model.config.hidden_size), dtype=torch.float32)
     mask = torch.zeros(len(paths), dtype=torch.bool)
     model.eval()
+    unusable: list[str] = []  # the reasons, from open_poster
     starts = range(0, len(paths), batch_size)
     for start in tqdm(starts, desc="visual features", unit="batch", disable=not progress):
-        opened = [(start + i, open_image(p)) for i, p in enumerate(paths[start : start + batch_size])]
-        present = [(row, image) for row, image in opened if image is not None]
+        present = []
+        for row, path in enumerate(paths[start : start + batch_size], start):
+            if path is None or not os.path.isfile(path):
+                continue
+            try:
+                present.append((row, open_poster(path, f"item {row}", max_pixels)))
+            except ValueError as error:
+                unusable.append(str(error))
         if not present:
             continue
         rows = torch.tensor([row for row, _ in present])
         features[rows] = encode_images([image for _, image in present], model, image_processor)
         mask[rows] = True
-    missing = len(paths) - int(mask.sum())
-    if missing and warn_missing:
+    masked = len(paths) - int(mask.sum())
+    if unusable or (masked and warn_missing):
+        shown = "; ".join(unusable[:UNREADABLE_SHOWN]) + ("; ..." if len(unusable) > UNREADABLE_SHOWN else "")
         warnings.warn(
-            f"{missing} of {len(paths)} images are missing or unreadable; "
-            "their feature rows are zeros and masked out",
+            f"{masked} of {len(paths)} images are missing or unreadable; their feature rows are zeros and masked out"
+            + (f" ({len(unusable)} files cannot be used: {shown})" if unusable else ""),
             stacklevel=2,
         )
     return features, mask
