@@ -200,7 +200,12 @@ class ModelArguments:
                           "inline or in the UHEM input (LLaRA); off: only the candidate has one (the paper). Needs a "
                           "variant with collaborative embeddings."},
     )
-    dtype: str = field(default="float32", metadata={"help": f"Dtype of the frozen LLM, one of {list(DTYPES)}; trained weights stay float32."})
+    dtype: str = field(
+        default="float32",
+        metadata={"help": f"Dtype of the frozen LLM, one of {['auto', *DTYPES]}; auto: bfloat16 on a CPU with bfloat16 "
+                          "dot-product instructions (avx512_bf16, amx_bf16) or a GPU supporting it, else float32. "
+                          "Trained weights stay float32."},
+    )
     light_checkpoints: bool = field(
         default=False,
         metadata={"help": "Save checkpoints without the frozen base LLM (needs base_model_name_or_path)."},
@@ -516,8 +521,8 @@ def check_arguments(run: RunArguments) -> None:
     if run.model.dtype == "float16":
         raise PresetError("dtype 'float16' is not supported for training (it needs loss scaling and overflows Llama "
                           "activations): use 'bfloat16' (with bf16: true) on GPUs that have it, else 'float32'")
-    if run.model.dtype not in DTYPES:
-        raise PresetError(f"dtype {run.model.dtype!r}: expected one of {list(DTYPES)}")
+    if run.model.dtype not in ("auto", *DTYPES):
+        raise PresetError(f"dtype {run.model.dtype!r}: expected one of {['auto', *DTYPES]}")
     if run.schedule.step1_from is not None and "lora" not in run.schedule.steps:
         raise PresetError(f"step1_from is set but steps {run.schedule.steps} have no step 1 ('lora') for it to replace")
     if run.model.light_checkpoints and not run.model.base_model_name_or_path:

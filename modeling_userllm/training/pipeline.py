@@ -26,6 +26,7 @@ from ..metrics import undefined_metrics
 from ..toy_model import build_toy_tokenizer, tiny_llama_config
 from .arguments import DTYPES, RUN_CONFIG_FILE, PresetError, RunArguments, check_resumed_run, check_step1_source, step_number
 from .datasets import RecordCollator, RunData, history_items_for_split, load_run_data, prepare_toy_data, with_history_items
+from .dtype import resolve_llm_dtype
 from .output_lock import output_dir_lock
 from .trainer import UserLLMTrainer, train_two_steps
 
@@ -76,6 +77,7 @@ def build_model(run: RunArguments, run_data: RunData):
     else:
         tokenizer = AutoTokenizer.from_pretrained(model_args.base_model_name_or_path)
         source = {"base_model_name_or_path": model_args.base_model_name_or_path}
+    llm_dtype = resolve_llm_dtype(model_args.dtype, run.training.device)
     torch.manual_seed(run.training.seed)
     model, processor = create_model_and_processor(
         tokenizer,
@@ -86,7 +88,7 @@ def build_model(run: RunArguments, run_data: RunData):
         max_item_tokens=model_args.max_item_tokens,
         max_history_items=model_args.max_history_items or data.info["protocol"]["history_length"],
         item_noun=model_args.item_noun,
-        dtype=DTYPES[model_args.dtype],
+        dtype=DTYPES[llm_dtype.dtype],
         lora_r=model_args.lora_r,
         lora_alpha=model_args.lora_alpha,
         lora_dropout=model_args.lora_dropout,
@@ -98,6 +100,8 @@ def build_model(run: RunArguments, run_data: RunData):
         projector_norm=model_args.projector_norm,
         item_ids_after_titles=model_args.item_ids_after_titles,
     )
+    if llm_dtype.attn_implementation is not None:
+        model.language_model.set_attn_implementation(llm_dtype.attn_implementation)
     if model.config.use_collaborative:
         features = run_data.features
         model.load_collaborative_embeddings(features.user_embeddings, features.item_embeddings)
@@ -246,6 +250,11 @@ def run_training(run: RunArguments, callbacks: list | None = None) -> dict:
 
 
 def _run_training(run: RunArguments, callbacks: list | None) -> dict:
+    # Resolved before anything compares or records the settings: run_config.json holds the dtype the run ran in.
+    choice = resolve_llm_dtype(run.model.dtype, run.training.device)
+    logger.info("Frozen LLM in %s on %s (%s)%s", choice.dtype, run.training.device, choice.reason,
+                f"; attention: {choice.attn_implementation}" if choice.attn_implementation else "")
+    run.model.dtype = choice.dtype
     resolve_data(run)
     step1_source = check_step1_source(run)
     check_resumed_run(run)
