@@ -60,7 +60,8 @@ TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_atte
             num_key_value_heads=4, vocab_size=1200, max_position_embeddings=4096, rms_norm_eps=1e-5)
 # The paper's Figure 3 ratios (w/o UHEM time / USER-LLM time), published (Vicuna-7B, A100).
 PUBLISHED_SPEEDUPS = {5: {"training": 1.16, "inference": 1.15}, 10: {"training": 1.83, "inference": 2.17}}
-NUM_USERS, NUM_ITEMS, VISION_SIZE, COLLABORATIVE_SIZE = 64, 400, 384, 256
+# Items enough for the ranking benchmark (1,000 candidates + the history; gpu_uhem_ranking.py).
+NUM_USERS, NUM_ITEMS, VISION_SIZE, COLLABORATIVE_SIZE = 64, 1200, 384, 256
 
 
 # ----------------------------------------------------------------------------- data
@@ -315,8 +316,11 @@ def sweep(args, shape: dict, tokenizer, items: list[dict], device: torch.device,
             except RuntimeError as error:  # torch.OutOfMemoryError is one
                 if not is_out_of_memory(error):
                     raise
-                model.zero_grad(set_to_none=True)
-                release(device)
+                result = None
+            # Outside the except block: the exception's frames (and their tensors) are gone.
+            model.zero_grad(set_to_none=True)
+            release(device)
+            if result is None:
                 rows.append({"path": path, "n": n, "batch": batch_size, "out_of_memory": True})
                 print(f"  sweep {path} batch {batch_size}: out of memory", flush=True)
                 break
@@ -324,8 +328,6 @@ def sweep(args, shape: dict, tokenizer, items: list[dict], device: torch.device,
                          "out_of_memory": False, **result})
             print(f"  sweep {path} batch {batch_size}: {result['samples_s']:.2f} samples/s, MFU {format_share(result['mfu'])}",
                   flush=True)
-            model.zero_grad(set_to_none=True)
-            release(device)
     del model, processor
     release(device)
     return rows
@@ -390,7 +392,8 @@ def print_tables(rows: list[dict], ratios: list[dict]) -> None:
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for row in rows:
-        cells = [f"{row[c]:.2f}" if isinstance(row[c], float) else ("-" if row[c] is None else str(row[c])) for c in columns]
+        cells = [format_share(row[c]) if c.endswith("_mfu") else f"{row[c]:.2f}" if isinstance(row[c], float)
+                 else ("-" if row[c] is None else str(row[c])) for c in columns]
         print("| " + " | ".join(cells) + " |")
     print()
     print("| n | encoder | token ratio | step-2 training speed-up | published (A100) | inference speed-up | published (A100) | step-2 memory ratio |")
@@ -410,7 +413,7 @@ def print_sweep(rows: list[dict]) -> None:
             continue
         peak = "-" if row["peak_gib"] is None else f"{row['peak_gib']:.1f}"
         print(f"| {row['path']} | {row['n']} | {row['batch']} | {row['samples_s']:.2f} | {row['tokens_s']:.0f} | "
-              f"{row['tflops_s']:.3f} | {format_share(row['mfu'])} | {peak} | {100 * row['padding_fraction']:.1f}% |")
+              f"{row['tflops_s']:.4g} | {format_share(row['mfu'])} | {peak} | {100 * row['padding_fraction']:.1f}% |")
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -190,3 +190,16 @@ def test_gpu_paper_scale_reports_mfu_and_sweeps_batch_sizes_on_tiny(tmp_path, si
         ("step2", 1), ("step2", 2), ("step1", 1), ("step1", 2), ("scoring", 1), ("scoring", 2)]
     assert all(row["padding_fraction"] == 0 for row in result["sweep"] if row["batch"] == 1)
     assert (tmp_path / "gpu_paper_scale_tiny.json").exists()
+
+
+@pytest.mark.parametrize("preset", ["movie-vicuna7b.yaml", "netflix-vicuna7b.yaml"])
+def test_vicuna_presets_keep_the_gpu_fed(tmp_path, preset):
+    from modeling_userllm.training.arguments import load_preset, parse_arguments
+
+    path = Path(__file__).resolve().parents[1] / "configuration" / preset
+    # TrainingArguments turns pinned memory off under use_cpu: read the preset's own value.
+    assert load_preset(path).get("dataloader_pin_memory") is True
+    training = parse_arguments(["--preset", str(path), "--output_dir", str(tmp_path), "--use_cpu", "true"]).training
+    assert training.dataloader_num_workers >= 2 and training.dataloader_persistent_workers
+    assert training.accelerator_config.non_blocking
+    assert not training.logging_nan_inf_filter  # it reads the loss on the host after every step
