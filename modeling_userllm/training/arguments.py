@@ -308,7 +308,8 @@ class ScheduleArguments:
     step3_gradient_accumulation_steps: int = field(default=1, metadata={"help": "Step 3 gradient accumulation."})
     step3_warmup_steps: float = field(default=0.0, metadata={"help": "Step 3 warmup (steps, or a fraction < 1)."})
     resume: bool = field(
-        default=False, metadata={"help": "Continue an interrupted run in output_dir from its last checkpoint."}
+        default=False, metadata={"help": "Continue an interrupted run in output_dir from its last complete checkpoint; "
+                                   "its settings must be this run's (checked against OUT/run_config.json)."}
     )
     step1_from: str | None = field(
         default=None,
