@@ -203,7 +203,7 @@ def measure_path(model, batch: dict, path: str, args, device: torch.device, dtyp
     """samples/s, peak memory, model FLOPs and MFU of `path` on `batch` (a CPU processor batch)."""
     on_device = {k: v.to(device) for k, v in batch.items()}
     if path == "scoring":
-        fn = inference(infer_model or model, on_device)
+        fn = inference(model if infer_model is None else infer_model, on_device)
     else:
         fn = training_step(model, on_device, device, dtype if dtype != torch.float32 else None,
                            "encoders" if path == "step2" else "lora")
