@@ -203,3 +203,18 @@ def test_vicuna_presets_keep_the_gpu_fed(tmp_path, preset):
     assert training.dataloader_num_workers >= 2 and training.dataloader_persistent_workers
     assert training.accelerator_config.non_blocking
     assert not training.logging_nan_inf_filter  # it reads the loss on the host after every step
+
+
+def test_gpu_uhem_ranking_runs_tiny_and_shared_prefix_scores_equal_scratch(tmp_path, single_thread):
+    benchmark = load_benchmark("gpu_uhem_ranking")
+    result = benchmark.main(["--tiny", "--device", "cpu", "--dtype", "float32", "--history-lengths", "2", "--encoders", "gru",
+                             "gru-packed", "hierarchical", "--batch-size", "2", "--candidates", "6", "--users", "2",
+                             "--ranking-batch-size", "4", "--item-tokens", "12", "--warmup", "0", "--repeats", "1",
+                             "--output-dir", str(tmp_path)])
+    assert [row["encoder"] for row in result["uhem"]] == ["gru", "gru-packed", "hierarchical"]  # no cuDNN switch on a CPU
+    assert all(row["step2_flops"] == 3 * row["scoring_flops"] > 0 and row["step2_mfu"] > 0 for row in result["uhem"])
+    assert [row["case"] for row in result["ranking"]] == ["one user", "2 users"]
+    for row in result["ranking"]:
+        assert row["max_score_difference"] <= 1e-5
+        assert 0 < row["shared_prefix_flops"] < row["from_scratch_flops"]
+    assert (tmp_path / "gpu_paper_scale_uhem_ranking_tiny.json").exists()
