@@ -58,6 +58,7 @@ from modeling_userllm.experiments import (
     results_document,
 )
 from modeling_userllm.experiments.learning_curve import learning_curve_records, write_learning_curve
+from modeling_userllm.experiments.runner import PAPER_SYSTEMS
 from modeling_userllm.experiments.runner import data_name, data_split
 from modeling_userllm.features.store import atomic_write_json
 
@@ -69,8 +70,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", nargs="+", required=True, help="prepared data set folders (prepare_data.py)")
     parser.add_argument("--features", nargs="+", help="one features folder per --data (prepare_features.py); "
                                                       "needed by the LLM systems")
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS, metavar="SYSTEM",
-                        help=f"among {', '.join(SYSTEMS)} (default: all)")
+    parser.add_argument("--systems", nargs="+", default=list(PAPER_SYSTEMS), choices=SYSTEMS, metavar="SYSTEM",
+                        help=f"among {', '.join(SYSTEMS)} (default: the paper's, all but userllm_recipe, which "
+                             "trains with the recipe preset beside --llm-preset)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--llm-seeds", nargs="+", type=int,
                         help="seeds of the LLM systems when they differ from --seeds (an LLM run costs far more)")

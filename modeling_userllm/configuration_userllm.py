@@ -133,6 +133,10 @@ class UserLLMConfig(PretrainedConfig):
             divided by its RMS and multiplied by a learned per-dimension gain, initialised on a
             fresh model to the mean RMS of the LLM's token embeddings, so that a pre-norm LLM
             meets them at the size of its own tokens.
+        item_ids_after_titles (`bool`, *optional*, defaults to `False`):
+            An `<ItemID>` token right after each history item's text (LLaRA), in the prompt or in
+            the UHEM input, holding that item's projected collaborative embedding. Off (the
+            paper): only the candidate has one. Needs `use_collaborative`.
         max_item_tokens (`int`, *optional*, defaults to 96):
             Token budget of each item's text (title and description); longer texts are cut at a word boundary.
         max_history_items (`int`, *optional*, defaults to 10):
@@ -181,6 +185,7 @@ class UserLLMConfig(PretrainedConfig):
     history_encoder_layers: int = 1
     history_encoder_heads: int = 8
     projector_norm: str = "none"
+    item_ids_after_titles: bool = False
     max_item_tokens: int = 96
     max_history_items: int = 10
     lora_r: int = 8
@@ -207,6 +212,8 @@ class UserLLMConfig(PretrainedConfig):
             raise ValueError(f"Unknown history_encoder_type {self.history_encoder_type!r}; expected one of {list(HISTORY_ENCODER_TYPES)}")
         if self.projector_norm not in PROJECTOR_NORMS:
             raise ValueError(f"Unknown projector_norm {self.projector_norm!r}; expected one of {list(PROJECTOR_NORMS)}")
+        if self.item_ids_after_titles and not self.use_collaborative:
+            raise ValueError("item_ids_after_titles puts collaborative <ItemID> tokens in the prompt: it needs use_collaborative=True")
         self._check_ranges()
         super().__post_init__(**kwargs)
         history_width = self.history_hidden_size or self.text_config.hidden_size

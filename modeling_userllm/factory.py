@@ -56,6 +56,7 @@ def create_model_and_processor(
         max_item_tokens=max_item_tokens,
         max_history_items=max_history_items,
         item_noun=item_noun,
+        item_ids_after_titles=config_kwargs.pop("item_ids_after_titles", False),
     )
     if base_model_name_or_path is not None:
         text_config = AutoConfig.from_pretrained(base_model_name_or_path)

@@ -151,7 +151,10 @@ class RenderedPrompt:
     `<UserID>`) and ends right before the candidate's part, `suffix` (which starts with a
     space); each `<Image>` placeholder in them has its features in `prefix_images` /
     `suffix_images`, in order. For the UHEM, `history_texts` holds the text of each history
-    item and `history_images` the features of the ones followed by an `<Image>`.
+    item and `history_images` the features of the ones followed by an `<Image>`. With
+    `item_ids_after_titles`, `item_ids` holds the item of each `<ItemID>` of the prompt in order
+    (the history's, then the candidate's) and `history_item_ids` the item of each history item's
+    `<ItemID>` in the UHEM input (None: no such tokens).
     """
 
     prefix: str
@@ -160,6 +163,8 @@ class RenderedPrompt:
     suffix_images: list = field(default_factory=list)
     history_texts: list[tuple[str, bool]] | None = None
     history_images: list = field(default_factory=list)
+    item_ids: list[int] = field(default_factory=list)
+    history_item_ids: list[int] | None = None
 
 
 class UserLLMProcessor(ProcessorMixin):
@@ -191,6 +196,9 @@ class UserLLMProcessor(ProcessorMixin):
         max_history_items (`int`): most recent history items kept.
         vision_feature_size (`int`): expected length of `image_features`.
         item_noun (`str`): what the items are called in the prompt ("movie").
+        item_ids_after_titles (`bool`): an `<ItemID>` token right after each history item's text
+            (LLaRA), inline or in the UHEM input, filled with that item's projected collaborative
+            embedding (needs `use_collaborative`). Off: only the candidate has one (the paper).
     """
 
     def __init__(
@@ -205,8 +213,13 @@ class UserLLMProcessor(ProcessorMixin):
         max_history_items: int = 10,
         vision_feature_size: int = 384,
         item_noun: str = "movie",
+        item_ids_after_titles: bool = False,
         **kwargs,
     ):
+        if item_ids_after_titles and not use_collaborative:
+            raise ValueError("item_ids_after_titles puts collaborative <ItemID> tokens in the prompt: it needs "
+                             "use_collaborative=True")
+        self.item_ids_after_titles = item_ids_after_titles
         self.use_history_encoder = use_history_encoder
         self.use_visual = use_visual
         self.use_collaborative = use_collaborative
@@ -269,6 +282,7 @@ class UserLLMProcessor(ProcessorMixin):
             "max_item_tokens": self.max_item_tokens,
             "max_history_items": self.max_history_items,
             "vision_feature_size": self.vision_feature_size,
+            "item_ids_after_titles": self.item_ids_after_titles,
         }
 
     @classmethod
@@ -283,6 +297,7 @@ class UserLLMProcessor(ProcessorMixin):
             max_item_tokens=config.max_item_tokens,
             max_history_items=config.max_history_items,
             vision_feature_size=config.vision_feature_size,
+            item_ids_after_titles=config.item_ids_after_titles,
             **kwargs,
         )
 
@@ -474,6 +489,7 @@ class UserLLMProcessor(ProcessorMixin):
         """The prompt of one record as text with placeholders (see `RenderedPrompt`)."""
         visual = self.use_visual and not text_only
         collaborative = self.use_collaborative and not text_only
+        history_ids = collaborative and self.item_ids_after_titles
         history = record["history"][-self.max_history_items :] if self.max_history_items else []
         rendered = RenderedPrompt(prefix="", suffix="")
 
@@ -481,6 +497,8 @@ class UserLLMProcessor(ProcessorMixin):
         if self.use_history_encoder and not text_only:
             prefix += HISTORY_TOKEN
             rendered.history_texts = []
+            if history_ids:
+                rendered.history_item_ids = [int(item["item_id"]) for item in history]
             for item in history:
                 has_image = visual and item.get("image_features") is not None
                 rendered.history_texts.append((self.item_text(item), has_image))
@@ -490,6 +508,9 @@ class UserLLMProcessor(ProcessorMixin):
             parts = []
             for item in history:
                 part = self.item_text(item)
+                if history_ids:
+                    part += ITEM_TOKEN
+                    rendered.item_ids.append(int(item["item_id"]))
                 if visual and item.get("image_features") is not None:
                     part += IMAGE_TOKEN
                     rendered.prefix_images.append(item["image_features"])
@@ -506,17 +527,20 @@ class UserLLMProcessor(ProcessorMixin):
             rendered.suffix_images.append(record["image_features"])
         if collaborative:
             suffix += " with the feature " + ITEM_TOKEN
+            if history_ids:
+                rendered.item_ids.append(int(record["item_id"]))
         rendered.suffix = suffix + ANSWER
         return rendered
 
     def _history_ids(self, rendered: RenderedPrompt) -> tuple[list[int], list[int]]:
-        """The UHEM input of one prompt: each history item's text tokens, then `<Image>` if it
-        has one; and for each of those tokens the index of its item (0, 1, ... in time order,
-        counting only the items that have tokens)."""
+        """The UHEM input of one prompt: each history item's text tokens, then `<ItemID>` with
+        `item_ids_after_titles`, then `<Image>` if it has one; and for each of those tokens the
+        index of its item (0, 1, ... in time order, counting only the items that have tokens)."""
         image_token_id = self.placeholder_token_ids["image_token_id"]
+        id_token = [self.placeholder_token_ids["item_token_id"]] if rendered.history_item_ids is not None else []
         ids, item_index = [], []
         for text, has_image in rendered.history_texts:
-            item_ids = self._tokens(text) + ([image_token_id] if has_image else [])
+            item_ids = self._tokens(text) + id_token + ([image_token_id] if has_image else [])
             if item_ids:
                 item_index += [item_index[-1] + 1 if item_index else 0] * len(item_ids)
                 ids += item_ids
@@ -546,6 +570,9 @@ class UserLLMProcessor(ProcessorMixin):
             (right-padded) with `history_image_features` `(num_history_images, vision_feature_size)`
             and `history_item_index` `(batch_size, history_len)`, the history item of each
             token (0, 1, ... in time order; -1 on padding).
+            With `item_ids_after_titles`: `prompt_item_ids` `(num_item_tokens,)`, the item of each
+            `<ItemID>` of `input_ids` (row by row, in order), and `history_item_token_ids`
+            `(num_history_items,)`, the item of each `<ItemID>` of `history_input_ids`.
             Posters given as images add `pixel_values` `(num_posters, 3, height, width)` and
             `image_indices` `(num_posters,)`, the rows of `image_features` they fill (zeros
             until the model encodes them), and likewise `history_pixel_values` / `history_image_indices`.
@@ -578,11 +605,17 @@ class UserLLMProcessor(ProcessorMixin):
         if all(has_label):
             batch["labels"] = torch.tensor([float(r["label"]) for r in records], dtype=torch.float32)
         batch |= self._image_inputs([image for prompt in rendered for image in prompt.prefix_images + prompt.suffix_images], "")
+        if self.item_ids_after_titles and not text_only:
+            batch["prompt_item_ids"] = torch.tensor([i for prompt in rendered for i in prompt.item_ids], dtype=torch.long)
         if rendered[0].history_texts is not None:
             history_ids, item_index = zip(*(self._history_ids(prompt) for prompt in rendered))
             batch["history_input_ids"], batch["history_attention_mask"] = pad_sequences(history_ids, pad_id, left=False)
             batch["history_item_index"] = pad_sequences(item_index, -1, left=False)[0]
             batch |= self._image_inputs([image for prompt in rendered for image in prompt.history_images], "history_")
+            if rendered[0].history_item_ids is not None:
+                batch["history_item_token_ids"] = torch.tensor(
+                    [i for prompt in rendered for i in prompt.history_item_ids], dtype=torch.long
+                )
         return BatchFeature(batch)
 
     @property
@@ -619,6 +652,9 @@ class UserLLMProcessor(ProcessorMixin):
             without the UHEM).
         """
         self.validate_record(record, 0)
+        if self.item_ids_after_titles and not text_only:
+            raise ValueError("A prompt with item_ids_after_titles has an <ItemID> per history item, which the shared-"
+                             "prefix split does not carry; score its candidates from scratch (the processor's batches)")
         rendered = self.render_prompt(record, text_only)
         bos = self._bos_ids()
         prefix_ids = bos + self._tokens(rendered.prefix)

@@ -44,9 +44,21 @@ TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
 DEFAULT_LLM_PRESET = REPO_ROOT / "configuration" / "toy.yaml"
 
 BASELINE_SYSTEMS = ("mf", "lightgcn", "sasrec")
-LLM_SYSTEMS = tuple(VARIANTS)
-SYSTEMS = BASELINE_SYSTEMS + LLM_SYSTEMS
+# Systems that are a variant trained with a recipe preset instead of the LLM preset: the file
+# beside it named `<preset stem>-recipe.yaml` (toy.yaml -> toy-recipe.yaml, docs/RESULTS.md).
+RECIPE_SYSTEMS = {"userllm_recipe": "userllm"}
+RECIPE_SUFFIX = "-recipe"
+PAPER_SYSTEMS = BASELINE_SYSTEMS + tuple(VARIANTS)
 """Every system of the paper, in the order of its Table 3."""
+LLM_SYSTEMS = tuple(VARIANTS) + tuple(RECIPE_SYSTEMS)
+SYSTEMS = BASELINE_SYSTEMS + LLM_SYSTEMS
+"""The paper's systems, then the recipe rows."""
+
+
+def recipe_preset(llm_preset: str | os.PathLike) -> Path:
+    """The recipe preset beside an LLM preset: `configuration/toy.yaml` -> `configuration/toy-recipe.yaml`."""
+    llm_preset = Path(llm_preset)
+    return llm_preset.with_name(f"{llm_preset.stem}{RECIPE_SUFFIX}{llm_preset.suffix}")
 
 SCHEDULE_KEYS = ("max_epochs", "patience", "min_epochs")
 PACKAGES = ("torch", "transformers", "datasets", "peft", "accelerate", "numpy")
@@ -281,7 +293,7 @@ class ExperimentRunner:
             config = {"data": data_hash, "hyperparameters": {**DEFAULT_HYPERPARAMETERS[system], **hyperparameters}}
             config |= {key: value for key, value in schedule.items() if key != "min_epochs" or value}
             return config
-        preset = self.llm_preset
+        preset = self.preset_of(system)
         return {
             "data": data_hash,
             "features": features_hash,
@@ -289,6 +301,11 @@ class ExperimentRunner:
             "preset_sha256": _sha256(preset.read_bytes())[:16] if preset.is_file() else None,
             "overrides": self.llm_overrides,
         }
+
+    def preset_of(self, system: str) -> Path:
+        """The training preset of an LLM system: the LLM preset, or for a recipe system the
+        recipe preset beside it (`recipe_preset`)."""
+        return recipe_preset(self.llm_preset) if system in RECIPE_SYSTEMS else self.llm_preset
 
     def _baseline_settings(self, system: str) -> tuple[dict[str, Any], dict[str, int]]:
         """A baseline's hyperparameter overrides and its schedule (`max_epochs`, `patience`, `min_epochs`)."""
@@ -374,7 +391,7 @@ class ExperimentRunner:
             rows, users = self._test_size(spec)
         summary = {
             "data": spec.data, "split": data_split(spec.data_dir), "system": spec.system, "seed": spec.seed,
-            "config_hash": spec.config_hash, "budget": self._budget(spec), "preset": None if spec.kind == "baseline" else self.llm_preset.name,
+            "config_hash": spec.config_hash, "budget": self._budget(spec), "preset": None if spec.kind == "baseline" else self.preset_of(spec.system).name,
             "overrides": None if spec.kind == "baseline" else self.llm_overrides,
             "test_auc": test["auc"], "test_uauc": test["uauc"], "rows": rows, "users": users,
             "splits": _split_metrics(metrics), "best_epoch": metrics.get("best_epoch"),
@@ -456,7 +473,8 @@ class ExperimentRunner:
                 command += [f"--{key.replace('_', '-')}", str(value)]
             return command
         command = [
-            "python", "examples/train.py", "--preset", str(self.llm_preset), "--variant", spec.system,
+            "python", "examples/train.py", "--preset", str(self.preset_of(spec.system)),
+            "--variant", RECIPE_SYSTEMS.get(spec.system, spec.system),
             "--data_dir", spec.data_dir, "--seed", str(spec.seed), "--output_dir", str(run_dir / "train"),
         ]
         if spec.features_dir:
@@ -487,6 +505,10 @@ class ExperimentRunner:
             raise FileNotFoundError(f"{TRAIN_SCRIPT} (the two-step LLM trainer) does not exist yet")
         if spec.features_dir is None:
             raise ValueError(f"{spec.system} needs a features folder (--features)")
+        preset = self.preset_of(spec.system)
+        if not preset.is_file():
+            raise FileNotFoundError(f"{spec.system} trains with the recipe preset {preset}, which does not exist "
+                                    f"(a recipe preset lies beside the LLM preset {self.llm_preset}, named <stem>{RECIPE_SUFFIX}.yaml)")
         command = [sys.executable, str(TRAIN_SCRIPT), *self._command(spec)[2:]]
         env = dict(os.environ)
         if self.threads:

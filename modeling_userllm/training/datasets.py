@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import copy
 import logging
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import TrainerCallback
 
 from ..data import RecommendationData, RecordBuilder, RecordDataset, make_toy_movies
 from ..data.common import describe_path
@@ -39,6 +41,53 @@ class RecordCollator:
 
     def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
         return dict(self.processor(records, text_only=self.text_only))
+
+
+@dataclass
+class PromptCurriculumCollator(RecordCollator):
+    """LLaRA's curriculum: each batch is on the text prompt or on the full (spliced) prompt,
+    the full one with a probability that rises linearly with the training step, from 0 at the
+    first step to 1 at the last.
+
+    The step of a batch is counted from the batches built (`gradient_accumulation_steps` per
+    optimizer step), not read from the trainer, as the data loader builds a batch ahead;
+    `PromptCurriculumCallback` sets the start. A draw depends only on `seed` and the step, so
+    a resumed run sees the prompts an uninterrupted one would.
+
+    Args:
+        processor: the model's processor.
+        seed: seed of the draws.
+    """
+
+    seed: int = 0
+    step: int = 0
+    total_steps: int = 1
+    gradient_accumulation_steps: int = 1
+    batches_built: int = 0
+
+    def start(self, step: int, total_steps: int, gradient_accumulation_steps: int) -> None:
+        """Counts the next batch as the first of optimizer step `step` (of `total_steps`)."""
+        self.step, self.total_steps, self.gradient_accumulation_steps = step, total_steps, gradient_accumulation_steps
+        self.batches_built = step * gradient_accumulation_steps
+
+    def full_prompt_probability(self) -> float:
+        return min(1.0, self.step / max(1, self.total_steps - 1))
+
+    def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
+        self.step = self.batches_built // self.gradient_accumulation_steps
+        self.batches_built += 1
+        full = random.Random(f"{self.seed}-{self.step}").random() < self.full_prompt_probability()
+        return dict(self.processor(records, text_only=not full))
+
+
+class PromptCurriculumCallback(TrainerCallback):
+    """Starts a `PromptCurriculumCollator` at the trainer's step (0, or a resumed checkpoint's)."""
+
+    def __init__(self, collator: PromptCurriculumCollator):
+        self.collator = collator
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.collator.start(state.global_step, state.max_steps, args.gradient_accumulation_steps)
 
 
 @dataclass
