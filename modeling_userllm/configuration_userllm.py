@@ -5,7 +5,6 @@ and the standard library.
 """
 
 import math
-import numbers
 import os
 
 from transformers import AutoConfig, PretrainedConfig
@@ -53,7 +52,7 @@ _OPTIONAL_SIZES = ("projector_hidden_size", "history_hidden_size")
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def is_local_path(name: str) -> bool:
@@ -76,8 +75,8 @@ class UserLLMConfig(PretrainedConfig):
             Hub commit of the base LLM the model was built on, when it came from the Hub (named
             when a light checkpoint cannot load or match its base).
         base_model_fingerprint (`dict`, *optional*):
-            What a light checkpoint checks its base LLM against when it loads: `{"sha256", "dtype",
-            "tensors"}`, a hash over evenly spaced samples of every floating-point base weight
+            What a light checkpoint checks its base LLM against when it loads: `{"digest", "dtype",
+            "tensors"}`, a digest of evenly spaced samples of every floating-point base weight
             (set by `save_pretrained(light=True)`).
         light_checkpoint (`bool`, *optional*, defaults to `False`):
             Whether the saved weights omit the frozen base LLM (set by `save_pretrained(light=True)`).
@@ -231,7 +230,7 @@ class UserLLMConfig(PretrainedConfig):
             value = getattr(self, name)
             if value is None and name in _OPTIONAL_SIZES:
                 continue
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 optional = " or None (the LLM hidden size)" if name in _OPTIONAL_SIZES else ""
                 raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}{optional}")
         if not _is_number(self.lora_alpha) or self.lora_alpha <= 0:

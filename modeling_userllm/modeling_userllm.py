@@ -6,12 +6,11 @@ embeddings) and `<HistoryInteractions>` (one token from the User History Encodin
 The score is logit("Yes") - logit("No") at the last prompt position, computed in float32.
 
 This file is copied next to the weights by `save_pretrained`, so it imports only torch,
-transformers, peft, the standard library (`dataclasses`, `hashlib`, `os`), and its sibling
+transformers, peft, the standard library (`dataclasses`, `os`), and its sibling
 `configuration_userllm`; the pipeline's files are copied when they are beside it (looked up by
 name, never required).
 """
 
-import hashlib
 import os
 from dataclasses import dataclass
 
@@ -1174,7 +1173,7 @@ MODULE_SWITCHES = {
     "use_visual": ("visual_projector.",),
     "use_collaborative": ("collaborative_projector.", "user_embeddings.", "item_embeddings."),
 }
-# Evenly spaced elements of each base LLM weight that its fingerprint hashes.
+# Evenly spaced elements of each base LLM weight that its fingerprint digests.
 FINGERPRINT_SAMPLES = 1024
 
 
@@ -1241,16 +1240,19 @@ def _check_answer_token_ids(config: UserLLMConfig, source, hub_kwargs: dict) -> 
 
 
 def base_model_fingerprint(state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> dict | None:
-    """What identifies a base LLM's weights, cheaply: a SHA-256 over the name, shape and
-    `FINGERPRINT_SAMPLES` evenly spaced elements of every floating-point weight.
+    """What identifies a base LLM's weights, cheaply: a digest of the name, shape and the bit patterns
+    of `FINGERPRINT_SAMPLES` evenly spaced elements of every floating-point weight.
+
+    The digest is integer arithmetic only (each tensor's samples weighted by their position and summed
+    in int64, far from overflow; the sums folded modulo a prime), so it is exact on every machine.
 
     Args:
         state_dict: the base LLM's weights under its own names (`model.layers.0...`).
-        dtype: the precision the samples are hashed in; defaults to the dtype most weights
+        dtype: the precision the samples are taken in; defaults to the dtype most weights
             have. A base stored in float32 and loaded in bfloat16 can only be compared in bfloat16.
 
     Returns:
-        `{"sha256", "dtype", "tensors"}`, or None when a weight is not materialised (meta device).
+        `{"digest", "dtype", "tensors"}`, or None when a weight is not materialised (meta device).
     """
     tensors = {name: tensor for name, tensor in sorted(state_dict.items()) if tensor.is_floating_point()}
     if not tensors or any(tensor.device.type == "meta" for tensor in tensors.values()):
@@ -1258,15 +1260,18 @@ def base_model_fingerprint(state_dict: dict[str, torch.Tensor], dtype: torch.dty
     if dtype is None:
         dtypes = [tensor.dtype for tensor in tensors.values()]
         dtype = max(set(dtypes), key=dtypes.count)
-    digest = hashlib.sha256()
+    modulus = 2**61 - 1
+    digest = 0
     for name, tensor in tensors.items():
         flat = tensor.detach().reshape(-1)
         step = max(flat.numel() // FINGERPRINT_SAMPLES, 1)
         index = torch.arange(0, min(flat.numel(), FINGERPRINT_SAMPLES * step), step, device=flat.device)
         sample = flat[index].to(dtype).float().cpu()  # float32 holds every bfloat16/float16 value exactly
-        digest.update(f"{name}{tuple(tensor.shape)}".encode())
-        digest.update(sample.numpy().tobytes())
-    return {"sha256": digest.hexdigest(), "dtype": str(dtype).removeprefix("torch."), "tensors": len(tensors)}
+        bits = sample.view(torch.int32).to(torch.int64) & 0xFFFFFFFF  # < 2**32
+        positions = torch.arange(1, bits.numel() + 1, dtype=torch.int64)  # <= 2**10: the sum stays < 2**53
+        for value in (*f"{name}{tuple(tensor.shape)}".encode(), int((bits * positions).sum())):
+            digest = (digest * 1_000_003 + value) % modulus
+    return {"digest": f"{digest:016x}", "dtype": str(dtype).removeprefix("torch."), "tensors": len(tensors)}
 
 
 def _load_light_checkpoint_base(config: UserLLMConfig, source, **kwargs) -> PreTrainedModel:
@@ -1288,7 +1293,7 @@ def _check_base_fingerprint(config: UserLLMConfig, language_model: PreTrainedMod
     """Raises (a warning with `ignore_mismatch`) when the base LLM is not the one the light checkpoint was saved on."""
     name = config.base_model_name_or_path
     recorded = config.base_model_fingerprint
-    if not recorded:
+    if not recorded or "digest" not in recorded:
         logger.warning(f"The light checkpoint {source} records no fingerprint of its base LLM (saved before fingerprints "
                        f"were recorded): could not check that {name} is the LLM it was trained on.")
         return
@@ -1308,10 +1313,10 @@ def _check_base_fingerprint(config: UserLLMConfig, language_model: PreTrainedMod
             + f". Load it with dtype={recorded['dtype']!r} and without quantization to check it."
         )
         return
-    if actual["sha256"] == recorded["sha256"]:
+    if actual["digest"] == recorded["digest"]:
         return
     message = (f"The base LLM {name} is not the one the light checkpoint {source} was saved on: its weights' fingerprint "
-               f"is {actual['sha256']}, config.base_model_fingerprint records {recorded['sha256']} ({recorded['dtype']}, "
+               f"is {actual['digest']}, config.base_model_fingerprint records {recorded['digest']} ({recorded['dtype']}, "
                f"{recorded['tensors']} weights). Its scores would not be the trained model's.")
     if ignore_mismatch:
         logger.warning(message + " Loading anyway (ignore_base_mismatch=True).")

@@ -333,8 +333,8 @@ def test_light_checkpoint_on_another_base_of_the_same_shape_is_refused_naming_bo
     other = _copy_base_llm(tmp_path / "other-base", _fine_tuned)
     recorded = json.loads((saved_checkpoints / "light" / "config.json").read_text())["base_model_fingerprint"]
     assert recorded["dtype"] == "float32" and recorded["tensors"] > 0
-    with pytest.raises(ValueError, match=rf"not the one the light checkpoint .* fingerprint is [0-9a-f]{{64}}, "
-                                         rf"config.base_model_fingerprint records {recorded['sha256']}.*ignore_base_mismatch=True"):
+    with pytest.raises(ValueError, match=rf"not the one the light checkpoint .* fingerprint is [0-9a-f]{{16}}, "
+                                         rf"config.base_model_fingerprint records {recorded['digest']}.*ignore_base_mismatch=True"):
         UserLLMForRecommendation.from_pretrained(saved_checkpoints / "light", base_model_name_or_path=str(other))
     with caplog.at_level(logging.WARNING):
         model = UserLLMForRecommendation.from_pretrained(saved_checkpoints / "light", base_model_name_or_path=str(other),
