@@ -124,6 +124,11 @@ def test_curriculum_without_a_joint_step_is_refused():
     parse_arguments(["--prompt_curriculum", "true", "--steps", "lora", "joint"])
 
 
+def test_curriculum_with_dataloader_workers_is_refused():
+    with pytest.raises(PresetError, match="prompt_curriculum needs dataloader_num_workers 0 \\(got 2\\)"):
+        parse_arguments(["--prompt_curriculum", "true", "--steps", "joint", "--dataloader_num_workers", "2"])
+
+
 # ----------------------------------------------------------------------------- projector norm
 
 

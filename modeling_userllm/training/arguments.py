@@ -542,6 +542,10 @@ def check_arguments(run: RunArguments) -> None:
     check_number("adam_beta2", training.adam_beta2, 0, 1, below_maximum=True)
     check_number("adam_epsilon", training.adam_epsilon, 0, above_minimum=True)
     check_integer("dataloader_num_workers", training.dataloader_num_workers, 0)
+    if run.schedule.prompt_curriculum and training.dataloader_num_workers > 0:
+        # Each worker would count the batches it builds on its own copy of the collator.
+        raise PresetError(f"prompt_curriculum needs dataloader_num_workers 0 (got {training.dataloader_num_workers}): "
+                          "the curriculum counts the batches built in the training process")
     check_integer("save_total_limit", training.save_total_limit, 1, none_means="keep every checkpoint")
     if training.save_strategy == "steps":
         check_number("save_steps", training.save_steps, 0, above_minimum=True)
