@@ -26,6 +26,7 @@ import os
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -37,7 +38,7 @@ from uhem_efficiency import environment, make_catalogue, make_user_records  # no
 from modeling_userllm import create_model_and_processor  # noqa: E402
 from modeling_userllm.features.store import atomic_write_json  # noqa: E402
 from modeling_userllm.toy_model import build_toy_tokenizer, tiny_llama_config  # noqa: E402
-from modeling_userllm.training.fast_step2 import Step2PrefixCache  # noqa: E402
+from modeling_userllm.training.fast_step2 import Step2PrefixCache, frozen_lora_merged  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SMOLLM2 = Path(os.environ.get("USERLLM_ASSETS", Path.home() / ".cache" / "userllm-assets")) / "SmolLM2-135M-Instruct"
@@ -72,17 +73,19 @@ def make_step(model, processor, records, path: str):
     batch = dict(processor(records, text_only=step == "lora"))
     model.set_training_step(step)
     optimizer = torch.optim.AdamW([param for param in model.parameters() if param.requires_grad], lr=1e-6)
-    fast = Step2PrefixCache(model, processor, merge_lora=path == "step2_fast") if path in ("step2_prefix", "step2_fast") else None
+    fast = Step2PrefixCache(model, processor) if path in ("step2_prefix", "step2_fast") else None
 
     def run():
         model.train()
         model.set_training_step(step)
         model.history_encoder.packed_sequences = path == "step2_plain"
         optimizer.zero_grad(set_to_none=True)
-        with record_function("forward"):
-            output = fast(batch) if fast is not None else model(**batch)
-        with record_function("backward"):
-            output.loss.backward()
+        # The trainer merges once per step 2; here once per call (merge and unmerge timed too).
+        with frozen_lora_merged(model) if path == "step2_fast" else nullcontext():
+            with record_function("forward"):
+                output = fast(batch) if fast is not None else model(**batch)
+            with record_function("backward"):
+                output.loss.backward()
         with record_function("optimizer"):
             optimizer.step()
 

@@ -286,3 +286,34 @@ def test_llm_budgets_make_one_run_each_named_and_summarised_by_rows(tmp_path):
     (tmp_path / "results" / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="broken.json: not a JSON run summary"):
         learning_curve_records(tmp_path / "results", "tiny")
+
+
+def test_llm_runs_call_the_package_training_entry_point_not_a_repository_script(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from modeling_userllm.experiments import runner as runner_module
+
+    calls = []
+
+    def fake_run(command, **kwargs):
+        calls.append((command, kwargs))
+        metrics = run_dir / "train" / "metrics.json"
+        metrics.parent.mkdir(parents=True)
+        metrics.write_text(json.dumps({"test": {"auc": 0.5, "uauc": 0.5}}))
+        return subprocess.CompletedProcess(command, 0)
+
+    data = _prepared_data(tmp_path / "data")
+    (tmp_path / "features").mkdir()
+    runner = ExperimentRunner(tmp_path / "out")
+    spec = runner.plan([data], ["userllm"], [0], features_dirs=[tmp_path / "features"])[0]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.setattr(runner_module.subprocess, "run", fake_run)
+    assert runner._train_llm(spec, run_dir) == {"test": {"auc": 0.5, "uauc": 0.5}}
+    (command, kwargs), = calls
+    assert command[:3] == [sys.executable, "-m", "modeling_userllm.training"] and "cwd" not in kwargs
+    monkeypatch.undo()
+    # The entry point runs from any folder (as in a wheel install, without the repository's examples/).
+    result = subprocess.run([*command, "--help"], cwd=tmp_path, env=kwargs["env"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--step1_learning_rate" in result.stdout, result.stderr[-2000:]

@@ -1,12 +1,14 @@
 """The fast step 2 (prefix cache + merged frozen LoRA) gives the plain path's scores and gradients."""
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 from conftest import SMOLLM2, build_tiny_model, make_records, perturb_lora, requires_smollm2
 from transformers import AutoTokenizer
 
 from modeling_userllm import create_model_and_processor
-from modeling_userllm.training.fast_step2 import FrozenLoraMerge, Step2PrefixCache
+from modeling_userllm.training.fast_step2 import Step2PrefixCache, frozen_lora_merged
 
 VARIANTS = ["userllm", "userllm_no_uhem", "collm", "collm_va"]  # tallrec trains nothing in step 2
 
@@ -28,9 +30,10 @@ def assert_same(model, processor, records, merge_lora=True, atol=1e-5):
     model.eval()  # LoRA dropout off: the only difference the fast path allows (module docstring)
     batch = dict(processor(records))
     plain = scores_and_gradients(model, lambda inputs: model(**inputs), batch)
-    fast_step = Step2PrefixCache(model, processor, merge_lora=merge_lora)
-    fast = scores_and_gradients(model, fast_step, batch)
-    again = scores_and_gradients(model, fast_step, batch)  # the cached prefix is reused
+    fast_step = Step2PrefixCache(model, processor)
+    with frozen_lora_merged(model) if merge_lora else nullcontext():
+        fast = scores_and_gradients(model, fast_step, batch)
+        again = scores_and_gradients(model, fast_step, batch)  # the cached prefix is reused
     torch.testing.assert_close(fast[0], plain[0], atol=atol, rtol=1e-5)
     torch.testing.assert_close(fast[1], plain[1], atol=atol, rtol=1e-5)
     torch.testing.assert_close(again[0], fast[0])
@@ -57,19 +60,27 @@ def test_fast_step2_equals_plain_path_with_the_transformer_history_encoder(tiny_
     assert_same(model, processor, make_records(6, history_length=3, seed=2))
 
 
-def test_model_weights_untouched_and_merge_follows_lora_changes(tiny_tokenizer):
+@pytest.mark.parametrize("merge_lora", [True, False])
+def test_model_weights_untouched_and_prefix_cache_follows_lora_changes(tiny_tokenizer, merge_lora):
     model, processor = build_tiny_model(tiny_tokenizer)
     perturb_lora(model)
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     records = make_records(4, seed=3)
-    assert_same(model, processor, records)
+    fast_step = assert_same(model, processor, records, merge_lora=merge_lora)
     for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, before[name]), name
-    # A LoRA change (e.g. a later step-1 run) must invalidate the merged weights and the prefix cache.
+        assert torch.equal(tensor, before[name]), name  # bit for bit after the merge is undone
+    # A LoRA change (e.g. a later step-1 run) must invalidate the prefix cache.
     perturb_lora(model, seed=7)
-    assert_same(model, processor, records)
-    merger = FrozenLoraMerge(model)
-    assert merger.layers and merger.refresh() and not merger.refresh()
+    batch = dict(processor(records))
+    with torch.no_grad(), frozen_lora_merged(model) if merge_lora else nullcontext():
+        torch.testing.assert_close(fast_step(batch).logits, model(**batch).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_merging_a_trainable_lora_is_refused(tiny_tokenizer):
+    model, _ = build_tiny_model(tiny_tokenizer)
+    model.set_training_step("lora")
+    with pytest.raises(ValueError, match="LoRA trains in this step"), frozen_lora_merged(model):
+        pass
 
 
 @requires_smollm2()
@@ -117,12 +128,20 @@ def test_train_two_steps_with_fast_step2(tiny_tokenizer, tmp_path):
 
     from modeling_userllm.training import train_two_steps
 
+    from safetensors.torch import load_file
+
     model, processor = build_tiny_model(tiny_tokenizer)
+    perturb_lora(model)
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-2,
                              remove_unused_columns=False, label_names=["labels", "user_ids"], report_to="none",
-                             use_cpu=True, save_strategy="no", disable_tqdm=True)
+                             use_cpu=True, save_strategy="steps", save_steps=1, disable_tqdm=True)
     trainer = train_two_steps(model, processor, make_records(8, seed=6), args, ["encoders"], fast_step2=True)
     assert type(trainer).__name__ == "FastStep2Trainer"
+    encoders = ("visual_projector.", "collaborative_projector.", "history_encoder.")
     changed = {name for name, tensor in model.state_dict().items() if not torch.equal(tensor, before[name])}
-    assert changed and all(name.startswith(("visual_projector.", "collaborative_projector.", "history_encoder.")) for name in changed)
+    assert changed and all(name.startswith(encoders) for name in changed)
+    # A checkpoint saved while the LoRA was merged holds the base weights, not the merged ones.
+    saved = load_file(tmp_path / "step2-encoders" / "checkpoint-1" / "model.safetensors")
+    base = [name for name in saved if name.endswith("base_layer.weight")]
+    assert base and all(torch.equal(saved[name], before[name]) for name in base)

@@ -13,7 +13,7 @@ survives the output folder; a run whose summary exists is not trained again.
 
 Baselines (MF, LightGCN, SASRec) train in this process through
 `modeling_userllm.baselines.train_baseline`; the LLM systems (the `VARIANTS`) run
-`examples/train.py` (the two-step trainer) in a child process, one per run, so that each
+`python -m modeling_userllm.training` (the two-step trainer) in a child process, one per run, so that each
 starts with fresh memory and its own log.
 """
 
@@ -40,7 +40,8 @@ from ..data.protocol import SPLIT_RULES
 from ..data.common import EVALUATION_SPLITS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
+# The two-step trainer, run as `python -m` with REPO_ROOT (site-packages in a wheel install) first on the path.
+TRAIN_MODULE = "modeling_userllm.training"
 DEFAULT_LLM_PRESET = REPO_ROOT / "configuration" / "toy.yaml"
 
 BASELINE_SYSTEMS = ("mf", "lightgcn", "sasrec")
@@ -501,26 +502,24 @@ class ExperimentRunner:
         return metrics
 
     def _train_llm(self, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
-        if not TRAIN_SCRIPT.is_file():
-            raise FileNotFoundError(f"{TRAIN_SCRIPT} (the two-step LLM trainer) does not exist yet")
         if spec.features_dir is None:
             raise ValueError(f"{spec.system} needs a features folder (--features)")
         preset = self.preset_of(spec.system)
         if not preset.is_file():
             raise FileNotFoundError(f"{spec.system} trains with the recipe preset {preset}, which does not exist "
                                     f"(a recipe preset lies beside the LLM preset {self.llm_preset}, named <stem>{RECIPE_SUFFIX}.yaml)")
-        command = [sys.executable, str(TRAIN_SCRIPT), *self._command(spec)[2:]]
-        env = dict(os.environ)
+        command = [sys.executable, "-m", TRAIN_MODULE, *self._command(spec)[2:]]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
         if self.threads:
             env["OMP_NUM_THREADS"] = str(self.threads)
         with open(run_dir / "train.log", "w", encoding="utf-8") as log:
-            completed = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+            completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         if completed.returncode != 0:
             tail = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
-            raise RuntimeError(f"examples/train.py exited with {completed.returncode}: {' | '.join(tail)}")
+            raise RuntimeError(f"python -m {TRAIN_MODULE} exited with {completed.returncode}: {' | '.join(tail)}")
         metrics_path = run_dir / "train" / "metrics.json"
         if not metrics_path.is_file():
-            raise FileNotFoundError(f"examples/train.py finished without writing {metrics_path}")
+            raise FileNotFoundError(f"python -m {TRAIN_MODULE} finished without writing {metrics_path}")
         return json.loads(metrics_path.read_text(encoding="utf-8"))
 
 

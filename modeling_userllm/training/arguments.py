@@ -1,63 +1,50 @@
-"""Training settings: YAML presets + command-line overrides, checked before anything trains.
+"""Training settings: a YAML preset (`configuration/*.yaml`) and command-line overrides, checked before training.
 
-A preset (`configuration/*.yaml`) has four sections, one per dataclass:
-
-```yaml
-data:      {data_dir: ..., features_dir: ..., ...}        # DataArguments
-model:     {variant: userllm, base_model_name_or_path: ...} # ModelArguments
-schedule:  {step1_learning_rate: ..., step2_...: ...}      # ScheduleArguments (the two steps)
-training:  {output_dir: ..., seed: 0, ...}                 # transformers.TrainingArguments
-```
-
-Every key can be overridden on the command line with the same name (`--variant collm
---step1_max_steps 50 --output_dir out`), as with `HfArgumentParser`, which parses them.
+A preset has four sections: `data` (`DataArguments`), `model` (`ModelArguments`), `schedule`
+(`ScheduleArguments`) and `training` (`transformers.TrainingArguments`). Every key can be
+overridden on the command line under its own name (`--variant collm --step1_max_steps 50`):
+`HfArgumentParser` parses them.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration_userllm import HISTORY_ENCODER_TYPES, PROJECTOR_NORMS, VARIANTS
-from ..resources import package_data_dir
 from ..data.common import EVALUATION_SPLITS as EVAL_SPLITS
 from ..data.records import DESCRIPTION_SOURCES as RECORD_DESCRIPTION_SOURCES
 from ..modeling_userllm import PAPER_TRAINING_STEPS, TRAINING_STEPS
+from ..resources import package_data_dir
 
 PRESET_DIR = package_data_dir("presets")  # configuration/ in the repository
 DEFAULT_PRESET = PRESET_DIR / "toy.yaml"
-# Dtypes of the frozen LLM. What training changes stays float32 either way; bfloat16 runs its
-# compute under autocast (`bf16: true`). float16 would need loss scaling, which is not offered.
+# The frozen LLM's dtypes; trained weights stay float32. float16 would need loss scaling.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-# The prompt of step 1: "text" (CoLLM's recipe: history inline as titles, no placeholder) or
-# "spliced" (the full prompt, placeholders replaced by the encoders' embeddings, which step 1
-# leaves at their initialisation). The paper does not say which; later steps use the full prompt.
+# Step 1's prompt: "text" (CoLLM's recipe, history titles inline) or "spliced" (the full prompt).
 STEP1_PROMPTS = ("text", "spliced")
 # "auto": generated descriptions when the features folder has them, else the item table's.
 DESCRIPTION_SOURCES = ("auto", *RECORD_DESCRIPTION_SOURCES)
 
 
 def step_number(step: str) -> int:
-    """1 for "lora" (the paper's first step), 2 for "encoders", 3 for "joint" (the option)."""
+    """1 for "lora", 2 for "encoders", 3 for "joint"."""
     return TRAINING_STEPS.index(step) + 1
 
 
 class PresetError(ValueError):
-    """A preset or command-line setting that cannot work; raised before training starts.
-
-    Args:
-        message: what is wrong, naming the setting, its value and what is allowed.
-        key: the setting, when the error is about one (`parse_arguments` then says where it was set).
-    """
+    """A setting that cannot work, raised before training; `key` names the setting when there is one."""
 
     def __init__(self, message: str, key: str | None = None) -> None:
         super().__init__(message)
@@ -74,6 +61,11 @@ def _is_number(value: Any) -> bool:
 
 def _refuse(key: str, value: Any, allowed: str) -> PresetError:
     return PresetError(f"{key}={value!r}: expected {allowed}", key=key)
+
+
+def _suggest(name: str, known) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def check_integer(key: str, value: Any, minimum: int, none_means: str | None = None) -> None:
@@ -103,8 +95,8 @@ def check_choice(key: str, value: Any, choices) -> None:
 
 
 def check_list(key: str, value: Any, choices=None, *, ordered: bool = False) -> None:
-    """Raises unless `value` is a non-empty list of distinct non-empty strings (among `choices`,
-    and in their order when `ordered`). A bare string is refused: `[a, b]` is the list."""
+    """Raises unless `value` is a non-empty list of distinct non-empty strings (among `choices`, in their
+    order when `ordered`). A bare string is refused: `[a, b]` is the list."""
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise _refuse(key, value, f"a list such as [{', '.join(choices or ['...'])}] (a YAML list; on the command "
                                   f"line: --{key} A B)")
@@ -127,30 +119,20 @@ class DataArguments:
     _argument_group_name = "data"
 
     data_dir: str | None = field(
-        default=None,
-        metadata={"help": "Prepared data set folder (examples/prepare_data.py). None: the embedded toy data set, "
-                          "generated into OUTPUT/toy/data."},
+        default=None, metadata={"help": "Prepared data set folder. None: the embedded toy data set, in OUTPUT/toy/data."}
     )
     features_dir: str | None = field(
-        default=None,
-        metadata={"help": "Features folder (examples/prepare_features.py). None with the toy data: computed into "
-                          "OUTPUT/toy/features."},
+        default=None, metadata={"help": "Features folder. None with the toy data: computed into OUTPUT/toy/features."}
     )
-    description_source: str = field(
-        default="auto",
-        metadata={"help": "Item descriptions: generated (features descriptions.json), item_table, none, or auto "
-                          "(generated when the features folder has them, else the item table)."},
-    )
+    description_source: str = field(default="auto", metadata={"help": f"Item descriptions, one of {list(DESCRIPTION_SOURCES)}."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Random subset of the training rows (seeded)."})
     max_eval_rows: int | None = field(
-        default=None,
-        metadata={"help": "Cut each evaluation split to whole users (seeded) holding at most this many rows; "
-                          "None: the full split (preferred)."},
+        default=None, metadata={"help": "Cut each evaluation split to whole users holding at most this many rows."}
     )
     eval_splits: list[str] = field(default_factory=lambda: list(EVAL_SPLITS), metadata={"help": "Splits evaluated at the end."})
     toy_seed: int = field(default=0, metadata={"help": "Seed of the embedded toy data set."})
-    toy_num_users: int | None = field(default=None, metadata={"help": "Toy data: number of users (default of the generator)."})
-    toy_num_items: int | None = field(default=None, metadata={"help": "Toy data: number of items (default of the generator)."})
+    toy_num_users: int | None = field(default=None, metadata={"help": "Toy data: number of users."})
+    toy_num_items: int | None = field(default=None, metadata={"help": "Toy data: number of items."})
 
     def __post_init__(self) -> None:
         check_choice("description_source", self.description_source, DESCRIPTION_SOURCES)
@@ -174,14 +156,11 @@ class ModelArguments:
     )
     toy_hidden_size: int = field(default=64, metadata={"help": "Tiny random Llama: hidden size."})
     toy_num_layers: int = field(default=2, metadata={"help": "Tiny random Llama: decoder layers."})
-    max_item_tokens: int = field(default=96, metadata={"help": "Token budget of each item's text; longer texts are cut at a word boundary."})
+    max_item_tokens: int = field(default=96, metadata={"help": "Token budget of each item's text."})
     max_history_items: int | None = field(default=None, metadata={"help": "History items kept (default: the data set's n)."})
     item_noun: str = field(default="movie", metadata={"help": "What the prompt calls an item."})
-    history_encoder_type: str = field(
-        default="gru",
-        metadata={"help": f"UHEM encoder, one of {list(HISTORY_ENCODER_TYPES)}: the paper's GRU, a parallel transformer encoder, or the transformer over pooled items (hierarchical)."},
-    )
-    history_hidden_size: int | None = field(default=None, metadata={"help": "UHEM encoder width (None: the LLM hidden size)."})
+    history_encoder_type: str = field(default="gru", metadata={"help": f"UHEM encoder, one of {list(HISTORY_ENCODER_TYPES)}."})
+    history_hidden_size: int | None = field(default=None, metadata={"help": "UHEM width (None: the LLM hidden size)."})
     history_encoder_layers: int = field(default=1, metadata={"help": "Transformer / hierarchical UHEM: layers."})
     history_encoder_heads: int = field(default=8, metadata={"help": "Transformer / hierarchical UHEM: attention heads."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
@@ -189,32 +168,18 @@ class ModelArguments:
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "LoRA targets."})
     projector_norm: str = field(
-        default="none",
-        metadata={"help": f"One of {list(PROJECTOR_NORMS)}: none (the paper), or rms: every spliced token (projector "
-                          "outputs, the history token) RMS-normalised with a learned gain initialised to the mean RMS "
-                          "of the LLM's token embeddings."},
+        default="none", metadata={"help": f"One of {list(PROJECTOR_NORMS)}: rms normalises every spliced token."}
     )
     item_ids_after_titles: bool = field(
-        default=False,
-        metadata={"help": "An <ItemID> (the item's projected MF embedding) right after each history item's text, "
-                          "inline or in the UHEM input (LLaRA); off: only the candidate has one (the paper). Needs a "
-                          "variant with collaborative embeddings."},
+        default=False, metadata={"help": "An <ItemID> after each history item's text (LLaRA); needs MF embeddings."}
     )
     dtype: str = field(
-        default="float32",
-        metadata={"help": f"Dtype of the frozen LLM, one of {['auto', *DTYPES]}; auto: bfloat16 on a CPU with bfloat16 "
-                          "dot-product instructions (avx512_bf16, amx_bf16) or a GPU supporting it, else float32. "
-                          "Trained weights stay float32."},
+        default="float32", metadata={"help": f"Frozen LLM dtype, one of {['auto', *DTYPES]} (training/dtype.py)."}
     )
     light_checkpoints: bool = field(
-        default=False,
-        metadata={"help": "Save checkpoints without the frozen base LLM (needs base_model_name_or_path)."},
+        default=False, metadata={"help": "Save checkpoints without the frozen base LLM (needs base_model_name_or_path)."}
     )
-    num_threads: int | None = field(
-        default=None,
-        metadata={"help": "CPU threads of torch (None: torch's default). A tiny model runs as fast on one "
-                          "thread and much faster than on several when other work shares the cores."},
-    )
+    num_threads: int | None = field(default=None, metadata={"help": "CPU threads of torch (None: torch's default)."})
 
     def __post_init__(self) -> None:
         check_choice("variant", self.variant, sorted(VARIANTS))
@@ -267,61 +232,49 @@ def _check_toy_llama(hidden_size: int, num_layers: int) -> None:
 
 
 @dataclass
-class ScheduleArguments:
-    """The two-step schedule of the paper (Sec. 3.3); each step has its own optimizer."""
+class StepArguments:
+    """The `TrainingArguments` values each step sets itself, as `--step<k>_NAME` (k: 1 lora, 2 encoders, 3 joint)."""
 
+    learning_rate: float = field(default=1e-4, metadata={"help": "learning rate"})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "epochs"})
+    max_steps: int = field(default=-1, metadata={"help": "optimizer steps (overrides epochs when > 0)"})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "batch size per process"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "gradient accumulation"})
+    warmup_steps: float = field(default=0.0, metadata={"help": "warmup (steps, or a fraction < 1)"})
+
+    def check(self, prefix: str) -> None:
+        """Raises for a value out of range, naming it `prefix + field` (e.g. `step1_learning_rate`)."""
+        check_number(prefix + "learning_rate", self.learning_rate, 0, above_minimum=True)
+        check_integer(prefix + "per_device_train_batch_size", self.per_device_train_batch_size, 1)
+        check_integer(prefix + "gradient_accumulation_steps", self.gradient_accumulation_steps, 1)
+        if not _is_integer(self.max_steps) or not (self.max_steps == -1 or self.max_steps >= 1):
+            raise _refuse(prefix + "max_steps", self.max_steps, f"an integer >= 1, or -1 ({prefix}num_train_epochs decides)")
+        if self.max_steps == -1:
+            check_number(prefix + "num_train_epochs", self.num_train_epochs, 0, above_minimum=True)
+        warmup = self.warmup_steps
+        if not (_is_number(warmup) and 0 <= warmup and (warmup < 1 or float(warmup).is_integer())):
+            raise _refuse(prefix + "warmup_steps", warmup, "a fraction of the step's training steps in [0, 1), "
+                                                           "or a whole number of steps")
+
+
+STEP_SETTINGS = tuple(f.name for f in dataclasses.fields(StepArguments))
+
+
+@dataclass
+class _ScheduleSettings:
     _argument_group_name = "the two-step schedule (paper Sec. 3.3): each step's own optimizer settings"
 
     steps: list[str] = field(
         default_factory=lambda: list(PAPER_TRAINING_STEPS),
-        metadata={"help": "Steps to run, in order: lora (step 1, text prompt) and/or encoders (step 2, full prompt), "
-                          "the paper's; or joint (step 3, not the paper's: LoRA and encoders together, full prompt)."},
+        metadata={"help": "Steps in order: lora (1) and/or encoders (2), the paper's; joint (3): both together."},
     )
-    step1_prompt: str = field(
-        default="text",
-        metadata={"help": f"Step 1's prompt, one of {list(STEP1_PROMPTS)}: text (CoLLM's recipe: history titles inline, "
-                          "no placeholder; the paper does not say which) or spliced (the full prompt, the encoders "
-                          "frozen at their initialisation; with the UHEM also the shorter prompt)."},
-    )
-    prompt_curriculum: bool = field(
-        default=False,
-        metadata={"help": "LLaRA's curriculum in the joint step: each batch on the full prompt with a probability "
-                          "rising linearly from 0 at its first step to 1 at its last, else on the text prompt "
-                          "(needs joint in steps)."},
-    )
-    step1_learning_rate: float = field(default=1e-4, metadata={"help": "Step 1 (LoRA) learning rate."})
-    step1_num_train_epochs: float = field(default=1.0, metadata={"help": "Step 1 epochs."})
-    step1_max_steps: int = field(default=-1, metadata={"help": "Step 1 optimizer steps (overrides epochs when > 0)."})
-    step1_per_device_train_batch_size: int = field(default=8, metadata={"help": "Step 1 batch size per process."})
-    step1_gradient_accumulation_steps: int = field(default=1, metadata={"help": "Step 1 gradient accumulation."})
-    step1_warmup_steps: float = field(default=0.0, metadata={"help": "Step 1 warmup (steps, or a fraction < 1)."})
-    step2_learning_rate: float = field(default=1e-4, metadata={"help": "Step 2 (UHEM + projectors) learning rate."})
-    step2_num_train_epochs: float = field(default=1.0, metadata={"help": "Step 2 epochs."})
-    step2_max_steps: int = field(default=-1, metadata={"help": "Step 2 optimizer steps (overrides epochs when > 0)."})
-    step2_per_device_train_batch_size: int = field(default=8, metadata={"help": "Step 2 batch size per process."})
-    step2_gradient_accumulation_steps: int = field(default=1, metadata={"help": "Step 2 gradient accumulation."})
-    step2_warmup_steps: float = field(default=0.0, metadata={"help": "Step 2 warmup (steps, or a fraction < 1)."})
-    step3_learning_rate: float = field(default=1e-4, metadata={"help": "Step 3 (joint: LoRA + encoders) learning rate."})
-    step3_num_train_epochs: float = field(default=1.0, metadata={"help": "Step 3 epochs."})
-    step3_max_steps: int = field(default=-1, metadata={"help": "Step 3 optimizer steps (overrides epochs when > 0)."})
-    step3_per_device_train_batch_size: int = field(default=8, metadata={"help": "Step 3 batch size per process."})
-    step3_gradient_accumulation_steps: int = field(default=1, metadata={"help": "Step 3 gradient accumulation."})
-    step3_warmup_steps: float = field(default=0.0, metadata={"help": "Step 3 warmup (steps, or a fraction < 1)."})
-    resume: bool = field(
-        default=False, metadata={"help": "Continue an interrupted run in output_dir from its last complete checkpoint; "
-                                   "its settings must be this run's (checked against OUT/run_config.json)."}
-    )
+    step1_prompt: str = field(default="text", metadata={"help": f"Step 1's prompt, one of {list(STEP1_PROMPTS)}."})
+    prompt_curriculum: bool = field(default=False, metadata={"help": "LLaRA's curriculum in the joint step."})
+    resume: bool = field(default=False, metadata={"help": "Continue the run in output_dir (same settings)."})
     step1_from: str | None = field(
-        default=None,
-        metadata={"help": "A finished step 1 (OUT/step1-lora/final of an earlier run) loaded instead of training step 1, "
-                          "e.g. to sweep step 2's settings: that run's data, training rows, seed, model and step-1 "
-                          "settings must be this run's (checked against its OUT/run_config.json)."},
+        default=None, metadata={"help": "OUT/step1-lora/final of a run with these step-1 settings, loaded as step 1."}
     )
-    fast_step2: bool = field(
-        default=False,
-        metadata={"help": "Step 2 on a cached key/value prefix with the frozen LoRA merged: same scores and gradients "
-                          "as the plain path without LoRA dropout, fewer FLOPs (docs/BENCHMARKS.md)."},
-    )
+    fast_step2: bool = field(default=False, metadata={"help": "Step 2 on a cached key/value prefix of the prompts."})
 
     def __post_init__(self) -> None:
         check_list("steps", self.steps, TRAINING_STEPS, ordered=True)
@@ -329,43 +282,44 @@ class ScheduleArguments:
         if self.prompt_curriculum and "joint" not in self.steps:
             raise _refuse("prompt_curriculum", self.prompt_curriculum, f"false: it moves the joint step's prompt, and "
                                                                        f"steps {list(self.steps)} have no joint step")
-        for number in range(1, len(TRAINING_STEPS) + 1):
-            prefix = f"step{number}_"
-            check_number(prefix + "learning_rate", getattr(self, prefix + "learning_rate"), 0, above_minimum=True)
-            check_integer(prefix + "per_device_train_batch_size", getattr(self, prefix + "per_device_train_batch_size"), 1)
-            check_integer(prefix + "gradient_accumulation_steps", getattr(self, prefix + "gradient_accumulation_steps"), 1)
-            max_steps = getattr(self, prefix + "max_steps")
-            if not _is_integer(max_steps) or not (max_steps == -1 or max_steps >= 1):
-                raise _refuse(prefix + "max_steps", max_steps, f"an integer >= 1, or -1 ({prefix}num_train_epochs decides)")
-            if max_steps == -1:
-                check_number(prefix + "num_train_epochs", getattr(self, prefix + "num_train_epochs"), 0, above_minimum=True)
-            warmup = getattr(self, prefix + "warmup_steps")
-            if not (_is_number(warmup) and 0 <= warmup and (warmup < 1 or float(warmup).is_integer())):
-                raise _refuse(prefix + "warmup_steps", warmup, "a fraction of the step's training steps in [0, 1), "
-                                                               "or a whole number of steps")
+        for step in TRAINING_STEPS:
+            self.step(step).check(f"step{step_number(step)}_")
+
+    def step(self, step: str) -> StepArguments:
+        """The settings of `step` ("lora", "encoders" or "joint"), from its `step<k>_*` fields."""
+        number = step_number(step)
+        return StepArguments(**{name: getattr(self, f"step{number}_{name}") for name in STEP_SETTINGS})
 
     def step_overrides(self, step: str) -> dict[str, Any]:
-        """The `TrainingArguments` values of a step: `step1_*` for "lora", `step2_*` for "encoders", `step3_*` for "joint"."""
-        number = step_number(step)
-        return {name: getattr(self, f"step{number}_{name}") for name in STEP_SETTINGS}
+        """The `TrainingArguments` values of `step`."""
+        return dataclasses.asdict(self.step(step))
 
 
-# `TrainingArguments` fields that each step sets from its own `step1_*` / `step2_*` value: the
-# generic flags of the same names are ignored.
-STEP_SETTINGS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-                 "gradient_accumulation_steps", "warmup_steps")
+def _copied_fields(source: type, prefix: str, help_of) -> list[tuple]:
+    """`(prefix + name, type, field)` for each `STEP_SETTINGS` field of the dataclass `source`."""
+    hints = get_type_hints(source)
+    return [(prefix + name, hints[name], field(default=source.__dataclass_fields__[name].default,
+                                               metadata={"help": help_of(name)})) for name in STEP_SETTINGS]
 
 
-class GenericTrainingArguments(TrainingArguments):
-    """`TrainingArguments`, shown last in `--help` under their own heading."""
+_STEP_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(StepArguments)}
+# The flat `step<k>_*` fields are the external format: presets, the command line, run_config.json.
+ScheduleArguments = dataclasses.make_dataclass(
+    "ScheduleArguments",
+    [item for number, step in enumerate(TRAINING_STEPS, 1)
+     for item in _copied_fields(StepArguments, f"step{number}_", lambda name: f"Step {number} ({step}): {_STEP_HELP[name]}.")],
+    bases=(_ScheduleSettings,),
+    namespace={"__module__": __name__, "__doc__": "The schedule: which steps, and each one's `StepArguments`."},
+)
+# `TrainingArguments` shown last in --help, the fields each step sets marked as ignored.
+GenericTrainingArguments = dataclasses.make_dataclass(
+    "GenericTrainingArguments",
+    _copied_fields(TrainingArguments, "", lambda name: f"IGNORED: each step sets it from --step<k>_{name}."),
+    bases=(TrainingArguments,),
+    namespace={"__module__": __name__, "_argument_group_name": "transformers.TrainingArguments (any field)"},
+)
 
-    _argument_group_name = ("transformers.TrainingArguments (any field; the per-step ones, "
-                            + ", ".join(f"--{name}" for name in STEP_SETTINGS)
-                            + ", are IGNORED: use --step1_* / --step2_*)")
-
-
-# Defaults that differ from `TrainingArguments`: the paper's optimizer, and what the
-# collator-built batches need.
+# Defaults that differ from `TrainingArguments`: the paper's optimizer, and what the collator's batches need.
 TRAINING_DEFAULTS: dict[str, Any] = {
     "output_dir": "outputs/demo",
     "optim": "adamw_torch",
@@ -395,7 +349,7 @@ class RunArguments:
     preset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able sections, as a preset would hold them."""
+        """JSON-able sections, as a preset would hold them (`OUT/run_config.json`)."""
         training = {key: value for key, value in self.training.to_dict().items() if not key.startswith("_")}
         return {
             "preset": self.preset,
@@ -414,13 +368,12 @@ def load_preset(path: str | Path) -> dict[str, Any]:
     """Reads a preset and flattens its sections into one `{key: value}` dict.
 
     Raises:
-        PresetError: the file is missing, a section or a key is unknown (with the closest
-            known names), or a key appears in two sections.
+        PresetError: the file is missing, a section or a key is unknown (with the closest known
+            names), or a key appears in two sections.
     """
     path = Path(path)
     if not path.is_file() and path.parts and path.parts[0] == "configuration" and (PRESET_DIR.joinpath(*path.parts[1:])).is_file():
-        # "configuration/NAME.yaml" as the docs write it, run from outside the repository.
-        path = PRESET_DIR.joinpath(*path.parts[1:])
+        path = PRESET_DIR.joinpath(*path.parts[1:])  # "configuration/NAME.yaml" run from outside the repository
     if not path.is_file():
         raise PresetError(f"preset {path} does not exist (presets live in {PRESET_DIR})")
     content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -439,11 +392,6 @@ def load_preset(path: str | Path) -> dict[str, Any]:
     return flat
 
 
-def _suggest(name: str, known) -> str:
-    close = difflib.get_close_matches(name, sorted(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def parse_arguments(argv: list[str] | None = None) -> RunArguments:
     """Parses `[--preset FILE] [--key value ...]`: the preset's values, then the overrides.
 
@@ -453,38 +401,27 @@ def parse_arguments(argv: list[str] | None = None) -> RunArguments:
     Returns:
         The run's settings, validated by `check_arguments` (not yet against the data).
     """
-    import argparse
-    import sys
-
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", default=None)
-    known, rest = pre.parse_known_args(argv)
-    preset = Path(known.preset) if known.preset else DEFAULT_PRESET
+    preset = Path(pre.parse_known_args(argv)[0].preset or DEFAULT_PRESET)
     preset_values = load_preset(preset)
-    values = {**TRAINING_DEFAULTS, **preset_values}
-
-    # argparse lists ungrouped options first: --preset, then the groups in this order, the
-    # hundreds of generic TrainingArguments last.
+    # argparse lists --preset first, then the groups in this order, the generic TrainingArguments last.
     parser = HfArgumentParser((ScheduleArguments, ModelArguments, DataArguments, GenericTrainingArguments),
-                              usage="%(prog)s [--preset FILE] [--KEY VALUE ...]", description="Train and evaluate USER-LLM with the paper's two-step schedule. Any preset "
+                              usage="%(prog)s [--preset FILE] [--KEY VALUE ...]",
+                              description="Train and evaluate USER-LLM with the paper's two-step schedule. Any preset "
                                           "key can be overridden with --KEY VALUE.")
     parser.add_argument("--preset", default=None, help="YAML preset (default: configuration/toy.yaml, the toy demo)")
-    for action in parser._actions:
-        if action.dest in STEP_SETTINGS:
-            action.help = f"IGNORED: each step sets it from --step1_{action.dest} / --step2_{action.dest}"
-    parser.set_defaults(**values)
+    parser.set_defaults(**{**TRAINING_DEFAULTS, **preset_values})
     try:
-        # The namespace left over after the four dataclasses holds only --preset.
-        schedule, model, data, training, _ = parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
+        schedule, model, data, training, _, unknown = parser.parse_args_into_dataclasses(
+            argv, return_remaining_strings=True, look_for_args_file=False)
     except PresetError as error:
         raise _located(error, argv, preset, preset_values) from None
-    except ValueError as error:
-        if "not used by the HfArgumentParser" not in str(error):
-            raise
-        unknown = [arg for arg in argv if arg.startswith("--") and arg.split("=")[0] not in parser._option_string_actions]
-        hints = [f"{arg}{_suggest(arg.split('=')[0], parser._option_string_actions)}" for arg in unknown]
-        parser.error(f"unrecognized arguments: {' '.join(hints) or error} (see --help)")
+    if unknown:
+        flags = {f"--{name}" for section in SECTIONS.values() for name in _field_names(section)} | {"--preset"}
+        hints = [f"{arg}{_suggest(arg.split('=')[0], flags)}" for arg in unknown if arg.startswith("--")]
+        parser.error(f"unrecognized arguments: {' '.join(hints or unknown)} (see --help)")
     for section, name in ((data, "data_dir"), (data, "features_dir"), (model, "base_model_name_or_path"),
                           (schedule, "step1_from")):
         value = getattr(section, name)
@@ -513,8 +450,8 @@ def _located(error: PresetError, argv: list[str], preset: Path, preset_values: d
 
 
 def check_arguments(run: RunArguments) -> None:
-    """Checks what needs no data beyond each section's own ranges (checked when the sections are
-    built): dtype, settings of several sections, the `TrainingArguments` this run relies on.
+    """Checks what spans sections and the `TrainingArguments` this run relies on (each section
+    checks its own ranges when built).
 
     Raises:
         PresetError: naming the bad value.
@@ -551,8 +488,7 @@ def check_arguments(run: RunArguments) -> None:
         check_number("save_steps", training.save_steps, 0, above_minimum=True)
 
 
-# What must match between a run and the run whose step 1 it reuses (`step1_from`): everything
-# that decides step 1's rows, model and optimisation. Paths are compared resolved.
+# What must match the run whose step 1 is reused (`step1_from`): all that decides step 1.
 STEP1_SETTINGS = {
     "data": ("data_dir", "features_dir", "description_source", "max_train_rows", "toy_seed", "toy_num_users",
              "toy_num_items"),
@@ -561,8 +497,7 @@ STEP1_SETTINGS = {
     "training": ("seed", "data_seed", "weight_decay", "optim", "lr_scheduler_type", "adam_beta1", "adam_beta2",
                  "adam_epsilon", "max_grad_norm", "bf16", "fp16"),
 }
-# What must match between a run and the run it continues (`resume`): every setting that decides
-# what any step trains. Evaluation, threads, logging and checkpoint frequency may change.
+# What must match the run continued (`resume`): all that decides what any step trains.
 RESUME_SETTINGS = {
     "data": STEP1_SETTINGS["data"],
     "model": tuple(f.name for f in dataclasses.fields(ModelArguments) if f.name != "num_threads"),
@@ -574,14 +509,12 @@ PATH_SETTINGS = ("data_dir", "features_dir", "base_model_name_or_path", "step1_f
 RUN_CONFIG_FILE = "run_config.json"
 # Settings newer than some saved run_config.json files: a file without one ran at this value.
 ADDED_SETTINGS = {("model", "projector_norm"): "none", ("model", "item_ids_after_titles"): False,
-                  ("schedule", "step1_prompt"): "text",
-                  ("schedule", "prompt_curriculum"): False}
+                  ("schedule", "step1_prompt"): "text", ("schedule", "prompt_curriculum"): False}
 
 
 def differing_settings(run: RunArguments, config_file: Path, settings: dict[str, tuple[str, ...]]) -> list[str]:
-    """The keys of `settings` (`{section: keys}`) whose value in `run` differs from the run recorded
-    in `config_file` (an `OUT/run_config.json`), each as "section.key: VALUE here, VALUE in FILE".
-    Paths are compared resolved."""
+    """The keys of `settings` (`{section: keys}`) whose value in `run` differs from `config_file`'s
+    (a run_config.json), each as "section.key: VALUE here, VALUE in FILE"; paths compared resolved."""
     source = json.loads(config_file.read_text(encoding="utf-8"))
     mine = run.to_dict()
     differences = []
@@ -596,16 +529,12 @@ def differing_settings(run: RunArguments, config_file: Path, settings: dict[str,
 
 
 def check_step1_source(run: RunArguments) -> Path | None:
-    """Checks that `step1_from` is a finished step 1 of a run with this run's step-1 settings.
-
-    Call it once the data folders are resolved (`resolve_data`).
-
-    Returns:
-        The folder to load step 1 from, or None when `step1_from` is not set.
+    """The folder `step1_from` names, once checked to be a finished step 1 with this run's step-1
+    settings (call it after `resolve_data`); None when it is not set.
 
     Raises:
-        PresetError: the folder holds no `model.safetensors`, its run has no `run_config.json`, or
-            a setting differs (each differing key named with both values).
+        PresetError: no `model.safetensors` there, no `run_config.json` beside its run, or a
+            setting differs (each named with both values).
     """
     if run.schedule.step1_from is None:
         return None
@@ -616,7 +545,7 @@ def check_step1_source(run: RunArguments) -> Path | None:
     config_file = folder.parent.parent / RUN_CONFIG_FILE
     if not config_file.is_file():
         raise PresetError(f"step1_from {folder}: {config_file} is missing, so its settings cannot be checked; expected "
-                          "OUT/step1-lora/final of a run of examples/train.py")
+                          "OUT/step1-lora/final of a training run")
     differences = differing_settings(run, config_file, STEP1_SETTINGS)
     if differences:
         raise PresetError(f"step1_from {folder} was trained with other step-1 settings: " + "; ".join(differences))
@@ -624,14 +553,11 @@ def check_step1_source(run: RunArguments) -> Path | None:
 
 
 def check_resumed_run(run: RunArguments) -> None:
-    """With `resume`, checks that `output_dir` holds a run with this run's settings (`RESUME_SETTINGS`).
-
-    A folder without a run yet is started afresh. Call it once the data folders are resolved
-    (`resolve_data`), before anything writes `run_config.json`.
+    """With `resume`, checks that `output_dir` holds a run with this run's `RESUME_SETTINGS` (a folder
+    without a run starts afresh). Call it after `resolve_data`, before run_config.json is written.
 
     Raises:
-        PresetError: the folder holds step folders but no `run_config.json`, or a setting differs
-            (each differing key named with both values).
+        PresetError: step folders without a `run_config.json`, or a setting differs (each named).
     """
     if not run.schedule.resume:
         return

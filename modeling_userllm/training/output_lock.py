@@ -1,12 +1,9 @@
-"""One run at a time per output folder: `OUTPUT/run.lock`.
+"""One run at a time per output folder: `OUTPUT/run.lock`, holding the host and process id of its run.
 
-The lock file records the host and process id of the run holding it, and is removed when that
-run ends, whether it finishes or raises. A run killed outright (kill -9, power loss) leaves it
-behind: a later run on the same host sees that the recorded process is dead, says so in a
-warning and takes the lock over. A lock from another host (a shared file system) cannot be
-checked from here: delete it by hand once no run uses the folder. Process ids are reused in
-time, so a stale lock whose id now belongs to another live process reads as held; the message
-names the file to delete then.
+The lock goes when its run ends, whether it finishes or raises. A run killed outright leaves it:
+a later run on the same host sees that process dead and takes the lock over with a warning. A
+lock from another host, or whose process id now belongs to another live process, reads as held;
+the message names the file to delete then.
 """
 
 from __future__ import annotations
@@ -50,10 +47,8 @@ def _read_holder(lock: Path) -> dict | None:
 
 @contextmanager
 def output_dir_lock(output_dir: str | Path) -> Iterator[Path]:
-    """Holds `output_dir/run.lock` for the duration of the `with` block (see the module docstring).
-
-    The lock is written to a temporary file first and linked to its name, which fails when the
-    name exists: two runs starting together cannot both take it, nor see a half-written lock.
+    """Holds `output_dir/run.lock` inside the block. The lock is written to a temporary file and
+    linked to its name, which fails when the name exists: two runs cannot both take it.
 
     Raises:
         OutputDirInUseError: a live process (or one on another host, or an unreadable lock)

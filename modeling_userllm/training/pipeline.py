@@ -1,6 +1,7 @@
 """One training run end to end: data, model, the two steps, evaluation, the hub-ready folder.
 
-`run_training(run)` is what `examples/train.py` does, under `python` or `accelerate launch`:
+`main` is the command line (`python -m modeling_userllm.training`, `examples/train.py`, or under
+`accelerate launch`); `run_training(run)` writes:
 
     OUTPUT/step1-lora/       checkpoints of step 1, and final/ when it finished
     OUTPUT/step2-encoders/   the same for step 2
@@ -12,11 +13,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from pathlib import Path
 
+import huggingface_hub.utils
 import torch
-from transformers import AutoTokenizer, ProgressCallback, TrainingArguments
+from transformers import AutoModel, AutoProcessor, AutoTokenizer, ProgressCallback, TrainingArguments
+from transformers.utils import logging as transformers_logging
 
 from ..configuration_userllm import VARIANTS
 from ..factory import create_model_and_processor
@@ -24,10 +29,13 @@ from ..features.store import atomic_write_json
 from ..features.visual import load_image_encoder, toy_image_encoder
 from ..metrics import undefined_metrics
 from ..toy_model import build_toy_tokenizer, tiny_llama_config
-from .arguments import DTYPES, RUN_CONFIG_FILE, PresetError, RunArguments, check_resumed_run, check_step1_source, step_number
+from .arguments import (
+    DTYPES, RUN_CONFIG_FILE, DataArguments, PresetError, RunArguments, check_resumed_run, check_step1_source,
+    parse_arguments, step_number,
+)
 from .datasets import RecordCollator, RunData, history_items_for_split, load_run_data, prepare_toy_data, with_history_items
 from .dtype import resolve_llm_dtype
-from .output_lock import output_dir_lock
+from .output_lock import OutputDirInUseError, output_dir_lock
 from .trainer import UserLLMTrainer, train_two_steps
 
 logger = logging.getLogger(__name__)
@@ -60,11 +68,8 @@ def load_data_for_run(run: RunArguments) -> RunData:
 
 
 def build_model(run: RunArguments, run_data: RunData):
-    """A fresh model and processor of the run's variant, with the MF tables loaded.
-
-    Without `base_model_name_or_path` the LLM is a tiny random Llama over a word-level
-    tokenizer of the data set's texts (the embedded default).
-    """
+    """A fresh model and processor of the run's variant, with the MF tables loaded; without
+    `base_model_name_or_path`, a tiny random Llama over a word-level tokenizer of the data set's texts."""
     model_args = run.model
     data = run_data.data
     if model_args.base_model_name_or_path is None:
@@ -134,14 +139,11 @@ def label_evaluation_progress(trainer: UserLLMTrainer, label: str) -> None:
 
 
 def evaluate_splits(trainer: UserLLMTrainer, run_data: RunData, splits, max_rows: int | None, seed: int) -> dict:
-    """`{split: {"auc", "uauc", "rows", "users", "loss", "history_items"}}` on the full prompt,
-    each row counted once.
+    """`{split: {"auc", "uauc", "rows", "users", "loss", "history_items"}}` on the full prompt, each row once.
 
-    `max_rows` cuts a split to whole users (`RunData.user_subset`). `test_long` is scored
-    with the data set's long histories: its processor keeps `long_history_length` items
-    (Table 5), the other splits the model's own `max_history_items`. A metric the split's
-    labels cannot define (one class only) is None, with the reason in `"undefined"`
-    (`{"auc": why, ...}`), and the other splits are kept.
+    `max_rows` cuts a split to whole users (`RunData.user_subset`); `test_long` keeps the data
+    set's `long_history_length` items (Table 5). A metric a split's labels cannot define (one
+    class) is None, with the reason in `"undefined"` (`{"auc": why, ...}`).
 
     Raises:
         ValueError: a split asked for is absent or empty.
@@ -168,12 +170,12 @@ def evaluate_splits(trainer: UserLLMTrainer, run_data: RunData, splits, max_rows
 
 
 def attach_image_encoder(model, processor, run_data: RunData) -> str | None:
-    """Gives the model the vision encoder that computed the run's image features (named in the
-    features' manifest), and the processor its image processor, so the saved model scores raw posters.
+    """Gives the model the vision encoder named in the features' manifest, and the processor its
+    image processor, so the saved model scores raw posters.
 
     Returns:
         The encoder's name, or None when the model is not visual or the encoder cannot be loaded
-        (then the model takes precomputed features only; a warning says why).
+        (a warning says why; the model then takes precomputed features only).
     """
     features = run_data.features
     if not model.config.use_visual or features is None:
@@ -229,14 +231,8 @@ def save_model_folder(trainer: UserLLMTrainer, run: RunArguments, run_data: RunD
 
 
 def run_training(run: RunArguments, callbacks: list | None = None) -> dict:
-    """Trains, evaluates and saves one run (see the module docstring for what it writes).
-
-    Args:
-        run: the settings (`parse_arguments`).
-        callbacks: extra `TrainerCallback`s for both steps.
-
-    Returns:
-        The metrics written to `OUTPUT/metrics.json`.
+    """Trains, evaluates and saves one run (`parse_arguments`), with extra `TrainerCallback`s for
+    every step; returns the metrics written to `OUTPUT/metrics.json`.
 
     Raises:
         OutputDirInUseError: another run is writing `output_dir`.
@@ -288,4 +284,57 @@ def _run_training(run: RunArguments, callbacks: list | None) -> dict:
     save_model_folder(trainer, run, run_data, {k: v for k, v in metrics.items() if isinstance(v, dict)})
     if training.should_save:
         atomic_write_json(output_dir / "metrics.json", metrics)
+    return metrics
+
+
+def show_top_items(output_dir: Path, run_config: dict, top_k: int = 5) -> None:
+    """Reloads OUTPUT/model as a user would and prints the top items for one test user."""
+    from ..demo.recommender import unseen_items
+    from ..ranking import score_candidates_from_scratch
+
+    model_dir = output_dir / "model"
+    model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    config = model.config
+    run_data = load_run_data(
+        DataArguments(**run_config["data"]), use_visual=config.use_visual, use_collaborative=config.use_collaborative,
+        use_descriptions=config.use_descriptions,
+    )
+    data, builder = run_data.data, run_data.builder
+    test = data.interactions["test"]
+    user_record = builder([test[len(test) - 1]])[0]  # the user's last test row: their most recent history
+    candidates = [builder.item(item_id) for item_id in unseen_items(data, user_record["user_id"])]
+    with torch.no_grad():
+        scores = score_candidates_from_scratch(model, processor, user_record, candidates, batch_size=64)
+    top_scores, top_indices = torch.topk(scores, min(top_k, len(candidates)))
+    print(f"\nTop-{top_k} of {len(candidates)} unseen items for user {user_record['user_id']} "
+          f"(model reloaded from {model_dir}):")
+    print("  recent history: " + "; ".join(item["title"] for item in user_record["history"]))
+    for rank, (score, index) in enumerate(zip(top_scores.tolist(), top_indices.tolist()), start=1):
+        print(f"  {rank}. {candidates[index]['title']:<45} P(Yes) = {torch.sigmoid(torch.tensor(score)).item():.3f}")
+
+
+def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
+    """The command line: parses `argv` (None: `sys.argv`), trains, prints the metrics (and, for the
+    toy demo, a user's top items from the reloaded model); returns the metrics."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    # The Trainer's bars and the log show each phase; a base LLM fetched from the Hub keeps its download bar.
+    transformers_logging.disable_progress_bar()
+    huggingface_hub.utils.enable_progress_bars()
+    try:
+        run = parse_arguments(argv)
+        metrics = run_training(run, callbacks=callbacks)
+    except (PresetError, OutputDirInUseError) as error:
+        sys.exit(f"error: {error}")
+    if run.training.process_index == 0:
+        output_dir = Path(run.training.output_dir)
+        print("\nMetrics (AUC / UAUC):")
+        for split, values in metrics.items():
+            if isinstance(values, dict):
+                auc, uauc = (f"{values[name]:.4f}" if values[name] is not None else "undefined" for name in ("auc", "uauc"))
+                print(f"  {split:<10} {auc} / {uauc}  ({values['rows']} rows)"
+                      + "".join(f"; {reason}" for reason in values.get("undefined", {}).values()))
+        print(f"written: {output_dir / 'metrics.json'}, {output_dir / 'model'}")
+        if run.model.base_model_name_or_path is None:
+            show_top_items(output_dir, json.loads((output_dir / RUN_CONFIG_FILE).read_text()))
     return metrics

@@ -1,12 +1,9 @@
 """`UserLLMTrainer` and the paper's two-step schedule (Sec. 3.3) as one call.
 
-Step 1 ("lora") trains the LoRA adapters only, by default on the text form of the prompt
-(CoLLM's recipe; the paper does not say which prompt: `step1_prompt="spliced"` takes the full
-one); step 2 ("encoders") freezes LoRA and trains the UHEM and the visual and collaborative
-projectors on the full prompt. Options: "joint" trains both together, in any order with the
-others (`[lora, joint]`: step 1, then both), and with `prompt_curriculum` on LLaRA's
-curriculum from the text prompt to the full one. Each step is its own `Trainer`, so its optimizer (AdamW, weight decay 1e-3)
-sees only that step's parameters, and its checkpoints live in `OUTPUT/step<k>-<name>/`.
+Step 1 ("lora") trains LoRA only, by default on the text prompt (CoLLM's recipe); step 2
+("encoders") trains the UHEM and the projectors on the full prompt; "joint" (an option) trains
+both. Each step is its own `Trainer`, so its optimizer sees only that step's parameters, and its
+checkpoints live in `OUTPUT/step<k>-<name>/`.
 """
 
 from __future__ import annotations
@@ -35,13 +32,8 @@ FINAL_FOLDER = "final"
 
 
 def compute_auc_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
-    """AUC, UAUC and the number of rows, from the scores the Trainer gathered.
-
-    `predictions` are the model's outputs after the loss (`logits`, `probabilities`);
-    `label_ids` is `(labels, user_ids)` (`label_names=["labels", "user_ids"]`). Rows of one
-    class give NaN metrics with a warning (`metrics.undefined_metrics` says why), so that the
-    loss and the other splits are kept.
-    """
+    """AUC, UAUC and the number of rows; `label_ids` is `(labels, user_ids)`. Rows of one class give
+    NaN metrics with a warning, so that the loss and the other splits are kept."""
     predictions = eval_prediction.predictions
     scores = predictions[0] if isinstance(predictions, (tuple, list)) else predictions
     labels, user_ids = eval_prediction.label_ids
@@ -55,14 +47,8 @@ def compute_auc_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
 
 
 class UserLLMTrainer(Trainer):
-    """A `Trainer` for `UserLLMForRecommendation`.
-
-    The loss comes from the model output, prediction returns the scores, and `compute_metrics`
-    defaults to AUC/UAUC. Under several processes the evaluation data loader is sharded by
-    accelerate and `gather_for_metrics` drops the rows repeated to even the last batch, so
-    every row counts once. Checkpoints hold the weights (light ones without the frozen base
-    LLM when `light_checkpoints`), the config with `auto_map`, the model and processor code
-    and the processor: each loads with `AutoModel.from_pretrained(dir, trust_remote_code=True)`.
+    """A `Trainer` for `UserLLMForRecommendation`: `compute_metrics` defaults to AUC/UAUC, and each
+    checkpoint loads with `AutoModel.from_pretrained(dir, trust_remote_code=True)`.
 
     Args:
         light_checkpoints: save only what training changes (needs `config.base_model_name_or_path`).
@@ -84,8 +70,7 @@ class UserLLMTrainer(Trainer):
             super()._save(output_dir, state_dict)
         elif self.args.should_save:
             Path(output_dir).mkdir(parents=True, exist_ok=True)
-            # Under FSDP / DeepSpeed ZeRO-3 `save_model` passes the gathered `state_dict`: the
-            # module's own would hold only this process's shard.
+            # Under FSDP / ZeRO-3 `save_model` passes the gathered `state_dict` (the module holds a shard).
             self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, light=True, state_dict=state_dict)
             if self.processing_class is not None:
                 self.processing_class.save_pretrained(output_dir)
@@ -109,8 +94,7 @@ def _load_step_result(model, folder: Path) -> None:
     """Loads the weights saved at the end of a step (full or light) into `model`, set to that step.
 
     Raises:
-        ValueError: the weight file does not read (e.g. cut short by a kill while it was written),
-            holds weights the model does not have, or lacks some that the step trains.
+        ValueError: the file does not read (cut short), holds unknown weights or lacks trained ones.
     """
     weights = folder / "model.safetensors"
     try:
@@ -128,12 +112,8 @@ def _load_step_result(model, folder: Path) -> None:
 
 
 def _incomplete_checkpoint_reason(checkpoint: Path) -> str | None:
-    """Why a `checkpoint-N` folder was cut short, or None when it is complete.
-
-    The Trainer writes the weights, optimizer, scheduler and RNG state first and
-    `trainer_state.json` last, so a readable state file and weights that read back mean that
-    the save finished.
-    """
+    """Why a `checkpoint-N` folder was cut short, or None. The Trainer writes `trainer_state.json`
+    last, so a readable one and weights that read back mean the save finished."""
     try:
         json.loads((checkpoint / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -153,11 +133,7 @@ def _incomplete_checkpoint_reason(checkpoint: Path) -> str | None:
 
 
 def last_complete_checkpoint(folder: Path) -> str | None:
-    """The newest `checkpoint-N` in `folder` whose save finished, or None.
-
-    A checkpoint cut short by a kill is skipped with a warning naming it; it is overwritten
-    when training reaches that step again.
-    """
+    """The newest `checkpoint-N` in `folder` whose save finished (others skipped with a warning), or None."""
     for checkpoint in reversed(sort_checkpoints(str(folder))):
         reason = _incomplete_checkpoint_reason(Path(checkpoint))
         if reason is None:
@@ -182,33 +158,25 @@ def train_two_steps(
     step1_prompt: str = "text",
     prompt_curriculum: bool = False,
 ) -> UserLLMTrainer:
-    """Runs the paper's schedule: each step with its own Trainer, optimizer and folder.
+    """Runs the schedule: each step with its own Trainer, optimizer and folder.
 
-    A step whose model has nothing to train (e.g. step 2 of TALLRec, which has no encoders)
-    is skipped. With `resume`, a finished step (its `final/` folder exists) is loaded instead
-    of retrained (its weights checked: `_load_step_result`), and an unfinished one continues from
-    its last complete checkpoint (`last_complete_checkpoint`), so an interrupted run ends where
-    an uninterrupted one with the same seed would.
+    A step with nothing to train (step 2 of TALLRec) is skipped. With `resume`, a finished step
+    (its `final/` exists) is loaded, an unfinished one continues from its last complete checkpoint,
+    so an interrupted run ends where an uninterrupted one with the same seed would.
 
     Args:
-        model: a `UserLLMForRecommendation`.
-        processor: its `UserLLMProcessor`.
+        model, processor: a `UserLLMForRecommendation` and its `UserLLMProcessor`.
         train_dataset: records (e.g. `RunData.split("train")`).
         args: shared `TrainingArguments`; `output_dir` is the run's folder.
-        steps: `"lora"` and/or `"encoders"` (the paper's), or `"joint"` (both kinds of parameters
-            together on the full prompt; an option, not the paper's schedule), in order.
-        step_overrides: `{step: {TrainingArguments field: value}}`, e.g. the learning rate.
+        steps: in order, among `"lora"`, `"encoders"` (the paper's) and `"joint"`.
+        step_overrides: `{step: {TrainingArguments field: value}}` (`ScheduleArguments.step_overrides`).
         resume: continue an interrupted run in `args.output_dir`.
         light_checkpoints: checkpoints without the frozen base LLM.
         callbacks: extra `TrainerCallback`s for every step.
-        fast_step2: train step 2 on the constant-prefix cache with the frozen LoRA merged
-            (`fast_step2.FastStep2Trainer`: same scores and gradients, LoRA dropout off).
-        finished_steps: `{step: folder}` of steps trained elsewhere, loaded instead of trained
-            (e.g. `{"lora": "OUT/step1-lora/final"}`: a step-2 sweep trains step 1 once).
-        step1_prompt: the prompt of step 1 (`STEP1_PROMPTS`): `"text"` (CoLLM's recipe) or
-            `"spliced"` (the full prompt, the encoders frozen at their initialisation).
-        prompt_curriculum: the joint step moves from the text prompt to the full one
-            (LLaRA's curriculum, `PromptCurriculumCollator`, seeded by `args.seed`).
+        fast_step2: step 2 through `fast_step2.FastStep2Trainer` (same scores, no LoRA dropout).
+        finished_steps: `{step: folder}` of steps trained elsewhere, loaded instead of trained.
+        step1_prompt: step 1's prompt, `"text"` or `"spliced"` (`STEP1_PROMPTS`).
+        prompt_curriculum: LLaRA's text-to-full prompt curriculum in the joint step (seeded by `args.seed`).
 
     Returns:
         The trainer of the last step run (its model is the trained model, set to inference).
