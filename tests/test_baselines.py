@@ -133,6 +133,20 @@ def test_fit_restores_the_best_validation_epoch(small_toy_data):
     assert evaluate(model, valid)["auc"] == pytest.approx(best["valid_auc"])
 
 
+def test_a_one_class_split_is_scored_undefined_with_its_reason_and_a_one_class_valid_is_refused(small_toy_data):
+    def with_split(name, split):
+        return dataclasses.replace(small_toy_data, interactions=datasets.DatasetDict(
+            {**small_toy_data.interactions, name: split.filter(lambda row: row["label"] == 1)}))
+
+    data = with_split("test", small_toy_data.interactions["test"])
+    _, metrics = train_baseline("mf", data, max_epochs=1, patience=1, progress=False, **FAST_SETTINGS["mf"])
+    assert metrics["test"]["auc"] is None and metrics["test"]["uauc"] is None
+    assert "0 negatives" in metrics["test"]["undefined"]["auc"] and "none of the" in metrics["test"]["undefined"]["uauc"]
+    assert 0 <= metrics["valid"]["auc"] <= 1 and "undefined" not in metrics["valid"]
+    with pytest.raises(ValueError, match="valid split: AUC needs both classes.*early stopping needs a valid AUC"):
+        train_baseline("mf", with_split("valid", small_toy_data.interactions["valid"]), max_epochs=1, progress=False)
+
+
 def test_unknown_hyperparameter_raises(small_toy_data):
     with pytest.raises(ValueError, match="num_layers"):
         train_baseline("mf", small_toy_data, num_layers=3)

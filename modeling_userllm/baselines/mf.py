@@ -7,18 +7,11 @@ from torch import nn
 
 
 class MatrixFactorization(nn.Module):
-    """MF without biases: score(u, i) = <p_u, q_i>.
+    """MF without biases: score(u, i) = <p_u, q_i>, tables of size d (256 in CoLLM and USER-LLM).
 
-    The embeddings start from N(0, init_std^2). CoLLM keeps `nn.Embedding`'s N(0, 1): with
-    Adam's weight decay the large initial norms shrink slowly over hundreds of epochs, the
-    regime its published MF figures were tuned in. A small `init_std` learns in a few
-    epochs, which suits small data sets.
-
-    Args:
-        num_users: rows of the user table (user ids are `0 .. num_users - 1`).
-        num_items: rows of the item table.
-        embedding_size: d, the size of both tables (256 in CoLLM and USER-LLM).
-        init_std: standard deviation of the initial embeddings.
+    The embeddings start from N(0, init_std^2). CoLLM keeps `nn.Embedding`'s N(0, 1), whose
+    norms weight decay shrinks over hundreds of epochs (the regime its MF figures were tuned
+    in); a small `init_std` learns in a few epochs, which suits small data sets.
     """
 
     history_length = 0
@@ -30,17 +23,6 @@ class MatrixFactorization(nn.Module):
         nn.init.normal_(self.user_embedding.weight, std=init_std)
         nn.init.normal_(self.item_embedding.weight, std=init_std)
 
-    def forward(
-        self, user_ids: torch.Tensor, item_ids: torch.Tensor, history_item_ids: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Scores `(user, item)` pairs; MF ignores the history.
-
-        Args:
-            user_ids: `(B,)` int64.
-            item_ids: `(B,)` int64.
-            history_item_ids: unused, accepted so that all baselines share one signature.
-
-        Returns:
-            `(B,)` logits.
-        """
+    def forward(self, user_ids: torch.Tensor, item_ids: torch.Tensor, history_item_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B,)` logits of `(B,)` user and item ids (the history, unused, keeps the baselines' one signature)."""
         return (self.user_embedding(user_ids) * self.item_embedding(item_ids)).sum(dim=-1)

@@ -11,13 +11,8 @@ class PointWiseFeedForward(nn.Module):
 
     def __init__(self, hidden_size: int, dropout: float) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(hidden_size, hidden_size),
-            nn.Dropout(dropout),
-            nn.ReLU(),
-            nn.Linear(hidden_size, hidden_size),
-            nn.Dropout(dropout),
-        )
+        self.net = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.Dropout(dropout), nn.ReLU(),
+                                 nn.Linear(hidden_size, hidden_size), nn.Dropout(dropout))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden + self.net(hidden)
@@ -45,29 +40,14 @@ class SASRecBlock(nn.Module):
 class SASRec(nn.Module):
     """SASRec as a pointwise scorer: score(history, i) = <F_L, M_i>.
 
-    F_L is the output of the last position of the self-attention stack run over the L most
-    recent history items (left-padded, oldest first), and M_i the target item's embedding
-    in the same table as the inputs. Empty histories are valid: their last position is
-    padding and F_L is then the learned bias of the final layer norm.
-
-    Args:
-        num_items: items; the embedding table has one more row, index 0, for padding.
-        hidden_size: d (CoLLM: 64).
-        num_blocks: self-attention blocks (2 in SASRec and CoLLM).
-        num_heads: attention heads (1 in SASRec and CoLLM).
-        dropout: dropout rate (0.2 in CoLLM).
-        history_length: L, the number of recent history items read (CoLLM: 25).
+    F_L is the last position's output of the self-attention stack over the L = `history_length`
+    most recent history items (left-padded, oldest first), M_i the target's row of the input
+    table (row 0: padding). An empty history gives the final layer norm's learned bias.
+    CoLLM: d = 64, 2 blocks, 1 head, dropout 0.2, L = 25.
     """
 
-    def __init__(
-        self,
-        num_items: int,
-        hidden_size: int = 64,
-        num_blocks: int = 2,
-        num_heads: int = 1,
-        dropout: float = 0.2,
-        history_length: int = 25,
-    ) -> None:
+    def __init__(self, num_items: int, hidden_size: int = 64, num_blocks: int = 2, num_heads: int = 1, dropout: float = 0.2,
+                 history_length: int = 25) -> None:
         super().__init__()
         self.history_length = history_length
         self.num_heads = num_heads
@@ -84,11 +64,8 @@ class SASRec(nn.Module):
         self.final_norm = nn.LayerNorm(hidden_size, eps=1e-8)
 
     def _attention_mask(self, valid: torch.Tensor) -> torch.Tensor:
-        """Causal and key-padding mask, `(B * heads, L, L)`, True = forbidden.
-
-        Each position may always attend to itself, so that the rows of padded positions are
-        never fully masked (their outputs are zeroed afterwards).
-        """
+        """Causal and key-padding mask `(B * heads, L, L)`, True = forbidden; every position sees
+        itself, so padded rows are never fully masked (their outputs are zeroed afterwards)."""
         length = valid.shape[1]
         future = torch.ones(length, length, dtype=torch.bool, device=valid.device).triu(diagonal=1)
         blocked = future | ~valid[:, None, :]  # (B, L, L)
@@ -96,15 +73,7 @@ class SASRec(nn.Module):
         return blocked.repeat_interleave(self.num_heads, dim=0)
 
     def encode_history(self, history_item_ids: torch.Tensor) -> torch.Tensor:
-        """F_L, the representation of each history.
-
-        Args:
-            history_item_ids: `(B, L)` item ids, left-padded with -1; longer histories are cut
-                to their `history_length` most recent items.
-
-        Returns:
-            `(B, d)`.
-        """
+        """F_L `(B, d)` of `(B, L)` item ids left-padded with -1 (cut to the `history_length` most recent)."""
         history_item_ids = history_item_ids[:, -self.history_length :]
         tokens = history_item_ids + 1  # padding -1 -> row 0
         valid = tokens > 0  # (B, L)
@@ -119,17 +88,6 @@ class SASRec(nn.Module):
             hidden = block(hidden, blocked, valid_float)
         return self.final_norm(hidden[:, -1])
 
-    def forward(
-        self, user_ids: torch.Tensor, item_ids: torch.Tensor, history_item_ids: torch.Tensor
-    ) -> torch.Tensor:
-        """Scores target items after their histories; SASRec has no user embedding.
-
-        Args:
-            user_ids: `(B,)` int64, unused (the history stands for the user).
-            item_ids: `(B,)` int64 target items.
-            history_item_ids: `(B, L)` int64, left-padded with -1.
-
-        Returns:
-            `(B,)` logits.
-        """
+    def forward(self, user_ids: torch.Tensor, item_ids: torch.Tensor, history_item_ids: torch.Tensor) -> torch.Tensor:
+        """`(B,)` logits of `(B,)` target items after `(B, L)` histories left-padded with -1 (no user embedding)."""
         return (self.encode_history(history_item_ids) * self.item_embedding(item_ids + 1)).sum(dim=-1)

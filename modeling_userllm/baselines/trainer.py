@@ -1,9 +1,8 @@
-"""The training loop shared by the non-LLM baselines (MF, LightGCN, SASRec).
+"""The training loop of the non-LLM baselines, as CoLLM trains its baselines.
 
-Follows CoLLM's protocol for its baselines: Adam (with L2 weight decay), shuffled mini-batches,
-BCE-with-logits on the 0/1 labels, AUC and UAUC on the validation split after every epoch,
-early stopping on validation AUC with a patience, and the weights of the best epoch restored
-at the end. Test splits are only ever scored with the restored model.
+Adam (with L2 weight decay), shuffled mini-batches, BCE-with-logits on the 0/1 labels, AUC and
+UAUC on valid after every epoch, early stopping on valid AUC with a patience, and the best
+epoch's weights restored before any test split is scored.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.common import EVALUATION_SPLITS
-from ..metrics import auc_and_uauc
+from ..metrics import auc, uauc, undefined_metrics
 from .lightgcn import LightGCN
 from .mf import MatrixFactorization
 from .sasrec import SASRec
@@ -29,18 +28,11 @@ HISTORY_PADDING_ID = -1
 """Fills the left of `history_item_ids` rows shorter than the model's history length."""
 
 
-
 @dataclass
 class InteractionTensors:
-    """One split as tensors, the form every baseline scores.
-
-    Attributes:
-        user_ids: `(N,)` int64.
-        item_ids: `(N,)` int64, the target items.
-        history_item_ids: `(N, L)` int64, the L most recent earlier positive items, oldest
-            first, left-padded with `HISTORY_PADDING_ID`.
-        labels: `(N,)` float32, 1.0 for a positive row.
-    """
+    """One split as tensors: `user_ids`, `item_ids` `(N,)` int64; `history_item_ids` `(N, L)` int64,
+    the L most recent earlier positives, oldest first, left-padded with `HISTORY_PADDING_ID`;
+    `labels` `(N,)` float32."""
 
     user_ids: torch.Tensor
     item_ids: torch.Tensor
@@ -56,36 +48,20 @@ class InteractionTensors:
 
 
 def pad_histories(histories: list[list[int]], history_length: int) -> torch.Tensor:
-    """Keeps the `history_length` most recent items of each history and left-pads the rest.
-
-    Args:
-        histories: one list of item ids per row, oldest first.
-        history_length: L, the number of positions kept (0 gives an empty `(N, 0)` tensor).
-
-    Returns:
-        `(N, L)` int64, the most recent item in the last column.
-    """
+    """`(N, history_length)` int64: each history's most recent items, left-padded, the latest in the last column."""
     padded = torch.full((len(histories), history_length), HISTORY_PADDING_ID, dtype=torch.long)
-    if history_length == 0:
-        return padded
     for row, history in enumerate(histories):
-        recent = history[-history_length:]
+        recent = history[-history_length:] if history_length else []
         if recent:
             padded[row, history_length - len(recent) :] = torch.as_tensor(recent, dtype=torch.long)
     return padded
 
 
 def to_tensors(split: Any, history_length: int = 0) -> InteractionTensors:
-    """Converts an interaction split (a `datasets.Dataset` of the common form) to tensors.
-
-    Args:
-        split: rows with `user_id`, `item_id`, `label` and `history_item_ids`.
-        history_length: the most recent history items kept per row (0 reads no history); the
-            tensor is narrower when no history in the split is that long.
-    """
+    """An interaction split (a `datasets.Dataset` of the common form) as tensors, keeping the
+    `history_length` most recent history items (0: none; no wider than the longest history)."""
     table = split.with_format("arrow")[:]  # respects a `select`/`filter` view, unlike `split.data`
     histories = table.column("history_item_ids").to_pylist() if history_length > 0 else [[]] * len(table)
-    # No wider than the longest history: padding columns cost compute and carry nothing.
     history_length = min(history_length, max(map(len, histories), default=0))
     return InteractionTensors(
         user_ids=torch.as_tensor(table.column("user_id").to_numpy().copy(), dtype=torch.long),
@@ -97,11 +73,7 @@ def to_tensors(split: Any, history_length: int = 0) -> InteractionTensors:
 
 @torch.no_grad()
 def predict(model: nn.Module, tensors: InteractionTensors, batch_size: int = 8192) -> np.ndarray:
-    """Scores every row of `tensors` with `model` in eval mode.
-
-    Returns:
-        `(N,)` float64 logits, in row order.
-    """
+    """`(N,)` float64 logits of every row, in row order, with `model` in eval mode."""
     was_training = model.training
     model.eval()
     scores = [model(*tensors.batch(index)) for index in torch.arange(len(tensors)).split(batch_size)]
@@ -109,22 +81,21 @@ def predict(model: nn.Module, tensors: InteractionTensors, batch_size: int = 819
     return torch.cat(scores).double().numpy()
 
 
-def evaluate(model: nn.Module, tensors: InteractionTensors, batch_size: int = 8192) -> dict[str, float]:
-    """AUC and UAUC of `model` on one split, as `{"auc": ..., "uauc": ...}`."""
+def evaluate(model: nn.Module, tensors: InteractionTensors, batch_size: int = 8192) -> dict[str, Any]:
+    """`{"auc", "uauc"}` of `model` on one split; a metric the split's labels cannot define (one
+    class) is None, with the reason in `"undefined"` (`{metric: reason}`), as the LLM runs record it."""
     scores = predict(model, tensors, batch_size)
-    return auc_and_uauc(tensors.user_ids.numpy(), tensors.labels.numpy(), scores)
+    user_ids, labels = tensors.user_ids.numpy(), tensors.labels.numpy()
+    undefined = undefined_metrics(user_ids, labels)
+    metrics = {"auc": None if "auc" in undefined else auc(labels, scores),
+               "uauc": None if "uauc" in undefined else uauc(user_ids, labels, scores)}
+    return metrics | ({"undefined": undefined} if undefined else {})
 
 
 @dataclass
 class FitResult:
-    """What `fit` did.
-
-    Attributes:
-        best_epoch: the epoch (from 0) whose weights were restored.
-        best_valid: AUC and UAUC on valid at that epoch.
-        epochs_run: how many epochs were trained before stopping.
-        history: per epoch, `{"epoch", "loss", "valid_auc", "valid_uauc"}`.
-    """
+    """What `fit` did: the restored epoch (from 0) and its valid AUC/UAUC, the epochs trained, and
+    per epoch `{"epoch", "loss", "valid_auc", "valid_uauc"}`."""
 
     best_epoch: int
     best_valid: dict[str, float]
@@ -132,60 +103,26 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _train_one_epoch(
-    model: nn.Module,
-    train: InteractionTensors,
-    optimizer: torch.optim.Optimizer,
-    batch_size: int,
-    generator: torch.Generator,
-) -> float:
-    """One shuffled pass over `train`; returns the mean BCE-with-logits loss."""
-    model.train()
-    total_loss = 0.0
-    for index in torch.randperm(len(train), generator=generator).split(batch_size):
-        logits = model(*train.batch(index))  # (B,)
-        loss = F.binary_cross_entropy_with_logits(logits, train.labels[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * len(index)
-    return total_loss / len(train)
-
-
-def fit(
-    model: nn.Module,
-    train: InteractionTensors,
-    valid: InteractionTensors,
-    *,
-    lr: float,
-    weight_decay: float,
-    batch_size: int,
-    max_epochs: int,
-    patience: int,
-    min_epochs: int = 0,
-    seed: int = 0,
-    progress: bool = True,
-) -> FitResult:
-    """Trains `model` in place and restores the weights of its best validation-AUC epoch.
+def fit(model: nn.Module, train: InteractionTensors, valid: InteractionTensors, *, lr: float, weight_decay: float,
+        batch_size: int, max_epochs: int, patience: int, min_epochs: int = 0, seed: int = 0,
+        progress: bool = True) -> FitResult:
+    """Trains `model` in place and restores the weights of its best valid-AUC epoch.
 
     Args:
-        model: a module mapping `(user_ids, item_ids, history_item_ids)` to `(B,)` logits.
-        train: the training rows.
+        model: maps `(user_ids, item_ids, history_item_ids)` to `(B,)` logits.
         valid: the rows early stopping looks at (never a test split).
-        lr: Adam learning rate.
-        weight_decay: Adam's L2 penalty, as in CoLLM's baselines.
-        batch_size: rows per optimisation step.
-        max_epochs: upper bound on the number of epochs.
-        patience: stop after this many epochs without a better validation AUC.
-        min_epochs: never stop before this many epochs. MF from CoLLM's N(0, 1) start stays
-            at chance on valid until weight decay has shrunk the initial noise (about a
-            hundred epochs), a plateau that patience alone may mistake for convergence.
+        lr, weight_decay: Adam's learning rate and L2 penalty, as in CoLLM's baselines.
+        patience: stop after this many epochs without a better valid AUC.
+        min_epochs: never stop before this many epochs: MF from CoLLM's N(0, 1) start stays at
+            chance on valid for about a hundred epochs, a plateau patience may mistake for convergence.
         seed: seeds the shuffling and dropout (the initial weights are the caller's).
-        progress: show a tqdm bar over epochs.
 
-    Returns:
-        The best epoch, its validation metrics and the per-epoch history.
+    Raises:
+        ValueError: valid AUC is undefined (one class), so early stopping has nothing to compare.
     """
+    undefined = undefined_metrics(valid.user_ids.numpy(), valid.labels.numpy())
+    if "auc" in undefined:
+        raise ValueError(f"valid split: {undefined['auc']}; early stopping needs a valid AUC")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
@@ -194,7 +131,15 @@ def fit(
     history = []
     bar = tqdm(range(max_epochs), desc=type(model).__name__, disable=not progress, leave=False)
     for epoch in bar:
-        loss = _train_one_epoch(model, train, optimizer, batch_size, generator)
+        model.train()
+        total_loss = 0.0
+        for index in torch.randperm(len(train), generator=generator).split(batch_size):
+            loss = F.binary_cross_entropy_with_logits(model(*train.batch(index)), train.labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(index)
+        loss = total_loss / len(train)
         metrics = evaluate(model, valid)
         history.append({"epoch": epoch, "loss": loss, "valid_auc": metrics["auc"], "valid_uauc": metrics["uauc"]})
         if metrics["auc"] > best_auc:
@@ -207,68 +152,41 @@ def fit(
     return FitResult(best_epoch=best_epoch, best_valid=best_valid, epochs_run=len(history), history=history)
 
 
-def _build_mf(data: Any, **kwargs: Any) -> nn.Module:
-    return MatrixFactorization(data.num_users, data.num_items, **kwargs)
-
-
 def _build_lightgcn(data: Any, **kwargs: Any) -> nn.Module:
-    # The graph holds the positive train interactions only, as in CoLLM.
     train = to_tensors(data.interactions["train"])
-    positive = train.labels == 1
-    edge_users, edge_items = train.user_ids[positive], train.item_ids[positive]
-    return LightGCN(data.num_users, data.num_items, edge_users, edge_items, **kwargs)
+    positive = train.labels == 1  # the graph holds the positive train interactions only, as in CoLLM
+    return LightGCN(data.num_users, data.num_items, train.user_ids[positive], train.item_ids[positive], **kwargs)
 
 
-def _build_sasrec(data: Any, **kwargs: Any) -> nn.Module:
-    return SASRec(data.num_items, **kwargs)
-
-
-BASELINES = {"mf": _build_mf, "lightgcn": _build_lightgcn, "sasrec": _build_sasrec}
+BASELINES = {
+    "mf": lambda data, **kwargs: MatrixFactorization(data.num_users, data.num_items, **kwargs),
+    "lightgcn": _build_lightgcn,
+    "sasrec": lambda data, **kwargs: SASRec(data.num_items, **kwargs),
+}
 
 DEFAULT_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
     # CoLLM's choices on ML-1M's validation split (baseline_train_*.py of zyang1580/CoLLM).
     "mf": {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 1024, "embedding_size": 256, "init_std": 1.0},
-    "lightgcn": {
-        "lr": 1e-2, "weight_decay": 1e-4, "batch_size": 1024,
-        "embedding_size": 64, "num_layers": 2, "init_std": 0.1,
-    },
-    "sasrec": {
-        "lr": 1e-2, "weight_decay": 1e-2, "batch_size": 2048,
-        "hidden_size": 64, "num_blocks": 2, "num_heads": 1, "dropout": 0.2, "history_length": 25,
-    },
+    "lightgcn": {"lr": 1e-2, "weight_decay": 1e-4, "batch_size": 1024, "embedding_size": 64, "num_layers": 2, "init_std": 0.1},
+    "sasrec": {"lr": 1e-2, "weight_decay": 1e-2, "batch_size": 2048,
+               "hidden_size": 64, "num_blocks": 2, "num_heads": 1, "dropout": 0.2, "history_length": 25},
 }
 _OPTIMIZATION_KEYS = ("lr", "weight_decay", "batch_size")
 
 
-def train_baseline(
-    name: str,
-    data: Any,
-    *,
-    seed: int = 0,
-    max_epochs: int = 1000,
-    patience: int = 50,
-    min_epochs: int = 0,
-    progress: bool = True,
-    **hyperparameters: Any,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Builds, trains (early stopping on valid AUC) and evaluates one baseline.
+def train_baseline(name: str, data: Any, *, seed: int = 0, max_epochs: int = 1000, patience: int = 50,
+                   min_epochs: int = 0, progress: bool = True, **hyperparameters: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """Builds, trains (early stopping on valid AUC, see `fit`) and evaluates one baseline.
 
     Args:
         name: `"mf"`, `"lightgcn"` or `"sasrec"`.
-        data: a `RecommendationData` (`interactions` with at least `train` and `valid`,
-            `num_users`, `num_items`).
+        data: a `RecommendationData` (`interactions` with at least `train` and `valid`).
         seed: seeds the initial weights, the shuffling and dropout.
-        max_epochs: upper bound on the epochs.
-        patience: epochs without a better validation AUC before stopping.
-        min_epochs: epochs always trained (see `fit`).
-        progress: show a progress bar.
-        **hyperparameters: overrides of `DEFAULT_HYPERPARAMETERS[name]`: `lr`,
-            `weight_decay`, `batch_size` and the model's own arguments.
+        **hyperparameters: overrides of `DEFAULT_HYPERPARAMETERS[name]`.
 
     Returns:
-        The trained model (best validation epoch) and its metrics:
-        `{"model", "seed", "hyperparameters", "best_epoch", "epochs_run", "history" (see
-        `FitResult`), "<split>": {"auc", "uauc"} for each of EVALUATION_SPLITS present}`.
+        The trained model and `{"model", "seed", "hyperparameters", "best_epoch", "epochs_run",
+        "history", "<split>": evaluate(...) for each of EVALUATION_SPLITS present}`.
     """
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose one of {sorted(BASELINES)}")
@@ -276,21 +194,13 @@ def train_baseline(
     if unknown:
         raise ValueError(f"{name} does not take {sorted(unknown)}; it takes {sorted(DEFAULT_HYPERPARAMETERS[name])}")
     settings = {**DEFAULT_HYPERPARAMETERS[name], **hyperparameters}
-    optimization = {key: settings[key] for key in _OPTIMIZATION_KEYS}
-    model_kwargs = {key: value for key, value in settings.items() if key not in _OPTIMIZATION_KEYS}
-
     torch.manual_seed(seed)
-    model = BASELINES[name](data, **model_kwargs)
-    history_length = getattr(model, "history_length", 0)
-    splits = {split: to_tensors(data.interactions[split], history_length) for split in data.interactions}
-    result = fit(
-        model, splits["train"], splits["valid"], **optimization,
-        max_epochs=max_epochs, patience=patience, min_epochs=min_epochs, seed=seed, progress=progress,
-    )
-    metrics: dict[str, Any] = {
-        "model": name, "seed": seed, "hyperparameters": settings,
-        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "history": result.history,
-    }
+    model = BASELINES[name](data, **{key: value for key, value in settings.items() if key not in _OPTIMIZATION_KEYS})
+    splits = {split: to_tensors(data.interactions[split], getattr(model, "history_length", 0)) for split in data.interactions}
+    result = fit(model, splits["train"], splits["valid"], **{key: settings[key] for key in _OPTIMIZATION_KEYS},
+                 max_epochs=max_epochs, patience=patience, min_epochs=min_epochs, seed=seed, progress=progress)
+    metrics: dict[str, Any] = {"model": name, "seed": seed, "hyperparameters": settings, "best_epoch": result.best_epoch,
+                               "epochs_run": result.epochs_run, "history": result.history}
     for split in EVALUATION_SPLITS:
         if split in splits:
             metrics[split] = evaluate(model, splits[split])

@@ -1,14 +1,9 @@
-"""The demo's Gradio page: pick liked movies, see the posters of what the model recommends.
+"""The demo's Gradio page (imports gradio: `pip install -e ".[demo]"`; nothing else in the package does).
 
-This module imports gradio (`pip install -e ".[demo]"`); the rest of the package never
-imports it. `examples/app.py` and a Space's `app.py` serve the page:
-
-    recommenders, catalogue = load_demo(settings)
-    page = build_page(recommenders, catalogue, settings)
+    page = build_page(*load_demo(settings), settings)
     launch_page(page, port=7860)
 
-The page's query is also an API endpoint (`/recommend`: history labels, user id or None,
-top K, compare) that `gradio_client` can call.
+The query is also an API endpoint (`/recommend`: history labels, user id or None, top K, compare).
 """
 
 from __future__ import annotations
@@ -23,17 +18,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image, ImageDraw
 
-from .recommender import (
-    PLACEHOLDER_NAME,
-    Catalogue,
-    DemoError,
-    DemoSettings,
-    Ranking,
-    Recommendation,
-    Recommender,
-    parse_user_id,
-    recommend,
-)
+from .recommender import PLACEHOLDER_NAME, Catalogue, DemoError, DemoSettings, Recommender, parse_user_id, recommend
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +51,12 @@ def is_image_file(path: Path) -> bool:
 
 
 class PosterFolder:
-    """The only files the page gives Gradio: a copy of each poster image it shows, and the
-    placeholder, in a private folder of the system temp dir that the page creates (and removes).
+    """The only files the page gives Gradio: a copy of each poster it shows, and the placeholder,
+    in a private temp folder (removed with the page).
 
-    Gradio serves the files a handler returns from its own cache and takes them only from the
-    temp dir, the working directory or `launch(allowed_paths=...)`. Allowing the posters' own
-    folders would serve any file lying next to a poster over `/gradio_api/file=`, so nothing
-    is allowed and handlers return these copies; an item whose poster is not an image file
-    shows the placeholder (with a warning naming the file).
+    Allowing the posters' own folders (`launch(allowed_paths=...)`) would serve any file lying
+    next to a poster over `/gradio_api/file=`, so nothing is allowed and handlers return these
+    copies; a poster that is not an image file shows the placeholder, with a warning naming it.
 
     Args:
         posters: per item, its poster file or None (`Catalogue.posters`).
@@ -115,32 +98,8 @@ def _thumbnails(catalogue: Catalogue, item_ids: Sequence[int], posters: PosterFo
     return [(posters.path(item_id), catalogue.labels[item_id]) for item_id in item_ids]
 
 
-def _result_gallery(recommendations: Sequence[Recommendation], posters: PosterFolder) -> list[tuple[str, str]]:
-    return [(posters.path(item.item_id), f"{item.probability:.3f} · {item.title}") for item in recommendations]
-
-
-def _result_table(recommendations: Sequence[Recommendation]) -> list[list]:
-    return [[item.rank, item.item_id, item.title, round(item.probability, 3), round(item.score, 4), item.description]
-            for item in recommendations]
-
-
-def _ranking_summary(ranking: Ranking, catalogue: Catalogue) -> str:
-    """The status line above the results, with the notes of the query."""
-    who = f"user {ranking.user_id}" if ranking.user_id >= 0 else "a new user"
-    lines = [f"Ranked {ranking.num_scored:,} of the {ranking.num_unseen:,} unseen movies of the {catalogue.name} catalogue "
-             f"for {who} who liked {len(ranking.history)} movie(s)."]
-    return "\n\n".join(lines + [f"*{note}*" for note in ranking.notes])
-
-
 class DemoPage:
-    """The page's state (models, catalogue, settings) and its event handlers.
-
-    Args:
-        recommenders: one model, or two to compare side by side.
-        catalogue: the items.
-        settings: the demo's settings (candidate pool, batch size).
-        posters: the served copies of the catalogue's posters.
-    """
+    """The page's state (one or two models, the catalogue, settings, served posters) and its event handlers."""
 
     def __init__(self, recommenders: Sequence[Recommender], catalogue: Catalogue, settings: DemoSettings,
                  posters: PosterFolder) -> None:
@@ -148,8 +107,6 @@ class DemoPage:
         self.catalogue = catalogue
         self.settings = settings
         self.posters = posters
-
-    # -- picking the history
 
     def search(self, query: str) -> tuple[list[tuple[str, str]], list[int]]:
         """Posters of the movies matching `query`, and their ids (for a click on one)."""
@@ -180,8 +137,6 @@ class DemoPage:
                 f"Started from user {user}: their {len(liked)} most recent liked movies. Every movie they "
                 "rated is left out of the recommendations; clear the user id to rank for a new user.")
 
-    # -- the query
-
     def run_query(self, history: list[str] | None, user_id: str | None, top_k: float, compare: bool,
                   progress: gr.Progress = gr.Progress()) -> tuple:
         """Ranks for the history: status, then gallery and table of each of the two models."""
@@ -197,12 +152,15 @@ class DemoPage:
         except Exception as error:  # the page shows a sentence; the log keeps the trace
             logger.exception("ranking failed")
             return (f"**The ranking failed: {type(error).__name__}: {error}** (the server log has the details)", [], [], [], [])
-        outputs = [_ranking_summary(ranking, self.catalogue)]
-        for recommendations in [*ranking.results.values(), [], []][:2]:
-            outputs += [_result_gallery(recommendations, self.posters), _result_table(recommendations)]
+        who = f"user {ranking.user_id}" if ranking.user_id >= 0 else "a new user"
+        summary = [f"Ranked {ranking.num_scored:,} of the {ranking.num_unseen:,} unseen movies of the "
+                   f"{self.catalogue.name} catalogue for {who} who liked {len(ranking.history)} movie(s)."]
+        outputs = ["\n\n".join(summary + [f"*{note}*" for note in ranking.notes])]
+        for items in [*ranking.results.values(), [], []][:2]:
+            outputs.append([(self.posters.path(item.item_id), f"{item.probability:.3f} · {item.title}") for item in items])
+            outputs.append([[item.rank, item.item_id, item.title, round(item.probability, 3), round(item.score, 4),
+                             item.description] for item in items])
         return tuple(outputs)
-
-    # -- layout
 
     def _results_column(self, recommender: Recommender | None, visible: bool) -> tuple[gr.Column, gr.Gallery, gr.Dataframe]:
         with gr.Column(visible=visible) as column:
@@ -268,16 +226,10 @@ def build_page(recommenders: Sequence[Recommender], catalogue: Catalogue, settin
 
 
 def launch_page(page: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, block: bool = True) -> str:
-    """Serves the page; returns its local URL (at once when `block` is False).
-
-    No folder is allowed (`allowed_paths`): Gradio serves only the copies the handlers return
-    (`PosterFolder`), from its cache.
-    """
+    """Serves the page (no `allowed_paths`: only `PosterFolder`'s copies); returns its local URL (at once when not `block`)."""
     _, local_url, _ = page.launch(
         server_name=host, server_port=port, prevent_thread_lock=not block,
         ssr_mode=False, show_error=False, quiet=not block, footer_links=["api"],
     )
     return local_url
 
-
-__all__ = ["DemoPage", "PosterFolder", "build_page", "draw_placeholder_poster", "is_image_file", "launch_page"]

@@ -1,12 +1,11 @@
 """What the demo page does, without the page: load checkpoints and a catalogue, rank unseen items.
 
-    settings = DemoSettings()                       # the embedded demo's outputs/demo/
-    recommenders, catalogue = load_demo(settings)   # DemoError: a message for the user
+    recommenders, catalogue = load_demo(DemoSettings())   # the embedded demo's outputs/demo/
     ranking = recommend(recommenders, catalogue, ["Heat (1995)", "Casino (1995)"], top_k=5)
 
-Every bad input (a checkpoint that is missing or not a USER-LLM, features or a catalogue that
-do not fit the checkpoint, an unknown title, an empty history) raises `DemoError` with a
-sentence meant for the page or the command line, never a stack trace.
+Every bad input (a checkpoint missing or not a USER-LLM, features or a catalogue that do not fit
+it, an unknown title, an empty history) raises `DemoError` with a sentence for the page or the
+command line, never a stack trace.
 """
 
 from __future__ import annotations
@@ -14,13 +13,14 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoModel, AutoProcessor
+from transformers import AutoModel, AutoProcessor
 
 from ..configuration_userllm import UserLLMConfig
 from ..data import RecommendationData, RecordBuilder
@@ -36,8 +36,7 @@ HOW_TO_CREATE = (
     "create them with `python examples/train.py` run from the repository root (3-6 minutes on a CPU), "
     "or pass --model, --data and --features"
 )
-# train, valid and test partition the log; test_short/test_long only re-split test.
-LOG_SPLITS = ("train", "valid", "test")
+LOG_SPLITS = ("train", "valid", "test")  # they partition the log; test_short/test_long re-split test
 PLACEHOLDER_NAME = "no_poster.png"
 
 ProgressCallback = Callable[[float, str], None]
@@ -54,14 +53,12 @@ class DemoSettings:
     Attributes:
         model: checkpoint folder or Hub id; None: the embedded demo's `outputs/demo/model`.
         compare_model: a second checkpoint ranked side by side on the same history, or None.
-        data: prepared data set folder; None: read from the `run_config.json` next to the
-            model folder (written by `examples/train.py`).
-        features: features folder; None: from that `run_config.json` too, if any.
+        data, features: prepared data set and features folders; None: from the `run_config.json`
+            next to the model folder (written by `examples/train.py`).
         posters: where to look for posters whose `poster_path` does not exist (data moved to
             another machine); None: the `posters/` folder next to the data folder.
         description_source: "auto", "generated", "item_table" or "none" (as in training).
-        max_candidates: above this many unseen items, a pool of this size is scored.
-        seed: seed of the pool's random part.
+        max_candidates, seed: above `max_candidates` unseen items, a seeded pool of that size is scored.
         batch_size: candidates per LLM forward.
         demo_dir: where the embedded demo's outputs are.
     """
@@ -94,13 +91,13 @@ class Recommendation:
 
 @dataclass
 class Ranking:
-    """The answer to one query: the top items of each model and what was scored.
+    """The answer to one query.
 
     Attributes:
         history: item ids of the history, oldest first.
         user_id: the real user's id, or -1 for a new user.
         results: per model name, its recommendations, best first.
-        num_unseen: items of the catalogue neither in the history nor seen by the user.
+        num_unseen: catalogue items neither in the history nor seen by the user.
         num_scored: candidates scored (fewer than `num_unseen` when a pool was drawn).
         notes: sentences the page shows above the results.
     """
@@ -113,78 +110,45 @@ class Ranking:
     notes: list[str] = field(default_factory=list)
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
 def check_checkpoint(name: str) -> None:
-    """Fails early, with a readable message, on a checkpoint that cannot be a USER-LLM.
-
-    A local folder must hold a `config.json` whose `model_type` is "userllm"; a name that is
-    no folder must at least be a valid Hub id (the download then tells the rest).
-
-    Raises:
-        DemoError: naming the problem.
-    """
+    """Fails early, with a `DemoError`, on a checkpoint that cannot be a USER-LLM: a local folder
+    must pass `UserLLMConfig.from_pretrained`; a name that is no folder must be a Hub id."""
     path = Path(name)
     if path.is_file():
         raise DemoError(f"checkpoint {name} is a file; give the checkpoint folder (with config.json)")
-    if path.is_dir():
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise DemoError(f"{name} is not a model checkpoint: it has no config.json")
-        model_type = json.loads(config_file.read_text()).get("model_type")
-        if model_type != UserLLMConfig.model_type:
-            raise DemoError(f"{name} is not a USER-LLM checkpoint: its config.json has model_type {model_type!r}, "
-                            f"expected {UserLLMConfig.model_type!r}")
+    if not path.is_dir():
+        if not is_hub_id(name):
+            raise DemoError(f"checkpoint {describe_path(name)} not found: no such folder, and not a Hub id (ORG/NAME)")
         return
-    if not is_hub_id(name):
-        raise DemoError(f"checkpoint {describe_path(name)} not found: no such folder, and not a Hub id (ORG/NAME)")
+    if not (path / "config.json").is_file():
+        raise DemoError(f"{name} is not a model checkpoint: it has no config.json")
+    try:
+        UserLLMConfig.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise DemoError(str(error)) from error
 
 
 def load_checkpoint(name: str) -> tuple[torch.nn.Module, object]:
-    """Loads a USER-LLM and its processor in float32 (bfloat16 is slow on CPUs), in eval mode.
-
-    Raises:
-        DemoError: the checkpoint is missing, is no USER-LLM, or fails to load.
-    """
+    """A USER-LLM and its processor in float32 (bfloat16 is slow on CPUs), in eval mode; `DemoError` when it cannot load."""
     check_checkpoint(name)
     try:
-        config = AutoConfig.from_pretrained(name, trust_remote_code=True)
-        if config.model_type != UserLLMConfig.model_type:
-            raise DemoError(f"{name} is not a USER-LLM checkpoint (model_type {config.model_type!r})")
+        UserLLMConfig.from_pretrained(name)  # a Hub id is checked once its config.json is downloaded
         model = AutoModel.from_pretrained(name, trust_remote_code=True, dtype=torch.float32).eval()
         processor = AutoProcessor.from_pretrained(name, trust_remote_code=True)
     except (OSError, ValueError, KeyError) as error:
-        if isinstance(error, DemoError):
-            raise
         raise DemoError(f"cannot load checkpoint {name}: {error}") from error
     return model, processor
 
 
-# ----------------------------------------------------------------------------- paths
+def run_data_paths(model: str | Path) -> tuple[str | None, str | None]:
+    """`(data_dir, features_dir)` from the `run_config.json` of the run that wrote a local checkpoint
+    (in its parent for `OUTPUT/model`, its grandparent for `OUTPUT/<step>/checkpoint-N`); `(None, None)` without one.
 
-
-def find_run_config(model: str | Path) -> Path | None:
-    """The `run_config.json` of the run that wrote a local checkpoint folder, or None.
-
-    `OUTPUT/model` has it in its parent, a step's `OUTPUT/step2-encoders/checkpoint-N` or
-    `.../final` in its grandparent.
+    A relative path under the run's relative `output_dir` is resolved from where the run folder is now.
     """
     model = Path(model)
-    if not model.is_dir():
-        return None
-    return next((folder / "run_config.json" for folder in (model.parent, model.parent.parent)
-                 if (folder / "run_config.json").is_file()), None)
-
-
-def run_data_paths(model: str | Path) -> tuple[str | None, str | None]:
-    """`(data_dir, features_dir)` of the run that wrote `model`, from its `run_config.json`.
-
-    A relative path under the run's own relative `output_dir` (the embedded demo's
-    `outputs/demo/toy/data`) is taken from where the run folder is now, so a run found by
-    its absolute path works from any folder. `(None, None)` when there is no run config.
-    """
-    run_config = find_run_config(model)
+    run_config = next((folder / "run_config.json" for folder in (model.parent, model.parent.parent)
+                       if model.is_dir() and (folder / "run_config.json").is_file()), None)
     if run_config is None:
         return None, None
     settings = json.loads(run_config.read_text())
@@ -203,16 +167,9 @@ def run_data_paths(model: str | Path) -> tuple[str | None, str | None]:
 
 
 def resolve_demo_paths(settings: DemoSettings) -> DemoSettings:
-    """Fills in the model, data and features that were not given.
-
-    No model: the embedded demo's `outputs/demo/model`. No data: the data and features of the
-    run that wrote the model (its `run_config.json`).
-
-    Raises:
-        DemoError: the embedded demo's outputs are missing (saying how to create them), the
-            model is no USER-LLM checkpoint (`check_checkpoint`), or no data set is given and
-            none can be found.
-    """
+    """Fills in what was not given: the embedded demo's `outputs/demo/model`, and the data and
+    features of the run that wrote the model. `DemoError` when they are missing (saying how to
+    create them) or the model is no USER-LLM (`check_checkpoint`)."""
     model = settings.model
     if model is None:
         model = str(settings.demo_dir / "model")
@@ -229,18 +186,12 @@ def resolve_demo_paths(settings: DemoSettings) -> DemoSettings:
         if not Path(data).is_dir():
             raise DemoError(f"the data set of the run that wrote {model} ({data}, from its run_config.json) is not "
                             "there; run from the folder the training ran in, or pass --data and --features")
-    return DemoSettings(**{**settings.__dict__, "model": model, "data": data, "features": features})
-
-
-# ----------------------------------------------------------------------------- the catalogue
+    return replace(settings, model=model, data=data, features=features)
 
 
 def resolve_poster(path: str | None, posters_dir: Path | None) -> Path | None:
-    """The item's poster file: the file of that name in `posters_dir`, else its recorded path, else None.
-
-    `posters_dir` comes first: a data set copied elsewhere (a Space) keeps the paths of the
-    machine that prepared it, which may still exist there but not be served.
-    """
+    """The item's poster: the file of that name in `posters_dir` (a data set copied elsewhere, e.g.
+    a Space, keeps the paths of the machine that prepared it), else its recorded path, else None."""
     if not path:
         return None
     moved = posters_dir / Path(path).name if posters_dir is not None else None
@@ -249,21 +200,11 @@ def resolve_poster(path: str | None, posters_dir: Path | None) -> Path | None:
     return Path(path) if Path(path).is_file() else None
 
 
-def _unique_labels(titles: Sequence[str]) -> list[str]:
-    """Titles as pickable labels; a title shared by several items gets its item id appended."""
-    counts: dict[str, int] = {}
-    for title in titles:
-        counts[title] = counts.get(title, 0) + 1
-    return [title if counts[title] == 1 else f"{title} [#{item_id}]" for item_id, title in enumerate(titles)]
-
-
 def _log_columns(data: RecommendationData) -> dict[str, np.ndarray]:
     """`user_id`, `item_id`, `label` and `timestamp` of every interaction of the log."""
     splits = [data.interactions[split] for split in LOG_SPLITS if split in data.interactions]
-    return {
-        name: np.concatenate([np.asarray(split[name]) for split in splits])
-        for name in ("user_id", "item_id", "label", "timestamp")
-    }
+    return {name: np.concatenate([np.asarray(split[name]) for split in splits])
+            for name in ("user_id", "item_id", "label", "timestamp")}
 
 
 def _seen_in_log(log: dict[str, np.ndarray], user_id: int) -> set[int]:
@@ -271,11 +212,8 @@ def _seen_in_log(log: dict[str, np.ndarray], user_id: int) -> set[int]:
 
 
 def unseen_items(data: RecommendationData, user_id: int) -> list[int]:
-    """The items a user is recommended from: every item of the catalogue the user has no
-    interaction with in train, valid or test (rated items, liked or not, are left out).
-
-    The one definition of "unseen" used by the demo page and `examples/train.py`'s top items.
-    """
+    """The items a user is recommended from: those the user has no interaction with in train,
+    valid or test (the one definition of "unseen", shared by the page and `examples/train.py`)."""
     seen = _seen_in_log(_log_columns(data), user_id)
     return [item_id for item_id in range(data.num_items) if item_id not in seen]
 
@@ -285,13 +223,11 @@ class Catalogue:
     """The items a user can pick and be recommended, and what the log says about users.
 
     Attributes:
-        name: the data set's name.
-        labels: one unique, pickable label per item (the title, disambiguated if needed).
-        titles, descriptions: per item, for display.
-        posters: per item, its poster file or None.
+        labels: one unique, pickable label per item (the title, with `[#id]` when shared).
+        titles, descriptions, posters: per item, for display (poster file or None).
         popularity: per item, positive interactions in the training split.
-        history_length: the protocol's history length (how many liked items a real user starts with).
-        num_users: users of the data set (real user ids are 0 .. num_users - 1).
+        history_length: the protocol's history length (a real user's starting history).
+        num_users: users of the data set (ids 0 .. num_users - 1).
         log: the interactions of every split, as columns.
     """
 
@@ -311,22 +247,17 @@ class Catalogue:
 
     @classmethod
     def from_data(cls, data: RecommendationData, descriptions: Sequence[str | None], posters_dir: Path | None) -> Catalogue:
-        """The catalogue of a prepared data set.
-
-        Args:
-            data: the data set.
-            descriptions: per item, the text shown under its poster (None: none).
-            posters_dir: second place to look for posters (see `DemoSettings.posters`).
-        """
+        """The catalogue of a prepared data set; `posters_dir`: see `DemoSettings.posters`."""
         train = data.interactions["train"]
-        positives = np.asarray(train["item_id"])[np.asarray(train["label"]) == 1]
+        titles = list(data.items["title"])
+        counts = Counter(titles)
         return cls(
             name=data.name,
-            labels=_unique_labels(data.items["title"]),
-            titles=list(data.items["title"]),
+            labels=[title if counts[title] == 1 else f"{title} [#{item_id}]" for item_id, title in enumerate(titles)],
+            titles=titles,
             descriptions=[text or "" for text in descriptions],
             posters=[resolve_poster(path, posters_dir) for path in data.items["poster_path"]],
-            popularity=np.bincount(positives, minlength=data.num_items),
+            popularity=np.bincount(np.asarray(train["item_id"])[np.asarray(train["label"]) == 1], minlength=data.num_items),
             history_length=int(data.info["protocol"]["history_length"]),
             num_users=data.num_users,
             log=_log_columns(data),
@@ -347,11 +278,7 @@ class Catalogue:
         return self._ids_by_label.get(label.strip().casefold())
 
     def item_id(self, label: str) -> int:
-        """The item of a label (case-insensitive).
-
-        Raises:
-            DemoError: no such movie, with the closest labels as suggestions.
-        """
+        """The item of a label (case-insensitive); `DemoError` with the closest labels when there is none."""
         item_id = self.find(label)
         if item_id is None:
             close = difflib.get_close_matches(label, self.labels, n=3, cutoff=0.5)
@@ -360,7 +287,6 @@ class Catalogue:
         return item_id
 
     def check_user(self, user_id: int) -> None:
-        """Raises DemoError when `user_id` is no user of the data set."""
         if not 0 <= user_id < self.num_users:
             raise DemoError(f"user {user_id} does not exist: the {self.name} data set has users 0 to {self.num_users - 1}")
 
@@ -377,12 +303,9 @@ class Catalogue:
         return _seen_in_log(self.log, user_id)
 
     def candidate_pool(self, excluded: set[int], max_candidates: int, seed: int) -> tuple[list[int], str | None]:
-        """The unseen items to score, and a sentence for the page when only a pool of them is.
-
-        Up to `max_candidates` unseen items are all scored. Above that, the pool is the most
-        popular half plus a seeded random sample of the rest, so that a large catalogue
-        answers in seconds and still shows niche items.
-        """
+        """The unseen items to score, and a note for the page when only a pool of them is: above
+        `max_candidates`, the most popular half plus a seeded random sample of the rest (a large
+        catalogue answers in seconds and still shows niche items)."""
         unseen = [item_id for item_id in range(self.num_items) if item_id not in excluded]
         if len(unseen) <= max_candidates:
             return unseen, None
@@ -397,18 +320,9 @@ class Catalogue:
         return pool, note
 
 
-# ----------------------------------------------------------------------------- the models
-
-
 @dataclass
 class Recommender:
-    """A loaded checkpoint and the record builder that feeds it the catalogue's items.
-
-    Attributes:
-        name: how the page names it (variant and checkpoint).
-        model, processor: the USER-LLM and its processor.
-        builder: item ids -> processor items, with the features this model uses.
-    """
+    """A loaded checkpoint (`name` as the page shows it) and the builder of its items' records."""
 
     name: str
     model: torch.nn.Module
@@ -429,32 +343,9 @@ class Recommender:
         return [(int(candidates[index]), float(score)) for index, score in zip(indices.tolist(), scores.tolist())]
 
 
-def check_catalogue_fits(config, data: RecommendationData, model_name: str, data_dir: str) -> None:
-    """A checkpoint with collaborative tables must be served the data set it was trained on.
-
-    Raises:
-        DemoError: its tables have other numbers of users or items than the data set.
-    """
-    if not config.use_collaborative:
-        return
-    if (config.num_users, config.num_items) != (data.num_users, data.num_items):
-        raise DemoError(
-            f"{model_name} was trained on {config.num_items} items and {config.num_users} users, but the data set "
-            f"{data_dir} has {data.num_items} items and {data.num_users} users: serve it with the data set it was "
-            "trained on"
-        )
-
-
-def load_recommender(model_name: str, settings: DemoSettings) -> tuple[Recommender, RecommendationData, RecordBuilder | None]:
-    """Loads one checkpoint with the data and features it needs, checked against its config.
-
-    Returns:
-        The recommender, the data set, and a builder with generated descriptions when the
-        features folder has them (for display), else None.
-
-    Raises:
-        DemoError: the checkpoint, the data or the features do not fit.
-    """
+def load_recommender(model_name: str, settings: DemoSettings) -> tuple[Recommender, RecommendationData]:
+    """One checkpoint with the data and features it needs; `DemoError` when they do not fit its config
+    (feature sizes, or collaborative tables sized for another data set)."""
     model, processor = load_checkpoint(model_name)
     config = model.config
     data_args = DataArguments(data_dir=settings.data, features_dir=settings.features,
@@ -467,54 +358,38 @@ def load_recommender(model_name: str, settings: DemoSettings) -> tuple[Recommend
         )
     except (PresetError, ValueError) as error:
         raise DemoError(f"{model_name}: {error}") from error
-    check_catalogue_fits(config, run_data.data, model_name, settings.data)
-    name = f"{config.variant or 'USER-LLM'} ({model_name})"
-    return Recommender(name, model, processor, run_data.builder), run_data.data, run_data.builder
-
-
-def _display_descriptions(data: RecommendationData, builders: Sequence[RecordBuilder]) -> list[str | None]:
-    """Per item, the item table's description, else the one a model reads (e.g. generated)."""
-    table = data.items["description"]
-    return [
-        table[item_id] or next((builder.descriptions[item_id] for builder in builders if builder.descriptions[item_id]), None)
-        for item_id in range(data.num_items)
-    ]
+    data = run_data.data
+    if config.use_collaborative and (config.num_users, config.num_items) != (data.num_users, data.num_items):
+        raise DemoError(
+            f"{model_name} was trained on {config.num_items} items and {config.num_users} users, but the data set "
+            f"{settings.data} has {data.num_items} items and {data.num_users} users: serve it with the data set it was "
+            "trained on"
+        )
+    return Recommender(f"{config.variant or 'USER-LLM'} ({model_name})", model, processor, run_data.builder), data
 
 
 def load_demo(settings: DemoSettings) -> tuple[list[Recommender], Catalogue]:
-    """Everything the page serves: one or two recommenders and the catalogue.
-
-    Raises:
-        DemoError: see `resolve_demo_paths`, `load_recommender`.
-    """
+    """One or two recommenders and the catalogue (`DemoError`: see `resolve_demo_paths`, `load_recommender`)."""
     settings = resolve_demo_paths(settings)
     if settings.max_candidates < 1:
         raise DemoError(f"--max-candidates must be at least 1, got {settings.max_candidates}")
-    recommenders, builders = [], []
-    data = None
-    for model_name in [settings.model, settings.compare_model]:
-        if model_name is None:
-            continue
+    recommenders = []
+    for model_name in filter(None, [settings.model, settings.compare_model]):
         logger.info("Loading %s", model_name)
-        recommender, data, builder = load_recommender(model_name, settings)
+        recommender, data = load_recommender(model_name, settings)
         recommenders.append(recommender)
-        builders.append(builder)
     if len(recommenders) == 2 and recommenders[0].name == recommenders[1].name:
         recommenders[1].name += " [2]"
+    # Shown under each poster: the item table's description, else one a model reads (e.g. generated).
+    descriptions = [data.items["description"][item_id] or next(
+        (r.builder.descriptions[item_id] for r in recommenders if r.builder.descriptions[item_id]), None)
+        for item_id in range(data.num_items)]
     posters_dir = Path(settings.posters) if settings.posters else Path(settings.data).parent / "posters"
-    catalogue = Catalogue.from_data(data, _display_descriptions(data, builders), posters_dir)
-    return recommenders, catalogue
-
-
-# ----------------------------------------------------------------------------- one query
+    return recommenders, Catalogue.from_data(data, descriptions, posters_dir)
 
 
 def parse_user_id(value: str | float | None) -> int | None:
-    """A user id typed on the page: None when empty (a new user), else an integer.
-
-    Raises:
-        DemoError: the value is no whole number.
-    """
+    """A user id typed on the page: None when empty (a new user), else an integer (`DemoError` otherwise)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
@@ -524,26 +399,6 @@ def parse_user_id(value: str | float | None) -> int | None:
     if not number.is_integer():
         raise DemoError(f"the user id must be a whole number, got {value!r}")
     return int(number)
-
-
-def _history_notes(history: list[int], recommenders: Sequence[Recommender]) -> list[str]:
-    """A note when some picks are older than what a model reads."""
-    longest = max(recommender.max_history_items for recommender in recommenders)
-    if len(history) <= longest:
-        return []
-    return [f"The model reads the {longest} most recent of your {len(history)} picks; the earlier ones only keep "
-            "those movies out of the recommendations."]
-
-
-def _overall_progress(progress: ProgressCallback | None, model_index: int, num_models: int, name: str):
-    """Maps one model's (done, total) onto the fraction of the whole query."""
-    if progress is None:
-        return None
-
-    def report(done: int, total: int) -> None:
-        progress((model_index + done / total) / num_models, f"{name}: scored {done:,} of {total:,} candidates")
-
-    return report
 
 
 def recommend(
@@ -561,14 +416,10 @@ def recommend(
     """Ranks the catalogue's unseen items for a history, with every model.
 
     Args:
-        recommenders: the models (one, or two side by side).
-        catalogue: the items.
-        history_labels: liked movies, oldest first (labels of the catalogue, any case).
-        user_id: a real user of the data set (their collaborative embedding is used and every
-            item they rated is left out), or None for a new user.
-        top_k: how many items to show.
+        history_labels: liked movies, oldest first (catalogue labels, any case).
+        user_id: a real user (their collaborative embedding is used and every item they rated is
+            left out), or None for a new user.
         max_candidates, seed: the candidate pool (see `Catalogue.candidate_pool`).
-        batch_size: candidates per LLM forward.
         placeholder: the image shown for an item without a poster.
         progress: called with (fraction done, description) while scoring.
 
@@ -581,21 +432,26 @@ def recommend(
     if top_k < 1:
         raise DemoError(f"Ask for at least one recommendation (top K = {top_k}).")
     history = [catalogue.item_id(label) for label in labels]
-    excluded = set(history)
-    if user_id is not None:
-        excluded |= catalogue.seen_items(user_id)
+    excluded = set(history) | (catalogue.seen_items(user_id) if user_id is not None else set())
     candidates, pool_note = catalogue.candidate_pool(excluded, max_candidates, seed)
     if not candidates:
         raise DemoError("Every movie of the catalogue is in the history or already seen: nothing is left to recommend.")
+    user_id = -1 if user_id is None else user_id
     results = {}
     for index, recommender in enumerate(recommenders):
-        top = recommender.rank(-1 if user_id is None else user_id, history, candidates, top_k, batch_size,
-                               _overall_progress(progress, index, len(recommenders), recommender.name))
+        def report(done: int, total: int, index=index, name=recommender.name) -> None:
+            progress((index + done / total) / len(recommenders), f"{name}: scored {done:,} of {total:,} candidates")
+
+        top = recommender.rank(user_id, history, candidates, top_k, batch_size, report if progress else None)
         results[recommender.name] = [_recommendation(rank, item_id, score, catalogue, placeholder)
                                      for rank, (item_id, score) in enumerate(top, start=1)]
-    notes = _history_notes(history, recommenders) + ([pool_note] if pool_note else [])
-    return Ranking(history=history, user_id=-1 if user_id is None else user_id, results=results,
-                   num_unseen=catalogue.num_items - len(excluded), num_scored=len(candidates), notes=notes)
+    notes = [pool_note] if pool_note else []
+    longest = max(recommender.max_history_items for recommender in recommenders)
+    if len(history) > longest:
+        notes.insert(0, f"The model reads the {longest} most recent of your {len(history)} picks; the earlier ones only "
+                        "keep those movies out of the recommendations.")
+    return Ranking(history=history, user_id=user_id, results=results, num_unseen=catalogue.num_items - len(excluded),
+                   num_scored=len(candidates), notes=notes)
 
 
 def _recommendation(rank: int, item_id: int, score: float, catalogue: Catalogue, placeholder: str | Path) -> Recommendation:
@@ -605,22 +461,3 @@ def _recommendation(rank: int, item_id: int, score: float, catalogue: Catalogue,
         score=score, probability=float(torch.sigmoid(torch.tensor(score))), poster=str(poster or placeholder),
         has_poster=poster is not None,
     )
-
-
-__all__ = [
-    "Catalogue",
-    "DemoError",
-    "DemoSettings",
-    "Ranking",
-    "Recommendation",
-    "Recommender",
-    "check_checkpoint",
-    "load_checkpoint",
-    "load_demo",
-    "parse_user_id",
-    "recommend",
-    "resolve_demo_paths",
-    "resolve_poster",
-    "run_data_paths",
-    "unseen_items",
-]

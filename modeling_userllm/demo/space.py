@@ -1,16 +1,10 @@
-"""The demo as a Hugging Face Space: the folder to upload next to a published model.
+"""The demo as a Hugging Face Space (no gradio import here).
 
-`write_space_folder` writes, from the templates in `hub_cards/space/`:
-
-    README.md           Space card: front matter with `sdk: gradio`, `app_file: app.py`, the model
-    app.py              serves `modeling_userllm.demo.page` with the settings below
-    space_config.json   the model (a folder here or a Hub id), data, features, posters
-    requirements.txt    the userllm package's dependencies
-    modeling_userllm/   a copy of the package's code (it is not on PyPI)
-    model/              the checkpoint, unless the Space loads it from the Hub by id
-    data/ features/ posters/   the catalogue
-
-`push_space` uploads such a folder. Neither imports gradio.
+`write_space_folder` writes, from the templates in `hub_cards/space/`: `README.md` (the Space card,
+`sdk: gradio`), `app.py` (serves `modeling_userllm.demo.page`), `space_config.json` (model folder
+or Hub id, data, features, posters), `requirements.txt`, `modeling_userllm/` (a copy of the code:
+it is not on PyPI), `model/` (unless loaded from the Hub by id), `data/ features/ posters/`.
+`push_space` uploads it.
 """
 
 from __future__ import annotations
@@ -43,14 +37,9 @@ DEFAULT_GRADIO_VERSION = "5.0.0"
 
 
 def space_requirements() -> list[str]:
-    """The userllm package's own dependencies (no extras), one requirement each.
-
-    Read from the checkout's `pyproject.toml` when there is one (an installed package's
-    metadata lags behind edits until it is reinstalled), else from the installed metadata.
-
-    Raises:
-        RuntimeError: neither is there.
-    """
+    """The userllm package's own dependencies (no extras): from the checkout's `pyproject.toml`
+    (installed metadata lags behind edits until reinstalled), else the installed metadata; a
+    RuntimeError when neither is there."""
     if PYPROJECT.is_file() and tomllib is not None:
         return list(tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"])
     try:
@@ -60,20 +49,12 @@ def space_requirements() -> list[str]:
     return [requirement for requirement in requires if "extra ==" not in requirement]
 
 
-def gradio_version() -> str:
-    """The gradio version installed here (the Space runs the same), else a default."""
-    try:
-        return metadata.version("gradio")
-    except metadata.PackageNotFoundError:
-        return DEFAULT_GRADIO_VERSION
-
-
 def render_space_card(space_id: str, *, model_name: str, model_repo_id: str | None, data: RecommendationData,
                       max_candidates: int, license: str | None = None) -> SpaceCard:
     """The Space's README.md: Gradio front matter and what the demo shows."""
     title = space_id.split("/")[-1]
     card_data = SpaceCardData(
-        title=title, sdk="gradio", sdk_version=gradio_version(), app_file="app.py", license=license,
+        title=title, sdk="gradio", sdk_version=_gradio_version(), app_file="app.py", license=license,
         models=[model_repo_id] if model_repo_id else None, emoji="🎬", colorFrom="indigo", colorTo="pink",
         pinned=False, short_description="Pick movies you liked, see what USER-LLM recommends",
     )
@@ -86,41 +67,24 @@ def render_space_card(space_id: str, *, model_name: str, model_repo_id: str | No
     )
 
 
-def _copy_package(destination: Path) -> None:
-    """The package's source (code, cards, JSON), without caches."""
-    shutil.copytree(PACKAGE_DIR, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-
-
-def _copy_posters(data: RecommendationData, posters_dir: Path | None, destination: Path) -> int:
-    """Copies every poster the catalogue has into `destination`; returns how many."""
-    destination.mkdir(parents=True, exist_ok=True)
-    copied = 0
-    for path in data.items["poster_path"]:
-        poster = resolve_poster(path, posters_dir)
-        if poster is not None:
-            shutil.copy2(poster, destination / poster.name)
-            copied += 1
-    return copied
+def _gradio_version() -> str:
+    """The gradio version installed here (the Space runs the same), else a default."""
+    try:
+        return metadata.version("gradio")
+    except metadata.PackageNotFoundError:
+        return DEFAULT_GRADIO_VERSION
 
 
 def write_space_folder(out_dir: str | Path, settings: DemoSettings, *, space_id: str, model_repo_id: str | None = None,
                        license: str | None = None) -> Path:
-    """Writes the Space folder atomically (see the module docstring).
+    """Writes the Space folder atomically (see the module docstring) and returns it.
 
     Args:
-        out_dir: the folder to write; must not exist or be empty.
-        settings: the demo's model, data, features and posters (resolved: see `resolve_demo_paths`).
+        out_dir: the folder to write; must not exist or be empty (else FileExistsError).
+        settings: the demo's model, data, features and posters (resolved: `resolve_demo_paths`).
         space_id: ORG/NAME of the Space (its title comes from NAME).
-        model_repo_id: the model's Hub id, when it is published: the Space loads it from there
-            instead of shipping `model/`.
+        model_repo_id: the model's Hub id when published: the Space loads it instead of shipping `model/`.
         license: license id for the card.
-
-    Returns:
-        `out_dir`.
-
-    Raises:
-        FileExistsError: `out_dir` is not empty.
-        DemoError: the checkpoint is no USER-LLM.
     """
     out_dir = Path(out_dir)
     check_empty_upload_folder(out_dir)
@@ -136,13 +100,15 @@ def write_space_folder(out_dir: str | Path, settings: DemoSettings, *, space_id:
         (staging / "space_config.json").write_text(json.dumps(config, indent=2) + "\n")
         render_space_card(space_id, model_name=settings.model, model_repo_id=model_repo_id, data=data,
                           max_candidates=settings.max_candidates, license=license).save(staging / "README.md")
-        _copy_package(staging / "modeling_userllm")
+        shutil.copytree(PACKAGE_DIR, staging / "modeling_userllm", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         if model_repo_id is None:
             shutil.copytree(settings.model, staging / "model")
         shutil.copytree(settings.data, staging / "data")
         if settings.features:
             shutil.copytree(settings.features, staging / "features")
-        _copy_posters(data, posters_dir, staging / "posters")
+        (staging / "posters").mkdir()
+        for poster in filter(None, (resolve_poster(path, posters_dir) for path in data.items["poster_path"])):
+            shutil.copy2(poster, staging / "posters" / poster.name)
     return out_dir
 
 
@@ -159,5 +125,3 @@ def push_space(folder: str | Path, space_id: str, *, token: str, private: bool =
     return api.upload_folder(repo_id=space_id, folder_path=folder, repo_type="space",
                              commit_message=f"USER-LLM demo from {Path(folder).name}")
 
-
-__all__ = ["check_space_id", "push_space", "render_space_card", "space_requirements", "write_space_folder"]
