@@ -1,17 +1,16 @@
 """USER-LLM processor: interaction records -> prompt tokens and feature tensors.
 
-This file is copied next to the weights by `save_pretrained`, so it imports only torch,
-transformers and the standard library.
+Copied next to the weights by `save_pretrained`: imports only torch, transformers and the standard library.
 """
 
 import functools
-import numbers
 import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from transformers import BatchFeature, BitImageProcessorPil, ProcessorMixin
 from transformers.image_utils import is_pil_image, load_image
 from transformers.utils import logging
@@ -24,10 +23,8 @@ ITEM_TOKEN = "<ItemID>"
 HISTORY_TOKEN = "<HistoryInteractions>"
 PLACEHOLDER_TOKENS = (IMAGE_TOKEN, USER_TOKEN, ITEM_TOKEN, HISTORY_TOKEN)
 
-# The paper's prompt (Appendix), shared by every variant; the parts in braces depend on it.
-# A prompt is rendered as text with its placeholders first and tokenized once, so that a
-# sentencepiece tokenizer sees the sentences whole (piece-by-piece tokenization would give
-# every piece its own leading "▁": double spaces and spaces before punctuation).
+# The paper's prompt (Appendix). A prompt is rendered as text with its placeholders and tokenized
+# once: tokenizing pieces apart would give each piece its own sentencepiece "▁".
 QUESTION = "#Question: A user has given high ratings to the following {noun}s: "
 COLLABORATIVE_SENTENCE = "Additionally, we have information about the user's preferences encoded in the feature "
 # The prompt's user-dependent prefix ends with PREDICTION; the candidate's part starts with a space.
@@ -37,12 +34,13 @@ ANSWER = '? Answer with "Yes" or "No". \n#Answer:'
 REQUIRED_RECORD_FIELDS = ("user_id", "item_id", "title", "history")
 REQUIRED_HISTORY_FIELDS = ("item_id", "title")
 INT64_RANGE = (-(2**63), 2**63 - 1)
+MAX_POSTER_PIXELS = 36_000_000
+"""The largest poster read (6000 x 6000 pixels): the encoder sees 224 x 224, while a 12,000 x 12,000
+poster took 2.2 GB and 26 s to decode."""
 
 
 def default_image_processor() -> BitImageProcessorPil:
-    """The preprocessing of the paper's DINO family (DINO ViT-S/16, DINOv2-small): resize the
-    shortest edge to 256, centre-crop 224, ImageNet mean/std. A processor built with a vision
-    encoder (`attach_vision_encoder`) gets that encoder's own image processor instead."""
+    """The DINO family's preprocessing: shortest edge 256, centre crop 224, ImageNet mean/std."""
     return BitImageProcessorPil(
         size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}, resample=3,
         image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
@@ -50,14 +48,8 @@ def default_image_processor() -> BitImageProcessorPil:
 
 
 def is_raw_image(value) -> bool:
-    """Whether an item's `image_features` holds a poster to encode (a PIL image, a path) rather than features."""
+    """Whether an item's `image_features` is a poster to encode (a PIL image, a path) rather than features."""
     return isinstance(value, (str, os.PathLike)) or is_pil_image(value)
-
-
-MAX_POSTER_PIXELS = 36_000_000
-"""The largest poster read, in pixels (width x height; 6000 x 6000): the default `max_pixels` of
-`open_poster`. The vision encoder sees 224 x 224 pixels, while a 12,000 x 12,000 poster took
-2.2 GB and 26 s to decode and resize."""
 
 
 def _check_poster_size(size: tuple[int, int], what: str, max_pixels: int | None) -> None:
@@ -68,15 +60,14 @@ def _check_poster_size(size: tuple[int, int], what: str, max_pixels: int | None)
 
 
 def _open_poster_file(path: str, where: str, max_pixels: int | None):
-    """The poster file `path` opened lazily (PIL reads the header only), its size checked."""
-    # PIL as transformers' image utilities import it (this file imports no package but torch and transformers).
-    from transformers.image_utils import PIL
+    """The poster file opened lazily (PIL reads the header only), its size checked."""
+    from transformers.image_utils import PIL  # PIL as transformers imports it
 
     if not os.path.isfile(path):
         raise ValueError(f"{where}: the poster file {path} does not exist")
     try:
         with warnings.catch_warnings():
-            if max_pixels is not None:  # the limit is checked below, with a message naming the file
+            if max_pixels is not None:  # checked below, with a message naming the file
                 warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
             image = PIL.Image.open(path)
     except Exception as error:  # PIL's errors do not name the file
@@ -90,19 +81,15 @@ def _open_poster_file(path: str, where: str, max_pixels: int | None):
 
 
 def open_poster(value, where: str, max_pixels: int | None = MAX_POSTER_PIXELS):
-    """A poster given as a PIL image or a path, as an upright RGB PIL image: the one reader of
-    posters, for the processor, ranking, offline features (`features/visual.py`) and data builders.
-
-    A file's size is read from its header and checked before the file is decoded.
+    """A poster (PIL image or path) as an upright RGB PIL image: the one reader of posters.
 
     Args:
         value: a PIL image or an image file path.
         where: how errors name the poster's owner, e.g. "record 3".
-        max_pixels: the most pixels (width x height) a poster may have; None: no limit.
+        max_pixels: the most pixels (width x height) a poster may have, checked from the header; None: no limit.
 
     Raises:
-        ValueError: naming the owner and the file, when the path is missing, not an image, or
-            larger than `max_pixels`.
+        ValueError: naming the owner and the file: missing, not an image, or over `max_pixels`.
     """
     if not isinstance(value, (str, os.PathLike)):
         _check_poster_size(value.size, f"{where}: the poster image", max_pixels)
@@ -115,9 +102,18 @@ def open_poster(value, where: str, max_pixels: int | None = MAX_POSTER_PIXELS):
             raise ValueError(f"{where}: the poster file {path} is not a readable image ({error})") from error
 
 
+def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists padded to `(len(sequences), max(1, max_len))` ids and a 0/1 mask, on the left or the right."""
+    side = "left" if left else "right"
+    rows = [torch.tensor(list(sequence), dtype=torch.long) for sequence in sequences] + [torch.zeros(1, dtype=torch.long)]
+    masks = [torch.ones(len(row), dtype=torch.long) for row in rows[:-1]] + [torch.zeros(1, dtype=torch.long)]
+    # The extra one-token row makes max_len >= 1; it is dropped.
+    ids = pad_sequence(rows, batch_first=True, padding_value=pad_id, padding_side=side)[:-1]
+    return ids, pad_sequence(masks, batch_first=True, padding_value=0, padding_side=side)[:-1]
+
+
 def _reports_item_text_cuts(method):
-    """Makes one call of a `UserLLMProcessor` method report every item text cut during it in one
-    warning (a call inside another reporting call leaves the report to the outer one)."""
+    """One call reports every item text cut during it in one warning (nested calls leave it to the outer one)."""
 
     @functools.wraps(method)
     def reporting(self, *args, **kwargs):
@@ -147,14 +143,11 @@ def _reports_item_text_cuts(method):
 class RenderedPrompt:
     """One record's prompt as text, before tokenization.
 
-    `prefix` depends only on the user (template, history or `<HistoryInteractions>`,
-    `<UserID>`) and ends right before the candidate's part, `suffix` (which starts with a
-    space); each `<Image>` placeholder in them has its features in `prefix_images` /
-    `suffix_images`, in order. For the UHEM, `history_texts` holds the text of each history
-    item and `history_images` the features of the ones followed by an `<Image>`. With
-    `item_ids_after_titles`, `item_ids` holds the item of each `<ItemID>` of the prompt in order
-    (the history's, then the candidate's) and `history_item_ids` the item of each history item's
-    `<ItemID>` in the UHEM input (None: no such tokens).
+    `prefix` depends only on the user and ends right before the candidate's part, `suffix` (which starts
+    with a space); `prefix_images` / `suffix_images` hold the features of their `<Image>`s in order. For the
+    UHEM, `history_texts` holds (text, has image) per history item and `history_images` their features.
+    With `item_ids_after_titles`, `item_ids` is the item of each prompt `<ItemID>` and `history_item_ids`
+    that of each history item's `<ItemID>` in the UHEM input.
     """
 
     prefix: str
@@ -170,35 +163,25 @@ class RenderedPrompt:
 class UserLLMProcessor(ProcessorMixin):
     r"""Builds USER-LLM prompts and feature tensors from interaction records.
 
-    A record is one (user, candidate item) interaction:
-    `{"user_id": int, "item_id": int, "title": str, "description": str | None,
-    "image_features": list[float] | PIL image | path | None, "history": [{"item_id", "title",
-    "description", "image_features"}, ...] (oldest first), "label": 0 | 1 (optional)}`.
-
-    An item's `image_features` is either its precomputed poster features (`vision_feature_size`
-    floats, the fast path) or the poster itself, a PIL image or an image file path, as LLaVA's
-    processor takes images: the image processor turns posters into `pixel_values` and the model's
-    vision encoder (`UserLLMConfig.vision_config`) computes their features, the CLS feature the
-    precomputed ones are. Both kinds may be mixed in one batch.
+    A record is one (user, candidate) interaction: `{"user_id": int, "item_id": int, "title": str,
+    "description": str | None, "image_features": list[float] | PIL image | path | None, "history": [{"item_id",
+    "title", "description", "image_features"}, ...] (oldest first), "label": 0 | 1 (optional)}`. An
+    `image_features` is either precomputed poster features (`vision_feature_size` floats) or the poster itself,
+    which the image processor turns into `pixel_values` for the model's vision encoder; both may be mixed.
 
     Args:
         tokenizer: the LLM's tokenizer; the placeholder tokens are added to it.
-        image_processor: the vision encoder's image processor, saved and loaded with the
-            processor. Defaults to the DINO family's preprocessing (`default_image_processor`).
-        use_history_encoder (`bool`): one `<HistoryInteractions>` token (UHEM) instead of the
-            history written inline.
+        image_processor: the vision encoder's image processor (default: `default_image_processor()`).
+        use_history_encoder (`bool`): one `<HistoryInteractions>` token (UHEM) instead of the history inline.
         use_visual (`bool`): an `<Image>` token after every item that has image features.
         use_collaborative (`bool`): `<UserID>` and `<ItemID>` tokens.
-        use_descriptions (`bool`): items described by title and description, not title only.
-        max_item_tokens (`int`): token budget of each item's text (`"Title" (description)`); a longer
-            text is cut at a word boundary, with a warning. The default keeps a title and a
-            20-30-word knowledge-enhanced description whole.
+        use_descriptions (`bool`): items written as title and description, not title only.
+        max_item_tokens (`int`): token budget of each item's text; a longer one is cut at a word boundary.
         max_history_items (`int`): most recent history items kept.
-        vision_feature_size (`int`): expected length of `image_features`.
-        item_noun (`str`): what the items are called in the prompt ("movie").
-        item_ids_after_titles (`bool`): an `<ItemID>` token right after each history item's text
-            (LLaRA), inline or in the UHEM input, filled with that item's projected collaborative
-            embedding (needs `use_collaborative`). Off: only the candidate has one (the paper).
+        vision_feature_size (`int`): expected length of precomputed `image_features`.
+        item_noun (`str`): what the items are called in the prompt.
+        item_ids_after_titles (`bool`): an `<ItemID>` after each history item's text (LLaRA), inline or in the
+            UHEM input (needs `use_collaborative`). Off: only the candidate has one (the paper).
     """
 
     def __init__(
@@ -231,35 +214,22 @@ class UserLLMProcessor(ProcessorMixin):
         missing = [token for token in PLACEHOLDER_TOKENS if token not in tokenizer.get_vocab()]
         if missing:
             tokenizer.add_tokens(missing, special_tokens=True)
-        if image_processor is None:
-            image_processor = default_image_processor()
-        super().__init__(tokenizer, image_processor, **kwargs)
+        super().__init__(tokenizer, image_processor if image_processor is not None else default_image_processor(), **kwargs)
         self._token_cache: dict[str, list[int]] = {}
         self._item_text_cache: dict[tuple, str] = {}
         self.num_truncated_item_texts = 0
-        self._item_text_cuts: list[tuple[str, bool]] | None = None  # (text, title cut inside a word) during a call
-
-    # ----------------------------------------------------------------------------- token ids
+        self._item_text_cuts: list[tuple[str, bool]] | None = None  # (text, cut inside a word) during a call
 
     @property
     def placeholder_token_ids(self) -> dict[str, int]:
         """`{"image_token_id", "user_token_id", "item_token_id", "history_token_id"}` -> id."""
-        convert = self.tokenizer.convert_tokens_to_ids
-        return {
-            "image_token_id": convert(IMAGE_TOKEN),
-            "user_token_id": convert(USER_TOKEN),
-            "item_token_id": convert(ITEM_TOKEN),
-            "history_token_id": convert(HISTORY_TOKEN),
-        }
+        names = ("image_token_id", "user_token_id", "item_token_id", "history_token_id")
+        return dict(zip(names, self.tokenizer.convert_tokens_to_ids(list(PLACEHOLDER_TOKENS))))
 
     @property
     def answer_token_ids(self) -> dict[str, int]:
-        """`{"yes_token_id", "no_token_id"}`: the tokens where the answers "Yes" and "No" part.
-
-        Both answers are tokenized after the prompt's end, as the model would continue it,
-        because "Yes" after a space tokenizes differently from "Yes" alone in most tokenizers
-        (and some tokenizers emit a shared space token first).
-        """
+        """`{"yes_token_id", "no_token_id"}`: the first tokens where " Yes" and " No" differ after the prompt's
+        end, as the model continues it ("Yes" after a space tokenizes differently from "Yes" alone)."""
         yes_ids = self.tokenizer(ANSWER + " Yes", add_special_tokens=False).input_ids
         no_ids = self.tokenizer(ANSWER + " No", add_special_tokens=False).input_ids
         common = 0
@@ -269,48 +239,19 @@ class UserLLMProcessor(ProcessorMixin):
             raise ValueError("'Yes' and 'No' tokenize to the same tokens; the score needs them distinct")
         return {"yes_token_id": yes_ids[common], "no_token_id": no_ids[common]}
 
+    CONFIG_FIELDS = ("use_history_encoder", "use_visual", "use_collaborative", "use_descriptions", "max_item_tokens",
+                     "max_history_items", "vision_feature_size", "item_ids_after_titles")
+    """The processor settings a `UserLLMConfig` mirrors."""
+
     @property
     def model_config_kwargs(self) -> dict:
         """The token ids and switches a `UserLLMConfig` needs to match this processor."""
-        return {
-            **self.placeholder_token_ids,
-            **self.answer_token_ids,
-            "use_history_encoder": self.use_history_encoder,
-            "use_visual": self.use_visual,
-            "use_collaborative": self.use_collaborative,
-            "use_descriptions": self.use_descriptions,
-            "max_item_tokens": self.max_item_tokens,
-            "max_history_items": self.max_history_items,
-            "vision_feature_size": self.vision_feature_size,
-            "item_ids_after_titles": self.item_ids_after_titles,
-        }
+        return {**self.placeholder_token_ids, **self.answer_token_ids, **{name: getattr(self, name) for name in self.CONFIG_FIELDS}}
 
     @classmethod
     def from_model_config(cls, tokenizer, config, **kwargs) -> "UserLLMProcessor":
         """A processor with the switches of a `UserLLMConfig`."""
-        return cls(
-            tokenizer,
-            use_history_encoder=config.use_history_encoder,
-            use_visual=config.use_visual,
-            use_collaborative=config.use_collaborative,
-            use_descriptions=config.use_descriptions,
-            max_item_tokens=config.max_item_tokens,
-            max_history_items=config.max_history_items,
-            vision_feature_size=config.vision_feature_size,
-            item_ids_after_titles=config.item_ids_after_titles,
-            **kwargs,
-        )
-
-    @classmethod
-    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
-        """The tokenizer and the image processor; a folder saved before processors held an image
-        processor loads with the default one (`default_image_processor`)."""
-        processor_dict = processor_dict or {}
-        if "image_processor" in processor_dict:
-            return super()._get_arguments_from_pretrained(pretrained_model_name_or_path, processor_dict, **kwargs)
-        subfolder = kwargs.pop("subfolder", "")
-        tokenizer = cls._load_tokenizer_from_pretrained("tokenizer", pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
-        return [tokenizer, default_image_processor()]
+        return cls(tokenizer, **{name: getattr(config, name) for name in cls.CONFIG_FIELDS}, **kwargs)
 
     def preprocess_images(self, images: list, where: str = "images") -> torch.Tensor:
         """Posters (PIL images or paths) -> `pixel_values` `(len(images), 3, height, width)` float32."""
@@ -318,15 +259,13 @@ class UserLLMProcessor(ProcessorMixin):
         return self.image_processor(images=opened, return_tensors="pt")["pixel_values"].float()
 
     def _image_inputs(self, images: list, prefix: str) -> dict[str, torch.Tensor]:
-        """One feature row per `<Image>` placeholder, in order: precomputed features as they are;
-        posters as `pixel_values` plus the rows they fill (`image_indices`), zeros until the model
-        encodes them. `prefix` is "" for the prompt and "history_" for the UHEM input."""
+        """`{prefix}image_features`, one row per `<Image>` in order; posters given as images add
+        `{prefix}pixel_values` and `{prefix}image_indices`, the rows they fill (zeros until the model encodes them)."""
         if not images:
             return {}
         raw = [row for row, image in enumerate(images) if is_raw_image(image)]
         features = torch.zeros((len(images), self.vision_feature_size), dtype=torch.float32)
-        raw_rows = set(raw)
-        given = [row for row in range(len(images)) if row not in raw_rows]
+        given = [row for row in range(len(images)) if row not in set(raw)]
         if given:
             features[given] = torch.tensor([list(map(float, images[row])) for row in given], dtype=torch.float32)
         inputs = {f"{prefix}image_features": features}
@@ -338,13 +277,14 @@ class UserLLMProcessor(ProcessorMixin):
     def _tokens(self, text: str) -> list[int]:
         ids = self._token_cache.get(text)
         if ids is None:
-            ids = self.tokenizer(text, add_special_tokens=False).input_ids
-            self._token_cache[text] = ids
+            ids = self._token_cache[text] = self.tokenizer(text, add_special_tokens=False).input_ids
         return ids
 
     # ----------------------------------------------------------------------------- validation
 
-    def _check_text(self, value, where: str, field_name: str, required: bool) -> None:
+    @staticmethod
+    def check_text(value, where: str, field_name: str, required: bool) -> None:
+        """Raises unless `value` is a string (or None when not `required`) free of placeholder tokens."""
         if value is None and not required:
             return
         if not isinstance(value, str):
@@ -356,7 +296,7 @@ class UserLLMProcessor(ProcessorMixin):
 
     @staticmethod
     def _check_id(value, where: str, field_name: str) -> None:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, bool) or not hasattr(type(value), "__index__"):  # any integer type, numpy's included
             raise ValueError(f"{where}: field {field_name!r} must be an integer, got {type(value).__name__} {value!r:.40}")
         if not INT64_RANGE[0] <= int(value) <= INT64_RANGE[1]:
             raise ValueError(f"{where}: field {field_name!r} = {value} does not fit in a 64-bit integer")
@@ -364,25 +304,23 @@ class UserLLMProcessor(ProcessorMixin):
     def _check_image_features(self, features, where: str) -> None:
         if features is None:
             return
-        if is_raw_image(features):
-            if isinstance(features, (str, os.PathLike)) and not os.path.isfile(features):
+        if isinstance(features, (str, os.PathLike)):
+            if not os.path.isfile(features):
                 raise ValueError(f"{where}: image_features names the poster file {os.fspath(features)}, which does not exist "
                                  "(give a PIL image, an existing image file, precomputed features or None)")
-            if isinstance(features, (str, os.PathLike)):
-                _open_poster_file(os.fspath(features), where, MAX_POSTER_PIXELS).close()
-            else:
-                _check_poster_size(features.size, f"{where}: the poster image", MAX_POSTER_PIXELS)
+            _open_poster_file(os.fspath(features), where, MAX_POSTER_PIXELS).close()
             return
-        if isinstance(features, (str, bytes)) or not hasattr(features, "__len__"):
+        if is_pil_image(features):
+            return _check_poster_size(features.size, f"{where}: the poster image", MAX_POSTER_PIXELS)
+        if isinstance(features, bytes) or not hasattr(features, "__len__"):
             raise ValueError(f"{where}: image_features must be a list of {self.vision_feature_size} numbers, a PIL image, "
-                             "an image path or None, "
-                             f"got {type(features).__name__}")
+                             f"an image path or None, got {type(features).__name__}")
         if len(features) != self.vision_feature_size:
             raise ValueError(f"{where}: image_features has {len(features)} values, expected {self.vision_feature_size} (or None)")
-        try:  # one conversion instead of a Python loop: ranking validates every candidate's history
+        try:  # one conversion instead of a Python loop
             values = torch.as_tensor(features, dtype=torch.float64)
         except (TypeError, ValueError, RuntimeError) as error:
-            position, value = next(((i, v) for i, v in enumerate(features) if not isinstance(v, numbers.Real)), (0, features[0]))
+            position, value = next(((i, v) for i, v in enumerate(features) if not hasattr(type(v), "__float__")), (0, features[0]))
             raise ValueError(f"{where}: image_features[{position}] must be a number, got {type(value).__name__}") from error
         if values.ndim != 1:
             raise ValueError(f"{where}: image_features must be one flat list of numbers, got shape {tuple(values.shape)}")
@@ -394,32 +332,26 @@ class UserLLMProcessor(ProcessorMixin):
     def validate_record(self, record: dict, index: int) -> None:
         """Raises a `ValueError` naming the record index and field when a record is malformed."""
         where = f"record {index}"
-        if not isinstance(record, dict):
-            raise ValueError(f"{where}: expected a dict, got {type(record).__name__}")
-        for field_name in REQUIRED_RECORD_FIELDS:
-            if field_name not in record:
-                raise ValueError(f"{where}: missing field {field_name!r}")
-        self._check_id(record["user_id"], where, "user_id")
-        self._check_id(record["item_id"], where, "item_id")
-        self._check_text(record["title"], where, "title", required=True)
-        self._check_text(record.get("description"), where, "description", required=False)
-        self._check_image_features(record.get("image_features"), where)
+        self._check_item(record, where, REQUIRED_RECORD_FIELDS)
         label = record.get("label")
         if label is not None and (isinstance(label, bool) or label not in (0, 1)):
             raise ValueError(f"{where}: field 'label' must be 0 or 1, got {label!r}")
         if not isinstance(record["history"], (list, tuple)):
             raise ValueError(f"{where}: field 'history' must be a list of items")
         for position, item in enumerate(record["history"]):
-            item_where = f"{where}, history item {position}"
-            if not isinstance(item, dict):
-                raise ValueError(f"{item_where}: expected a dict, got {type(item).__name__}")
-            for field_name in REQUIRED_HISTORY_FIELDS:
-                if field_name not in item:
-                    raise ValueError(f"{item_where}: missing field {field_name!r}")
-            self._check_id(item["item_id"], item_where, "item_id")
-            self._check_text(item["title"], item_where, "title", required=True)
-            self._check_text(item.get("description"), item_where, "description", required=False)
-            self._check_image_features(item.get("image_features"), item_where)
+            self._check_item(item, f"{where}, history item {position}", REQUIRED_HISTORY_FIELDS)
+
+    def _check_item(self, item, where: str, required: tuple[str, ...]) -> None:
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: expected a dict, got {type(item).__name__}")
+        for field_name in required:
+            if field_name not in item:
+                raise ValueError(f"{where}: missing field {field_name!r}")
+        for field_name in ("user_id", "item_id") if "user_id" in required else ("item_id",):
+            self._check_id(item[field_name], where, field_name)
+        self.check_text(item["title"], where, "title", required=True)
+        self.check_text(item.get("description"), where, "description", required=False)
+        self._check_image_features(item.get("image_features"), where)
 
     # ----------------------------------------------------------------------------- item texts
 
@@ -427,20 +359,15 @@ class UserLLMProcessor(ProcessorMixin):
     def item_text(self, item: dict, use_descriptions: bool | None = None) -> str:
         """An item as the prompt writes it: `"Title" (description)`, within `max_item_tokens`.
 
-        A text over the budget is cut at a word boundary: the description loses its last
-        words first (its parenthesis stays closed), then, if the title alone is too long,
-        the title. A title is never cut to nothing: when not even its first word fits, that
-        word is cut (to one character at least, over the budget if even that does not fit).
-        Every cut text is counted in `num_truncated_item_texts`, and each call that cuts texts
-        (`item_text`, `__call__`, `split_prompt(s)`) reports how many in one warning.
+        Over the budget, the description loses its last words first (its parenthesis stays closed), then the
+        title; a title is never cut to nothing: when not even its first word fits, that word is cut (to one
+        character at least). Cuts are counted in `num_truncated_item_texts` and reported once per call.
         """
         use_descriptions = self.use_descriptions if use_descriptions is None else use_descriptions
-        description = item.get("description") if use_descriptions else None
-        key = (item["title"], description or None)
+        key = (item["title"], (item.get("description") if use_descriptions else None) or None)
         text = self._item_text_cache.get(key)
         if text is None:
-            text = self._fit_item_text(item["title"], description or None)
-            self._item_text_cache[key] = text
+            text = self._item_text_cache[key] = self._fit_item_text(*key)
         return text
 
     def _fit_item_text(self, title: str, description: str | None) -> str:
@@ -451,10 +378,6 @@ class UserLLMProcessor(ProcessorMixin):
         def fits(text: str) -> bool:
             return len(self._tokens(text)) <= self.max_item_tokens
 
-        title_words, description_words = title.split(), (description or "").split()
-        full = render(title_words, description_words)
-        if not self.max_item_tokens or fits(full):
-            return full
         def longest_fitting(count: int, make) -> int:
             """The largest k in [0, count] with `make(k)` within the budget (binary search; k = 0 is not checked)."""
             low, high = 0, count
@@ -466,7 +389,10 @@ class UserLLMProcessor(ProcessorMixin):
                     high = middle - 1
             return low
 
-        # Longest prefix of the description's words (then of the title's) that fits.
+        title_words, description_words = title.split(), (description or "").split()
+        full = render(title_words, description_words)
+        if not self.max_item_tokens or fits(full):
+            return full
         words, make = description_words, (lambda k: render(title_words, description_words[:k]))
         if not fits(make(0)):
             words, make = title_words, (lambda k: render(title_words[:k], None))
@@ -533,49 +459,43 @@ class UserLLMProcessor(ProcessorMixin):
         return rendered
 
     def _history_ids(self, rendered: RenderedPrompt) -> tuple[list[int], list[int]]:
-        """The UHEM input of one prompt: each history item's text tokens, then `<ItemID>` with
-        `item_ids_after_titles`, then `<Image>` if it has one; and for each of those tokens the
-        index of its item (0, 1, ... in time order, counting only the items that have tokens)."""
-        image_token_id = self.placeholder_token_ids["image_token_id"]
-        id_token = [self.placeholder_token_ids["item_token_id"]] if rendered.history_item_ids is not None else []
+        """The UHEM input of one prompt (per history item: its text tokens, `<ItemID>` with `item_ids_after_titles`,
+        `<Image>` if it has one) and each token's item index (0, 1, ... over the items that have tokens)."""
+        ids_of = self.placeholder_token_ids
+        id_token = [ids_of["item_token_id"]] if rendered.history_item_ids is not None else []
         ids, item_index = [], []
         for text, has_image in rendered.history_texts:
-            item_ids = self._tokens(text) + id_token + ([image_token_id] if has_image else [])
+            item_ids = self._tokens(text) + id_token + ([ids_of["image_token_id"]] if has_image else [])
             if item_ids:
                 item_index += [item_index[-1] + 1 if item_index else 0] * len(item_ids)
                 ids += item_ids
         return ids, item_index
 
     def _bos_ids(self) -> list[int]:
-        ids = self.tokenizer("", add_special_tokens=True).input_ids
         bos = self.tokenizer.bos_token_id
-        return [bos] if bos is not None and bos in ids else []
+        return [bos] if bos is not None and bos in self.tokenizer("", add_special_tokens=True).input_ids else []
 
     @_reports_item_text_cuts
-    def __call__(self, records: Sequence[dict], text_only: bool = False, return_tensors: str = "pt") -> BatchFeature:
+    def __call__(self, records: Sequence[dict], text_only: bool = False, return_tensors: str = "pt",
+                 validate: bool = True) -> BatchFeature:
         """Turns records into a batch for `UserLLMForRecommendation`.
 
         Args:
             records: interaction records (see the class docstring).
-            text_only: build the text form of the prompt (history inline as text, no image or
-                collaborative tokens): the input of training step 1.
-            return_tensors: only `"pt"` is supported.
+            text_only: the text form of the prompt (history inline, no image or collaborative tokens): step 1's input.
+            return_tensors: only `"pt"`.
+            validate: check every record (`validate_record`); False for records already checked where they
+                were built (`RecordBuilder.dataset`), which keeps the check out of the training loop.
 
         Returns:
-            A `BatchFeature` with `input_ids` and `attention_mask` `(batch_size, seq_len)`
-            (left-padded), `user_ids` and `item_ids` `(batch_size,)`, `labels` `(batch_size,)`
-            when the records have labels (all of them or none), `image_features`
-            `(num_images, vision_feature_size)` when the prompts hold `<Image>` tokens, and for
-            the UHEM `history_input_ids` / `history_attention_mask` `(batch_size, history_len)`
-            (right-padded) with `history_image_features` `(num_history_images, vision_feature_size)`
-            and `history_item_index` `(batch_size, history_len)`, the history item of each
-            token (0, 1, ... in time order; -1 on padding).
-            With `item_ids_after_titles`: `prompt_item_ids` `(num_item_tokens,)`, the item of each
-            `<ItemID>` of `input_ids` (row by row, in order), and `history_item_token_ids`
-            `(num_history_items,)`, the item of each `<ItemID>` of `history_input_ids`.
-            Posters given as images add `pixel_values` `(num_posters, 3, height, width)` and
-            `image_indices` `(num_posters,)`, the rows of `image_features` they fill (zeros
-            until the model encodes them), and likewise `history_pixel_values` / `history_image_indices`.
+            A `BatchFeature`: `input_ids`, `attention_mask` `(batch_size, seq_len)` (left-padded); `user_ids`,
+            `item_ids` and `labels` (when the records have labels) `(batch_size,)`; `image_features`
+            `(num_images, vision_feature_size)` for the prompts' `<Image>`s; for the UHEM `history_input_ids` /
+            `history_attention_mask` / `history_item_index` (the item of each token, -1 on padding)
+            `(batch_size, history_len)` (right-padded) and `history_image_features`. With
+            `item_ids_after_titles`: `prompt_item_ids` (the item of each `<ItemID>` of `input_ids`, row by row)
+            and `history_item_token_ids`. Posters given as images add `pixel_values` / `image_indices` (and
+            `history_` ones, see `_image_inputs`).
         """
         if return_tensors != "pt":
             raise ValueError(f"Only return_tensors='pt' is supported, got {return_tensors!r}")
@@ -583,19 +503,18 @@ class UserLLMProcessor(ProcessorMixin):
             records = [records]
         if not records:
             raise ValueError("No records given")
-        for index, record in enumerate(records):
-            self.validate_record(record, index)
+        if validate:
+            for index, record in enumerate(records):
+                self.validate_record(record, index)
         has_label = [record.get("label") is not None for record in records]
         if any(has_label) and not all(has_label):
             raise ValueError(f"record {has_label.index(not has_label[0])}: 'label' is missing while record 0 has one "
                              "(or the reverse); give a label to every record of a batch or to none")
 
         rendered = [self.render_prompt(record, text_only) for record in records]
-        texts = [prompt.prefix + prompt.suffix for prompt in rendered]
         bos = self._bos_ids()
-        prompts = [bos + ids for ids in self.tokenizer(texts, add_special_tokens=False).input_ids]
-        pad_id = self.pad_token_id
-        input_ids, attention_mask = pad_sequences(prompts, pad_id, left=True)
+        prompts = [bos + ids for ids in self.tokenizer([p.prefix + p.suffix for p in rendered], add_special_tokens=False).input_ids]
+        input_ids, attention_mask = pad_sequences(prompts, self.pad_token_id, left=True)
         batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
@@ -604,27 +523,23 @@ class UserLLMProcessor(ProcessorMixin):
         }
         if all(has_label):
             batch["labels"] = torch.tensor([float(r["label"]) for r in records], dtype=torch.float32)
-        batch |= self._image_inputs([image for prompt in rendered for image in prompt.prefix_images + prompt.suffix_images], "")
+        batch |= self._image_inputs([image for p in rendered for image in p.prefix_images + p.suffix_images], "")
         if self.item_ids_after_titles and not text_only:
-            batch["prompt_item_ids"] = torch.tensor([i for prompt in rendered for i in prompt.item_ids], dtype=torch.long)
+            batch["prompt_item_ids"] = torch.tensor([i for p in rendered for i in p.item_ids], dtype=torch.long)
         if rendered[0].history_texts is not None:
-            history_ids, item_index = zip(*(self._history_ids(prompt) for prompt in rendered))
-            batch["history_input_ids"], batch["history_attention_mask"] = pad_sequences(history_ids, pad_id, left=False)
+            history_ids, item_index = zip(*(self._history_ids(p) for p in rendered))
+            batch["history_input_ids"], batch["history_attention_mask"] = pad_sequences(history_ids, self.pad_token_id, left=False)
             batch["history_item_index"] = pad_sequences(item_index, -1, left=False)[0]
-            batch |= self._image_inputs([image for prompt in rendered for image in prompt.history_images], "history_")
+            batch |= self._image_inputs([image for p in rendered for image in p.history_images], "history_")
             if rendered[0].history_item_ids is not None:
-                batch["history_item_token_ids"] = torch.tensor(
-                    [i for prompt in rendered for i in prompt.history_item_ids], dtype=torch.long
-                )
+                batch["history_item_token_ids"] = torch.tensor([i for p in rendered for i in p.history_item_ids], dtype=torch.long)
         return BatchFeature(batch)
 
     @property
     def pad_token_id(self) -> int:
         """The id padding prompts: the tokenizer's pad token, else its EOS, else 0 (always masked out)."""
         pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id or 0
-        return pad_id
+        return pad_id if pad_id is not None else self.tokenizer.eos_token_id or 0
 
     @_reports_item_text_cuts
     def split_prompts(self, records: Sequence[dict], text_only: bool = False) -> list[dict]:
@@ -633,23 +548,15 @@ class UserLLMProcessor(ProcessorMixin):
 
     @_reports_item_text_cuts
     def split_prompt(self, record: dict, text_only: bool = False) -> dict:
-        """One record's prompt split into the part that depends only on the user and the candidate's part.
+        """One record's prompt split into its user part and the candidate's part (after "... titled").
 
-        The prompt is cut right after "... enjoy the movie titled", where the candidate's
-        text begins; every token before it (template, history or `<HistoryInteractions>`,
-        `<UserID>`) is the same for every candidate of one user. The whole prompt is
-        tokenized once and the cut is checked to fall between two tokens.
-
-        Args:
-            record: an interaction record (see the class docstring).
-            text_only: the text form of the prompt (see `__call__`).
+        Every token of the user part (template, history or `<HistoryInteractions>`, `<UserID>`) is the same
+        for every candidate of one user. The prompt is tokenized whole and the cut checked to fall between tokens.
 
         Returns:
-            A dict with `prefix_ids` and `suffix_ids` (lists of token ids, concatenated they are
-            the prompt), `prefix_image_features` and `suffix_image_features` (lists of feature
-            lists, one per `<Image>` in that part, in order), and `history_ids` /
-            `history_item_index` / `history_image_features` (the UHEM input; None / None / []
-            without the UHEM).
+            `prefix_ids` + `suffix_ids` (token lists, together the prompt), `prefix_image_features` and
+            `suffix_image_features` (one feature list per `<Image>` of that part), and the UHEM input
+            `history_ids` / `history_item_index` / `history_image_features` (None / None / [] without the UHEM).
         """
         self.validate_record(record, 0)
         if self.item_ids_after_titles and not text_only:
@@ -676,22 +583,12 @@ class UserLLMProcessor(ProcessorMixin):
         }
 
     def decode_prompt(self, input_ids: Sequence[int]) -> str:
-        """The prompt text of one row of `input_ids`, placeholders shown by name."""
-        return self.tokenizer.decode([i for i in input_ids if i != self.tokenizer.pad_token_id], skip_special_tokens=False)
-
-
-def pad_sequences(sequences: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pads token lists to `(len(sequences), max_len)` ids and a 0/1 mask; max_len >= 1."""
-    max_len = max(1, max(len(sequence) for sequence in sequences))
-    ids = torch.full((len(sequences), max_len), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), max_len), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        if not sequence:
-            continue
-        span = slice(max_len - len(sequence), max_len) if left else slice(0, len(sequence))
-        ids[row, span] = torch.tensor(sequence, dtype=torch.long)
-        mask[row, span] = 1
-    return ids, mask
+        """The prompt text of one (left-padded) row of `input_ids`, placeholders shown by name."""
+        ids = [int(i) for i in input_ids]
+        start = 0
+        while start < len(ids) and ids[start] == self.pad_token_id:  # the padding the batch put there
+            start += 1
+        return self.tokenizer.decode(ids[start:], skip_special_tokens=False)
 
 
 UserLLMProcessor.register_for_auto_class("AutoProcessor")

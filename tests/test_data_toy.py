@@ -140,3 +140,35 @@ def test_toy_preset_matches_the_code_defaults():
     assert {key: preset[key] for key in DEFAULT_PROTOCOL} == DEFAULT_PROTOCOL
     assert {key: tuple(v) if isinstance(v, list) else v for key, v in preset.items() if key in DEFAULT_GENERATOR} == DEFAULT_GENERATOR
     assert Protocol.with_overrides(DEFAULT_PROTOCOL, {}).history_length == 5
+
+
+def test_record_builder_checks_item_texts_and_features_once_naming_the_item(toy):
+    titles = list(toy.items["title"])
+    titles[7] = "Heat <Image> (1995)"
+    broken = type(toy)(toy.interactions, toy.items.remove_columns("title").add_column("title", titles), toy.info)
+    with pytest.raises(ValueError, match="item 7 of the item table: field 'title' contains the placeholder <Image>"):
+        RecordBuilder(broken)
+    features = np.zeros((200, 384), dtype=np.float32)
+    features[12, 5] = np.nan
+    with pytest.raises(ValueError, match=r"image_features\[12, 5\] \(item 12\) is nan"):
+        RecordBuilder(toy, image_features=features)
+    mask = np.ones(200, dtype=bool)
+    mask[12] = False  # a masked-out row is never used
+    RecordBuilder(toy, image_features=np.nan_to_num(features) + np.where(mask[:, None], 0, np.nan), image_mask=mask)
+
+
+def test_a_record_dataset_refuses_items_outside_the_item_table_and_bad_labels(toy):
+    rows = toy.interactions["valid"].select(range(6)).to_list()
+    builder = RecordBuilder(toy)
+    assert len(builder.dataset(rows)) == 6
+    bad_item = [dict(row) for row in rows]
+    bad_item[4]["history_item_ids"] = [1, -1]
+    with pytest.raises(ValueError, match=r"valid row 4: field 'history_item_ids' holds item -1, which is not in the item table \(ids 0 to 199\)"):
+        builder.dataset(bad_item, "valid")
+    bad_item[4] = dict(rows[4], item_id=200)
+    with pytest.raises(ValueError, match="valid row 4: field 'item_id' holds item 200"):
+        builder.dataset(bad_item, "valid")
+    bad_label = [dict(row) for row in rows]
+    bad_label[2]["label"] = 2
+    with pytest.raises(ValueError, match="valid row 2: field 'label' must be 0 or 1, got 2"):
+        builder.dataset(bad_label, "valid")

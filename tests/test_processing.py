@@ -166,3 +166,17 @@ def test_every_item_text_cut_in_a_call_is_counted_in_one_warning(caplog):
         processor.split_prompts([{**records[0], **long[3]}, {**records[1], **long[3]}])
         assert len(cut_warnings()) == 1 and cut_warnings()[0].startswith("1 item text(s)")
     assert processor.num_truncated_item_texts == 4
+
+
+@requires_shared(STORIES260K)
+def test_decode_prompt_strips_the_padding_of_a_tokenizer_without_pad_token():
+    tokenizer = AutoTokenizer.from_pretrained(STORIES260K)
+    assert tokenizer.pad_token_id is None  # batches pad with EOS
+    processor = UserLLMProcessor(tokenizer, use_visual=False, use_collaborative=False)
+    long, short = make_records(2, history_length=4)
+    short["history"] = short["history"][:1]
+    batch = processor([long, short])
+    assert batch["attention_mask"][1, 0] == 0 and batch["input_ids"][1, 0] == tokenizer.eos_token_id
+    alone = processor([short])["input_ids"][0]
+    assert processor.decode_prompt(batch["input_ids"][1]) == tokenizer.decode(alone)
+    assert tokenizer.eos_token not in processor.decode_prompt(batch["input_ids"][1])

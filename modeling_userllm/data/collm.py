@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from .common import RecommendationData
 from .parsing import missing_raw_files
-from .protocol import interactions_from_tables, item_table, long_rows
+from .protocol import interactions_from_tables, item_table
 from .statistics import dataset_statistics
 
 SPLIT_FILES = {"train": "train.parquet", "valid": "valid.parquet", "test": "test.parquet"}
@@ -141,7 +141,7 @@ def load_collm(
     if history_length is not None and long_history_length <= history_length:
         raise ValueError(f"long_history_length ({long_history_length}) must exceed history_length ({history_length})")
     tables = {name: split_table(table, user_lookup, item_lookup, history_length) for name, table in splits.items()}
-    long = long_rows(tables["test"]["history_count"].to_numpy(), long_min_history)
+    long = tables["test"]["history_count"].to_numpy() >= long_min_history
     if not long.any():
         raise ValueError(f"test_long would be empty: no CoLLM test row has long_min_history={long_min_history} history items")
     tables["test_short"] = tables["test"]

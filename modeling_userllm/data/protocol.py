@@ -1,47 +1,20 @@
-"""The evaluation protocol shared by the builders (DESIGN.md, "Data protocol").
+"""The evaluation protocol shared by the builders (DESIGN.md "Data protocol", docs/DATA.md): `apply_protocol`.
 
-From a raw rating log to `RecommendationData` (`apply_protocol`):
+0. An optional `Selection` (`selection.py`) keeps a paper's subset of items and users, after steps 1-2.
+1. Ratings of items absent from the item table are dropped; 2. duplicate (user, item) ratings keep the
+   latest (ties: the last in the file). Both counted and warned.
+3. `label = rating >= threshold`.
+4. History: the `history_length` most recent positives of the user strictly earlier in time (ratings at
+   the same second never see each other), oldest first, computed on the whole log before any filter.
+5. A rating is kept only when its user has `min_history` positives strictly before it.
+6. Split (`SPLIT_RULES`): `global_time`: rows sorted by (timestamp, user, item) cut by `split_fractions`;
+   `per_user_time`: each user's rows cut on their own (`per_user_counts`), so every user with a valid or
+   test row has a training row. Histories do not depend on the split.
+7. `test_short` is the test split; `test_long` its rows whose user has `long_min_history` earlier
+   positives, given their `long_history_length` most recent ones (Table 5).
 
-0. An optional `Selection` (`selection.py`) keeps a paper's subset of items and users; it
-   runs after steps 1-2.
-1. Ratings of items absent from the item table are dropped (counted, warned).
-2. Duplicate (user, item) ratings keep the latest one (counted, warned); ties in time keep
-   the one that comes last in the file.
-3. `label = 1` when `rating >= threshold`, else 0.
-4. History of a rating: the `history_length` most recent *positive* items of that user with
-   a timestamp strictly earlier than the rating's, oldest first. Ratings at the same second
-   never see each other. It is computed on the whole log, before any filter, so a history
-   may hold items whose own rows were filtered out.
-5. Minimum history: a rating is kept only when its user has at least `min_history`
-   positive ratings strictly before it (the paper's "users with >= n history
-   interactions", applied at the time of each interaction so that no kept row has a
-   shorter history than the model was promised).
-6. Split of the kept rows (`split`, see `SPLIT_RULES`):
-   - `global_time`: sorted by (timestamp, user, item), the first `split_fractions[0]` of
-     all rows go to train, the next `split_fractions[1]` to valid, the rest to test. No
-     valid/test timestamp precedes a train timestamp; a user whose rows all come late has
-     no training row.
-   - `per_user_time`: each user's kept rows, sorted by (timestamp, item), are cut on their
-     own (`per_user_counts`): with k rows, test gets the last
-     `clip(round(k * split_fractions[2]), 1, k - 2)`, valid the
-     `clip(round(k * split_fractions[1]), 1, k - 1 - test)` before them, train the rest
-     (round = half up). Small counts: k = 1 -> train only; k = 2 -> 1 train, 1 test;
-     k >= 3 -> at least one row in each split. So every user with a valid or test row has
-     a training row, and each user's train rows come no later than their valid rows, which
-     come no later than their test rows. The overall fractions are close to, not exactly,
-     `split_fractions`.
-   Histories (step 4) do not depend on the split: a row's history is the n most recent
-   positives strictly before it, whichever split those positives' rows are in.
-7. `test_short` / `test_long` (the paper's Table 5, Sec. 4.4): a test row's *history count*
-   is the number of positive ratings its user has strictly before it, before truncation.
-   SHORT is the whole test split with the n-item histories (the paper's short figures are
-   its Table 3 figures). LONG holds the test rows whose count is at least
-   `long_min_history`, and their `history_item_ids` hold the `long_history_length` most
-   recent positives instead of n: the model is given the longer history. Both values
-   are per data set (presets) and stored in `info["protocol"]`.
-
-Users get contiguous ids over every user of the deduplicated log (in natural order of
-their raw ids), items over the item table, so the id spaces do not depend on the filters.
+Users get contiguous ids over every user of the deduplicated log (natural order of raw ids), items over
+the item table, so the id spaces do not depend on the filters.
 """
 
 from __future__ import annotations
@@ -61,24 +34,20 @@ from .selection import Selection, select
 from .statistics import dataset_statistics
 
 SPLIT_RULES = ("global_time", "per_user_time")
-"""The split rules of step 6: one cut of all rows in time order, or one cut per user."""
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """Parameters of the protocol; every builder accepts them as keyword overrides.
+    """Parameters of the protocol (module docstring); every builder takes them as keyword overrides.
 
     Attributes:
-        threshold: ratings `>= threshold` are positive (label 1).
-        history_length: n, the number of most recent positive items kept as history.
+        threshold: ratings `>= threshold` are positive.
+        history_length: n, the most recent positive items kept as history.
         min_history: rows whose user has fewer earlier positives are dropped.
-        split_fractions: (train, valid, test) fractions: of all rows (`global_time`) or of
-            each user's rows (`per_user_time`).
-        long_min_history: earlier positives a test row needs to be in `test_long`
-            (paper: 10 movie, 20 netflix).
-        long_history_length: history items stored for `test_long` rows; None = as many as
-            `long_min_history`. Must exceed `history_length`, else "long" feeds no more.
-        split: the split rule, one of `SPLIT_RULES` (module docstring, step 6).
+        split_fractions: (train, valid, test) fractions of all rows or of each user's rows.
+        long_min_history: earlier positives a test row needs to be in `test_long` (paper: 10 movie, 20 netflix).
+        long_history_length: history items of `test_long` rows (None: `long_min_history`); > `history_length`.
+        split: one of `SPLIT_RULES`.
     """
 
     threshold: float = 4.0
@@ -112,11 +81,7 @@ class Protocol:
 
     @classmethod
     def with_overrides(cls, defaults: dict[str, Any], overrides: dict[str, Any]) -> Protocol:
-        """Builds a protocol from a data set's defaults and user overrides.
-
-        Raises:
-            ValueError: an override is not a protocol parameter.
-        """
+        """A protocol from a data set's defaults and user overrides; a `ValueError` names an unknown one."""
         known = {field.name for field in dataclasses.fields(cls)}
         if "short_long_threshold" in overrides:
             raise ValueError(
@@ -142,33 +107,11 @@ def natural_order(raw_ids: pd.Series | np.ndarray) -> list[str]:
     return sorted(unique)
 
 
-def drop_unknown_items(ratings: pd.DataFrame, known_items: set[str]) -> tuple[pd.DataFrame, int]:
-    """Removes ratings whose `item` is not in `known_items`; returns (kept, dropped count)."""
-    known = ratings["item"].isin(known_items)
-    return ratings[known], int((~known).sum())
-
-
-def keep_latest_ratings(ratings: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Keeps the latest rating of each (user, item); returns (kept, dropped count)."""
-    ordered = ratings.sort_values("timestamp", kind="stable")
-    kept = ordered.drop_duplicates(["user", "item"], keep="last")
-    return kept, len(ratings) - len(kept)
-
-
 def positive_histories(
     user_ids: np.ndarray, item_ids: np.ndarray, labels: np.ndarray, timestamps: np.ndarray, n: int
 ) -> tuple[np.ndarray, pa.ListArray]:
-    """Per row, the positives of its user strictly earlier in time (vectorised).
-
-    Args:
-        user_ids, item_ids, labels, timestamps: `(num_rows,)` int arrays sorted by
-            (user, timestamp).
-        n: history length.
-
-    Returns:
-        counts: `(num_rows,)` number of earlier positives (before truncation to n).
-        histories: `(num_rows,)` list array, the last `min(n, count)` of them, oldest first.
-    """
+    """Per row of `(num_rows,)` arrays sorted by (user, timestamp): `counts`, the number of positives of its
+    user strictly earlier in time, and `histories`, a list array of the last `min(n, count)`, oldest first."""
     num_rows = len(user_ids)
     positives_before = np.concatenate([[0], np.cumsum(labels, dtype=np.int64)])  # (num_rows + 1,)
     rows = np.arange(num_rows)
@@ -189,42 +132,28 @@ def positive_histories(
 
 
 def time_split(timestamps: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray, fractions) -> list[np.ndarray]:
-    """Row indices of train, valid and test under the global time order.
-
-    Returns:
-        Three index arrays, each in time order.
-
-    Raises:
-        ValueError: a split would be empty.
-    """
+    """Row indices of train, valid and test under the global time order; a `ValueError` if one is empty."""
     order = np.lexsort((item_ids, user_ids, timestamps))
     num_rows = len(order)
     train_end = int(round(num_rows * fractions[0]))
     valid_end = int(round(num_rows * (fractions[0] + fractions[1])))
     parts = [order[:train_end], order[train_end:valid_end], order[valid_end:]]
     if any(len(part) == 0 for part in parts):
-        raise ValueError(
-            f"{num_rows} interactions are too few for the split {tuple(fractions)}: a split is empty"
-        )
+        raise ValueError(f"{num_rows} interactions are too few for the split {tuple(fractions)}: a split is empty")
     return parts
-
-
-def _round_half_up(values: np.ndarray) -> np.ndarray:
-    return np.floor(values + 0.5).astype(np.int64)
 
 
 def per_user_counts(num_rows: np.ndarray, fractions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Train, valid and test row counts of users with `num_rows` rows each (`per_user_time`).
 
-    With k rows: k = 1 -> (1, 0, 0); k = 2 -> (1, 0, 1); k >= 3 -> test =
-    clip(round(k * fractions[2]), 1, k - 2), valid = clip(round(k * fractions[1]), 1,
-    k - 1 - test), train = the rest (>= 1); round = half up.
+    With k rows: k = 1 -> (1, 0, 0); k = 2 -> (1, 0, 1); k >= 3 -> test = clip(round(k * fractions[2]), 1,
+    k - 2), valid = clip(round(k * fractions[1]), 1, k - 1 - test), train = the rest; round = half up.
     """
     k = np.asarray(num_rows, dtype=np.int64)
     big = k >= 3
     safe = np.maximum(k, 3)  # bounds of the k >= 3 rule, valid for every entry
-    test = np.clip(_round_half_up(safe * fractions[2]), 1, safe - 2)
-    valid = np.clip(_round_half_up(safe * fractions[1]), 1, safe - 1 - test)
+    test = np.clip(np.floor(safe * fractions[2] + 0.5).astype(np.int64), 1, safe - 2)
+    valid = np.clip(np.floor(safe * fractions[1] + 0.5).astype(np.int64), 1, safe - 1 - test)
     test = np.where(big, test, (k == 2).astype(np.int64))
     valid = np.where(big, valid, 0)
     return k - valid - test, valid, test
@@ -233,17 +162,8 @@ def per_user_counts(num_rows: np.ndarray, fractions) -> tuple[np.ndarray, np.nda
 def per_user_time_split(
     timestamps: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray, fractions
 ) -> list[np.ndarray]:
-    """Row indices of train, valid and test when each user's rows are cut in time order.
-
-    Each user's rows, sorted by (timestamp, item), give their first rows to train, the next
-    to valid and the last to test, in the counts of `per_user_counts`.
-
-    Returns:
-        Three index arrays, each in global (timestamp, user, item) order like `time_split`'s.
-
-    Raises:
-        ValueError: a split would be empty.
-    """
+    """Row indices of train, valid and test (in global time order) when each user's rows, sorted by (timestamp,
+    item), are cut in the counts of `per_user_counts`; a `ValueError` if one is empty."""
     order = np.lexsort((item_ids, timestamps, user_ids))  # by user, then time, then item
     sorted_users = user_ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
@@ -264,38 +184,25 @@ def per_user_time_split(
     return parts
 
 
-def split_rows(timestamps: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray, protocol: "Protocol") -> list[np.ndarray]:
-    """Row indices of train, valid and test under `protocol.split`."""
-    if protocol.split == "per_user_time":
-        return per_user_time_split(timestamps, user_ids, item_ids, protocol.split_fractions)
-    return time_split(timestamps, user_ids, item_ids, protocol.split_fractions)
-
-
-def long_rows(counts: np.ndarray, long_min_history: int) -> np.ndarray:
-    """Boolean mask over test rows: those whose user has `long_min_history` earlier positives."""
-    return counts >= long_min_history
-
-
 def split_interactions(
     ratings: pd.DataFrame, item_raw_ids: list[str], protocol: Protocol
 ) -> tuple[dict[str, pa.Table], dict[str, Any]]:
     """Applies the protocol to a rating log; extra columns of `ratings` are carried along.
 
     Args:
-        ratings: columns `user`, `item` (raw ids), `rating` (float), `timestamp` (int unix
-            seconds), optionally more.
+        ratings: columns `user`, `item` (raw ids of the item table), `rating` (float), `timestamp` (int unix
+            seconds), optionally more; one rating per (user, item) (`known_and_latest_ratings`).
         item_raw_ids: raw id of each item_id (the item table's order).
         protocol: the parameters.
 
     Returns:
-        tables: split name -> arrow table with the interaction columns, `history_count`
-            and the extra columns; `test_long` rows carry their long histories.
-        report: `users` (raw id by user_id), `duplicates`, `unknown_items`.
+        tables: split name -> arrow table with the interaction columns, `history_count` and the extra
+            columns; `test_long` rows carry their long histories.
+        users: raw id by user_id.
 
     Raises:
         ValueError: nothing is left after the filters, or `test_long` would be empty.
     """
-    ratings, unknown_items, duplicates = _known_and_latest_ratings(ratings, set(item_raw_ids), stacklevel=4)
     users = natural_order(ratings["user"])
     user_ids = pd.Index(users).get_indexer(ratings["user"].astype(str)).astype(np.int64)
     item_ids = pd.Index(item_raw_ids).get_indexer(ratings["item"].astype(str)).astype(np.int64)
@@ -309,30 +216,21 @@ def split_interactions(
     _, long_histories = positive_histories(user_ids, item_ids, labels, timestamps, protocol.long_history_length)
 
     extras = ratings.drop(columns=["user", "item", "rating", "timestamp"])
-    table = pa.table(
-        {
-            "user_id": user_ids,
-            "item_id": item_ids,
-            "rating": rating_values,
-            "label": labels,
-            "timestamp": timestamps,
-            "history_item_ids": histories,
-            "history_count": counts,
-            "long_history_item_ids": long_histories,
-            **{name: extras[name].to_numpy() for name in extras.columns},
-        }
-    )
+    table = pa.table({
+        "user_id": user_ids, "item_id": item_ids, "rating": rating_values, "label": labels, "timestamp": timestamps,
+        "history_item_ids": histories, "history_count": counts, "long_history_item_ids": long_histories,
+        **{name: extras[name].to_numpy() for name in extras.columns},
+    })
     kept = np.flatnonzero(counts >= protocol.min_history)
     if len(kept) == 0:
-        raise ValueError(
-            f"no interaction has min_history={protocol.min_history} earlier positives "
-            f"(threshold={protocol.threshold}); lower min_history or threshold"
-        )
+        raise ValueError(f"no interaction has min_history={protocol.min_history} earlier positives "
+                         f"(threshold={protocol.threshold}); lower min_history or threshold")
     table = table.take(kept)
-    parts = split_rows(timestamps[kept], user_ids[kept], item_ids[kept], protocol)
+    split = per_user_time_split if protocol.split == "per_user_time" else time_split
+    parts = split(timestamps[kept], user_ids[kept], item_ids[kept], protocol.split_fractions)
     tables = {name: table.take(part) for name, part in zip(("train", "valid", "test"), parts)}
     test_counts = tables["test"]["history_count"].to_numpy()
-    long = long_rows(test_counts, protocol.long_min_history)
+    long = test_counts >= protocol.long_min_history
     if not long.any():
         raise ValueError(
             f"test_long would be empty: no test row has long_min_history={protocol.long_min_history} "
@@ -343,40 +241,27 @@ def split_interactions(
     test_long = tables["test"].filter(pa.array(long))
     column = test_long.schema.get_field_index("history_item_ids")
     tables["test_long"] = test_long.set_column(column, "history_item_ids", test_long["long_history_item_ids"])
-    report = {"users": users, "duplicates": duplicates, "unknown_items": unknown_items}
-    return tables, report
+    return tables, users
 
 
 def interactions_from_tables(tables: dict[str, pa.Table]) -> DatasetDict:
     """Selects and casts the common interaction columns of each split."""
     columns = list(INTERACTION_FEATURES)
-    return DatasetDict(
-        {
-            name: Dataset(tables[name].select(columns).cast(INTERACTION_FEATURES.arrow_schema))
-            for name in SPLITS
-        }
-    )
+    return DatasetDict({name: Dataset(tables[name].select(columns).cast(INTERACTION_FEATURES.arrow_schema)) for name in SPLITS})
 
 
 def item_table(items: pd.DataFrame) -> Dataset:
-    """The item table from a frame with `raw_id`, `title`, `description`, `poster_path`.
+    """The item table from a frame with `raw_id`, `title`, `description`, `poster_path` (blank or NaN: None)."""
 
-    Missing descriptions and posters (NaN or empty) become None.
-    """
-    frame = pd.DataFrame(
-        {
-            "item_id": np.arange(len(items), dtype=np.int64),
-            "raw_id": items["raw_id"].astype(str).to_numpy(),
-            "title": items["title"].astype(str).to_numpy(),
-            "description": _none_if_blank(items["description"]),
-            "poster_path": _none_if_blank(items["poster_path"]),
-        }
-    )
+    def none_if_blank(column: pd.Series) -> list[str | None]:
+        return [value if isinstance(value, str) and value.strip() else None for value in column]
+
+    frame = pd.DataFrame({
+        "item_id": np.arange(len(items), dtype=np.int64), "raw_id": items["raw_id"].astype(str).to_numpy(),
+        "title": items["title"].astype(str).to_numpy(), "description": none_if_blank(items["description"]),
+        "poster_path": none_if_blank(items["poster_path"]),
+    })
     return Dataset(pa.Table.from_pandas(frame, schema=ITEM_FEATURES.arrow_schema, preserve_index=False))
-
-
-def _none_if_blank(column: pd.Series) -> list[str | None]:
-    return [value if isinstance(value, str) and value.strip() else None for value in column]
 
 
 def apply_protocol(
@@ -388,38 +273,28 @@ def apply_protocol(
     selection: Selection | None = None,
     notes: dict[str, Any] | None = None,
 ) -> RecommendationData:
-    """Builds `RecommendationData` from a raw rating log and an item frame.
+    """`RecommendationData` (statistics in `info["statistics"]`) from a raw rating log and an item frame.
 
     Args:
-        ratings: see `split_interactions`.
+        ratings: columns `user`, `item`, `rating`, `timestamp` (see `split_interactions`).
         items: `(num_items,)` frame with `raw_id`, `title`, `description`, `poster_path`.
-        name: the data set's name, stored in `info`.
+        name: the data set's name.
         protocol: the parameters, stored in `info["protocol"]`.
-        selection: the subset to keep (`selection.py`), applied after unknown items and
-            duplicate ratings are dropped; its options and counts go to `info["selection"]`.
+        selection: the subset to keep (`selection.py`); its options and counts go to `info["selection"]`.
         notes: builder facts stored in `info["source"]` (files, raw counts, missing posters).
-
-    Returns:
-        The data set, its statistics already in `info["statistics"]`.
     """
-    ratings, unknown_items, duplicates = _known_and_latest_ratings(ratings, set(items["raw_id"].astype(str)), stacklevel=3)
+    ratings, unknown_items, duplicates = known_and_latest_ratings(ratings, set(items["raw_id"].astype(str)))
     selection = selection or Selection()
     counts = None
     if not selection.is_identity:
-        ratings, items, counts = select(
-            ratings, items, selection, threshold=protocol.threshold, min_history=protocol.min_history
-        )
+        ratings, items, counts = select(ratings, items, selection, threshold=protocol.threshold, min_history=protocol.min_history)
     item_raw_ids = items["raw_id"].astype(str).tolist()
-    tables, report = split_interactions(ratings, item_raw_ids, protocol)
+    tables, users = split_interactions(ratings, item_raw_ids, protocol)
     info = {
         "name": name,
         "protocol": protocol.to_dict(),
-        "id_maps": {"users": report["users"], "items": item_raw_ids},
-        "source": {
-            **(notes or {}),
-            "duplicate_ratings_dropped": duplicates,
-            "unknown_item_ratings_dropped": unknown_items,
-        },
+        "id_maps": {"users": users, "items": item_raw_ids},
+        "source": {**(notes or {}), "duplicate_ratings_dropped": duplicates, "unknown_item_ratings_dropped": unknown_items},
     }
     if counts is not None:
         info["selection"] = {**selection.to_dict(), "counts": counts}
@@ -428,17 +303,15 @@ def apply_protocol(
     return data
 
 
-def _known_and_latest_ratings(ratings: pd.DataFrame, item_raw_ids: set, stacklevel: int) -> tuple[pd.DataFrame, int, int]:
-    """The ratings of items in the item table, the latest of each (user, item), and how many of
-    each kind were dropped (`(ratings, unknown_items, duplicates)`), with counted warnings.
-
-    Raises:
-        ValueError: no rating is left.
-    """
-    ratings, unknown_items = drop_unknown_items(ratings, item_raw_ids)
+def known_and_latest_ratings(ratings: pd.DataFrame, item_raw_ids: set, stacklevel: int = 3) -> tuple[pd.DataFrame, int, int]:
+    """`(ratings, unknown_items, duplicates)`: the ratings of items in the item table, the latest of each (user,
+    item), and the counts dropped, with counted warnings; a `ValueError` when none is left."""
+    known = ratings["item"].isin(item_raw_ids)
+    unknown_items = int((~known).sum())
     if unknown_items:
         warnings.warn(f"dropped {unknown_items} ratings of items absent from the item table", stacklevel=stacklevel)
-    ratings, duplicates = keep_latest_ratings(ratings)
+    kept = ratings[known].sort_values("timestamp", kind="stable").drop_duplicates(["user", "item"], keep="last")
+    ratings, duplicates = kept, int(known.sum()) - len(kept)
     if duplicates:
         warnings.warn(f"{duplicates} duplicate (user, item) ratings: kept the latest of each", stacklevel=stacklevel)
     if ratings.empty:

@@ -332,8 +332,6 @@ def oracle_test_auc(seed: int = 0, *, without: tuple[str, ...] = (), protocol: d
     items, log = simulate(seed, **generator)
     known_terms = ["base", *(term for term in ORACLE_TERMS if term not in without)]
     log = log.assign(score=log[known_terms].sum(axis=1))[["user", "item", "rating", "timestamp", "score"]]
-    tables, _ = split_interactions(
-        log, items["raw_id"].tolist(), Protocol.with_overrides(DEFAULT_PROTOCOL, protocol or {})
-    )
+    tables, _ = split_interactions(log, items["raw_id"].tolist(), Protocol.with_overrides(DEFAULT_PROTOCOL, protocol or {}))
     test = tables["test"]
     return auc(test["label"].to_numpy(), test["score"].to_numpy())

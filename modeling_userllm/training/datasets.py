@@ -1,8 +1,6 @@
-"""What the trainer reads: a prepared data set, its features, lazy records and the collator.
+"""What the trainer reads: a prepared data set, its features, lazy records and the collators.
 
-Rows stay in their `datasets` split and become processor records only when a batch asks for
-them (`modeling_userllm.data.RecordDataset`); the collator runs the processor on the batch.
-Everything the data must satisfy for a given model is checked here, before training.
+Everything the data must satisfy for a given model is checked here, once, before training.
 """
 
 from __future__ import annotations
@@ -29,34 +27,25 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RecordCollator:
-    """Turns a list of records into a model batch with the processor.
-
-    Args:
-        processor: the model's processor.
-        text_only: build the text form of the prompt (training step 1).
-    """
+    """Records -> a model batch with the processor (`text_only`: the text prompt of step 1). The records of a
+    `RecordBuilder.dataset` were checked when it was built: `validate=True` for records from elsewhere."""
 
     processor: UserLLMProcessor
     text_only: bool = False
+    validate: bool = False
 
     def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
-        return dict(self.processor(records, text_only=self.text_only))
+        return dict(self.processor(records, text_only=self.text_only, validate=self.validate))
 
 
 @dataclass
 class PromptCurriculumCollator(RecordCollator):
-    """LLaRA's curriculum: each batch is on the text prompt or on the full (spliced) prompt,
-    the full one with a probability that rises linearly with the training step, from 0 at the
-    first step to 1 at the last.
+    """LLaRA's curriculum: each batch is on the text or the full (spliced) prompt, the full one with a
+    probability rising linearly from 0 at the first step to 1 at the last.
 
-    The step of a batch is counted from the batches built (`gradient_accumulation_steps` per
-    optimizer step), not read from the trainer, as the data loader builds a batch ahead;
-    `PromptCurriculumCallback` sets the start. A draw depends only on `seed` and the step, so
-    a resumed run sees the prompts an uninterrupted one would.
-
-    Args:
-        processor: the model's processor.
-        seed: seed of the draws.
+    A batch's step is counted from the batches built (the data loader builds ahead of the trainer);
+    `PromptCurriculumCallback` sets the start. A draw depends only on `seed` and the step, so a resumed run
+    sees the prompts an uninterrupted one would.
     """
 
     seed: int = 0
@@ -77,7 +66,7 @@ class PromptCurriculumCollator(RecordCollator):
         self.step = self.batches_built // self.gradient_accumulation_steps
         self.batches_built += 1
         full = random.Random(f"{self.seed}-{self.step}").random() < self.full_prompt_probability()
-        return dict(self.processor(records, text_only=not full))
+        return dict(self.processor(records, text_only=not full, validate=self.validate))
 
 
 class PromptCurriculumCallback(TrainerCallback):
@@ -92,36 +81,23 @@ class PromptCurriculumCallback(TrainerCallback):
 
 @dataclass
 class RunData:
-    """A prepared data set with its features and the record builder over both.
-
-    Attributes:
-        data: interactions, items and protocol.
-        features: the features folder's content (None when the run uses no features).
-        builder: rows -> records, with the features and the chosen descriptions.
-    """
+    """A prepared data set, its features folder's content (None: no features) and the record builder over both."""
 
     data: RecommendationData
     features: FeatureStore | None
     builder: RecordBuilder
 
     def split(self, name: str, max_rows: int | None = None, seed: int = 0) -> RecordDataset:
-        """A lazily converting view of one split, optionally a seeded random subset of its rows
-        (for training; evaluation takes whole users, see `user_subset`)."""
+        """A lazily converting view of one split, optionally a seeded random subset of its rows (for training)."""
         rows = self.data.interactions[name]
         if max_rows is not None and max_rows < len(rows):
             picked = np.random.default_rng(seed).choice(len(rows), size=max_rows, replace=False)
             rows = rows.select(np.sort(picked))
-        return self.builder.dataset(rows)
+        return self.builder.dataset(rows, f"split {name!r}")
 
     def user_subset(self, name: str, max_rows: int | None = None, seed: int = 0) -> tuple[RecordDataset, int]:
-        """A split for evaluation, optionally cut to whole users: every row of each user kept.
-
-        UAUC averages per-user AUCs, so a subset of rows would score each user on a few rows;
-        this draws users in a seeded random order and keeps them while their rows fit in
-        `max_rows` (always at least one user).
-
-        Returns:
-            The view and the number of users in it.
+        """A split for evaluation and its number of users, optionally cut to whole users (UAUC averages per-user
+        AUCs): users in a seeded random order, kept while their rows fit in `max_rows` (at least one).
 
         Raises:
             ValueError: the split is empty.
@@ -132,26 +108,24 @@ class RunData:
         user_ids = rows.with_format("arrow")[:]["user_id"].to_numpy()  # respects a select/filter view
         users, per_user = np.unique(user_ids, return_counts=True)
         if max_rows is None or max_rows >= len(rows):
-            return self.builder.dataset(rows), len(users)
+            return self.builder.dataset(rows, f"split {name!r}"), len(users)
         order = np.random.default_rng(seed).permutation(len(users))
         fits = np.cumsum(per_user[order]) <= max_rows
         fits[0] = True
         chosen = users[order[: int(np.argmin(fits)) if not fits.all() else len(fits)]]
         picked = np.flatnonzero(np.isin(user_ids, chosen))
-        return self.builder.dataset(rows.select(picked)), len(chosen)
+        return self.builder.dataset(rows.select(picked), f"split {name!r}"), len(chosen)
 
 
 def history_items_for_split(data: RecommendationData, split: str, default: int) -> int:
-    """History items the model is given on a split: the data set's long history on
-    `test_long` (the paper's Table 5, docs/DATA.md), `default` (its n) elsewhere."""
+    """History items given on a split: the long history on `test_long` (Table 5, docs/DATA.md), else `default`."""
     if split == "test_long":
         return int(data.info["protocol"].get("long_history_length") or default)
     return default
 
 
 def with_history_items(processor: UserLLMProcessor, max_history_items: int) -> UserLLMProcessor:
-    """A shallow copy of `processor` that keeps `max_history_items` history items (same
-    tokenizer and switches); the processor itself is left as it is, so the saved model keeps n."""
+    """A shallow copy of `processor` keeping `max_history_items` history items (the saved one keeps n)."""
     if max_history_items == processor.max_history_items:
         return processor
     copied = copy.copy(processor)
@@ -160,15 +134,8 @@ def with_history_items(processor: UserLLMProcessor, max_history_items: int) -> U
 
 
 def prepare_toy_data(folder: str | Path, seed: int = 0, num_users: int | None = None, num_items: int | None = None) -> tuple[Path, Path]:
-    """The embedded toy data set and its features, computed once into `folder`.
-
-    Writes `folder/data` (interactions, items, posters in `folder/posters`) and
-    `folder/features` (posters through the seeded stand-in image encoder, MF tables). A
-    second call with the same settings reuses them.
-
-    Returns:
-        `(data_dir, features_dir)`.
-    """
+    """`(data_dir, features_dir)` of the toy data set, computed once into `folder` (`data`, `posters`, and
+    `features`: posters through the seeded stand-in encoder, MF tables); the same settings reuse them."""
     folder = Path(folder)
     data_dir, features_dir = folder / "data", folder / "features"
     generator = {key: value for key, value in (("num_users", num_users), ("num_items", num_items)) if value is not None}
@@ -180,7 +147,6 @@ def prepare_toy_data(folder: str | Path, seed: int = 0, num_users: int | None = 
     logger.info("Preparing the toy data set in %s", folder)
     data = make_toy_movies(seed, folder / "posters", **generator)
     data.save(data_dir)
-    # Imported here: the MF baseline pulls in the baselines package, needed only now.
     from ..features.collaborative import train_collaborative_embeddings
 
     encoder, image_processor = toy_image_encoder(seed=0)
@@ -188,8 +154,7 @@ def prepare_toy_data(folder: str | Path, seed: int = 0, num_users: int | None = 
                                           warn_missing=False)
     # Items without a poster are part of the toy set's design: their prompts show no <Image>.
     logger.info("Toy posters: %d of %d items have one (the others have none by design)", int(mask.sum()), len(mask))
-    # CoLLM's N(0, 1) start needs hundreds of epochs on ML-1M; a small toy set learns in a
-    # few dozen from a small start with a larger step.
+    # CoLLM's N(0, 1) start needs hundreds of epochs; the toy set learns in a few dozen from a small one.
     users, items, mf_metrics = train_collaborative_embeddings(
         data, seed=seed, init_std=0.1, lr=1e-2, max_epochs=60, patience=10, min_epochs=0, progress=False
     )
@@ -204,11 +169,7 @@ def prepare_toy_data(folder: str | Path, seed: int = 0, num_users: int | None = 
 
 
 def load_data_folder(data_dir: str | Path) -> RecommendationData:
-    """Loads a prepared data set, or fails with what the folder is instead.
-
-    Raises:
-        PresetError: the folder is missing, is a features folder, or is no prepared data set.
-    """
+    """Loads a prepared data set, or raises a `PresetError` saying what the folder is instead."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise PresetError(f"data_dir {describe_path(data_dir)} does not exist")
@@ -228,11 +189,7 @@ def load_data_folder(data_dir: str | Path) -> RecommendationData:
 def check_features(features: FeatureStore | None, data: RecommendationData, *, use_visual: bool,
                    use_collaborative: bool, vision_feature_size: int, collaborative_size: int,
                    features_dir: str | Path | None) -> None:
-    """Checks that the features a model needs are there and fit the data and the model.
-
-    Raises:
-        PresetError: naming the missing file or the tensor whose size is wrong.
-    """
+    """Raises a `PresetError` naming the missing file or the tensor of the wrong size for the model's features."""
     where = f"features_dir {features_dir}"
     if use_visual:
         if features is None or features.image_features is None:
@@ -253,16 +210,8 @@ def check_features(features: FeatureStore | None, data: RecommendationData, *, u
 
 def load_run_data(data_args: DataArguments, *, use_visual: bool, use_collaborative: bool, use_descriptions: bool,
                   vision_feature_size: int = 384, collaborative_size: int = 256) -> RunData:
-    """The data, features and record builder of a run, checked against the model's needs.
-
-    Args:
-        data_args: `data_dir` and `features_dir` must be set (the toy data is prepared first).
-        use_visual, use_collaborative, use_descriptions: the model's switches.
-        vision_feature_size, collaborative_size: the model's feature sizes.
-
-    Raises:
-        PresetError: the data or the features do not fit (see `load_data_folder`, `check_features`).
-    """
+    """The data, features and record builder of a run (`data_args.data_dir` set), checked against the model's
+    switches and feature sizes; a `PresetError` when they do not fit."""
     data = load_data_folder(data_args.data_dir)
     features = None
     if data_args.features_dir is not None:
