@@ -112,6 +112,31 @@ def test_table4_ablations_missing_and_table5_short_long(results):
     assert impr[4] == "+13.04%"  # (0.78 - 0.69) / 0.69
 
 
+def test_a_one_class_split_shows_undefined_never_a_number_or_missing():
+    # A split of one class records its metrics as null with the reason (training/pipeline.py, baselines.evaluate).
+    run = _run("collm", "mf", 0, 0.6, 0.5)
+    run["metrics"]["test"] = {"auc": None, "uauc": None, "undefined": {"auc": "AUC needs both classes", "uauc": "no user"}}
+    results = {"grid": {"data": ["collm"], "systems": ["mf"], "seeds": [0]}, "runs": [run]}
+    assert _row(table3(results, "collm"), "MF")[1:4] == ["1", "undefined", "undefined"]
+    assert _row(build_report(results).split("## Runs")[1].splitlines(), "collm")[6:8] == ["0.6000", "undefined"]
+    run["metrics"]["test"] = {"auc": None, "uauc": 0.5, "undefined": {"auc": "AUC needs both classes"}}
+    results["runs"].append(_run("collm", "mf", 1, 0.7, 0.6))
+    assert _row(table3(results, "collm"), "MF")[1:4] == ["2", "0.7000 (1 undefined)", "0.5500 ± 0.0707"]
+
+
+def test_a_run_whose_test_split_is_one_class_is_logged_and_summarised_with_its_reason(tmp_path):
+    undefined = {"auc": "AUC needs both classes; the rows hold 5 positives and 0 negatives"}
+    data = _prepared_data(tmp_path / "data")
+    runner = ExperimentRunner(tmp_path / "out", summary_dir=tmp_path / "results", trainers={"baseline": lambda spec, run_dir: {
+        "test": {"auc": None, "uauc": 0.5, "rows": 5, "users": 2, "undefined": undefined}}})
+    logged = []
+    [record] = runner.run_grid(runner.plan([data], ["mf"], seeds=[0]), log=logged.append)
+    assert "test AUC undefined UAUC 0.5000" in logged[0]
+    assert record["metrics"]["test"] == {"auc": None, "uauc": 0.5, "undefined": undefined}
+    summary = json.loads(next((tmp_path / "results").iterdir()).read_text())
+    assert summary["test_auc"] is None and summary["splits"]["test"]["undefined"] == undefined
+
+
 def test_userllm_paper_tables_sit_beside_ours_on_the_movie_data():
     runs = [_run("movielens-csv", system, seed, 0.7, 0.6, short=0.7, long=0.7)
             for system in ("mf", "collm_va", "userllm", "userllm_no_uhem") for seed in (0, 1)]

@@ -1,9 +1,8 @@
 """`results.json` -> a markdown report laid out like the paper's Tables 3, 4 and 5.
 
-Every figure in our columns is the mean (± sample standard deviation, n - 1) over the
-seeds that finished; a system that was asked for and has no finished run shows `—`, never a
-number. Published figures sit in their own columns, labelled as published, with their
-source under the table.
+Our columns: the mean (± sample std, n - 1) over the seeds that finished; `—` for a system asked
+for without a finished run, `undefined` where the split could not define the metric (one class),
+never a number. Published figures sit in their own labelled columns, with their source below.
 """
 
 from __future__ import annotations
@@ -31,14 +30,17 @@ SYSTEM_ORDER = tuple(SYSTEM_LABELS)
 ABLATIONS = ("userllm", "userllm_no_uhem", "userllm_no_ke")
 HISTORY_PAIR = ("collm_va", "userllm")
 MISSING = "—"
+UNDEFINED = "undefined"
 REFERENCE = "(ref.)"
 
 
 class Statistic:
-    """Mean and sample standard deviation of one metric over seeds."""
+    """Mean and sample standard deviation of one metric over seeds; `undefined` counts the finished
+    seeds whose split could not define it (recorded as None or NaN)."""
 
-    def __init__(self, values: list[float]):
+    def __init__(self, values: list[float | None], undefined: int = 0):
         self.values = [value for value in values if value is not None and not math.isnan(value)]
+        self.undefined = undefined + len(values) - len(self.values)
 
     @property
     def n(self) -> int:
@@ -53,28 +55,26 @@ class Statistic:
         return float(np.std(self.values, ddof=1)) if self.n >= 2 else None
 
     def format(self) -> str:
-        """`0.7123 ± 0.0040`, `0.7123` for a single seed, `—` without any."""
+        """`0.7123 ± 0.0040`, `0.7123` for one seed, `—` without any, `undefined` when no seed could define it."""
         if self.mean is None:
-            return MISSING
-        return f"{self.mean:.4f}" if self.std is None else f"{self.mean:.4f} ± {self.std:.4f}"
+            return UNDEFINED if self.undefined else MISSING
+        text = f"{self.mean:.4f}" if self.std is None else f"{self.mean:.4f} ± {self.std:.4f}"
+        return text + (f" ({self.undefined} {UNDEFINED})" if self.undefined else "")
 
 
 def aggregate(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, dict[str, Statistic]]]:
     """Groups the finished runs by (data set, system): `{split: {"auc", "uauc": Statistic}}`."""
-    values: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(list))
-    )
+    values = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for run in results.get("runs", []):
         if run.get("status") != "ok":
             continue
         for split, metrics in (run.get("metrics") or {}).items():
             for name in ("auc", "uauc"):
-                if metrics.get(name) is not None:
-                    values[run["data"], run["system"]][split][name].append(float(metrics[name]))
-    return {
-        key: {split: {name: Statistic(v) for name, v in metrics.items()} for split, metrics in splits.items()}
-        for key, splits in values.items()
-    }
+                if name in metrics:
+                    values[run["data"], run["system"]][split][name].append(
+                        None if metrics[name] is None else float(metrics[name]))
+    return {key: {split: {name: Statistic(v) for name, v in metrics.items()} for split, metrics in splits.items()}
+            for key, splits in values.items()}
 
 
 def relative_improvement(ours: float | None, other: float | None) -> str:
@@ -94,8 +94,7 @@ def _stat(stats, data: str, system: str, split: str, metric: str) -> Statistic:
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def _ordered(systems) -> list[str]:
@@ -103,7 +102,38 @@ def _ordered(systems) -> list[str]:
 
 
 def _seeds(stats, data: str, system: str, split: str = "test") -> str:
-    return str(_stat(stats, data, system, split, "auc").n)
+    cell = _stat(stats, data, system, split, "auc")
+    return str(cell.n + cell.undefined)
+
+
+def _published_cell(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else MISSING
+
+
+def _systems_table(stats, data: str, systems: list[str], improvements: bool, deltas: bool) -> tuple[list[str], list[str]]:
+    """Test AUC/UAUC rows of `systems` with USER-LLM's relative improvement over each row (when
+    `improvements`) and the published figures beside ours (and our differences, when `deltas`);
+    returns the table's lines and the published sources' notes."""
+    all_published = published_for(data, "test")
+    published = {system: figure for system, figure in all_published.items() if system in systems}
+    reference = {m: _stat(stats, data, "userllm", "test", m).mean for m in ("auc", "uauc")}
+    header = ["System", "Seeds", "AUC", "UAUC"] + (["Impr. AUC", "Impr. UAUC"] if improvements else [])
+    if all_published:
+        header += ["AUC (published)", "UAUC (published)"] + (["ΔAUC vs published", "ΔUAUC vs published"] if deltas else [])
+    rows = []
+    for system in systems:
+        cells = [_stat(stats, data, system, "test", metric) for metric in ("auc", "uauc")]
+        row = [SYSTEM_LABELS.get(system, system), _seeds(stats, data, system), *(cell.format() for cell in cells)]
+        if improvements:
+            row += ([REFERENCE] * 2 if system == "userllm" else
+                    [relative_improvement(reference[m], cell.mean) for m, cell in zip(("auc", "uauc"), cells)])
+        if all_published:
+            figure = published.get(system)
+            row += [_published_cell(figure and figure.auc), _published_cell(figure and figure.uauc)]
+            if deltas:
+                row += [_difference(cell.mean, figure and getattr(figure, m)) for m, cell in zip(("auc", "uauc"), cells)]
+        rows.append(row)
+    return _table(header, rows), _published_notes(published.values())
 
 
 def table3(results: dict[str, Any], data: str, stats=None) -> list[str]:
@@ -111,71 +141,26 @@ def table3(results: dict[str, Any], data: str, stats=None) -> list[str]:
     over each row, and the published figures beside ours."""
     stats = stats if stats is not None else aggregate(results)
     systems = _ordered(results["grid"]["systems"])
-    published = published_for(data, "test")
-    best = {m: _stat(stats, data, "userllm", "test", m).mean for m in ("auc", "uauc")}
-    with_improvement = "userllm" in systems
-    header = ["System", "Seeds", "AUC", "UAUC"] + (["Impr. AUC", "Impr. UAUC"] if with_improvement else [])
-    if published:
-        header += ["AUC (published)", "UAUC (published)", "ΔAUC vs published", "ΔUAUC vs published"]
-    rows = []
-    for system in systems:
-        auc, uauc = _stat(stats, data, system, "test", "auc"), _stat(stats, data, system, "test", "uauc")
-        if system == "userllm":
-            improvements = [REFERENCE, REFERENCE]
-        else:
-            improvements = [relative_improvement(best["auc"], auc.mean), relative_improvement(best["uauc"], uauc.mean)]
-        row = [SYSTEM_LABELS.get(system, system), _seeds(stats, data, system), auc.format(), uauc.format()]
-        row += improvements if with_improvement else []
-        if published:
-            figure = published.get(system)
-            row += [
-                f"{figure.auc:.4f}" if figure else MISSING,
-                f"{figure.uauc:.4f}" if figure and figure.uauc is not None else MISSING,
-                _difference(auc.mean, figure.auc if figure else None),
-                _difference(uauc.mean, figure.uauc if figure else None),
-            ]
-        rows.append(row)
-    lines = [f"### Table 3 — {data}: test AUC / UAUC", ""] + _table(header, rows) + [""]
-    if with_improvement:
-        lines.append("Impr.: relative improvement of USER-LLM over the row, `(USER-LLM − row) / row`, on the means.")
-    lines += _published_notes(figure for system, figure in published.items() if system in systems)
-    return lines + [""]
+    table, notes = _systems_table(stats, data, systems, improvements="userllm" in systems, deltas=True)
+    note = ["Impr.: relative improvement of USER-LLM over the row, `(USER-LLM − row) / row`, on the means."]
+    return [f"### Table 3 — {data}: test AUC / UAUC", ""] + table + [""] + (note if "userllm" in systems else []) + notes + [""]
 
 
 def table4(results: dict[str, Any], data: str, stats=None) -> list[str]:
     """Table 4 for one data set: USER-LLM against its ablations (w/o UHEM, w/o KE)."""
     stats = stats if stats is not None else aggregate(results)
-    full = {m: _stat(stats, data, "userllm", "test", m).mean for m in ("auc", "uauc")}
-    published = published_for(data, "test")
-    rows = []
-    for system in ABLATIONS:
-        auc, uauc = _stat(stats, data, system, "test", "auc"), _stat(stats, data, system, "test", "uauc")
-        if system == "userllm":
-            changes = [REFERENCE, REFERENCE]
-        else:
-            changes = [relative_improvement(full["auc"], auc.mean), relative_improvement(full["uauc"], uauc.mean)]
-        row = [SYSTEM_LABELS[system], _seeds(stats, data, system), auc.format(), uauc.format(), *changes]
-        if published:
-            figure = published.get(system)
-            row += [f"{figure.auc:.4f}" if figure else MISSING, f"{figure.uauc:.4f}" if figure else MISSING]
-        rows.append(row)
-    header = ["System", "Seeds", "AUC", "UAUC", "Impr. AUC", "Impr. UAUC"]
-    header += ["AUC (published)", "UAUC (published)"] if published else []
-    lines = [f"### Table 4 — {data}: ablations (test)", ""] + _table(header, rows) + [""]
-    lines.append("Impr.: relative improvement of the full USER-LLM over the ablation. "
-                 "w/o UHEM: history written inline; w/o KE: titles instead of generated descriptions.")
-    lines += _published_notes(figure for system, figure in published.items() if system in ABLATIONS)
-    return lines + [""]
+    table, notes = _systems_table(stats, data, list(ABLATIONS), improvements=True, deltas=False)
+    note = ("Impr.: relative improvement of the full USER-LLM over the ablation. "
+            "w/o UHEM: history written inline; w/o KE: titles instead of generated descriptions.")
+    return [f"### Table 4 — {data}: ablations (test)", ""] + table + ["", note] + notes + [""]
 
 
 def table5(results: dict[str, Any], data: str, stats=None) -> list[str]:
     """Table 5 for one data set: short vs long histories, CoLLM-VA against USER-LLM, then every system."""
     stats = stats if stats is not None else aggregate(results)
     header = ["System", "Seeds", "Short AUC", "Short UAUC", "Long AUC", "Long UAUC"]
-    cells = {
-        system: [_stat(stats, data, system, split, metric) for split in ("test_short", "test_long") for metric in ("auc", "uauc")]
-        for system in HISTORY_PAIR
-    }
+    cells = {system: [_stat(stats, data, system, split, metric) for split in ("test_short", "test_long")
+                      for metric in ("auc", "uauc")] for system in HISTORY_PAIR}
     published = {split: published_for(data, split) for split in ("test_short", "test_long")}
     with_published = any(published.values())
     if with_published:
@@ -184,16 +169,14 @@ def table5(results: dict[str, Any], data: str, stats=None) -> list[str]:
     for system in HISTORY_PAIR:
         row = [SYSTEM_LABELS[system], _seeds(stats, data, system, "test_short"), *(cell.format() for cell in cells[system])]
         if with_published:
-            row += [f"{published[split][system].auc:.4f}" if system in published[split] else MISSING
-                    for split in ("test_short", "test_long")]
+            row += [_published_cell(figures[system].auc if system in figures else None) for figures in published.values()]
         rows.append(row)
     rows.append(["Impr. (USER-LLM over CoLLM-VA)", "", *(
         relative_improvement(ours.mean, other.mean) for ours, other in zip(cells["userllm"], cells["collm_va"])
     )] + ([MISSING, MISSING] if with_published else []))
     lines = []
     if any(system in results["grid"]["systems"] for system in HISTORY_PAIR):
-        lines += [f"### Table 5 — {data}: short vs long history (test_short / test_long)", ""]
-        lines += _table(header, rows) + [""]
+        lines += [f"### Table 5 — {data}: short vs long history (test_short / test_long)", ""] + _table(header, rows) + [""]
         lines += ["Short: every test row, n history items. Long: test rows whose user has at least the "
                   "preset's long_min_history earlier positives, given long_history_length items "
                   "(docs/DATA.md, protocol step 7).", ""]
@@ -205,8 +188,7 @@ def table5(results: dict[str, Any], data: str, stats=None) -> list[str]:
         gap = MISSING if short.mean is None or long.mean is None else f"{long.mean - short.mean:+.4f}"
         every.append([SYSTEM_LABELS.get(system, system), short.format(), long.format(), gap])
     lines += [f"AUC against history length, every system ({data}; test_short / test_long):", ""]
-    lines += _table(["System", "Short AUC", "Long AUC", "Long − short"], every) + [""]
-    return lines
+    return lines + _table(["System", "Short AUC", "Long AUC", "Long − short"], every) + [""]
 
 
 def _published_notes(figures) -> list[str]:
@@ -220,12 +202,19 @@ def _published_notes(figures) -> list[str]:
     return notes
 
 
+def _auc_cell(split_metrics: dict | None) -> str:
+    """A run's AUC on one split: the number, `undefined` (one-class split), or `—` (not scored)."""
+    if not split_metrics or "auc" not in split_metrics:
+        return MISSING
+    value = split_metrics["auc"]
+    return UNDEFINED if value is None or math.isnan(value) else f"{value:.4f}"
+
+
 def runs_table(results: dict[str, Any]) -> list[str]:
     """One line per run: status, wall time, valid/test AUC, machine."""
     rows = []
     for run in results.get("runs", []):
         metrics = run.get("metrics") or {}
-        valid, test = metrics.get("valid", {}), metrics.get("test", {})
         status = run.get("status", "?") + (" (cached)" if run.get("cached") else "")
         if run.get("status") != "ok":
             status += f": {run.get('error', '')}"
@@ -233,8 +222,7 @@ def runs_table(results: dict[str, Any]) -> list[str]:
             run["data"], SYSTEM_LABELS.get(run["system"], run["system"]), str(run["seed"]), run.get("config_hash", ""),
             status.replace("|", "/"),
             f"{run['wall_seconds']:.0f}" if run.get("wall_seconds") is not None else MISSING,
-            f"{valid['auc']:.4f}" if valid else MISSING,
-            f"{test['auc']:.4f}" if test else MISSING,
+            _auc_cell(metrics.get("valid")), _auc_cell(metrics.get("test")),
             (run.get("machine") or {}).get("accelerator", MISSING),
         ])
     header = ["Data", "System", "Seed", "Config", "Status", "Wall s", "Valid AUC", "Test AUC", "Device"]
@@ -260,7 +248,8 @@ def build_report(results: dict[str, Any], title: str = "USER-LLM experiments") -
         f"{', '.join(SYSTEM_LABELS.get(s, s) for s in _ordered(grid['systems']))}. Seeds: {grid['seeds']}.",
         "",
         "Our columns: mean ± sample std over the seeds that finished (a single seed shows its value alone); "
-        f"`{MISSING}` = no finished run. Published columns are the papers' figures, not ours.",
+        f"`{MISSING}` = no finished run; `{UNDEFINED}` = the split cannot define the metric (one class). "
+        "Published columns are the papers' figures, not ours.",
         "",
     ]
     environments: dict[str, list[dict]] = defaultdict(list)
@@ -280,10 +269,8 @@ def build_report(results: dict[str, Any], title: str = "USER-LLM experiments") -
         lines += ["Missing (asked for, no finished run): "
                   + ", ".join(f"{SYSTEM_LABELS.get(s, s)} on {d}" for d, s in missing) + ".", ""]
     for data in grid["data"]:
-        lines += [f"## {data}", ""]
-        lines += table3(results, data, stats)
+        lines += [f"## {data}", ""] + table3(results, data, stats)
         if any(system in grid["systems"] for system in ABLATIONS):
             lines += table4(results, data, stats)
         lines += table5(results, data, stats)
-    lines += runs_table(results)
-    return "\n".join(lines)
+    return "\n".join(lines + runs_table(results))

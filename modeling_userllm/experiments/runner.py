@@ -1,20 +1,13 @@
 """The experiment grid: data sets x systems x seeds, each run cached in its own folder.
 
-A run is identified by its data set, system, seed and a hash of everything else that
-decides its result (the data and features fingerprints, hyperparameters, LLM preset and
-overrides). It lives in `<output>/runs/<data>/<system>/seed<seed>-<hash>/`; a folder that
-holds `metrics.json` is finished, and a rerun of the grid reads it instead of training
-again. A failed run leaves `error.txt` and no `metrics.json`, so the next rerun retries it.
-With a `summary_dir` (e.g. `docs/results/`), each finished run also writes a small JSON
-there (`<data>-<system>-seed<seed>-<hash>.json`, `<data>-<split>-<system>-...` when the data
-set's `info.json` records a split rule other than `global_time`, e.g. `per_user_time`: data
-set, split, system, budget, seed, test AUC / UAUC, rows, users, wall time, git state) that
-survives the output folder; a run whose summary exists is not trained again.
-
-Baselines (MF, LightGCN, SASRec) train in this process through
-`modeling_userllm.baselines.train_baseline`; the LLM systems (the `VARIANTS`) run
-`python -m modeling_userllm.training` (the two-step trainer) in a child process, one per run, so that each
-starts with fresh memory and its own log.
+A run lives in `<output>/runs/<data>/<system>/seed<seed>-<hash>/`, the hash covering everything
+else that decides its result (data and features fingerprints, hyperparameters, LLM preset and
+overrides). A folder with `metrics.json` is finished and read back on a rerun; a failed run leaves
+`error.txt` and is retried. With a `summary_dir` (e.g. `docs/results/`) each finished run also
+writes a small JSON there that outlives the output folder (`<data>[-<split rule>]-<system>
+[-rows<budget>]-seed<seed>-<hash>.json`, the split rule named unless `global_time`); a run whose
+summary exists is not trained again. Baselines train in this process; the LLM systems (`VARIANTS`)
+run the two-step trainer in a child process each (fresh memory, own log).
 """
 
 from __future__ import annotations
@@ -45,8 +38,7 @@ TRAIN_MODULE = "modeling_userllm.training"
 DEFAULT_LLM_PRESET = REPO_ROOT / "configuration" / "toy.yaml"
 
 BASELINE_SYSTEMS = ("mf", "lightgcn", "sasrec")
-# Systems that are a variant trained with a recipe preset instead of the LLM preset: the file
-# beside it named `<preset stem>-recipe.yaml` (toy.yaml -> toy-recipe.yaml, docs/RESULTS.md).
+# A variant trained with the recipe preset beside the LLM preset (toy.yaml -> toy-recipe.yaml, docs/RESULTS.md).
 RECIPE_SYSTEMS = {"userllm_recipe": "userllm"}
 RECIPE_SUFFIX = "-recipe"
 PAPER_SYSTEMS = BASELINE_SYSTEMS + tuple(VARIANTS)
@@ -60,6 +52,7 @@ def recipe_preset(llm_preset: str | os.PathLike) -> Path:
     """The recipe preset beside an LLM preset: `configuration/toy.yaml` -> `configuration/toy-recipe.yaml`."""
     llm_preset = Path(llm_preset)
     return llm_preset.with_name(f"{llm_preset.stem}{RECIPE_SUFFIX}{llm_preset.suffix}")
+
 
 SCHEDULE_KEYS = ("max_epochs", "patience", "min_epochs")
 PACKAGES = ("torch", "transformers", "datasets", "peft", "accelerate", "numpy")
@@ -103,8 +96,7 @@ def data_name(data_dir: str | os.PathLike) -> str:
 
 
 def data_split(data_dir: str | os.PathLike) -> str | None:
-    """The split rule in a prepared data set's `info.json` (`protocol.split`); None when it
-    records none (data prepared before the option existed) or cannot be read."""
+    """The split rule in a prepared data set's `info.json` (`protocol.split`); None when it records none or cannot be read."""
     try:
         info = json.loads((Path(data_dir) / "info.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -115,18 +107,10 @@ def data_split(data_dir: str | os.PathLike) -> str | None:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One cell of the grid.
-
-    Attributes:
-        data: the data set's name (from its `info.json`).
-        data_dir: the prepared data set folder.
-        features_dir: the features folder (LLM systems), or None.
-        system: a baseline (`BASELINE_SYSTEMS`) or a variant (`LLM_SYSTEMS`).
-        seed: the training seed.
-        config: everything else that decides the result; hashed into the run's folder name.
-        budget: LLM systems: training rows per step (`--max_train_rows`, a seeded subset); None:
-            the whole train split (or what the preset and overrides say).
-    """
+    """One cell of the grid: data set (`info.json` name and folder), features folder (LLM systems),
+    system (`SYSTEMS`), seed, `config` (everything else that decides the result; hashed into the
+    folder name) and `budget` (LLM systems: training rows per step, `--max_train_rows`; None: the
+    whole train split, or what the preset and overrides say)."""
 
     data: str
     data_dir: str
@@ -188,14 +172,11 @@ class ExperimentRunner:
 
     Args:
         output_dir: where `runs/` (one folder per run) is written.
-        baseline_overrides: per baseline, hyperparameters overriding
-            `modeling_userllm.baselines.DEFAULT_HYPERPARAMETERS`, and schedule keys
-            (`SCHEDULE_KEYS`) overriding the ones below for that baseline alone.
-        max_epochs, patience, min_epochs: the baselines' early-stopping schedule (on valid
-            AUC; never stopping before `min_epochs`; MF from CoLLM's N(0, 1) start needs
-            about 150).
-        llm_preset: the training preset of the LLM systems (`configuration/*.yaml`).
-        llm_overrides: extra `examples/train.py` arguments (`["--step1_max_steps", "50"]`).
+        baseline_overrides: per baseline, overrides of `baselines.DEFAULT_HYPERPARAMETERS` and of
+            the schedule (`SCHEDULE_KEYS`) for that baseline alone.
+        max_epochs, patience, min_epochs: the baselines' early stopping on valid AUC (MF from
+            CoLLM's N(0, 1) start needs `min_epochs` about 150).
+        llm_preset, llm_overrides: the LLM systems' preset and extra `examples/train.py` arguments.
         threads: torch CPU threads (None: torch's default).
         trainers: replaces the trainer of a kind (`"baseline"` or `"llm"`); tests use it.
         summary_dir: where each finished run writes its summary JSON (None: nowhere).
@@ -237,19 +218,13 @@ class ExperimentRunner:
         features_dirs: Sequence[str | os.PathLike | None] | None = None,
         budgets: Sequence[int | None] = (None,),
     ) -> list[RunSpec]:
-        """The runs of the grid, data set by data set, budget by budget, seed by seed, in the order of `SYSTEMS`.
-
-        Seed-major, so that an interrupted grid has whole rows of Table 3 for the first seeds;
-        budget-major above that, so that a learning curve fills from its cheapest point.
+        """The runs of the grid, data set by data set, budget by budget (a learning curve fills from
+        its cheapest point), seed by seed (an interrupted grid has whole Table 3 rows), in `SYSTEMS` order.
 
         Args:
-            data_dirs: prepared data set folders.
-            systems: names among `SYSTEMS`.
-            seeds: training seeds.
-            features_dirs: one features folder per data set (None entries allowed); the LLM
-                systems need one.
-            budgets: training rows per step of the LLM systems (one run per budget; None: no
-                cap); baselines always train on the whole train split, once.
+            features_dirs: one features folder per data set (None entries allowed); LLM systems need one.
+            budgets: training rows per step of the LLM systems, one run each (None: no cap);
+                baselines train on the whole train split, once.
 
         Raises:
             ValueError: an unknown system, a budget below 1, or mismatched `data_dirs`/`features_dirs`.
@@ -304,8 +279,7 @@ class ExperimentRunner:
         }
 
     def preset_of(self, system: str) -> Path:
-        """The training preset of an LLM system: the LLM preset, or for a recipe system the
-        recipe preset beside it (`recipe_preset`)."""
+        """The training preset of an LLM system (for a recipe system, `recipe_preset`)."""
         return recipe_preset(self.llm_preset) if system in RECIPE_SYSTEMS else self.llm_preset
 
     def _baseline_settings(self, system: str) -> tuple[dict[str, Any], dict[str, int]]:
@@ -326,13 +300,9 @@ class ExperimentRunner:
         return self.run(spec)
 
     def run(self, spec: RunSpec) -> dict[str, Any]:
-        """Runs one cell unless its folder already holds `metrics.json`; returns its record.
-
-        The record holds the spec, `status` (`"ok"` or `"failed"`), `cached`, `metrics`, the
-        wall time, the command that reproduces it, the machine and the package versions. A
-        failure is recorded (with `error`), never raised, so that one bad run does not stop
-        the grid.
-        """
+        """Runs one cell unless it finished; returns its record: the spec, `status` (`"ok"` or
+        `"failed"`, with `error`: a failure never stops the grid), `cached`, `metrics`, wall time,
+        the command that reproduces it, machine and package versions."""
         run_dir = spec.run_dir(self.output_dir)
         metrics_path = run_dir / "metrics.json"
         record_path = run_dir / "run.json"
@@ -374,7 +344,6 @@ class ExperimentRunner:
         if self.summary_dir is None:
             return None
         split = data_split(spec.data_dir)
-        # A non-default split rule is named in the file (the global one keeps the older names).
         tag = f"-{split}" if split in SPLIT_RULES and split != "global_time" else ""
         budget = f"-rows{spec.budget}" if spec.budget is not None else ""
         return self.summary_dir / f"{spec.data}{tag}-{spec.system}{budget}-seed{spec.seed}-{spec.config_hash}.json"
@@ -427,18 +396,16 @@ class ExperimentRunner:
     def run_grid(
         self, specs: Iterable[RunSpec], log: Callable[[str], None] = print, *, train: bool = True
     ) -> list[dict[str, Any]]:
-        """Runs every spec in order (finished ones are read back) and returns their records.
-
-        With `train=False` nothing trains: finished runs are read back, the others are
-        recorded as missing (a report of a grid still running elsewhere).
-        """
+        """Runs every spec in order (finished ones are read back) and returns their records; with
+        `train=False` nothing trains and unfinished runs are recorded as missing."""
         records = []
         specs = list(specs)
         for index, spec in enumerate(specs, 1):
             record = self.run(spec) if train else self.lookup(spec)
             test = record.get("metrics", {}).get("test", {})
             outcome = "cached" if record.get("cached") else record["status"]
-            detail = f"test AUC {test['auc']:.4f} UAUC {test['uauc']:.4f}" if test else record.get("error", "")
+            detail = ("test " + " ".join(f"{name.upper()} {'undefined' if test.get(name) is None else format(test[name], '.4f')}"
+                                         for name in ("auc", "uauc")) if test else record.get("error", ""))
             budget = f" {spec.budget} rows" if spec.budget is not None else ""
             log(f"[{index}/{len(specs)}] {spec.data} {spec.system}{budget} seed {spec.seed}: {outcome} "
                 f"({record.get('wall_seconds', 0)} s) {detail}")
@@ -523,10 +490,10 @@ class ExperimentRunner:
         return json.loads(metrics_path.read_text(encoding="utf-8"))
 
 
-def _split_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Only the `{split: {"auc", "uauc"}}` part of a run's metrics."""
+def _split_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The `{split: {"auc", "uauc"}}` part of a run's metrics, with `"undefined"` (`{metric: reason}`) where recorded."""
     return {
-        split: {"auc": metrics[split]["auc"], "uauc": metrics[split]["uauc"]}
+        split: {key: metrics[split][key] for key in ("auc", "uauc", "undefined") if key in metrics[split]}
         for split in EVALUATION_SPLITS
         if isinstance(metrics.get(split), dict) and "auc" in metrics[split]
     }
