@@ -122,6 +122,10 @@ def test_a_one_class_split_shows_undefined_never_a_number_or_missing():
     run["metrics"]["test"] = {"auc": None, "uauc": 0.5, "undefined": {"auc": "AUC needs both classes"}}
     results["runs"].append(_run("collm", "mf", 1, 0.7, 0.6))
     assert _row(table3(results, "collm"), "MF")[1:4] == ["2", "0.7000 (1 undefined)", "0.5500 ± 0.0707"]
+    from modeling_userllm.experiments.learning_curve import curve_points
+
+    records = [{"system": "userllm", "budget": 100, "test_auc": None}, {"system": "userllm", "budget": 100, "test_auc": 0.6}]
+    assert curve_points(records) == {"userllm": [(100, 0.6, 0.0, 1)]}
 
 
 def test_a_run_whose_test_split_is_one_class_is_logged_and_summarised_with_its_reason(tmp_path):

@@ -1,14 +1,12 @@
 """Learning curves: test AUC of the LLM systems against their training budget, baselines beside them.
 
-Built from the run summaries that `ExperimentRunner` writes (`docs/results/*.json`), so a curve
-gathers runs made in several sessions and on several machines:
+Built from the run summaries `ExperimentRunner` writes (`docs/results/*.json`, runs of several
+sessions and machines):
 
     records = learning_curve_records("docs/results", data="movielens-csv", split="per_user_time")
-    write_learning_curve(records, "docs/results/learning_curve_movie")   # .json and .png
+    write_learning_curve(records, "docs/results/learning_curve_movie", "movielens-csv")   # .json and .png
 
-A record is one finished run: `system`, `budget` (training rows per step; 0 for a baseline,
-which trains on the whole train split), `seed`, `test_auc`, `test_uauc`, `rows`, `users`,
-`wall_s`, `git`.
+A record is one finished run: `RECORD_FIELDS` (`budget`: training rows per step, 0 for a baseline).
 """
 
 from __future__ import annotations
@@ -27,13 +25,10 @@ RECORD_FIELDS = ("system", "budget", "seed", "test_auc", "test_uauc", "rows", "u
 
 
 def learning_curve_records(summary_dir: str | Path, data: str, split: str | None = None) -> list[dict[str, Any]]:
-    """The learning-curve records of one data set from a folder of run summaries.
+    """The learning-curve records of one data set (and split rule) from a folder of run summaries.
 
-    Kept: summaries of `data` (and of the split rule `split`, when given) whose budget is a
-    row count (baselines have 0; an LLM run without a budget, e.g. one capped by its preset's
-    max steps, has no point on the curve and is left out) and that ran the preset as it is: a
-    run with extra training arguments (`overrides`, e.g. another history encoder) is a
-    different system and stays out of the curve.
+    Kept: runs whose budget is a row count (an LLM run capped otherwise has no point on the curve)
+    and that ran the preset as it is (extra training arguments make another system).
 
     Raises:
         ValueError: a summary that cannot be read, naming the file.
@@ -60,10 +55,12 @@ def system_rank(system: str) -> int:
 
 
 def curve_points(records: Iterable[dict[str, Any]], metric: str = "test_auc") -> dict[str, list[tuple[int, float, float, int]]]:
-    """Per system: `(budget, mean, sample std or 0, seeds)` in increasing budget."""
+    """Per system: `(budget, mean, sample std or 0, seeds)` in increasing budget; a run whose test
+    split could not define the metric (null) is no point."""
     values: dict[str, dict[int, list[float]]] = {}
     for record in records:
-        values.setdefault(record["system"], {}).setdefault(record["budget"], []).append(record[metric])
+        if record[metric] is not None:
+            values.setdefault(record["system"], {}).setdefault(record["budget"], []).append(record[metric])
     return {
         system: [(budget, statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
                  for budget, v in sorted(by_budget.items())]
@@ -72,9 +69,8 @@ def curve_points(records: Iterable[dict[str, Any]], metric: str = "test_auc") ->
 
 
 def plot_learning_curve(records: list[dict[str, Any]], path: str | Path, data: str, title: str = "") -> Path:
-    """Test AUC against training rows per step: a line per LLM system (mean ± std over seeds),
-    each baseline as a horizontal line, and the published Table 3 AUCs (the paper's
-    Vicuna-7B on its full training set) as markers at the right edge, labelled as published."""
+    """Test AUC against training rows per step: a line per LLM system (mean ± std over seeds), a
+    horizontal line per baseline, the published Table 3 AUCs (Vicuna-7B, full data) as labelled markers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,5 +126,3 @@ def write_learning_curve(records: list[dict[str, Any]], stem: str | Path, data: 
     temporary.replace(stem.with_suffix(".png"))
     return stem.with_suffix(".json"), stem.with_suffix(".png")
 
-
-__all__ = ["RECORD_FIELDS", "curve_points", "learning_curve_records", "plot_learning_curve", "write_learning_curve"]

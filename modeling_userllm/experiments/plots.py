@@ -1,8 +1,7 @@
 """Plots of a `results.json`: a bar chart per data set, and AUC against history length.
 
-Bars and points are means over seeds with the sample standard deviation as error bars
-(none for a single seed). A system without a finished run gets no bar (its label stays on
-the axis, marked "missing"), never a zero-height bar that would read as a result.
+Means over seeds with the sample std as error bars; a system without a finished run gets no bar
+(its axis label says "missing"), never a zero-height bar that would read as a result.
 """
 
 from __future__ import annotations
@@ -22,11 +21,6 @@ from .report import SYSTEM_LABELS, _ordered, _stat, aggregate  # noqa: E402
 HISTORY_SPLITS = (("test_short", "short"), ("test_long", "long"))
 
 
-def _label(system: str, present: bool) -> str:
-    label = SYSTEM_LABELS.get(system, system)
-    return label if present else f"{label}\n(missing)"
-
-
 def plot_systems(results: dict[str, Any], data: str, path: str | Path, stats=None) -> Path:
     """Test AUC and UAUC of every system on `data`, as grouped bars with error bars."""
     stats = stats if stats is not None else aggregate(results)
@@ -43,7 +37,8 @@ def plot_systems(results: dict[str, Any], data: str, path: str | Path, stats=Non
         axis.bar(positions[present] + offset, means, width, yerr=errors, capsize=3, label=metric.upper())
         lowest = min([lowest, *means])
     present_systems = [_stat(stats, data, s, "test", "auc").mean is not None for s in systems]
-    axis.set_xticks(positions, [_label(s, p) for s, p in zip(systems, present_systems)], rotation=30, ha="right")
+    labels = [SYSTEM_LABELS.get(s, s) + ("" if present else "\n(missing)") for s, present in zip(systems, present_systems)]
+    axis.set_xticks(positions, labels, rotation=30, ha="right")
     axis.set_ylim(max(0.0, min(0.5, lowest - 0.05)), 1.0)
     axis.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
     axis.set_ylabel("test metric (mean ± std over seeds)")
@@ -56,18 +51,12 @@ def plot_systems(results: dict[str, Any], data: str, path: str | Path, stats=Non
     return path
 
 
-def history_protocol(results: dict[str, Any], data: str) -> dict[str, Any] | None:
-    """The protocol (`history_length`, `long_min_history`, `long_history_length`) of a data
-    set of the grid, read from the `info.json` of its runs' data folder; None if unreadable."""
-    for run in results.get("runs", []):
-        info = Path(run.get("data_dir") or "") / "info.json"
-        if run.get("data") == data and run.get("data_dir") and info.is_file():
-            return json.loads(info.read_text(encoding="utf-8")).get("protocol")
-    return None
-
-
-def history_tick_labels(protocol: dict[str, Any] | None) -> list[str]:
-    """What was varied on the history plot's x axis: items given to the model, and which rows."""
+def history_tick_labels(results: dict[str, Any], data: str) -> list[str]:
+    """The history plot's x ticks: items given to the model and which rows, from the protocol in
+    the `info.json` of the data set's runs (generic labels when unreadable)."""
+    protocol = next((json.loads((Path(run["data_dir"]) / "info.json").read_text(encoding="utf-8")).get("protocol")
+                     for run in results.get("runs", []) if run.get("data") == data and run.get("data_dir")
+                     and (Path(run["data_dir"]) / "info.json").is_file()), None)
     if not protocol or protocol.get("long_history_length") is None:
         return ["short\n(n items, every test row)", "long\n(longer history, users with many)"]
     return [
@@ -87,7 +76,7 @@ def plot_history_length(results: dict[str, Any], data: str, path: str | Path, st
         style = "-" if system in ("collm_va", "userllm") else "--"
         axis.errorbar([0, 1], [c.mean for c in cells], yerr=[c.std or 0.0 for c in cells], marker="o", capsize=3,
                       linestyle=style, label=SYSTEM_LABELS.get(system, system))
-    axis.set_xticks([0, 1], history_tick_labels(history_protocol(results, data)))
+    axis.set_xticks([0, 1], history_tick_labels(results, data))
     axis.set_xlim(-0.3, 1.3)
     axis.set_xlabel("history given to the model (most recent positives; test_short / test_long)")
     axis.set_ylabel("test AUC (mean ± std over seeds)")
@@ -102,8 +91,7 @@ def plot_history_length(results: dict[str, Any], data: str, path: str | Path, st
 
 
 def make_plots(results: dict[str, Any], output_dir: str | Path) -> list[Path]:
-    """Both plots for every data set of the grid, as `<output>/<data>_systems.png` and
-    `<output>/<data>_history_length.png`."""
+    """Both plots for every data set of the grid: `<output>/<data>_systems.png`, `<output>/<data>_history_length.png`."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     stats = aggregate(results)

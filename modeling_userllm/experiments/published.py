@@ -1,15 +1,12 @@
-"""Published figures that our runs are compared with, each with the place it was read from.
+"""Published figures our runs are compared with, each with where it was read (quoted in `../shared`).
 
-Two sources, both quoted in `../shared` (the project's offline copy of the papers' figures):
-
-- the USER-LLM paper's own Tables 2-5 and Figure 3 (`../shared/PAPER.md`): Vicuna-7B on one
-  A100, average of five runs, on its "movie" (The Movies Dataset, our `movielens-csv` with
-  `configuration/datasets/movies-dataset.yaml`) and "netflix" data sets. The paper is also
-  on arXiv as HistLLM (2504.10150), whose v2 listing announces revised experimental details:
-  treat its figures as provisional;
+- The USER-LLM paper's Tables 2-5 and Figure 3 (`../shared/PAPER.md`): Vicuna-7B on one A100,
+  average of five runs, on "movie" (our `movielens-csv` with `configuration/datasets/movies-dataset.yaml`)
+  and "netflix". It is also on arXiv as HistLLM (2504.10150), whose v2 announces revised
+  experimental details: treat its figures as provisional.
 - CoLLM's Table II on its ML-1M split (our `collm` data set).
 
-Figures are stored as published; none is filled in from memory.
+Stored as published; none is filled in from memory.
 """
 
 from __future__ import annotations
@@ -28,17 +25,9 @@ PAPER_DATA_SETS = {"movielens-csv": "movie", "netflix": "netflix"}
 
 @dataclass(frozen=True)
 class PublishedFigure:
-    """One row of a published table.
-
-    Attributes:
-        data: the name of the data set in our runs (`info.json` `name`) it compares with.
-        system: our system name (a baseline or a key of `VARIANTS`).
-        split: the split it was measured on (`test`, `test_short`, `test_long`).
-        auc: the published AUC.
-        uauc: the published UAUC; None where the table gives none (the paper's Table 5).
-        source: the paper, table and where it was read.
-        note: how the published setting differs from ours (e.g. its LLM).
-    """
+    """One row of a published table: our data set name (`info.json`) and system, the split
+    (`test`, `test_short`, `test_long`), AUC and UAUC (None where the table gives none: Table 5),
+    the source (paper, table, where read) and how its setting differs from ours (`note`)."""
 
     data: str
     system: str
@@ -98,12 +87,8 @@ PUBLISHED_TABLE2: dict[str, dict[str, int]] = {
 
 @dataclass(frozen=True)
 class PublishedEfficiency:
-    """One figure of the paper's Figure 3 (USER-LLM against w/o UHEM, same GPU).
-
-    Attributes:
-        data: our data set name; quantity: "step-2 training" or "inference";
-        system: "userllm" or "userllm_no_uhem"; value and unit: as published.
-    """
+    """One figure of the paper's Figure 3 (USER-LLM against w/o UHEM, same GPU): `quantity` is
+    "step-2 training" or "inference", `value` and `unit` as published."""
 
     data: str
     quantity: str

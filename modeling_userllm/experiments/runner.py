@@ -137,11 +137,8 @@ def environment() -> dict[str, Any]:
     import torch
 
     machine = {
-        "hostname": platform.node(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "hostname": platform.node(), "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "accelerator": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
     }
     packages = {"python": platform.python_version()}
@@ -156,12 +153,8 @@ def environment() -> dict[str, Any]:
 def _git_state() -> str | None:
     """`<commit>` of the package's repository, with `+dirty` when the tree has changes."""
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain"], capture_output=True, text=True, check=True
-        ).stdout.strip()
+        commit, dirty = (subprocess.run(["git", "-C", str(REPO_ROOT), *command], capture_output=True, text=True,
+                                        check=True).stdout.strip() for command in (["rev-parse", "HEAD"], ["status", "--porcelain"]))
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("+dirty" if dirty else "")
@@ -182,20 +175,11 @@ class ExperimentRunner:
         summary_dir: where each finished run writes its summary JSON (None: nowhere).
     """
 
-    def __init__(
-        self,
-        output_dir: str | os.PathLike,
-        *,
-        baseline_overrides: dict[str, dict[str, Any]] | None = None,
-        max_epochs: int = 1000,
-        patience: int = 50,
-        min_epochs: int = 0,
-        llm_preset: str | os.PathLike = DEFAULT_LLM_PRESET,
-        llm_overrides: Sequence[str] = (),
-        threads: int | None = None,
-        trainers: dict[str, Trainer] | None = None,
-        summary_dir: str | os.PathLike | None = None,
-    ):
+    def __init__(self, output_dir: str | os.PathLike, *, baseline_overrides: dict[str, dict[str, Any]] | None = None,
+                 max_epochs: int = 1000, patience: int = 50, min_epochs: int = 0,
+                 llm_preset: str | os.PathLike = DEFAULT_LLM_PRESET, llm_overrides: Sequence[str] = (),
+                 threads: int | None = None, trainers: dict[str, Trainer] | None = None,
+                 summary_dir: str | os.PathLike | None = None):
         self.output_dir = Path(output_dir)
         self.summary_dir = Path(summary_dir) if summary_dir is not None else None
         self.baseline_overrides = baseline_overrides or {}
@@ -210,14 +194,9 @@ class ExperimentRunner:
         self._loaded_data: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- planning
-    def plan(
-        self,
-        data_dirs: Sequence[str | os.PathLike],
-        systems: Iterable[str],
-        seeds: Iterable[int],
-        features_dirs: Sequence[str | os.PathLike | None] | None = None,
-        budgets: Sequence[int | None] = (None,),
-    ) -> list[RunSpec]:
+    def plan(self, data_dirs: Sequence[str | os.PathLike], systems: Iterable[str], seeds: Iterable[int],
+             features_dirs: Sequence[str | os.PathLike | None] | None = None,
+             budgets: Sequence[int | None] = (None,)) -> list[RunSpec]:
         """The runs of the grid, data set by data set, budget by budget (a learning curve fills from
         its cheapest point), seed by seed (an interrupted grid has whole Table 3 rows), in `SYSTEMS` order.
 
@@ -255,10 +234,8 @@ class ExperimentRunner:
                         config = self._config(system, data_hash, features_hash)
                         if llm and budget is not None:
                             config["budget"] = budget
-                        specs.append(RunSpec(
-                            name, str(data_dir), str(features_dir) if llm and features_dir else None, system, seed, config,
-                            budget if llm else None,
-                        ))
+                        specs.append(RunSpec(name, str(data_dir), str(features_dir) if llm and features_dir else None,
+                                             system, seed, config, budget if llm else None))
         return specs
 
     def _config(self, system: str, data_hash: str, features_hash: str | None) -> dict[str, Any]:
@@ -270,13 +247,8 @@ class ExperimentRunner:
             config |= {key: value for key, value in schedule.items() if key != "min_epochs" or value}
             return config
         preset = self.preset_of(system)
-        return {
-            "data": data_hash,
-            "features": features_hash,
-            "preset": preset.name,
-            "preset_sha256": _sha256(preset.read_bytes())[:16] if preset.is_file() else None,
-            "overrides": self.llm_overrides,
-        }
+        return {"data": data_hash, "features": features_hash, "preset": preset.name,
+                "preset_sha256": _sha256(preset.read_bytes())[:16] if preset.is_file() else None, "overrides": self.llm_overrides}
 
     def preset_of(self, system: str) -> Path:
         """The training preset of an LLM system (for a recipe system, `recipe_preset`)."""
@@ -378,13 +350,17 @@ class ExperimentRunner:
             return spec.budget
         return " ".join(self.llm_overrides) or self.llm_preset.name
 
-    def _test_size(self, spec: RunSpec) -> tuple[int, int]:
-        """Rows and users of the whole test split of a run's data set (what a baseline scores)."""
+    def _data(self, spec: RunSpec):
+        """The run's prepared data set, loaded once per runner."""
         from ..data import RecommendationData
 
         if spec.data_dir not in self._loaded_data:
             self._loaded_data[spec.data_dir] = RecommendationData.load(spec.data_dir)
-        test = self._loaded_data[spec.data_dir].interactions["test"]
+        return self._loaded_data[spec.data_dir]
+
+    def _test_size(self, spec: RunSpec) -> tuple[int, int]:
+        """Rows and users of the whole test split of a run's data set (what a baseline scores)."""
+        test = self._data(spec).interactions["test"]
         return len(test), len(set(test["user_id"]))
 
     def _record_from_summary(self, spec: RunSpec, summary: dict[str, Any]) -> dict[str, Any]:
@@ -393,9 +369,7 @@ class ExperimentRunner:
                       metrics=summary.get("splits") or {"test": {"auc": summary["test_auc"], "uauc": summary["test_uauc"]}})
         return record
 
-    def run_grid(
-        self, specs: Iterable[RunSpec], log: Callable[[str], None] = print, *, train: bool = True
-    ) -> list[dict[str, Any]]:
+    def run_grid(self, specs: Iterable[RunSpec], log: Callable[[str], None] = print, *, train: bool = True) -> list[dict[str, Any]]:
         """Runs every spec in order (finished ones are read back) and returns their records; with
         `train=False` nothing trains and unfinished runs are recorded as missing."""
         records = []
@@ -414,14 +388,8 @@ class ExperimentRunner:
 
     def _record(self, spec: RunSpec) -> dict[str, Any]:
         return {
-            "data": spec.data,
-            "data_dir": spec.data_dir,
-            "features_dir": spec.features_dir,
-            "system": spec.system,
-            "seed": spec.seed,
-            "budget": spec.budget,
-            "config_hash": spec.config_hash,
-            "config": spec.config,
+            "data": spec.data, "data_dir": spec.data_dir, "features_dir": spec.features_dir, "system": spec.system,
+            "seed": spec.seed, "budget": spec.budget, "config_hash": spec.config_hash, "config": spec.config,
             "run_dir": str(spec.run_dir(self.output_dir)),
             "command": shlex.join(self._command(spec)),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -433,10 +401,8 @@ class ExperimentRunner:
         run_dir = spec.run_dir(self.output_dir)
         if spec.kind == "baseline":
             hyperparameters, schedule = self._baseline_settings(spec.system)
-            command = [
-                "python", "examples/train_baseline.py", "--model", spec.system, "--data", spec.data_dir,
-                "--output", str(run_dir), "--seed", str(spec.seed),
-            ]
+            command = ["python", "examples/train_baseline.py", "--model", spec.system, "--data", spec.data_dir,
+                       "--output", str(run_dir), "--seed", str(spec.seed)]
             for key, value in {**schedule, **hyperparameters}.items():
                 command += [f"--{key.replace('_', '-')}", str(value)]
             return command
@@ -456,17 +422,11 @@ class ExperimentRunner:
         import torch
 
         from ..baselines import train_baseline
-        from ..data import RecommendationData
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        if spec.data_dir not in self._loaded_data:
-            self._loaded_data[spec.data_dir] = RecommendationData.load(spec.data_dir)
         hyperparameters, schedule = self._baseline_settings(spec.system)
-        _, metrics = train_baseline(
-            spec.system, self._loaded_data[spec.data_dir], seed=spec.seed, progress=False, **schedule, **hyperparameters
-        )
-        return metrics
+        return train_baseline(spec.system, self._data(spec), seed=spec.seed, progress=False, **schedule, **hyperparameters)[1]
 
     def _train_llm(self, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
         if spec.features_dir is None:
@@ -499,17 +459,8 @@ def _split_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def results_document(
-    records: list[dict[str, Any]], specs: Sequence[RunSpec], *, command: str | None = None
-) -> dict[str, Any]:
+def results_document(records: list[dict[str, Any]], specs: Sequence[RunSpec], *, command: str | None = None) -> dict[str, Any]:
     """`results.json`: the grid that was asked for and the record of each of its runs."""
-    return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "grid": {
-            "data": list(dict.fromkeys(spec.data for spec in specs)),
-            "systems": list(dict.fromkeys(spec.system for spec in specs)),
-            "seeds": sorted({spec.seed for spec in specs}),
-        },
-        "runs": records,
-    }
+    grid = {"data": list(dict.fromkeys(spec.data for spec in specs)), "systems": list(dict.fromkeys(spec.system for spec in specs)),
+            "seeds": sorted({spec.seed for spec in specs})}
+    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command, "grid": grid, "runs": records}
