@@ -53,14 +53,10 @@ class DemoSettings:
     Attributes:
         model: checkpoint folder or Hub id; None: the embedded demo's `outputs/demo/model`.
         compare_model: a second checkpoint ranked side by side on the same history, or None.
-        data, features: prepared data set and features folders; None: from the `run_config.json`
-            next to the model folder (written by `examples/train.py`).
-        posters: where to look for posters whose `poster_path` does not exist (data moved to
-            another machine); None: the `posters/` folder next to the data folder.
+        data, features: None: from the `run_config.json` next to the model folder (`examples/train.py`).
+        posters: where to look for posters whose `poster_path` does not exist; None: `posters/` beside the data.
         description_source: "auto", "generated", "item_table" or "none" (as in training).
         max_candidates, seed: above `max_candidates` unseen items, a seeded pool of that size is scored.
-        batch_size: candidates per LLM forward.
-        demo_dir: where the embedded demo's outputs are.
     """
 
     model: str | None = None
@@ -91,16 +87,9 @@ class Recommendation:
 
 @dataclass
 class Ranking:
-    """The answer to one query.
-
-    Attributes:
-        history: item ids of the history, oldest first.
-        user_id: the real user's id, or -1 for a new user.
-        results: per model name, its recommendations, best first.
-        num_unseen: catalogue items neither in the history nor seen by the user.
-        num_scored: candidates scored (fewer than `num_unseen` when a pool was drawn).
-        notes: sentences the page shows above the results.
-    """
+    """The answer to one query: the history's item ids (oldest first), the user (-1: a new one),
+    per model name its recommendations (best first), the unseen and scored candidate counts (fewer
+    scored when a pool was drawn), and notes for the page."""
 
     history: list[int]
     user_id: int
@@ -222,13 +211,9 @@ def unseen_items(data: RecommendationData, user_id: int) -> list[int]:
 class Catalogue:
     """The items a user can pick and be recommended, and what the log says about users.
 
-    Attributes:
-        labels: one unique, pickable label per item (the title, with `[#id]` when shared).
-        titles, descriptions, posters: per item, for display (poster file or None).
-        popularity: per item, positive interactions in the training split.
-        history_length: the protocol's history length (a real user's starting history).
-        num_users: users of the data set (ids 0 .. num_users - 1).
-        log: the interactions of every split, as columns.
+    Per item: a unique pickable `label` (the title, `[#id]` appended when shared), title,
+    description, poster (or None), `popularity` (positive train interactions). `history_length`:
+    the protocol's; `log`: the interactions of every split, as columns.
     """
 
     name: str
@@ -329,10 +314,6 @@ class Recommender:
     processor: object
     builder: RecordBuilder
 
-    @property
-    def max_history_items(self) -> int:
-        return int(self.model.config.max_history_items)
-
     def rank(self, user_id: int, history: Sequence[int], candidates: Sequence[int], top_k: int, batch_size: int,
              progress: Callable[[int, int], None] | None = None) -> list[tuple[int, float]]:
         """The top `top_k` candidates for this history, as `(item_id, score)`, best first."""
@@ -401,18 +382,9 @@ def parse_user_id(value: str | float | None) -> int | None:
     return int(number)
 
 
-def recommend(
-    recommenders: Sequence[Recommender],
-    catalogue: Catalogue,
-    history_labels: Sequence[str] | None,
-    user_id: int | None = None,
-    top_k: int = 10,
-    max_candidates: int = 500,
-    seed: int = 0,
-    batch_size: int = 64,
-    placeholder: str | Path = PLACEHOLDER_NAME,
-    progress: ProgressCallback | None = None,
-) -> Ranking:
+def recommend(recommenders: Sequence[Recommender], catalogue: Catalogue, history_labels: Sequence[str] | None,
+              user_id: int | None = None, top_k: int = 10, max_candidates: int = 500, seed: int = 0, batch_size: int = 64,
+              placeholder: str | Path = PLACEHOLDER_NAME, progress: ProgressCallback | None = None) -> Ranking:
     """Ranks the catalogue's unseen items for a history, with every model.
 
     Args:
@@ -443,21 +415,16 @@ def recommend(
             progress((index + done / total) / len(recommenders), f"{name}: scored {done:,} of {total:,} candidates")
 
         top = recommender.rank(user_id, history, candidates, top_k, batch_size, report if progress else None)
-        results[recommender.name] = [_recommendation(rank, item_id, score, catalogue, placeholder)
-                                     for rank, (item_id, score) in enumerate(top, start=1)]
+        results[recommender.name] = [Recommendation(
+            rank=rank, item_id=item_id, title=catalogue.titles[item_id], description=catalogue.descriptions[item_id],
+            score=score, probability=float(torch.sigmoid(torch.tensor(score))),
+            poster=str(catalogue.posters[item_id] or placeholder), has_poster=catalogue.posters[item_id] is not None,
+        ) for rank, (item_id, score) in enumerate(top, start=1)]
     notes = [pool_note] if pool_note else []
-    longest = max(recommender.max_history_items for recommender in recommenders)
+    longest = max(int(recommender.model.config.max_history_items) for recommender in recommenders)
     if len(history) > longest:
         notes.insert(0, f"The model reads the {longest} most recent of your {len(history)} picks; the earlier ones only "
                         "keep those movies out of the recommendations.")
     return Ranking(history=history, user_id=user_id, results=results, num_unseen=catalogue.num_items - len(excluded),
                    num_scored=len(candidates), notes=notes)
 
-
-def _recommendation(rank: int, item_id: int, score: float, catalogue: Catalogue, placeholder: str | Path) -> Recommendation:
-    poster = catalogue.posters[item_id]
-    return Recommendation(
-        rank=rank, item_id=item_id, title=catalogue.titles[item_id], description=catalogue.descriptions[item_id],
-        score=score, probability=float(torch.sigmoid(torch.tensor(score))), poster=str(poster or placeholder),
-        has_poster=poster is not None,
-    )

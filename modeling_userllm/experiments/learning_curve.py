@@ -71,10 +71,9 @@ def curve_points(records: Iterable[dict[str, Any]], metric: str = "test_auc") ->
 def plot_learning_curve(records: list[dict[str, Any]], path: str | Path, data: str, title: str = "") -> Path:
     """Test AUC against training rows per step: a line per LLM system (mean ± std over seeds), a
     horizontal line per baseline, the published Table 3 AUCs (Vicuna-7B, full data) as labelled markers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from .plots import save_figure
 
     points = curve_points(records)
     figure, axis = plt.subplots(figsize=(7.5, 4.8))
@@ -107,11 +106,7 @@ def plot_learning_curve(records: list[dict[str, Any]], path: str | Path, data: s
     axis.axhline(0.5, color="grey", linewidth=0.6, linestyle=":")
     axis.set_title(title or f"{data}: test AUC against training budget")
     axis.legend(fontsize=7, loc="best")
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def write_learning_curve(records: list[dict[str, Any]], stem: str | Path, data: str, title: str = "") -> tuple[Path, Path]:

@@ -21,6 +21,13 @@ from .report import SYSTEM_LABELS, _ordered, _stat, aggregate  # noqa: E402
 HISTORY_SPLITS = (("test_short", "short"), ("test_long", "long"))
 
 
+def save_figure(figure, path: str | Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return Path(path)
+
+
 def plot_systems(results: dict[str, Any], data: str, path: str | Path, stats=None) -> Path:
     """Test AUC and UAUC of every system on `data`, as grouped bars with error bars."""
     stats = stats if stats is not None else aggregate(results)
@@ -44,11 +51,7 @@ def plot_systems(results: dict[str, Any], data: str, path: str | Path, stats=Non
     axis.set_ylabel("test metric (mean ± std over seeds)")
     axis.set_title(f"{data}: test AUC / UAUC per system")
     axis.legend()
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def history_tick_labels(results: dict[str, Any], data: str) -> list[str]:
@@ -83,11 +86,7 @@ def plot_history_length(results: dict[str, Any], data: str, path: str | Path, st
     axis.set_title(f"{data}: AUC against history length")
     if axis.lines:
         axis.legend(fontsize="small")
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def make_plots(results: dict[str, Any], output_dir: str | Path) -> list[Path]:
