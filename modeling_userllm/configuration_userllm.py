@@ -1,11 +1,8 @@
-"""USER-LLM model configuration.
-
-This file is copied next to the weights by `save_pretrained`, so it imports only transformers
-and the standard library.
-"""
+"""USER-LLM model configuration (copied next to the weights: imports only transformers and the standard library)."""
 
 import math
 import os
+from typing import Literal
 
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -26,23 +23,18 @@ VARIANTS: dict[str, dict[str, bool]] = {
 }
 
 
-# The UHEM's encoder: the paper's GRU, or a parallel transformer encoder over its tokens or over its pooled items (the paper's future work).
+# The UHEM's encoder: the paper's GRU, or an experimental parallel one (modeling_userllm.experimental).
 HISTORY_ENCODER_TYPES = ("gru", "transformer", "hierarchical")
-
-# How the spliced tokens (projector outputs, the UHEM's history token) are scaled: as the
-# projectors leave them (the paper), or RMS-normalised to the LLM's token-embedding scale.
 PROJECTOR_NORMS = ("none", "rms")
 
-# The pipeline saved with every checkpoint (`pipeline_userllm.py`), so that
-# `pipeline(model=PATH_OR_REPO, trust_remote_code=True)` ranks candidate items for users.
+# The pipeline saved with every checkpoint: `pipeline(model=PATH_OR_REPO, trust_remote_code=True)` ranks items.
 RECOMMENDATION_TASK = "recommendation"
 CUSTOM_PIPELINES = {
     RECOMMENDATION_TASK: {"impl": "pipeline_userllm.RecommendationPipeline", "pt": ["AutoModel"], "tf": [], "type": "multimodal"}
 }
 
 
-# The smallest value of each size and count of the config. 0 history items is the empty history;
-# a budget of 0 item tokens is refused, as the processor would read it as "no limit".
+# The smallest value of each size and count (0 item tokens is refused: the processor would read "no limit").
 _SMALLEST_VALUES = {
     "vision_feature_size": 1, "collaborative_size": 1, "num_users": 0, "num_items": 0, "projector_hidden_size": 1,
     "history_hidden_size": 1, "history_encoder_layers": 1, "history_encoder_heads": 1, "max_item_tokens": 1,
@@ -61,98 +53,69 @@ def is_local_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep in name and os.sep != "/"
 
 
+def check_userllm_checkpoint(name_or_path, /, **kwargs) -> dict:
+    """The `config.json` content of a USER-LLM checkpoint (a folder or Hub id; `kwargs` as `from_pretrained`).
+
+    Raises:
+        OSError: a local path that is no folder, or a folder without config.json.
+        ValueError: a config of another `model_type`.
+    """
+    name = str(name_or_path)
+    if is_local_path(name) and not os.path.isdir(os.path.expanduser(name)):
+        what = "a file, not the checkpoint folder" if os.path.isfile(os.path.expanduser(name)) else "no such folder"
+        raise OSError(f"{name}: {what} (a relative path starts from the current folder, {os.getcwd()})")
+    config_dict, _ = UserLLMConfig.get_config_dict(name_or_path, **dict(kwargs))
+    model_type = config_dict.get("model_type")
+    if model_type != UserLLMConfig.model_type:
+        raise ValueError(
+            f"{name} is not a USER-LLM checkpoint: its config.json has model_type {model_type!r}, expected "
+            f"{UserLLMConfig.model_type!r}. To build a new USER-LLM around this LLM, use "
+            "modeling_userllm.create_model_and_processor(tokenizer, base_model_name_or_path=...)."
+        )
+    return config_dict
+
+
 class UserLLMConfig(PretrainedConfig):
     r"""Configuration of [`UserLLMForRecommendation`].
 
     Args:
-        text_config (`dict` or `PretrainedConfig`, *optional*):
-            Config of the Llama-family causal LM that answers "Yes"/"No" (Vicuna-7B in the paper).
-            Defaults to a `LlamaConfig`.
-        base_model_name_or_path (`str`, *optional*):
-            Hub id or local folder of the pretrained LLM. A light checkpoint stores only the
-            trained weights and fetches the LLM from here when it loads.
-        base_model_revision (`str`, *optional*):
-            Hub commit of the base LLM the model was built on, when it came from the Hub (named
-            when a light checkpoint cannot load or match its base).
-        base_model_fingerprint (`dict`, *optional*):
-            What a light checkpoint checks its base LLM against when it loads: `{"digest", "dtype",
-            "tensors"}`, a digest of evenly spaced samples of every floating-point base weight
-            (set by `save_pretrained(light=True)`).
-        light_checkpoint (`bool`, *optional*, defaults to `False`):
-            Whether the saved weights omit the frozen base LLM (set by `save_pretrained(light=True)`).
-        variant (`str`, *optional*):
-            Name of the paper's system this config was built for (a key of `VARIANTS`); informative.
-        use_history_encoder (`bool`, *optional*, defaults to `True`):
-            Encode the history into one `<HistoryInteractions>` token with the User History
-            Encoding Module (UHEM). Off: the history is written inline in the prompt.
-        use_visual (`bool`, *optional*, defaults to `True`):
-            Splice projected image features at `<Image>` placeholders.
-        use_collaborative (`bool`, *optional*, defaults to `True`):
-            Splice projected collaborative (MF) embeddings at `<UserID>` / `<ItemID>` placeholders.
-        use_descriptions (`bool`, *optional*, defaults to `True`):
-            Describe items with their knowledge-enhanced descriptions rather than titles only.
-        vision_feature_size (`int`, *optional*, defaults to 384):
-            Size of the image features (DINO ViT-S/16: 384); the vision encoder's hidden size when
-            there is one.
-        vision_config (`dict` or `PretrainedConfig`, *optional*):
-            Config of the frozen vision encoder (e.g. `Dinov2Config` of DINOv2-small, `ViTConfig`
-            of DINO ViT-S/16) that turns posters into features: the CLS token of its last hidden
-            state, as the precomputed features are. None (the default): the model takes
-            precomputed `image_features` only.
-        vision_model_name_or_path (`str`, *optional*):
-            Hub id or local folder of the vision encoder, named in the model card; a light
-            checkpoint fetches the encoder from here instead of storing it.
-        collaborative_size (`int`, *optional*, defaults to 256):
-            Size of the pretrained user and item embeddings.
-        num_users (`int`, *optional*, defaults to 0):
-            Rows of the user table; ids outside `[0, num_users)` use a dedicated "unknown user" row.
-        num_items (`int`, *optional*, defaults to 0):
-            Rows of the item table; likewise with an "unknown item" row.
-        projector_hidden_size (`int`, *optional*):
-            Hidden width of the two-layer feature projectors. Defaults to the LLM hidden size.
-        projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
-            Activation between the two projector layers.
-        history_encoder_type (`str`, *optional*, defaults to `"gru"`):
-            The UHEM's encoder: `"gru"` (the paper: a GRU over the history sequence) or
-            `"transformer"` (a small transformer encoder over the same sequence, parallel over its
-            positions, with sine/cosine position encodings; its output at the last valid position
-            is the token) or `"hierarchical"` (each history item's tokens pooled into one vector
-            by learned attention weights, then the same transformer encoder over the items: its
-            cost grows with the number of items, not of tokens).
-        history_hidden_size (`int`, *optional*):
-            Width of the UHEM encoder (GRU hidden size or transformer width). Defaults to the LLM
-            hidden size (the paper); otherwise linear layers map to and from the LLM hidden size.
-        history_encoder_layers (`int`, *optional*, defaults to 1):
-            Layers of the transformer encoder (`"transformer"` and `"hierarchical"`).
-        history_encoder_heads (`int`, *optional*, defaults to 8):
-            Attention heads of the transformer encoder; must divide its width.
-        projector_norm (`str`, *optional*, defaults to `"none"`):
-            `"none"` (the paper): spliced tokens as the projectors and the UHEM give them.
-            `"rms"`: every spliced token (each projector's output and the history token) is
-            divided by its RMS and multiplied by a learned per-dimension gain, initialised on a
-            fresh model to the mean RMS of the LLM's token embeddings, so that a pre-norm LLM
-            meets them at the size of its own tokens.
-        item_ids_after_titles (`bool`, *optional*, defaults to `False`):
-            An `<ItemID>` token right after each history item's text (LLaRA), in the prompt or in
-            the UHEM input, holding that item's projected collaborative embedding. Off (the
-            paper): only the candidate has one. Needs `use_collaborative`.
-        max_item_tokens (`int`, *optional*, defaults to 96):
-            Token budget of each item's text (title and description); longer texts are cut at a word boundary.
-        max_history_items (`int`, *optional*, defaults to 10):
-            Most recent history items kept (the paper uses 5 for movies, 10 for Netflix).
-        lora_r (`int`, *optional*, defaults to 8): LoRA rank.
-        lora_alpha (`int`, *optional*, defaults to 16): LoRA scaling numerator.
-        lora_dropout (`float`, *optional*, defaults to 0.05): dropout on the LoRA input.
-        lora_target_modules (`list[str]`, *optional*, defaults to `["q_proj", "v_proj"]`):
-            Modules of the LLM that receive LoRA adapters.
-        image_token_id (`int`, *optional*): id of the `<Image>` placeholder.
-        user_token_id (`int`, *optional*): id of the `<UserID>` placeholder.
-        item_token_id (`int`, *optional*): id of the `<ItemID>` placeholder.
-        history_token_id (`int`, *optional*): id of the `<HistoryInteractions>` placeholder.
-        yes_token_id (`int`, *optional*): first token of the answer "Yes".
-        no_token_id (`int`, *optional*): first token of the answer "No".
-        custom_pipelines (`dict`, *optional*): the transformers pipelines saved with the model;
-            defaults to `CUSTOM_PIPELINES` (the "recommendation" task).
+        text_config (`dict` or `PretrainedConfig`, *optional*): the Llama-family causal LM (Vicuna-7B in the paper).
+        base_model_name_or_path (`str`, *optional*): Hub id or folder of the pretrained LLM, which a light
+            checkpoint fetches on load.
+        base_model_revision (`str`, *optional*): Hub commit of that LLM, when it came from the Hub.
+        base_model_fingerprint (`dict`, *optional*): `{"digest", "dtype", "tensors"}` of the base LLM's weights,
+            checked when a light checkpoint loads (set by `save_pretrained(light=True)`).
+        light_checkpoint (`bool`, defaults to `False`): the saved weights omit the frozen base LLM.
+        variant (`str`, *optional*): the paper's system this config was built for (a key of `VARIANTS`).
+        use_history_encoder (`bool`, defaults to `True`): the history as one `<HistoryInteractions>` token from
+            the UHEM; off: written inline in the prompt.
+        use_visual (`bool`, defaults to `True`): projected image features at `<Image>` placeholders.
+        use_collaborative (`bool`, defaults to `True`): projected MF embeddings at `<UserID>` / `<ItemID>`.
+        use_descriptions (`bool`, defaults to `True`): items described by knowledge-enhanced descriptions.
+        vision_feature_size (`int`, defaults to 384): size of the image features (DINO ViT-S/16).
+        vision_config (`dict` or `PretrainedConfig`, *optional*): the frozen vision encoder that turns posters
+            into features (its CLS token); None: precomputed `image_features` only.
+        vision_model_name_or_path (`str`, *optional*): its Hub id or folder (a light checkpoint fetches it).
+        collaborative_size (`int`, defaults to 256): size of the pretrained user and item embeddings.
+        num_users, num_items (`int`, defaults to 0): rows of the user / item tables; other ids use an "unknown" row.
+        projector_hidden_size (`int`, *optional*): hidden width of the projectors (default: the LLM's).
+        projector_hidden_act (`str`, defaults to `"gelu"`): activation between the projector layers.
+        history_encoder_type (`str`, defaults to `"gru"`): the UHEM's encoder, one of `HISTORY_ENCODER_TYPES`:
+            the paper's GRU, or the experimental `"transformer"` / `"hierarchical"` (`modeling_userllm.experimental`).
+        history_hidden_size (`int`, *optional*): the UHEM width (default: the LLM hidden size, the paper).
+        history_encoder_layers (`int`, defaults to 1), history_encoder_heads (`int`, defaults to 8): the
+            experimental encoders' layers and heads (the heads divide the width).
+        projector_norm (`str`, defaults to `"none"`): `"rms"` scales every spliced token to the LLM's
+            token-embedding RMS with a learned gain; `"none"` (the paper) leaves them as projected.
+        item_ids_after_titles (`bool`, defaults to `False`): an `<ItemID>` after each history item's text
+            (LLaRA); needs `use_collaborative`.
+        max_item_tokens (`int`, defaults to 96): token budget of each item's text, cut at a word boundary.
+        max_history_items (`int`, defaults to 10): most recent history items kept (paper: 5 movies, 10 Netflix).
+        lora_r (`int`, defaults to 8), lora_alpha (`int`, defaults to 16), lora_dropout (`float`, defaults to
+            0.05), lora_target_modules (`list[str]`, defaults to `["q_proj", "v_proj"]`): the LoRA adapters.
+        image_token_id, user_token_id, item_token_id, history_token_id (`int`, *optional*): placeholder ids.
+        yes_token_id, no_token_id (`int`, *optional*): first tokens of the answers "Yes" and "No".
+        custom_pipelines (`dict`, *optional*): the pipelines saved with the model (default `CUSTOM_PIPELINES`).
     """
 
     model_type = "userllm"
@@ -179,11 +142,11 @@ class UserLLMConfig(PretrainedConfig):
     num_items: int = 0
     projector_hidden_size: int | None = None
     projector_hidden_act: str = "gelu"
-    history_encoder_type: str = "gru"
+    history_encoder_type: Literal["gru", "transformer", "hierarchical"] = "gru"
     history_hidden_size: int | None = None
     history_encoder_layers: int = 1
     history_encoder_heads: int = 8
-    projector_norm: str = "none"
+    projector_norm: Literal["none", "rms"] = "none"
     item_ids_after_titles: bool = False
     max_item_tokens: int = 96
     max_history_items: int = 10
@@ -224,8 +187,7 @@ class UserLLMConfig(PretrainedConfig):
                              f"{self.vision_feature_size}: the encoder's CLS feature must have the projector's input size")
 
     def _check_ranges(self) -> None:
-        """Raises a ValueError naming the field, its value and its range for a size, count or
-        LoRA setting the model cannot be built with (or would silently misread, as 0 tokens)."""
+        """Raises a ValueError naming the field, its value and its range."""
         for name, minimum in _SMALLEST_VALUES.items():
             value = getattr(self, name)
             if value is None and name in _OPTIONAL_SIZES:
@@ -243,23 +205,9 @@ class UserLLMConfig(PretrainedConfig):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "UserLLMConfig":
-        """Loads a USER-LLM config; a folder or repo of another model type raises at once.
-
-        Without this check a plain LLM's `config.json` would load as a USER-LLM config with
-        the default 7B `text_config`, and building that model would take minutes before failing.
-        A local path that does not exist raises "no such folder" rather than a Hub error.
-        """
-        name = str(pretrained_model_name_or_path)
-        if is_local_path(name) and not os.path.isdir(os.path.expanduser(name)):
-            raise OSError(f"{name}: no such folder (a relative path starts from the current folder, {os.getcwd()})")
-        config_dict, _ = cls.get_config_dict(pretrained_model_name_or_path, **dict(kwargs))
-        model_type = config_dict.get("model_type")
-        if model_type != cls.model_type:
-            raise ValueError(
-                f"{pretrained_model_name_or_path} is not a USER-LLM checkpoint: its config.json has model_type "
-                f"{model_type!r}, expected {cls.model_type!r}. To build a new USER-LLM around this LLM, use "
-                "modeling_userllm.create_model_and_processor(tokenizer, base_model_name_or_path=...)."
-            )
+        """Loads a USER-LLM config; anything else raises at once (`check_userllm_checkpoint`), not after
+        building a default 7B model."""
+        check_userllm_checkpoint(pretrained_model_name_or_path, **kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
@@ -278,4 +226,5 @@ class UserLLMConfig(PretrainedConfig):
 
 UserLLMConfig.register_for_auto_class()
 
-__all__ = ["CUSTOM_PIPELINES", "HISTORY_ENCODER_TYPES", "PROJECTOR_NORMS", "RECOMMENDATION_TASK", "UserLLMConfig", "VARIANTS"]
+__all__ = ["CUSTOM_PIPELINES", "HISTORY_ENCODER_TYPES", "PROJECTOR_NORMS", "RECOMMENDATION_TASK", "UserLLMConfig", "VARIANTS",
+           "check_userllm_checkpoint"]

@@ -6,20 +6,19 @@ Every USER-LLM checkpoint registers it (`config.custom_pipelines`) and carries t
     recommend = pipeline(model="ORG/userllm-movie", trust_remote_code=True)
     recommend({"user": {"user_id": 3, "history": [...]}, "candidates": [...]}, top_k=5)
 
-works without the `userllm` package. The user's part of the prompt is encoded once and its
-key/value cache shared by all candidates (`ranking.py`), so the scores equal scoring each
-candidate's full prompt on its own.
-
-This file is copied next to the weights by `save_pretrained`, so it imports only torch,
-transformers, the standard library and its flat siblings (`ranking.py`, which imports the
-model and processor files).
+works without the `userllm` package. The user's part of the prompt is encoded once and its key/value
+cache shared by all candidates (`ranking.py`): the scores equal scoring each full prompt alone.
+Importing this file registers the task with `PIPELINE_REGISTRY`, from which the model's
+`save_pretrained` copies it; it imports only torch, transformers and its flat siblings.
 """
 
 from collections.abc import Sequence
 
 import torch
-from transformers import Pipeline
+from transformers import AutoModel, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
 
+from .configuration_userllm import RECOMMENDATION_TASK
 from .ranking import check_candidate_items, check_top_k, rank_candidates
 
 
@@ -95,5 +94,9 @@ class RecommendationPipeline(Pipeline):
             for index, logit in zip(indices.tolist(), logits)
         ]
 
+
+if RECOMMENDATION_TASK not in PIPELINE_REGISTRY.supported_tasks:
+    PIPELINE_REGISTRY.register_pipeline(RECOMMENDATION_TASK, pipeline_class=RecommendationPipeline, pt_model=AutoModel,
+                                        type="multimodal")
 
 __all__ = ["RecommendationPipeline"]

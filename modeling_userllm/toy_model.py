@@ -1,10 +1,5 @@
-"""The embedded default LLM: a tiny random Llama and a word-level tokenizer built offline.
-
-A fresh machine has no LLM weights and no network, yet the demo and the tests must run
-end to end. This module builds, from a text corpus (the toy data's titles and descriptions
-plus the prompt template), a tokenizer that loads with `AutoTokenizer` and a tiny Llama
-config of matching vocabulary size. Real runs pass a pretrained LLM instead.
-"""
+"""The embedded default LLM, built offline: a word-level tokenizer over a corpus (the toy data's texts and
+the prompt template) and a tiny random Llama config, so that the demo and the tests run without weights."""
 
 from collections.abc import Iterable
 
@@ -18,19 +13,8 @@ SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>",
 
 
 def build_toy_tokenizer(corpus: Iterable[str], item_noun: str = "movie") -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over the words of `corpus` and of the paper's prompt.
-
-    Words are split on whitespace and punctuation (kept as tokens), lower-cased; anything
-    unseen maps to `<unk>`. Deterministic: the vocabulary is sorted.
-
-    Args:
-        corpus: texts the tokenizer must cover (titles, descriptions).
-        item_noun: the noun the prompt uses for items.
-
-    Returns:
-        A `PreTrainedTokenizerFast` with `<unk>`, `<s>`, `</s>`, `<pad>` and a BOS added to
-        every encoding.
-    """
+    """A deterministic word-level tokenizer (lower-cased, punctuation kept as tokens, unseen words `<unk>`)
+    over `corpus` and the paper's prompt for `item_noun`; a BOS begins every encoding."""
     pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     normalizer = normalizers.Lowercase()
     template = [QUESTION.format(noun=item_noun), COLLABORATIVE_SENTENCE, PREDICTION.format(noun=item_noun), ANSWER]
@@ -52,13 +36,7 @@ def build_toy_tokenizer(corpus: Iterable[str], item_noun: str = "movie") -> PreT
 
 
 def tiny_llama_config(vocab_size: int, hidden_size: int = 64, num_layers: int = 2, **kwargs) -> LlamaConfig:
-    """A tiny random Llama config (CPU-trainable in seconds), room left for the placeholders.
-
-    Args:
-        vocab_size: the tokenizer's size including added placeholder tokens.
-        hidden_size: model width; heads of 16 dimensions.
-        num_layers: decoder layers.
-    """
+    """A tiny random Llama config (CPU-trainable in seconds); `vocab_size` includes the placeholders, heads are 16 wide."""
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,

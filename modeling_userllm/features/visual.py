@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..modeling_userllm import cls_features
 from ..processing_userllm import MAX_POSTER_PIXELS, open_poster
 
 UNREADABLE_SHOWN = 5
@@ -24,24 +25,10 @@ UNREADABLE_SHOWN = 5
 
 @torch.no_grad()
 def encode_images(images: list[Image.Image], model, image_processor) -> torch.Tensor:
-    """CLS features of a batch of images.
-
-    The CLS token of `last_hidden_state` is used rather than `pooler_output`: for DINOv2
-    they are the same, while a ViT checkpoint such as `facebook/dino-vits16` ships no pooler
-    weights, so its `pooler_output` would come from a randomly initialised layer.
-
-    Args:
-        images: RGB images.
-        model: A vision `AutoModel` (ViT, DINOv2) whose output has `last_hidden_state`.
-        image_processor: Its `AutoImageProcessor`.
-
-    Returns:
-        float32 `(len(images), hidden_size)`.
-    """
-    pixel_values = image_processor(images=images, return_tensors="pt")["pixel_values"]
-    pixel_values = pixel_values.to(device=model.device, dtype=model.dtype)  # (B, 3, H, W)
-    hidden = model(pixel_values=pixel_values).last_hidden_state  # (B, 1 + patches, D)
-    return hidden[:, 0].float().cpu()
+    """float32 `(len(images), hidden_size)` CLS features of RGB images (`cls_features`), by a vision
+    `AutoModel` (ViT, DINOv2) and its `AutoImageProcessor`."""
+    pixel_values = image_processor(images=images, return_tensors="pt")["pixel_values"]  # (B, 3, H, W)
+    return cls_features(model, pixel_values).cpu()
 
 
 def extract_image_features(
