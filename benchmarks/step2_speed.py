@@ -46,7 +46,7 @@ NUM_USERS, NUM_ITEMS = 50, 200
 PATHS = ("step1", "step2_plain", "step2_unpacked", "step2_prefix", "step2_fast")
 
 
-def build(llm: str, history_length: int, max_item_tokens: int):
+def build(llm: str, history_length: int, max_item_tokens: int, dtype: str = "float32"):
     catalogue = make_catalogue(0)
     if llm == "smollm2":
         from transformers import AutoTokenizer
@@ -64,6 +64,10 @@ def build(llm: str, history_length: int, max_item_tokens: int):
     generator = torch.Generator().manual_seed(0)
     model.load_collaborative_embeddings(torch.randn(NUM_USERS, 256, generator=generator),
                                         torch.randn(NUM_ITEMS, 256, generator=generator))
+    if dtype == "bfloat16":  # as the training pipeline builds it on CPU (training/dtype.py)
+        model.to(torch.bfloat16)
+        model.upcast_trained_modules()
+        model.language_model.set_attn_implementation("eager")
     return model, processor, catalogue
 
 
@@ -123,9 +127,9 @@ def profiled(run) -> dict:
 
 
 def benchmark(llm: str, threads: int, batch_size: int, history_length: int, repeats: int, max_item_tokens: int,
-              warmup: int = 1) -> list[dict]:
+              warmup: int = 1, dtype: str = "float32") -> list[dict]:
     torch.set_num_threads(threads)
-    model, processor, catalogue = build(llm, history_length, max_item_tokens)
+    model, processor, catalogue = build(llm, history_length, max_item_tokens, dtype)
     records = make_user_records(batch_size, history_length, catalogue, seed=history_length)
     steps = {path: make_step(model, processor, records, path) for path in PATHS}
     for run, _, _ in steps.values():  # warm-up (one-off costs: allocations, the prefix cache)
@@ -144,7 +148,7 @@ def benchmark(llm: str, threads: int, batch_size: int, history_length: int, repe
     for path in PATHS:
         seconds = statistics.median(times[path])
         rows.append({
-            "llm": llm, "threads": threads, "batch_size": batch_size, "history_length": history_length, "path": path,
+            "llm": llm, "dtype": dtype, "threads": threads, "batch_size": batch_size, "history_length": history_length, "path": path,
             "repeats": repeats, "seconds": seconds, "all_seconds": times[path], "samples_per_second": batch_size / seconds,
             **steps[path][1], "gru_train_seconds": 0.0 if path == "step1" else gru[path == "step2_plain"], **profiles[path],
         })
@@ -174,12 +178,13 @@ def main() -> None:
     parser.add_argument("--max-item-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per path before the profiled one")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="the frozen LLM's dtype")
     parser.add_argument("--name", default="step2_speed")
     args = parser.parse_args()
     rows = []
     for threads in args.threads:
         rows += benchmark(args.llm, threads, args.batch_size, args.history_length, args.repeats, args.max_item_tokens,
-                          args.warmup)
+                          args.warmup, args.dtype)
         print_table(rows)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{args.name}.json"

@@ -118,18 +118,12 @@ class DataArguments:
 
     _argument_group_name = "data"
 
-    data_dir: str | None = field(
-        default=None, metadata={"help": "Prepared data set folder. None: the embedded toy data set, in OUTPUT/toy/data."}
-    )
-    features_dir: str | None = field(
-        default=None, metadata={"help": "Features folder. None with the toy data: computed into OUTPUT/toy/features."}
-    )
-    description_source: str = field(default="auto", metadata={"help": f"Item descriptions, one of {list(DESCRIPTION_SOURCES)}."})
+    data_dir: str | None = field(default=None, metadata={"help": "Prepared data set. None: the toy data, in OUTPUT/toy/data."})
+    features_dir: str | None = field(default=None, metadata={"help": "Features folder (toy data: OUTPUT/toy/features)."})
+    description_source: str = field(default="auto", metadata={"help": f"One of {list(DESCRIPTION_SOURCES)}."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Random subset of the training rows (seeded)."})
-    max_eval_rows: int | None = field(
-        default=None, metadata={"help": "Cut each evaluation split to whole users holding at most this many rows."}
-    )
-    eval_splits: list[str] = field(default_factory=lambda: list(EVAL_SPLITS), metadata={"help": "Splits evaluated at the end."})
+    max_eval_rows: int | None = field(default=None, metadata={"help": "Evaluate whole users, at most this many rows."})
+    eval_splits: list[str] = field(default_factory=lambda: list(EVAL_SPLITS), metadata={"help": "Splits evaluated."})
     toy_seed: int = field(default=0, metadata={"help": "Seed of the embedded toy data set."})
     toy_num_users: int | None = field(default=None, metadata={"help": "Toy data: number of users."})
     toy_num_items: int | None = field(default=None, metadata={"help": "Toy data: number of items."})
@@ -151,34 +145,24 @@ class ModelArguments:
     _argument_group_name = "model"
 
     variant: str = field(default="userllm", metadata={"help": f"One of {sorted(VARIANTS)}."})
-    base_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Pretrained LLM (Hub id or folder). None: a tiny random Llama (toy demo)."}
-    )
+    base_model_name_or_path: str | None = field(default=None, metadata={"help": "LLM (Hub id or folder); None: a tiny random Llama."})
     toy_hidden_size: int = field(default=64, metadata={"help": "Tiny random Llama: hidden size."})
     toy_num_layers: int = field(default=2, metadata={"help": "Tiny random Llama: decoder layers."})
     max_item_tokens: int = field(default=96, metadata={"help": "Token budget of each item's text."})
-    max_history_items: int | None = field(default=None, metadata={"help": "History items kept (default: the data set's n)."})
+    max_history_items: int | None = field(default=None, metadata={"help": "History items kept (None: the data set's n)."})
     item_noun: str = field(default="movie", metadata={"help": "What the prompt calls an item."})
     history_encoder_type: str = field(default="gru", metadata={"help": f"UHEM encoder, one of {list(HISTORY_ENCODER_TYPES)}."})
-    history_hidden_size: int | None = field(default=None, metadata={"help": "UHEM width (None: the LLM hidden size)."})
-    history_encoder_layers: int = field(default=1, metadata={"help": "Transformer / hierarchical UHEM: layers."})
-    history_encoder_heads: int = field(default=8, metadata={"help": "Transformer / hierarchical UHEM: attention heads."})
+    history_hidden_size: int | None = field(default=None, metadata={"help": "UHEM width (None: the LLM's)."})
+    history_encoder_layers: int = field(default=1, metadata={"help": "Transformer UHEMs: layers."})
+    history_encoder_heads: int = field(default=8, metadata={"help": "Transformer UHEMs: attention heads."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "LoRA targets."})
-    projector_norm: str = field(
-        default="none", metadata={"help": f"One of {list(PROJECTOR_NORMS)}: rms normalises every spliced token."}
-    )
-    item_ids_after_titles: bool = field(
-        default=False, metadata={"help": "An <ItemID> after each history item's text (LLaRA); needs MF embeddings."}
-    )
-    dtype: str = field(
-        default="float32", metadata={"help": f"Frozen LLM dtype, one of {['auto', *DTYPES]} (training/dtype.py)."}
-    )
-    light_checkpoints: bool = field(
-        default=False, metadata={"help": "Save checkpoints without the frozen base LLM (needs base_model_name_or_path)."}
-    )
+    projector_norm: str = field(default="none", metadata={"help": f"Spliced-token norm, one of {list(PROJECTOR_NORMS)}."})
+    item_ids_after_titles: bool = field(default=False, metadata={"help": "An <ItemID> after each history item (LLaRA)."})
+    dtype: str = field(default="float32", metadata={"help": f"Frozen LLM dtype, one of {['auto', *DTYPES]}."})
+    light_checkpoints: bool = field(default=False, metadata={"help": "Checkpoints without the frozen base LLM."})
     num_threads: int | None = field(default=None, metadata={"help": "CPU threads of torch (None: torch's default)."})
 
     def __post_init__(self) -> None:
@@ -264,17 +248,13 @@ STEP_SETTINGS = tuple(f.name for f in dataclasses.fields(StepArguments))
 class _ScheduleSettings:
     _argument_group_name = "the two-step schedule (paper Sec. 3.3): each step's own optimizer settings"
 
-    steps: list[str] = field(
-        default_factory=lambda: list(PAPER_TRAINING_STEPS),
-        metadata={"help": "Steps in order: lora (1) and/or encoders (2), the paper's; joint (3): both together."},
-    )
+    steps: list[str] = field(default_factory=lambda: list(PAPER_TRAINING_STEPS),
+                             metadata={"help": "In order: lora (1) and/or encoders (2), the paper's; joint (3)."})
     step1_prompt: str = field(default="text", metadata={"help": f"Step 1's prompt, one of {list(STEP1_PROMPTS)}."})
     prompt_curriculum: bool = field(default=False, metadata={"help": "LLaRA's curriculum in the joint step."})
     resume: bool = field(default=False, metadata={"help": "Continue the run in output_dir (same settings)."})
-    step1_from: str | None = field(
-        default=None, metadata={"help": "OUT/step1-lora/final of a run with these step-1 settings, loaded as step 1."}
-    )
-    fast_step2: bool = field(default=False, metadata={"help": "Step 2 on a cached key/value prefix of the prompts."})
+    step1_from: str | None = field(default=None, metadata={"help": "OUT/step1-lora/final loaded as step 1."})
+    fast_step2: bool = field(default=False, metadata={"help": "Step 2 on a cached prompt prefix, frozen LoRA merged."})
 
     def __post_init__(self) -> None:
         check_list("steps", self.steps, TRAINING_STEPS, ordered=True)
@@ -321,17 +301,9 @@ GenericTrainingArguments = dataclasses.make_dataclass(
 
 # Defaults that differ from `TrainingArguments`: the paper's optimizer, and what the collator's batches need.
 TRAINING_DEFAULTS: dict[str, Any] = {
-    "output_dir": "outputs/demo",
-    "optim": "adamw_torch",
-    "weight_decay": 1e-3,
-    "remove_unused_columns": False,
-    "label_names": ["labels", "user_ids"],
-    "save_strategy": "steps",
-    "save_steps": 200,
-    "save_total_limit": 2,
-    "logging_steps": 10,
-    "dataloader_num_workers": 0,
-    "per_device_eval_batch_size": 32,
+    "output_dir": "outputs/demo", "optim": "adamw_torch", "weight_decay": 1e-3, "remove_unused_columns": False,
+    "label_names": ["labels", "user_ids"], "save_strategy": "steps", "save_steps": 200, "save_total_limit": 2,
+    "logging_steps": 10, "dataloader_num_workers": 0, "per_device_eval_batch_size": 32,
     "report_to": "all",  # every installed logger: TensorBoard when installed
 }
 
@@ -351,13 +323,8 @@ class RunArguments:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able sections, as a preset would hold them (`OUT/run_config.json`)."""
         training = {key: value for key, value in self.training.to_dict().items() if not key.startswith("_")}
-        return {
-            "preset": self.preset,
-            "data": dataclasses.asdict(self.data),
-            "model": dataclasses.asdict(self.model),
-            "schedule": dataclasses.asdict(self.schedule),
-            "training": json.loads(json.dumps(training, default=str)),
-        }
+        sections = {name: dataclasses.asdict(getattr(self, name)) for name in ("data", "model", "schedule")}
+        return {"preset": self.preset, **sections, "training": json.loads(json.dumps(training, default=str))}
 
 
 def _field_names(section: type) -> set[str]:
@@ -368,8 +335,7 @@ def load_preset(path: str | Path) -> dict[str, Any]:
     """Reads a preset and flattens its sections into one `{key: value}` dict.
 
     Raises:
-        PresetError: the file is missing, a section or a key is unknown (with the closest known
-            names), or a key appears in two sections.
+        PresetError: the file is missing, or a section or key is unknown (with the closest known names).
     """
     path = Path(path)
     if not path.is_file() and path.parts and path.parts[0] == "configuration" and (PRESET_DIR.joinpath(*path.parts[1:])).is_file():
@@ -393,14 +359,8 @@ def load_preset(path: str | Path) -> dict[str, Any]:
 
 
 def parse_arguments(argv: list[str] | None = None) -> RunArguments:
-    """Parses `[--preset FILE] [--key value ...]`: the preset's values, then the overrides.
-
-    Args:
-        argv: command-line arguments without the program name; None reads `sys.argv`.
-
-    Returns:
-        The run's settings, validated by `check_arguments` (not yet against the data).
-    """
+    """Parses `[--preset FILE] [--key value ...]` (None: `sys.argv[1:]`): the preset's values, then the
+    overrides; the settings are checked (`check_arguments`), not yet against the data."""
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", default=None)
@@ -450,12 +410,7 @@ def _located(error: PresetError, argv: list[str], preset: Path, preset_values: d
 
 
 def check_arguments(run: RunArguments) -> None:
-    """Checks what spans sections and the `TrainingArguments` this run relies on (each section
-    checks its own ranges when built).
-
-    Raises:
-        PresetError: naming the bad value.
-    """
+    """Checks what spans sections, and the `TrainingArguments` this run relies on; raises `PresetError`."""
     if run.model.dtype == "float16":
         raise PresetError("dtype 'float16' is not supported for training (it needs loss scaling and overflows Llama "
                           "activations): use 'bfloat16' (with bf16: true) on GPUs that have it, else 'float32'")
@@ -529,12 +484,11 @@ def differing_settings(run: RunArguments, config_file: Path, settings: dict[str,
 
 
 def check_step1_source(run: RunArguments) -> Path | None:
-    """The folder `step1_from` names, once checked to be a finished step 1 with this run's step-1
-    settings (call it after `resolve_data`); None when it is not set.
+    """The folder `step1_from` names (None when unset), checked to be a finished step 1 of a run with
+    this run's `STEP1_SETTINGS`. Call it after `resolve_data`.
 
     Raises:
-        PresetError: no `model.safetensors` there, no `run_config.json` beside its run, or a
-            setting differs (each named with both values).
+        PresetError: no `model.safetensors` there, no run_config.json beside it, or settings differ.
     """
     if run.schedule.step1_from is None:
         return None
@@ -553,16 +507,16 @@ def check_step1_source(run: RunArguments) -> Path | None:
 
 
 def check_resumed_run(run: RunArguments) -> None:
-    """With `resume`, checks that `output_dir` holds a run with this run's `RESUME_SETTINGS` (a folder
-    without a run starts afresh). Call it after `resolve_data`, before run_config.json is written.
+    """With `resume`, checks that `output_dir` holds no run or one with this run's `RESUME_SETTINGS`.
+    Call it after `resolve_data`, before run_config.json is written.
 
     Raises:
-        PresetError: step folders without a `run_config.json`, or a setting differs (each named).
+        PresetError: step folders without a run_config.json, or settings differ (each named).
     """
-    if not run.schedule.resume:
-        return
     output_dir = Path(run.training.output_dir)
     config_file = output_dir / RUN_CONFIG_FILE
+    if not run.schedule.resume:
+        return
     if not config_file.is_file():
         if any(path.is_dir() for path in output_dir.glob("step*-*")):
             raise PresetError(f"resume: {output_dir} holds step folders but no {RUN_CONFIG_FILE}, so the settings they "

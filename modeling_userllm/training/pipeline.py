@@ -20,7 +20,7 @@ from pathlib import Path
 
 import huggingface_hub.utils
 import torch
-from transformers import AutoModel, AutoProcessor, AutoTokenizer, ProgressCallback, TrainingArguments
+from transformers import AutoModel, AutoProcessor, AutoTokenizer, TrainingArguments
 from transformers.utils import logging as transformers_logging
 
 from ..configuration_userllm import VARIANTS
@@ -41,6 +41,10 @@ from .trainer import UserLLMTrainer, train_two_steps
 logger = logging.getLogger(__name__)
 # How the features' manifest names the seeded stand-in encoder of the toy data set.
 TOY_IMAGE_ENCODER = "toy_image_encoder(seed=0)"
+# `ModelArguments` fields passed as they are to `create_model_and_processor`.
+MODEL_SETTINGS = ("max_item_tokens", "item_noun", "lora_r", "lora_alpha", "lora_dropout", "history_encoder_type",
+                  "history_hidden_size", "history_encoder_layers", "history_encoder_heads", "projector_norm",
+                  "item_ids_after_titles")
 
 
 def resolve_data(run: RunArguments) -> None:
@@ -50,21 +54,15 @@ def resolve_data(run: RunArguments) -> None:
     if run.data.features_dir is not None:
         raise PresetError("features_dir is set but data_dir is not: give both, or neither for the toy data set")
     with run.training.main_process_first(desc="preparing the toy data set"):
-        data_dir, features_dir = prepare_toy_data(
-            Path(run.training.output_dir) / "toy", run.data.toy_seed, run.data.toy_num_users, run.data.toy_num_items
-        )
+        data_dir, features_dir = prepare_toy_data(Path(run.training.output_dir) / "toy", run.data.toy_seed,
+                                                  run.data.toy_num_users, run.data.toy_num_items)
     run.data.data_dir, run.data.features_dir = str(data_dir), str(features_dir)
 
 
 def load_data_for_run(run: RunArguments) -> RunData:
     """The run's data, checked against what its variant needs."""
     switches = VARIANTS[run.model.variant]
-    return load_run_data(
-        run.data,
-        use_visual=switches["use_visual"],
-        use_collaborative=switches["use_collaborative"],
-        use_descriptions=switches["use_descriptions"],
-    )
+    return load_run_data(run.data, **{name: switches[name] for name in ("use_visual", "use_collaborative", "use_descriptions")})
 
 
 def build_model(run: RunArguments, run_data: RunData):
@@ -85,25 +83,10 @@ def build_model(run: RunArguments, run_data: RunData):
     llm_dtype = resolve_llm_dtype(model_args.dtype, run.training.device)
     torch.manual_seed(run.training.seed)
     model, processor = create_model_and_processor(
-        tokenizer,
-        model_args.variant,
-        **source,
-        num_users=data.num_users,
-        num_items=data.num_items,
-        max_item_tokens=model_args.max_item_tokens,
+        tokenizer, model_args.variant, **source, **{name: getattr(model_args, name) for name in MODEL_SETTINGS},
+        num_users=data.num_users, num_items=data.num_items, dtype=DTYPES[llm_dtype.dtype],
         max_history_items=model_args.max_history_items or data.info["protocol"]["history_length"],
-        item_noun=model_args.item_noun,
-        dtype=DTYPES[llm_dtype.dtype],
-        lora_r=model_args.lora_r,
-        lora_alpha=model_args.lora_alpha,
-        lora_dropout=model_args.lora_dropout,
         lora_target_modules=list(model_args.lora_target_modules),
-        history_encoder_type=model_args.history_encoder_type,
-        history_hidden_size=model_args.history_hidden_size,
-        history_encoder_layers=model_args.history_encoder_layers,
-        history_encoder_heads=model_args.history_encoder_heads,
-        projector_norm=model_args.projector_norm,
-        item_ids_after_titles=model_args.item_ids_after_titles,
     )
     if llm_dtype.attn_implementation is not None:
         model.language_model.set_attn_implementation(llm_dtype.attn_implementation)
@@ -111,31 +94,6 @@ def build_model(run: RunArguments, run_data: RunData):
         features = run_data.features
         model.load_collaborative_embeddings(features.user_embeddings, features.item_embeddings)
     return model, processor
-
-
-class LabelledProgressCallback(ProgressCallback):
-    """The Trainer's progress bars, the evaluation bar labelled with what it evaluates (`label`)."""
-
-    label: str | None = None
-
-    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
-        new_bar = self.prediction_bar is None
-        super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
-        if new_bar and self.prediction_bar is not None and self.label:
-            self.prediction_bar.set_description(self.label)
-
-
-def label_evaluation_progress(trainer: UserLLMTrainer, label: str) -> None:
-    """Labels the trainer's evaluation progress bar (when it shows one) with `label`."""
-    callbacks = trainer.callback_handler.callbacks
-    progress = next((callback for callback in callbacks if isinstance(callback, ProgressCallback)), None)
-    if progress is None:
-        return
-    if not isinstance(progress, LabelledProgressCallback):
-        trainer.remove_callback(progress)
-        progress = LabelledProgressCallback()
-        trainer.add_callback(progress)
-    progress.label = label
 
 
 def evaluate_splits(trainer: UserLLMTrainer, run_data: RunData, splits, max_rows: int | None, seed: int) -> dict:
@@ -157,7 +115,7 @@ def evaluate_splits(trainer: UserLLMTrainer, run_data: RunData, splits, max_rows
         dataset, users = run_data.user_subset(split, max_rows, seed)
         history_items = history_items_for_split(run_data.data, split, processor.max_history_items)
         trainer.data_collator = RecordCollator(with_history_items(processor, history_items), text_only=False)
-        label_evaluation_progress(trainer, f"evaluating {split} ({len(dataset)} rows)")
+        logger.info("Evaluating %s (%d rows)", split, len(dataset))
         result = trainer.evaluate(eval_dataset=dataset, metric_key_prefix=split)
         metrics[split] = {name: result[f"{split}_{name}"] for name in ("auc", "uauc", "rows", "loss")}
         metrics[split] |= {"rows": int(metrics[split]["rows"]), "users": users, "history_items": history_items}
@@ -208,22 +166,14 @@ def save_model_folder(trainer: UserLLMTrainer, run: RunArguments, run_data: RunD
     if trainer.args.should_save:
         # A pickle the Hub folder does not need (and loaders should never unpickle).
         (folder / "training_args.bin").unlink(missing_ok=True)
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        schedule = run.schedule
-        training = {
-            f"step {step_number(step)} ({step})": {**schedule.step_overrides(step), "optimizer": "AdamW",
-                                                   "weight_decay": run.training.weight_decay}
-            for step in schedule.steps
-        }
+        training = {f"step {step_number(step)} ({step})": {**run.schedule.step_overrides(step), "optimizer": "AdamW",
+                                                           "weight_decay": run.training.weight_decay}
+                    for step in run.schedule.steps}
         card = render_model_card(
-            model.config,
-            f"userllm-{run.model.variant}-{run_data.data.name}",
-            light=run.model.light_checkpoints,
+            trainer.accelerator.unwrap_model(trainer.model).config, f"userllm-{run.model.variant}-{run_data.data.name}",
+            light=run.model.light_checkpoints, data_info=run_data.data.info, training=training, image_encoder=image_encoder,
             metrics={split: values for split, values in metrics.items()
                      if all(values[name] is not None and 0 <= values[name] <= 1 for name in ("auc", "uauc"))},
-            data_info=run_data.data.info,
-            training=training,
-            image_encoder=image_encoder,
         )
         card.save(str(folder / "README.md"))
     trainer.accelerator.wait_for_everyone()
@@ -264,20 +214,13 @@ def _run_training(run: RunArguments, callbacks: list | None) -> dict:
     model, processor = build_model(run, run_data)
     train_dataset = run_data.split("train", run.data.max_train_rows, training.seed)
     logger.info("Training %s on %d rows of %s", run.model.variant, len(train_dataset), run.data.data_dir)
+    schedule = run.schedule
     trainer = train_two_steps(
-        model,
-        processor,
-        train_dataset,
-        training,
-        run.schedule.steps,
-        {step: run.schedule.step_overrides(step) for step in run.schedule.steps},
-        resume=run.schedule.resume,
-        light_checkpoints=run.model.light_checkpoints,
-        callbacks=callbacks,
-        fast_step2=run.schedule.fast_step2,
-        finished_steps={"lora": step1_source} if step1_source else None,
-        step1_prompt=run.schedule.step1_prompt,
-        prompt_curriculum=run.schedule.prompt_curriculum,
+        model, processor, train_dataset, training, schedule.steps,
+        {step: schedule.step_overrides(step) for step in schedule.steps},
+        resume=schedule.resume, light_checkpoints=run.model.light_checkpoints, callbacks=callbacks,
+        fast_step2=schedule.fast_step2, finished_steps={"lora": step1_source} if step1_source else None,
+        step1_prompt=schedule.step1_prompt, prompt_curriculum=schedule.prompt_curriculum,
     )
     metrics = evaluate_splits(trainer, run_data, run.data.eval_splits, run.data.max_eval_rows, training.seed)
     metrics["num_processes"] = training.world_size

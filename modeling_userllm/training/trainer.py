@@ -81,13 +81,9 @@ class UserLLMTrainer(Trainer):
 
 def step_training_arguments(args: TrainingArguments, number: int, step: str, overrides: dict) -> TrainingArguments:
     """The `TrainingArguments` of one step: its own folder, run name and hyperparameters."""
-    step_dir = Path(args.output_dir) / f"step{number}-{step}"
-    return dataclasses.replace(
-        args,
-        output_dir=str(step_dir),
-        run_name=f"{args.run_name or Path(args.output_dir).name}-step{number}-{step}",
-        **overrides,
-    )
+    run_name = f"{args.run_name or Path(args.output_dir).name}-step{number}-{step}"
+    return dataclasses.replace(args, output_dir=str(Path(args.output_dir) / f"step{number}-{step}"), run_name=run_name,
+                               **overrides)
 
 
 def _load_step_result(model, folder: Path) -> None:
@@ -217,15 +213,9 @@ def train_two_steps(
             step_callbacks.append(PromptCurriculumCallback(collator))
         else:
             collator = RecordCollator(processor, text_only=step == "lora" and step1_prompt == "text")
-        trainer = trainer_class(
-            model=model,
-            args=step_args,
-            train_dataset=train_dataset,
-            data_collator=collator,
-            processing_class=processor,
-            callbacks=step_callbacks or None,
-            light_checkpoints=light_checkpoints,
-        )
+        trainer = trainer_class(model=model, args=step_args, train_dataset=train_dataset, data_collator=collator,
+                                processing_class=processor, callbacks=step_callbacks or None,
+                                light_checkpoints=light_checkpoints)
         if finished is not None:
             continue
         checkpoint = last_complete_checkpoint(Path(step_args.output_dir)) if resume and Path(step_args.output_dir).is_dir() else None
