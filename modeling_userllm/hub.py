@@ -1,15 +1,4 @@
-"""Publishing USER-LLM on the Hugging Face Hub: model and dataset cards, upload folders, push.
-
-A checkpoint is published in one of two forms, both loading with
-`AutoModel.from_pretrained(repo_id, trust_remote_code=True)`:
-- full: every weight, loadable alone;
-- light: only the weights training changed (LoRA, UHEM, projectors, collaborative tables)
-  and the base LLM's Hub id in the config; loading fetches the base LLM by that id.
-
-`prepare_upload_folder` writes exactly what is uploaded (safetensors weights, config with
-`auto_map`, the model/config/processor code, tokenizer, `README.md` card); `push_to_hub`
-checks the login first, then prepares and uploads that folder.
-"""
+"""Publishing USER-LLM on the Hub: model and dataset cards, the upload folder (full or light form), push."""
 
 from __future__ import annotations
 
@@ -46,8 +35,7 @@ METRIC_SPLITS = {"valid": "validation", "test": "test", "test_short": "test (sho
 METRIC_NAMES = {"auc": ("roc_auc", "AUC"), "uauc": ("uauc", "UAUC")}
 PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 TAGS = ["recommendation", "userllm", "multimodal", "lora", "custom_code"]
-# The Hub has no "recommendation" task; ranking candidate items for a user is closest to
-# text-ranking (a reranker scores (query, document) pairs; this model (user history, item) pairs).
+# The Hub has no "recommendation" task; text-ranking (a reranker of (query, document) pairs) is closest.
 PIPELINE_TAG = "text-ranking"
 LOGIN_HELP = (
     "No Hugging Face token found, so nothing was prepared or uploaded. Log in once with "
@@ -77,13 +65,7 @@ class HubLoginRequiredError(RuntimeError):
 
 @dataclass(frozen=True)
 class CheckpointSizes:
-    """Bytes of weights in each checkpoint form (safetensors adds a header of a few KB).
-
-    Args:
-        full: every weight.
-        light: the weights training changes (LoRA, UHEM, projectors, collaborative tables).
-        dtype: the dtype the sizes assume.
-    """
+    """Bytes of weights of the full and the light form (without the few-KB safetensors header), in `dtype`."""
 
     full: int
     light: int
@@ -91,23 +73,13 @@ class CheckpointSizes:
 
     @property
     def base(self) -> int:
-        """Bytes of the frozen base LLM, which a light checkpoint leaves out."""
+        """Bytes of the frozen base LLM (left out of a light checkpoint)."""
         return self.full - self.light
 
 
-# ----------------------------------------------------------------------------- computing
-
-
 def checkpoint_sizes(config: UserLLMConfig, dtype: torch.dtype | None = None) -> CheckpointSizes:
-    """Sizes of the full and the light checkpoint of a model, from its config alone.
-
-    The model is built on the meta device, so this costs no memory even for a 7B LLM.
-
-    Args:
-        config: the model's config.
-        dtype: dtype of the stored weights; defaults to the config's dtype, else the LLM
-            config's, else float32.
-    """
+    """Checkpoint sizes from the config alone (the model is built on the meta device); `dtype` defaults to
+    the config's, else the LLM config's, else float32."""
     dtype = dtype or _config_dtype(config)
     with torch.device("meta"):
         model = UserLLMForRecommendation(config)
@@ -136,15 +108,8 @@ def format_size(num_bytes: int) -> str:
 
 
 def validate_metrics(metrics: dict) -> dict[str, dict[str, float]]:
-    """Checks a `metrics.json` mapping and returns it in the card's split order.
-
-    Args:
-        metrics: `{"valid": {"auc", "uauc"}, "test": {...}, "test_short": {...}, "test_long": {...}}`;
-            any subset of those splits.
-
-    Raises:
-        ValueError: an unknown split, a missing metric or a value that is not a number in [0, 1].
-    """
+    """`{split: {"auc", "uauc"}}` (splits of `METRIC_SPLITS`) checked and in the card's split order, else a
+    `ValueError` naming the unknown split, or the metric that is missing or not a number in [0, 1]."""
     unknown = sorted(set(metrics) - set(METRIC_SPLITS))
     if unknown:
         raise ValueError(f"metrics: unknown split(s) {unknown}; expected some of {list(METRIC_SPLITS)}")
@@ -163,13 +128,7 @@ def validate_metrics(metrics: dict) -> dict[str, dict[str, float]]:
 
 
 def eval_results(metrics: dict, dataset_id: str, dataset_name: str) -> list[EvalResult]:
-    """AUC and UAUC of every split as `EvalResult`s (the Hub's `model-index`).
-
-    Args:
-        metrics: a validated `metrics.json` mapping (see `validate_metrics`).
-        dataset_id: Hub id (or name) of the evaluation data set.
-        dataset_name: its display name.
-    """
+    """AUC and UAUC of every split of validated `metrics` as `EvalResult`s (the Hub's `model-index`)."""
     return [
         EvalResult(
             task_type="text-classification",
@@ -206,16 +165,7 @@ def model_card_data(
     dataset_name: str | None = None,
     license: str | None = None,
 ) -> ModelCardData:
-    """The card's YAML metadata: base model, data set, library, tags and the AUC/UAUC results.
-
-    Args:
-        config: the model's config (its `base_model_name_or_path` becomes `base_model` when a Hub id).
-        repo_id: where the model is published.
-        metrics: a validated `metrics.json` mapping.
-        dataset_id: Hub id of the training data set.
-        dataset_name: display name of the data set in the results.
-        license: the license id (it must also allow the base LLM's license).
-    """
+    """The card's YAML metadata: base model (when a Hub id), data set, library, tags and AUC/UAUC results."""
     base_model = config.base_model_name_or_path if is_hub_id(config.base_model_name_or_path) else None
     dataset_name = dataset_name or dataset_id or "recommendation data"
     return ModelCardData(
@@ -248,16 +198,12 @@ def render_model_card(
     """The model card of a checkpoint.
 
     Args:
-        config: the model's config.
-        repo_id: where the model is published.
         light: whether the published weights are the light form.
         metrics: `metrics.json` content (see `validate_metrics`).
-        dataset_id: Hub id of the training data set.
-        data_info: `info.json` of the prepared data set (protocol and statistics).
+        dataset_id: Hub id of the training data set; `data_info` its `info.json` (protocol, statistics).
         training: hyperparameters per training step, `{step name: {name: value}}`.
-        license: license id.
-        citation: BibTeX to cite in addition to the paper.
-        image_encoder: the image encoder the features came from; defaults to `image_encoder_name(config)`.
+        citation: BibTeX to cite besides the paper.
+        image_encoder: the features' image encoder (default `image_encoder_name(config)`).
         template_path: Jinja template of the card body.
     """
     metrics = validate_metrics(metrics) if metrics else None
@@ -340,14 +286,7 @@ def render_dataset_card(
     license: str | None = None,
     template_path: str | os.PathLike = DATASET_CARD_TEMPLATE,
 ) -> DatasetCard:
-    """The dataset card of a prepared data set (see `RecommendationData`).
-
-    Args:
-        info: the data set's `info.json` (name, protocol, statistics).
-        repo_id: where the data set is published.
-        license: license id (that of the raw data).
-        template_path: Jinja template of the card body.
-    """
+    """The dataset card of a prepared data set from its `info.json` (name, protocol, statistics)."""
     statistics = info.get("statistics", {})
     num_rows = sum(statistics.get(key, 0) for key in ("#Train", "#Valid", "#Test"))
     card_data = DatasetCardData(
@@ -367,22 +306,15 @@ def render_dataset_card(
     )
 
 
-# ----------------------------------------------------------------------------- I/O
-
-
 def read_metrics(path: str | os.PathLike) -> dict[str, dict[str, float]]:
-    """Reads and validates a `metrics.json` written by training, or one holding the splits alone
-    (see `run_metrics`)."""
+    """A training run's `metrics.json` (or one holding the splits alone), validated (`run_metrics`)."""
     return run_metrics(read_mapping(path), source=path)
 
 
 def run_metrics(content: dict, source: str | os.PathLike = "metrics.json") -> dict[str, dict[str, float]]:
-    """The card's AUC/UAUC per split from a training run's `metrics.json` content, validated.
-
-    Entries that are not a split's mapping are facts about the run (`num_processes`) and are
-    skipped; a split whose AUC or UAUC the run could not define (one class only: None, with the
-    reason under `"undefined"`) is left out of the card with a warning giving the reason.
-    """
+    """The card's AUC/UAUC per split from a run's `metrics.json` content, validated. Non-split entries
+    (`num_processes`) are skipped; a split whose metric is undefined (one class: None, the reason under
+    `"undefined"`) is left out with a warning giving the reason."""
     splits = {}
     for split, values in content.items():
         if not isinstance(values, dict):
@@ -406,12 +338,8 @@ def read_mapping(path: str | os.PathLike) -> dict:
 
 
 def trained_metrics(model_dir: str | os.PathLike) -> dict[str, dict[str, float]] | None:
-    """What training measured for a saved model folder, so that publishing keeps it.
-
-    The run's `metrics.json` next to the folder (training writes `OUTPUT/model` and
-    `OUTPUT/metrics.json`), else the AUC/UAUC of the folder's own card (`model-index`, rounded
-    to 4 decimals); None when there are neither.
-    """
+    """What training measured for a saved model folder: the run's `metrics.json` beside it (`OUTPUT/model`,
+    `OUTPUT/metrics.json`), else the folder's own card's results (rounded to 4 decimals), else None."""
     model_dir = Path(model_dir)
     metrics_path = model_dir.parent / "metrics.json"
     if metrics_path.is_file():
@@ -448,28 +376,17 @@ def prepare_upload_folder(
     base_model: str | None = None,
     **card_kwargs: Any,
 ) -> Path:
-    """Writes exactly the folder to upload, atomically.
-
-    It holds the weights (safetensors only), `config.json` with `auto_map`, the code files
-    `configuration_userllm.py`, `modeling_userllm.py`, `processing_userllm.py`, the processor
-    and tokenizer files and `README.md` (the model card).
+    """Writes exactly the folder to upload, atomically, and returns it: safetensors weights, config with
+    `auto_map`, the hub-copied code, processor and tokenizer files and `README.md` (the model card).
 
     Args:
         model_dir: a saved checkpoint (full or light) with its processor.
         out_dir: the folder to write; must not exist or be empty.
-        repo_id: where the model will be published (named in the card).
+        repo_id: where the model will be published.
         light: write the light form (no base LLM weights).
-        base_model: Hub id of the base LLM, replacing `config.base_model_name_or_path`
-            (typically a local folder during training). Required for the light form unless
-            the config already holds a Hub id. No local path is published: without a Hub id the
-            full form's config names no base LLM and its card the folder's name only
-            (`keep_hub_names_only`).
-        **card_kwargs: passed to `render_model_card` (`metrics`, `dataset_id`, `data_info`,
-            `training`, `license`, `citation`). Without `metrics`, those training measured are
-            kept (`trained_metrics`).
-
-    Returns:
-        `out_dir`.
+        base_model: Hub id of the base LLM, replacing `config.base_model_name_or_path` (required for the
+            light form unless it is a Hub id already). No local path is published (`keep_hub_names_only`).
+        **card_kwargs: passed to `render_model_card`; without `metrics`, those training measured (`trained_metrics`).
     """
     out_dir = Path(out_dir)
     check_empty_upload_folder(out_dir)
@@ -501,12 +418,8 @@ def prepare_upload_folder(
 
 
 def keep_hub_names_only(config: UserLLMConfig) -> None:
-    """Clears the names of local folders from a config about to be published (paths of this machine):
-    the base LLM's and the vision encoder's, and their sub-configs' `_name_or_path`.
-
-    A full checkpoint loads without them; a light one has Hub ids there (`prepare_upload_folder`
-    checks), and its base LLM is checked by `base_model_fingerprint` when it loads.
-    """
+    """Clears local folder names (the base LLM's, the vision encoder's, their sub-configs' `_name_or_path`)
+    from a config about to be published; a light one has Hub ids there (`prepare_upload_folder` checks)."""
     if not is_hub_id(config.base_model_name_or_path):
         config.base_model_name_or_path = None
     if not is_hub_id(config.vision_model_name_or_path):
@@ -524,8 +437,8 @@ def check_empty_upload_folder(out_dir: Path) -> None:
 
 @contextlib.contextmanager
 def staged_folder(out_dir: Path):
-    """Yields a temporary folder beside `out_dir` that becomes `out_dir` when the block ends without
-    an error (an empty `out_dir` is replaced); on an error nothing is left behind."""
+    """A temporary folder beside `out_dir` that becomes `out_dir` (replacing an empty one) when the block
+    ends without an error; on an error nothing is left behind."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
@@ -544,11 +457,7 @@ def _check_no_pickled_weights(folder: Path) -> None:
 
 
 def require_token(token: str | None = None) -> str:
-    """The token to upload with: `token`, else `HF_TOKEN`, else the stored login.
-
-    Raises:
-        HubLoginRequiredError: with instructions to log in, when there is none.
-    """
+    """`token`, else `HF_TOKEN`, else the stored login; none: `HubLoginRequiredError` saying how to log in."""
     token = token or get_token()
     if not token:
         raise HubLoginRequiredError(LOGIN_HELP)
@@ -556,11 +465,7 @@ def require_token(token: str | None = None) -> str:
 
 
 def upload_folder(folder: str | os.PathLike, repo_id: str, *, token: str, private: bool = False, commit_message: str | None = None):
-    """Creates the model repo if needed and uploads `folder` as one commit.
-
-    Returns:
-        The `CommitInfo` of the upload.
-    """
+    """Creates the model repo if needed and uploads `folder` as one commit; returns its `CommitInfo`."""
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     return api.upload_folder(
@@ -582,23 +487,8 @@ def push_to_hub(
     commit_message: str | None = None,
     **card_kwargs: Any,
 ):
-    """Prepares the upload folder of a checkpoint (see `prepare_upload_folder`) and uploads it.
-
-    The token is checked first: without one, nothing is read or written.
-
-    Args:
-        model_dir: a saved checkpoint with its processor.
-        repo_id: `ORG/NAME` on the Hub.
-        light: publish the light form.
-        private: create the repo private.
-        token: a Hub token; defaults to `HF_TOKEN` or the stored login.
-        base_model: Hub id of the base LLM (see `prepare_upload_folder`).
-        commit_message: message of the upload commit.
-        **card_kwargs: passed to `render_model_card`.
-
-    Returns:
-        The `CommitInfo` of the upload.
-    """
+    """Checks the token (without one nothing is read or written), then prepares the upload folder
+    (`prepare_upload_folder`: `light`, `base_model`, `card_kwargs`) and uploads it; returns the `CommitInfo`."""
     token = require_token(token)
     with tempfile.TemporaryDirectory(prefix="userllm-upload-") as workdir:
         folder = prepare_upload_folder(
@@ -608,23 +498,8 @@ def push_to_hub(
 
 
 __all__ = [
-    "CheckpointSizes",
-    "HubLoginRequiredError",
-    "checkpoint_sizes",
-    "eval_results",
-    "format_size",
-    "is_hub_id",
-    "model_card_data",
-    "prepare_upload_folder",
-    "push_to_hub",
-    "read_mapping",
-    "read_metrics",
-    "render_dataset_card",
-    "render_model_card",
-    "require_token",
-    "run_metrics",
-    "trained_metrics",
-    "upload_folder",
-    "validate_metrics",
-    "write_dataset_card",
+    "CheckpointSizes", "HubLoginRequiredError", "checkpoint_sizes", "eval_results", "format_size", "is_hub_id",
+    "model_card_data", "prepare_upload_folder", "push_to_hub", "read_mapping", "read_metrics",
+    "render_dataset_card", "render_model_card", "require_token", "run_metrics", "trained_metrics", "upload_folder",
+    "validate_metrics", "write_dataset_card"
 ]

@@ -385,3 +385,52 @@ def test_base_llm_from_a_sharded_checkpoint_keeps_its_weights(tmp_path):
     for name, param in base.named_parameters():
         wrapped = model.language_model.get_parameter(name.replace("q_proj.", "q_proj.base_layer.").replace("v_proj.", "v_proj.base_layer."))
         torch.testing.assert_close(wrapped, param.to(wrapped.dtype), rtol=0, atol=0)
+
+
+def test_forward_passes_extra_keyword_arguments_to_the_decoder(tiny_tokenizer, monkeypatch):
+    model, processor = build_tiny_model(tiny_tokenizer, "tallrec")
+    decoder = model.language_model.get_decoder()
+    received = {}
+    original = decoder.forward
+
+    def recording_forward(*args, **kwargs):
+        received.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(decoder, "forward", recording_forward)
+    model(**processor(make_records(2)), output_attentions=True)
+    assert received.get("output_attentions") is True
+
+
+def test_init_weights_keeps_the_intended_gru_projector_and_lora_initialisation(tiny_tokenizer):
+    model, _ = build_tiny_model(tiny_tokenizer, "userllm")
+    gru = model.history_encoder.gru
+    for name, param in gru.named_parameters():
+        if "bias" in name:
+            assert (param == 0).all(), name
+        else:  # xavier_uniform_: bounded by sqrt(6 / (fan_in + fan_out)), about uniform within it
+            bound = (6 / (param.shape[0] + param.shape[1])) ** 0.5
+            assert param.abs().max() <= bound and param.std() > 0.4 * bound, name
+    std = model.config.text_config.initializer_range
+    for projector in (model.visual_projector, model.collaborative_projector):
+        for linear in (projector.linear_1, projector.linear_2):
+            assert (linear.bias == 0).all()
+            assert abs(linear.weight.std().item() - std) < 0.3 * std
+    lora_b = [param for name, param in model.named_parameters() if "lora_B" in name]
+    assert lora_b and all((param == 0).all() for param in lora_b)
+    assert model.history_encoder.no_history_embedding.std() > 0
+
+
+def test_processor_settings_come_from_the_config(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer, "userllm", use_descriptions=False, max_item_tokens=12,
+                                        max_history_items=3)
+    for name in ("use_descriptions", "max_item_tokens", "max_history_items"):
+        assert getattr(processor, name) == getattr(model.config, name), name
+    assert (processor.use_descriptions, processor.max_item_tokens, processor.max_history_items) == (False, 12, 3)
+
+
+def test_a_file_given_as_checkpoint_is_named_as_a_file(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(OSError, match="model.safetensors: a file, not the checkpoint folder"):
+        UserLLMForRecommendation.from_pretrained(weights)

@@ -149,3 +149,17 @@ def test_a_hub_copy_loads_and_saves_again_without_needing_the_pipeline_code(save
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert {"modeling_userllm.py", "model.safetensors"} <= set(os.listdir(tmp_path / "again"))
+
+
+def test_the_package_registers_the_recommendation_pipeline(saved_model):
+    from transformers import pipeline
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    from modeling_userllm import RecommendationPipeline
+
+    assert PIPELINE_REGISTRY.supported_tasks["recommendation"]["impl"] is RecommendationPipeline
+    model, processor, _, records = saved_model
+    recommend = pipeline("recommendation", model=model, processor=processor)
+    candidates = [{key: record[key] for key in ("item_id", "title", "description", "image_features")} for record in records[:3]]
+    ranked = recommend({"user": {"user_id": 0, "history": records[0]["history"]}, "candidates": candidates})
+    assert isinstance(recommend, RecommendationPipeline) and len(ranked) == 3
