@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoProcessor
 
-from ..configuration_userllm import UserLLMConfig
+from ..configuration_userllm import check_userllm_checkpoint
 from ..data import RecommendationData, RecordBuilder
 from ..data.common import describe_path
 from ..hub import is_hub_id
@@ -101,7 +101,7 @@ class Ranking:
 
 def check_checkpoint(name: str) -> None:
     """Fails early, with a `DemoError`, on a checkpoint that cannot be a USER-LLM: a local folder
-    must pass `UserLLMConfig.from_pretrained`; a name that is no folder must be a Hub id."""
+    must pass `check_userllm_checkpoint`; a name that is no folder must be a Hub id."""
     path = Path(name)
     if path.is_file():
         raise DemoError(f"checkpoint {name} is a file; give the checkpoint folder (with config.json)")
@@ -112,7 +112,7 @@ def check_checkpoint(name: str) -> None:
     if not (path / "config.json").is_file():
         raise DemoError(f"{name} is not a model checkpoint: it has no config.json")
     try:
-        UserLLMConfig.from_pretrained(name)
+        check_userllm_checkpoint(name)
     except (OSError, ValueError) as error:
         raise DemoError(str(error)) from error
 
@@ -121,7 +121,7 @@ def load_checkpoint(name: str) -> tuple[torch.nn.Module, object]:
     """A USER-LLM and its processor in float32 (bfloat16 is slow on CPUs), in eval mode; `DemoError` when it cannot load."""
     check_checkpoint(name)
     try:
-        UserLLMConfig.from_pretrained(name)  # a Hub id is checked once its config.json is downloaded
+        check_userllm_checkpoint(name)  # a Hub id is checked once its config.json is downloaded
         model = AutoModel.from_pretrained(name, trust_remote_code=True, dtype=torch.float32).eval()
         processor = AutoProcessor.from_pretrained(name, trust_remote_code=True)
     except (OSError, ValueError, KeyError) as error:
