@@ -1,10 +1,6 @@
-"""Readers of raw rating and title files that fail loudly on malformed input.
-
-Every reader returns a `pandas.DataFrame` and raises `ValueError` naming the file, the
-1-based line number and the offending text at the first malformed line. Large files are
-parsed with pandas' C reader; only when that reader (or a type conversion) reports a
-problem is the file scanned line by line to locate it, so the error path costs time and
-the good path does not.
+"""Readers of raw rating and title files: a `ValueError` names the file, the line and its text at the first
+malformed line. pandas' C reader parses; only when it (or a conversion) fails is the file scanned line by
+line to locate the problem, so only the error path costs time.
 """
 
 from __future__ import annotations
@@ -12,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,59 +20,36 @@ Converter = Callable[[str], object]
 
 
 def missing_raw_files(data_dir: Path, missing: str, builder: str, needs: str, source: str) -> FileNotFoundError:
-    """The error of a raw-data folder without a file its builder reads.
-
-    Args:
-        data_dir: the folder given to the builder.
-        missing: what is not there (e.g. "u.data").
-        builder: the data set's name (`--dataset` of examples/prepare_data.py).
-        needs: the files the builder reads.
-        source: where the data set comes from.
-    """
+    """The error of a raw-data folder without `missing`: what `builder` reads (`needs`) and where it comes from."""
     state = f"no {missing} there" if data_dir.is_dir() else "no such folder"
     return FileNotFoundError(f"{describe_path(data_dir)}: {state}. The {builder} builder reads {needs}. {source}")
 
 
-def _positive_int(text: str) -> int:
+def INT(text: str) -> int:  # noqa: N802  (the converters read like types)
     value = int(text)
     if value < 0:
         raise ValueError(f"negative id {value}")
     return value
 
 
-def _finite_float(text: str) -> float:
+def FLOAT(text: str) -> float:  # noqa: N802
     value = float(text)
-    if value != value or value in (float("inf"), float("-inf")):
+    if not np.isfinite(value):
         raise ValueError(f"non-finite value {text!r}")
     return value
 
 
-def _iso_date(text: str) -> str:
+def DATE(text: str) -> str:  # noqa: N802
     pd.Timestamp(text)
     return text
 
 
-INT = _positive_int
-FLOAT = _finite_float
 STR = str
-DATE = _iso_date
 
 
 def read_text(path: Path, *, latin1_fallback: bool = False) -> str:
-    """Decodes a text file as UTF-8, or as latin-1 where the format is documented so.
-
-    Args:
-        path: the file.
-        latin1_fallback: decode as latin-1 when UTF-8 fails. Only for formats documented
-            as latin-1 (MovieLens `u.item`, Netflix `movie_titles.csv`): latin-1 accepts
-            any byte, so elsewhere it would hide a wrong file.
-
-    Returns:
-        The decoded text.
-
-    Raises:
-        ValueError: the file is not valid UTF-8 (and no fallback applies); names the line.
-    """
+    """A text file decoded as UTF-8 (else a `ValueError` naming the line), or as latin-1 with `latin1_fallback`:
+    only for formats documented so (MovieLens `u.item`, Netflix `movie_titles.csv`), as latin-1 takes any byte."""
     raw = Path(path).read_bytes()
     try:
         return raw.decode("utf-8")
@@ -85,55 +58,28 @@ def read_text(path: Path, *, latin1_fallback: bool = False) -> str:
             return raw.decode("latin-1")
         line_number = raw.count(b"\n", 0, error.start) + 1
         line = raw.splitlines()[line_number - 1]
-        raise ValueError(
-            f"{path}: line {line_number}: not valid UTF-8 ({error.reason}): {line!r}"
-        ) from None
+        raise ValueError(f"{path}: line {line_number}: not valid UTF-8 ({error.reason}): {line!r}") from None
 
 
-def _split_lines(text: str, sep: str, quoted: bool) -> Iterator[tuple[int, str, list[str]]]:
-    """Yields (line number, line text, fields) for each non-blank line."""
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+def _locate_bad_line(path: Path, text: str, sep: str, converters: dict[str, Converter], skip_header: bool,
+                     quoted: bool) -> ValueError:
+    """The error for the first line whose fields do not fit `converters`."""
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    for line_number, line in lines[1 if skip_header else 0 :]:
         fields = next(csv.reader([line])) if quoted else line.split(sep)
-        yield line_number, line, fields
-
-
-def _locate_bad_line(
-    path: Path,
-    text: str,
-    sep: str,
-    converters: dict[str, Converter],
-    skip_header: bool,
-    quoted: bool,
-) -> ValueError:
-    """Builds the error for the first line whose fields do not fit `converters`."""
-    expected = len(converters)
-    lines = _split_lines(text, sep, quoted)
-    if skip_header:
-        next(lines, None)
-    for line_number, line, fields in lines:
-        if len(fields) != expected:
-            return ValueError(
-                f"{path}: line {line_number}: expected {expected} fields "
-                f"({', '.join(converters)}), got {len(fields)}: {line!r}"
-            )
+        if len(fields) != len(converters):
+            return ValueError(f"{path}: line {line_number}: expected {len(converters)} fields "
+                              f"({', '.join(converters)}), got {len(fields)}: {line!r}")
         for (name, convert), field in zip(converters.items(), fields):
             try:
                 convert(field.strip())
             except (ValueError, TypeError):
-                return ValueError(
-                    f"{path}: line {line_number}: bad {name} {field!r}: {line!r}"
-                )
+                return ValueError(f"{path}: line {line_number}: bad {name} {field!r}: {line!r}")
     return ValueError(f"{path}: could not be parsed as {sep!r}-separated {list(converters)}")
 
 
 def check_not_empty(path: Path, text: str, header: bool = False) -> None:
-    """Raises when a file has no data line (blank lines and a header line do not count).
-
-    Raises:
-        ValueError: naming the file and what it lacks.
-    """
+    """A `ValueError` naming the file when it has no data line (blank lines and a header do not count)."""
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise ValueError(f"{path}: the file is empty")
@@ -142,11 +88,8 @@ def check_not_empty(path: Path, text: str, header: bool = False) -> None:
 
 
 def line_of_row(path: Path, row: int, *, header: bool = False, quoted: bool = False) -> tuple[int, str]:
-    """The 1-based line number and text of data row `row` (0-based) of a file read by `read_table`.
-
-    Blank lines are skipped as the readers skip them; with `quoted`, a row may span lines and
-    the number is the line where it starts. Meant for error messages (it rereads the file).
-    """
+    """The 1-based line number and text of data row `row` (0-based; blank lines skipped; a quoted row may span
+    lines: its first) of a file read by `read_table`, for error messages (it rereads the file)."""
     text = read_text(Path(path), latin1_fallback=True)
     if quoted:
         reader = csv.reader(io.StringIO(text))
@@ -162,23 +105,10 @@ def line_of_row(path: Path, row: int, *, header: bool = False, quoted: bool = Fa
     return lines[row + (1 if header else 0)]
 
 
-def check_scale(
-    path: Path, values: np.ndarray, low: float, high: float, *, step: float | None = None,
-    field: str = "rating", header: bool = False, quoted: bool = False,
-) -> None:
-    """Raises at the first value outside `[low, high]` (or off the `step` grid) of a file's column.
-
-    Args:
-        path: the file the values were read from (for the message).
-        values: `(num_rows,)` the column, in file order (blank lines skipped).
-        low, high: the data set's scale.
-        step: the scale's step from `low` (0.5 for half stars); None = any value.
-        field: the column's name in the message.
-        header, quoted: how the file was read (to find the line).
-
-    Raises:
-        ValueError: naming the file, the line, the field, the value and the scale.
-    """
+def check_scale(path: Path, values: np.ndarray, low: float, high: float, *, step: float | None = None,
+                field: str = "rating", header: bool = False, quoted: bool = False) -> None:
+    """A `ValueError` naming the file, line, field, value and scale at the first of a file's `(num_rows,)` column
+    `values` outside `[low, high]` or off the `step` grid from `low` (None: any); `header`/`quoted` as read."""
     values = np.asarray(values, dtype=np.float64)
     bad = (values < low) | (values > high)
     if step is not None:
@@ -188,23 +118,13 @@ def check_scale(
     row = int(np.flatnonzero(bad)[0])
     line_number, line = line_of_row(path, row, header=header, quoted=quoted)
     scale = f"{low:g}-{high:g}" + (f" in steps of {step:g}" if step is not None else "")
-    raise ValueError(
-        f"{path}: line {line_number}: {field} {values[row]:g} is outside the data set's scale {scale} "
-        f"({int(bad.sum())} such rows in the file): {line!r}"
-    )
+    raise ValueError(f"{path}: line {line_number}: {field} {values[row]:g} is outside the data set's scale {scale} "
+                     f"({int(bad.sum())} such rows in the file): {line!r}")
 
 
 def check_unique_ids(path: Path, ids: pd.Series, *, header: bool = False, quoted: bool = False, field: str = "id") -> None:
-    """Raises when an id appears twice in an item table, naming both lines.
-
-    Args:
-        path: the item table file.
-        ids: `(num_rows,)` the id column as read, in file order.
-        header, quoted: how the file was read (to find the lines).
-
-    Raises:
-        ValueError: naming the file, the id, its first two lines and the number of repeats.
-    """
+    """A `ValueError` naming the file, the id, its first two lines and the repeats when an item table's id
+    column `ids` (in file order; `header`/`quoted` as read) holds an id twice."""
     ids = ids.astype(str).str.strip().reset_index(drop=True)
     repeated = ids.duplicated(keep=False)
     if not repeated.any():
@@ -213,38 +133,15 @@ def check_unique_ids(path: Path, ids: pd.Series, *, header: bool = False, quoted
     rows = ids.index[ids == first_id][:2]
     lines = [line_of_row(path, int(row), header=header, quoted=quoted)[0] for row in rows]
     extra = int(ids.duplicated().sum())
-    raise ValueError(
-        f"{path}: {field} {first_id} appears on lines {lines[0]} and {lines[1]} "
-        f"({extra} repeated {field}s in the file); an item table needs one line per {field}"
-    )
+    raise ValueError(f"{path}: {field} {first_id} appears on lines {lines[0]} and {lines[1]} "
+                     f"({extra} repeated {field}s in the file); an item table needs one line per {field}")
 
 
-def read_table(
-    path: Path,
-    sep: str,
-    converters: dict[str, Converter],
-    *,
-    header: bool = False,
-    quoted: bool = False,
-    latin1_fallback: bool = False,
-) -> pd.DataFrame:
-    """Reads a delimited file whose every line has exactly the given typed fields.
-
-    Args:
-        path: the file.
-        sep: the field separator (`"\\t"`, `"|"`, `","`).
-        converters: column name -> converter (`INT`, `FLOAT`, `STR`, `DATE`), in file
-            order; the file must have exactly these fields.
-        header: the first line is a header and is skipped.
-        quoted: fields may be double-quoted (CSV rules).
-        latin1_fallback: see `read_text`.
-
-    Returns:
-        `(num_lines, len(converters))` frame; INT columns int64, FLOAT float64, others str.
-
-    Raises:
-        ValueError: on the first malformed line, naming file, line number and text.
-    """
+def read_table(path: Path, sep: str, converters: dict[str, Converter], *, header: bool = False, quoted: bool = False,
+               latin1_fallback: bool = False) -> pd.DataFrame:
+    """A delimited file whose every line has exactly the typed fields `converters` (name -> `INT`, `FLOAT`, `STR`
+    or `DATE`, in file order), as a frame (INT int64, FLOAT float64, others str); `header`: skip the first
+    line; `quoted`: CSV quoting. A `ValueError` names the file, the line and its text at the first bad line."""
     path = Path(path)
     text = read_text(path, latin1_fallback=latin1_fallback)
     check_not_empty(path, text, header)
@@ -257,18 +154,9 @@ def read_table(
         with warnings.catch_warnings():
             # A first line with extra fields only warns (data loss) unless made an error.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(
-                io.StringIO(text),
-                sep=sep,
-                header=0 if header else None,
-                names=names,
-                index_col=False,
-                dtype=str,
-                keep_default_na=False,
-                quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE,
-                engine="c",
-                skip_blank_lines=True,
-            )
+            frame = pd.read_csv(io.StringIO(text), sep=sep, header=0 if header else None, names=names, index_col=False,
+                                dtype=str, keep_default_na=False, quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE,
+                                engine="c", skip_blank_lines=True)
     except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError):
         raise bad_line() from None
     for name, convert in converters.items():
@@ -293,18 +181,8 @@ def read_table(
 
 
 def read_csv_columns(path: Path, columns: list[str]) -> pd.DataFrame:
-    """Reads a headed, quoted CSV (metadata such as TMDB overviews) as strings.
-
-    Args:
-        path: the file.
-        columns: the columns required (others are ignored).
-
-    Returns:
-        `(num_rows, len(columns))` frame of str, missing cells as "".
-
-    Raises:
-        ValueError: the file cannot be parsed or lacks a column; names the file.
-    """
+    """The `columns` of a headed, quoted CSV (e.g. TMDB metadata) as str, missing cells ""; a `ValueError`
+    naming the file when it cannot be parsed or lacks a column."""
     text = read_text(Path(path))
     check_not_empty(Path(path), text, header=True)
     try:
@@ -317,21 +195,10 @@ def read_csv_columns(path: Path, columns: list[str]) -> pd.DataFrame:
     return frame[columns]
 
 
-def poster_paths(
-    folder: Path | None, file_names: list[list[str]]
-) -> tuple[list[str | None], int]:
-    """Absolute path of each item's poster, None where no readable candidate file exists.
-
-    A candidate that exists but cannot be decoded as an image is not a poster: it is
-    skipped, and a warning names the first few such files and counts them.
-
-    Args:
-        folder: the posters folder; None = no posters at all.
-        file_names: per item, candidate file names inside `folder`, in preference order.
-
-    Returns:
-        `(num_items,)` paths or None, and the number of items without a poster.
-    """
+def poster_paths(folder: Path | None, file_names: list[list[str]]) -> tuple[list[str | None], int]:
+    """The absolute path of each item's poster among its candidate `file_names` in `folder` (in preference order;
+    None: no readable one), and the number of items without one. A file that is no readable image is not a
+    poster: a warning counts them and names the first few."""
     if folder is None or not Path(folder).is_dir():
         return [None] * len(file_names), len(file_names)
     folder = Path(folder).resolve()
@@ -349,11 +216,8 @@ def poster_paths(
     paths = [next((str(folder / name) for name in candidates if readable(name)), None) for candidates in file_names]
     if corrupt:
         shown = ", ".join(corrupt[:CORRUPT_SHOWN]) + (", ..." if len(corrupt) > CORRUPT_SHOWN else "")
-        warnings.warn(
-            f"{folder}: {len(corrupt)} poster files cannot be read as images (or are larger than "
-            f"processing_userllm.MAX_POSTER_PIXELS) and are not counted as posters: {shown}",
-            stacklevel=2,
-        )
+        warnings.warn(f"{folder}: {len(corrupt)} poster files cannot be read as images (or are larger than "
+                      f"processing_userllm.MAX_POSTER_PIXELS) and are not counted as posters: {shown}", stacklevel=2)
     return paths, sum(path is None for path in paths)
 
 
@@ -361,8 +225,7 @@ CORRUPT_SHOWN = 5
 
 
 def is_readable_image(path: Path) -> bool:
-    """Whether the model can read the file as a poster: `open_poster` decodes it whole (a truncated
-    JPEG passes PIL's `verify` but not this) and refuses one over `MAX_POSTER_PIXELS`."""
+    """Whether `open_poster` reads the file whole (a truncated JPEG passes PIL's `verify`, not this) within the limit."""
     from ..processing_userllm import open_poster
 
     try:

@@ -1,47 +1,18 @@
-"""Toy movies: a small synthetic data set with planted preferences (the embedded default).
+"""Toy movies: a small synthetic data set with planted preferences (the embedded default, docs/DATA.md).
 
-It lets the README demo and the tests run with no download, and it is built so that each
-input of USER-LLM carries a signal that the others lack.
+Each input of USER-LLM carries a signal the others lack. Item i has a genre g_i, a poster style v_i (shape
+and colour on a genre-coloured 64x64 poster; `missing_poster_fraction` have none), a hidden taste group h_i
+and a quality q_i ~ N(0, quality_std^2); its title names the genre except for an `ambiguous_fraction`, its
+description states the reception (quality tercile) and the genre. User u has a cluster c_u and a style s_u
+(popularity skewed by `cluster_skew`, `style_skew`) and a current genre z_u(t) that switches with
+`switch_probability` before each interaction. Each user rates distinct random items at sorted times over a
+year, with label ~ Bernoulli(sigmoid(logit)) and rating 4-5 if positive, 1-3 if not:
 
-Generative model (all draws from `numpy.random.default_rng(seed)`):
+    logit = bias + q_i + w_collaborative [h_i = c_u] + w_visual [v_i = s_u] + w_history [g_i = z_u(t)]
 
-- Item i: genre g_i (uniform over `GENRES`), visual style v_i (uniform over `STYLES`),
-  hidden taste group h_i (uniform over `num_clusters`), quality q_i ~ N(0, quality_std^2).
-  - Title: `"<Theme> <genre word> (<year>)"`, or for an `ambiguous_fraction` of items
-    `"The <Theme> <neutral noun> (<year>)"`, which says nothing about the genre.
-  - Description (item table): `"Critically acclaimed. A <adjective> <genre> film about ..."`:
-    opens with the reception (quality tercile) and always reveals the genre (what knowledge
-    enhancement adds over the title).
-  - Poster (64x64 PNG): background colour = genre, shape and its colour = style (circle
-    yellow, square cyan, triangle magenta). The style is visible on the poster only.
-    A `missing_poster_fraction` of items has no poster (`poster_path=None`).
-- User u: latent cluster c_u and preferred style s_u, drawn with probabilities
-  proportional to `exp(-skew * k)` (`cluster_skew`, `style_skew`: some groups and styles
-  are popular), and a current genre z_u(t) that starts uniform and, before each
-  interaction, switches to another genre with probability `switch_probability`.
-- Interactions: each user rates `interactions_per_user` (uniform in the range, at most
-  `num_items`) distinct items drawn uniformly, at sorted uniform times over one year. The
-  planted logit is
-
-      logit = bias + q_i + w_collaborative [h_i = c_u] + w_visual [v_i = s_u]
-              + w_history [g_i = z_u(t)]
-
-  label ~ Bernoulli(sigmoid(logit)); a positive is rated 4 or 5, a negative 1, 2 or 3,
-  so the default threshold 4 recovers the label exactly.
-
-What each signal needs: [h_i = c_u] is visible in no content, only in who liked what
-(collaborative ids); [v_i = s_u] needs the poster; [g_i = z_u(t)] needs the genre of the
-target (description or poster colour; the title only for unambiguous titles) and the
-user's *current* genre, which the most recent positive items reveal (history) and a
-static user profile averages away. The skewed preferences and the written reception give
-each signal an item-level part too, readable from the target alone: enough for the tiny
-random Llama of the demo, which cannot learn per-user matches from scratch (docs/DATA.md).
-
-`oracle_test_auc` returns the AUC that the Bayes-optimal scorer (sigmoid of the planted
-logit) reaches on the test split; with the defaults (seed 0) it is about 0.87 (see
-docs/DATA.md). It is below 1 because the labels are Bernoulli draws: no model can predict
-the coin flip, only its probability. A trained model should land between the
-content-free baseline and this ceiling.
+[h_i = c_u] shows only in who liked what (collaborative ids), [v_i = s_u] only on the poster, [g_i = z_u(t)]
+needs the target's genre and the user's recent positives (history). `oracle_test_auc` is the AUC of the
+planted probabilities on the test split (about 0.87 with seed 0): the ceiling, as labels are coin flips.
 """
 
 from __future__ import annotations
@@ -71,39 +42,21 @@ GENRE_ADJECTIVES = {
     "romance": ("tender", "heartfelt", "swooning"),
     "science fiction": ("futuristic", "mind-bending", "interstellar"),
 }
-GENRE_COLOURS = {
-    "action": (200, 40, 30),
-    "comedy": (250, 160, 30),
-    "horror": (25, 25, 35),
-    "romance": (235, 120, 170),
-    "science fiction": (30, 60, 190),
-}
+GENRE_COLOURS = {"action": (200, 40, 30), "comedy": (250, 160, 30), "horror": (25, 25, 35), "romance": (235, 120, 170),
+                 "science fiction": (30, 60, 190)}
 STYLES = ("circle", "square", "triangle")
 STYLE_COLOURS = {"circle": (250, 235, 60), "square": (60, 225, 235), "triangle": (235, 60, 220)}
-THEMES = (
-    "Midnight", "Silver", "Last", "Northern", "Hidden", "Crimson",
-    "Broken", "Endless", "Summer", "Winter", "Lonely", "Golden",
-)
+THEMES = ("Midnight", "Silver", "Last", "Northern", "Hidden", "Crimson", "Broken", "Endless", "Summer", "Winter", "Lonely",
+          "Golden")
 NEUTRAL_NOUNS = ("River", "Stranger", "Island", "Road", "House", "Promise", "Signal", "Harbor", "Garden")
 
 # Threshold 4 recovers the planted label; n = 5 recent positives span about one taste phase.
 DEFAULT_PROTOCOL = {"threshold": 4.0, "history_length": 5, "min_history": 3, "long_min_history": 10}
 
 DEFAULT_GENERATOR = {
-    "num_users": 600,
-    "num_items": 200,
-    "interactions_per_user": (40, 60),
-    "num_clusters": 4,
-    "ambiguous_fraction": 0.4,
-    "missing_poster_fraction": 0.03,
-    "switch_probability": 0.05,
-    "quality_std": 0.8,
-    "cluster_skew": 0.8,
-    "style_skew": 0.8,
-    "bias": -2.2,
-    "w_collaborative": 2.0,
-    "w_visual": 2.0,
-    "w_history": 3.0,
+    "num_users": 600, "num_items": 200, "interactions_per_user": (40, 60), "num_clusters": 4, "ambiguous_fraction": 0.4,
+    "missing_poster_fraction": 0.03, "switch_probability": 0.05, "quality_std": 0.8, "cluster_skew": 0.8,
+    "style_skew": 0.8, "bias": -2.2, "w_collaborative": 2.0, "w_visual": 2.0, "w_history": 3.0,
 }
 # Quality terciles of a normal distribution: |z| > 0.43 holds a third on each side.
 RECEPTION_CUT = 0.43
@@ -156,37 +109,27 @@ def preference_weights(count: int, skew: float) -> np.ndarray:
 
 def simulate_items(rng: np.random.Generator, num_items: int, num_clusters: int, ambiguous_fraction: float,
                    missing_poster_fraction: float, quality_std: float) -> pd.DataFrame:
-    """Planted item attributes and texts.
-
-    Returns:
-        `(num_items,)` frame: raw_id, title, description, genre, style, group, quality,
-        has_poster.
-    """
+    """`(num_items,)` frame of planted attributes and texts: raw_id, title, description, genre, style, group,
+    quality, has_poster."""
     genres = rng.integers(len(GENRES), size=num_items)
     ambiguous = rng.random(num_items) < ambiguous_fraction
     titles = _make_titles(rng, genres, ambiguous)
     quality = rng.normal(0.0, quality_std, size=num_items)
-    return pd.DataFrame(
-        {
-            "raw_id": [f"m{index:04d}" for index in range(num_items)],
-            "title": titles,
-            "description": [_make_description(rng, GENRES[g], t, q, quality_std) for g, t, q in zip(genres, titles, quality)],
-            "genre": genres,
-            "style": rng.integers(len(STYLES), size=num_items),
-            "group": rng.integers(num_clusters, size=num_items),
-            "quality": quality,
-            "has_poster": rng.random(num_items) >= missing_poster_fraction,
-        }
-    )
+    return pd.DataFrame({
+        "raw_id": [f"m{index:04d}" for index in range(num_items)],
+        "title": titles,
+        "description": [_make_description(rng, GENRES[g], t, q, quality_std) for g, t, q in zip(genres, titles, quality)],
+        "genre": genres,
+        "style": rng.integers(len(STYLES), size=num_items),
+        "group": rng.integers(num_clusters, size=num_items),
+        "quality": quality,
+        "has_poster": rng.random(num_items) >= missing_poster_fraction,
+    })
 
 
 def simulate_log(rng: np.random.Generator, items: pd.DataFrame, parameters: dict) -> pd.DataFrame:
-    """Planted users and their rating log.
-
-    Returns:
-        Frame with user, item (raw ids), rating, timestamp, and the planted terms
-        `base`, `collaborative`, `visual`, `history` (logit = their sum) and `probability`.
-    """
+    """The rating log: user, item (raw ids), rating, timestamp, the planted terms `base`, `collaborative`,
+    `visual`, `history` (logit = their sum) and `probability`."""
     num_items = len(items)
     low, high = parameters["interactions_per_user"]
     cluster_weights = preference_weights(parameters["num_clusters"], parameters["cluster_skew"])
@@ -202,19 +145,15 @@ def simulate_log(rng: np.random.Generator, items: pd.DataFrame, parameters: dict
         shifts = rng.integers(1, len(GENRES), size=count)  # a switch always changes genre
         current = (rng.integers(len(GENRES)) + np.cumsum(np.where(switches, shifts, 0))) % len(GENRES)
         target = items.iloc[chosen]
-        frames.append(
-            pd.DataFrame(
-                {
-                    "user": f"u{user:04d}",
-                    "item": target["raw_id"].to_numpy(),
-                    "timestamp": times,
-                    "base": parameters["bias"] + target["quality"].to_numpy(),
-                    "collaborative": parameters["w_collaborative"] * (target["group"].to_numpy() == cluster),
-                    "visual": parameters["w_visual"] * (target["style"].to_numpy() == style),
-                    "history": parameters["w_history"] * (target["genre"].to_numpy() == current),
-                }
-            )
-        )
+        frames.append(pd.DataFrame({
+            "user": f"u{user:04d}",
+            "item": target["raw_id"].to_numpy(),
+            "timestamp": times,
+            "base": parameters["bias"] + target["quality"].to_numpy(),
+            "collaborative": parameters["w_collaborative"] * (target["group"].to_numpy() == cluster),
+            "visual": parameters["w_visual"] * (target["style"].to_numpy() == style),
+            "history": parameters["w_history"] * (target["genre"].to_numpy() == current),
+        }))
     log = pd.concat(frames, ignore_index=True)
     logit = log[["base", "collaborative", "visual", "history"]].sum(axis=1).to_numpy()
     log["probability"] = 1.0 / (1.0 + np.exp(-logit))
@@ -224,28 +163,14 @@ def simulate_log(rng: np.random.Generator, items: pd.DataFrame, parameters: dict
 
 
 def simulate(seed: int = 0, **generator) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The planted items and rating log (no files written).
-
-    Args:
-        seed: random seed; equal seeds give equal data.
-        **generator: overrides of `DEFAULT_GENERATOR`.
-
-    Returns:
-        (items, log): see `simulate_items` and `simulate_log`.
-    """
+    """`(items, log)` (`simulate_items`, `simulate_log`) drawn with `seed` and overrides of `DEFAULT_GENERATOR`."""
     unknown = set(generator) - set(DEFAULT_GENERATOR)
     if unknown:
         raise ValueError(f"unknown toy generator parameters {sorted(unknown)}; known: {sorted(DEFAULT_GENERATOR)}")
     parameters = {**DEFAULT_GENERATOR, **generator}
     rng = np.random.default_rng(seed)
-    items = simulate_items(
-        rng,
-        parameters["num_items"],
-        parameters["num_clusters"],
-        parameters["ambiguous_fraction"],
-        parameters["missing_poster_fraction"],
-        parameters["quality_std"],
-    )
+    items = simulate_items(rng, *(parameters[key] for key in ("num_items", "num_clusters", "ambiguous_fraction",
+                                                              "missing_poster_fraction", "quality_std")))
     return items, simulate_log(rng, items, parameters)
 
 
@@ -284,30 +209,21 @@ def draw_posters(items: pd.DataFrame, poster_dir: Path, seed: int) -> list[str |
 
 
 def make_toy_movies(seed: int = 0, poster_dir: str | Path | None = None, *, protocol: dict | None = None, **generator) -> RecommendationData:
-    """The toy movies data set in the common form.
+    """The toy data set ("toy"; `info["generator"]`: seed and parameters) in the common form.
 
     Args:
-        seed: random seed; equal seeds and parameters give identical data and posters.
-        poster_dir: folder the posters are drawn into (created); None = no posters
-            (every `poster_path` is None, the visual signal is then unobservable).
-        protocol: overrides of `DEFAULT_PROTOCOL` (see `Protocol`).
+        seed: equal seeds and parameters give identical data and posters.
+        poster_dir: folder the posters are drawn into; None: no posters (the visual signal is unobservable).
+        protocol: overrides of `DEFAULT_PROTOCOL`.
         **generator: overrides of `DEFAULT_GENERATOR`.
-
-    Returns:
-        The data set, named "toy"; `info["generator"]` holds the seed and parameters.
     """
     items, log = simulate(seed, **generator)
     posters = draw_posters(items, poster_dir, seed) if poster_dir is not None else [None] * len(items)
     item_frame = items[["raw_id", "title", "description"]].assign(poster_path=posters)
     parameters = {**DEFAULT_GENERATOR, **generator}
     notes = {"missing_posters": sum(path is None for path in posters), "poster_dir": str(Path(poster_dir).resolve()) if poster_dir else None}
-    data = apply_protocol(
-        log[["user", "item", "rating", "timestamp"]],
-        item_frame,
-        name="toy",
-        protocol=Protocol.with_overrides(DEFAULT_PROTOCOL, protocol or {}),
-        notes=notes,
-    )
+    data = apply_protocol(log[["user", "item", "rating", "timestamp"]], item_frame, name="toy",
+                          protocol=Protocol.with_overrides(DEFAULT_PROTOCOL, protocol or {}), notes=notes)
     data.info["generator"] = {"seed": seed, **parameters, "interactions_per_user": list(parameters["interactions_per_user"])}
     return data
 
@@ -316,16 +232,9 @@ ORACLE_TERMS = ("collaborative", "visual", "history")
 
 
 def oracle_test_auc(seed: int = 0, *, without: tuple[str, ...] = (), protocol: dict | None = None, **generator) -> float:
-    """AUC of the planted probabilities on the toy test split (the Bayes-optimal ceiling).
-
-    Args:
-        seed, protocol, **generator: as for `make_toy_movies`.
-        without: planted terms (of `ORACLE_TERMS`) the scorer does not know; it scores
-            with the other terms only, showing how much each signal is worth.
-
-    Returns:
-        The AUC over the test rows.
-    """
+    """The AUC of the planted probabilities on the toy test split (the Bayes-optimal ceiling); `without`: planted
+    terms (of `ORACLE_TERMS`) the scorer does not know, showing what each signal is worth. Other arguments as
+    for `make_toy_movies`."""
     unknown = set(without) - set(ORACLE_TERMS)
     if unknown:
         raise ValueError(f"unknown oracle terms {sorted(unknown)}; known: {ORACLE_TERMS}")
