@@ -40,6 +40,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--metrics", type=Path, help="metrics.json from training (AUC/UAUC per split)")
     parser.add_argument("--base-model", help="Hub id of the base LLM, if the config holds a local path (needed by --light)")
+    parser.add_argument("--vision-model", help="Hub id of the vision encoder, if the config holds a local path "
+                                               "(with --light: fetched on load instead of stored)")
     parser.add_argument("--dataset-id", help="Hub id of the training data set")
     parser.add_argument("--data", type=Path, help="prepared data set folder (its info.json fills the card)")
     parser.add_argument("--training", type=Path, help="JSON/YAML of hyperparameters per step: {step: {name: value}}")
@@ -64,7 +66,8 @@ def main() -> int:
     args = parse_args()
     if args.dry_run:
         folder = prepare_upload_folder(
-            args.model, args.dry_run, repo_id=args.repo_id, light=args.light, base_model=args.base_model, **card_kwargs(args)
+            args.model, args.dry_run, repo_id=args.repo_id, light=args.light, base_model=args.base_model,
+            vision_model=args.vision_model, **card_kwargs(args)
         )
         logging.info("Dry run: wrote %s (%s); nothing uploaded", folder, ", ".join(sorted(p.name for p in folder.iterdir())))
         return 0
@@ -80,6 +83,7 @@ def main() -> int:
         private=args.private,
         token=token,
         base_model=args.base_model,
+        vision_model=args.vision_model,
         **card_kwargs(args),
     )
     logging.info("Uploaded: %s", commit.commit_url)

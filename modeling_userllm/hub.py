@@ -374,6 +374,7 @@ def prepare_upload_folder(
     repo_id: str,
     light: bool = False,
     base_model: str | None = None,
+    vision_model: str | None = None,
     **card_kwargs: Any,
 ) -> Path:
     """Writes exactly the folder to upload, atomically, and returns it: safetensors weights, config with
@@ -386,6 +387,8 @@ def prepare_upload_folder(
         light: write the light form (no base LLM weights).
         base_model: Hub id of the base LLM, replacing `config.base_model_name_or_path` (required for the
             light form unless it is a Hub id already). No local path is published (`keep_hub_names_only`).
+        vision_model: Hub id of the vision encoder, replacing `config.vision_model_name_or_path`: the light
+            form then fetches it on load instead of storing it (a local encoder is stored).
         **card_kwargs: passed to `render_model_card`; without `metrics`, those training measured (`trained_metrics`).
     """
     out_dir = Path(out_dir)
@@ -394,6 +397,10 @@ def prepare_upload_folder(
     if base_model is not None and base_model != model.config.base_model_name_or_path:
         model.config.base_model_name_or_path = base_model
         model.config.base_model_revision = None  # a revision of the folder it replaces
+    if vision_model is not None:
+        if not is_hub_id(vision_model):
+            raise ValueError(f"vision_model {vision_model!r}: expected a Hub id (ORG/NAME) of the vision encoder")
+        model.config.vision_model_name_or_path = vision_model
     if light and not is_hub_id(model.config.base_model_name_or_path):
         raise ValueError(
             f"A light checkpoint on the Hub must name its base LLM by Hub id, but the config holds "
@@ -492,7 +499,8 @@ def push_to_hub(
     token = require_token(token)
     with tempfile.TemporaryDirectory(prefix="userllm-upload-") as workdir:
         folder = prepare_upload_folder(
-            model_dir, Path(workdir) / "upload", repo_id=repo_id, light=light, base_model=base_model, **card_kwargs
+            model_dir, Path(workdir) / "upload", repo_id=repo_id, light=light, base_model=base_model,
+            vision_model=vision_model, **card_kwargs
         )
         return upload_folder(folder, repo_id, token=token, private=private, commit_message=commit_message)
 

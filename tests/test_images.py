@@ -217,3 +217,35 @@ def test_light_checkpoint_fetches_a_named_vision_encoder(tiny_tokenizer, tmp_pat
         records = poster_records(paths, None)
         with torch.no_grad():
             torch.testing.assert_close(reloaded.eval()(**processor(records)).logits, model(**processor(records)).logits)
+
+
+@requires_shared(DINOV2_SMALL)
+@pytest.mark.parametrize("vision_model", [None, "facebook/dinov2-small"], ids=["local-encoder-stored", "hub-id-fetched"])
+def test_light_upload_folder_stores_a_local_vision_encoder_unless_given_its_hub_id(tiny_tokenizer, tmp_path, vision_model):
+    """A local encoder cannot be fetched by a Hub user, so the light upload stores it; named by
+    `vision_model`, it is left out and the config names it."""
+    import json
+
+    from conftest import STORIES260K
+    from safetensors import safe_open
+    from transformers import AutoTokenizer
+
+    from modeling_userllm import create_model_and_processor, hub
+
+    if not (STORIES260K / "config.json").exists():
+        pytest.skip(f"real asset not found at {STORIES260K}")
+    encoder, image_processor, name = load_encoder("dinov2")
+    model, processor = create_model_and_processor(
+        AutoTokenizer.from_pretrained(STORIES260K), "collm_va", base_model_name_or_path=str(STORIES260K),
+        num_users=4, num_items=NUM_ITEMS,
+    )
+    model.attach_vision_encoder(encoder, name)
+    processor.image_processor = image_processor
+    model.save_pretrained(tmp_path / "trained", light=True)
+    processor.save_pretrained(tmp_path / "trained")
+    folder = hub.prepare_upload_folder(tmp_path / "trained", tmp_path / "upload", repo_id="org/userllm", light=True,
+                                       base_model="org/base-llm", vision_model=vision_model, metrics={})
+    with safe_open(folder / "model.safetensors", "pt") as weights:
+        stored = any(key.startswith("vision_tower.") for key in weights.keys())
+    assert stored == (vision_model is None)
+    assert json.loads((folder / "config.json").read_text())["vision_model_name_or_path"] == vision_model
