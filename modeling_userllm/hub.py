@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import yaml
@@ -190,6 +190,8 @@ def render_model_card(
     dataset_id: str | None = None,
     data_info: dict | None = None,
     training: dict | None = None,
+    steps: Sequence[str] | None = None,
+    step1_prompt: str = "text",
     license: str | None = None,
     citation: str | None = None,
     image_encoder: str | None = None,
@@ -202,6 +204,8 @@ def render_model_card(
         metrics: `metrics.json` content (see `validate_metrics`).
         dataset_id: Hub id of the training data set; `data_info` its `info.json` (protocol, statistics).
         training: hyperparameters per training step, `{step name: {name: value}}`.
+        steps: the schedule trained (`lora`, `encoders`, `joint`; default the paper's two steps) and
+            `step1_prompt` the prompt of step 1 (`text` or `spliced`), as in the run's `run_config.json`.
         citation: BibTeX to cite besides the paper.
         image_encoder: the features' image encoder (default `image_encoder_name(config)`).
         template_path: Jinja template of the card body.
@@ -238,6 +242,8 @@ def render_model_card(
         statistics=data_info.get("statistics"),
         data_name=data_info.get("name"),
         training=training,
+        steps=[STEP_DESCRIPTIONS[step].format(prompt=STEP1_PROMPTS[step1_prompt]) for step in steps or PAPER_STEPS],
+        paper_schedule=list(steps or PAPER_STEPS) == list(PAPER_STEPS),
         citation=citation,
     )
 
@@ -337,6 +343,35 @@ def read_mapping(path: str | os.PathLike) -> dict:
     return content
 
 
+PAPER_STEPS = ("lora", "encoders")
+STEP1_PROMPTS = {"text": "text form of the prompt (history as titles and descriptions)",
+                 "spliced": "full prompt (placeholders replaced by embeddings, the encoders frozen)"}
+STEP_DESCRIPTIONS = {
+    "lora": "**LoRA** only, the LLM frozen, on the {prompt}.",
+    "encoders": "LoRA frozen; the **UHEM and the visual and collaborative projectors** trained on the full prompt.",
+    "joint": "**LoRA, the UHEM and the projectors together** on the full prompt (this package's recipe, not the paper's schedule).",
+}
+
+
+def trained_schedule(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """The schedule of the run that saved `model_dir` (`OUTPUT/model` beside `OUTPUT/run_config.json`) as
+    `render_model_card` arguments: `steps`, `step1_prompt` and per step its main hyperparameters; {} without one."""
+    path = Path(model_dir).parent / "run_config.json"
+    if not path.is_file():
+        return {}
+    run = read_mapping(path)
+    schedule, data = run.get("schedule", {}), run.get("data", {})
+    steps = schedule.get("steps", list(PAPER_STEPS))
+    numbers = {"lora": 1, "encoders": 2, "joint": 3}
+    training = {
+        step: {**{name: schedule[f"step{numbers[step]}_{name}"] for name in ("learning_rate", "num_train_epochs",
+                  "per_device_train_batch_size", "warmup_steps") if f"step{numbers[step]}_{name}" in schedule},
+               "max_train_rows": data.get("max_train_rows") or "the whole train split"}
+        for step in steps
+    }
+    return {"steps": steps, "step1_prompt": schedule.get("step1_prompt", "text"), "training": training}
+
+
 def trained_metrics(model_dir: str | os.PathLike) -> dict[str, dict[str, float]] | None:
     """What training measured for a saved model folder: the run's `metrics.json` beside it (`OUTPUT/model`,
     `OUTPUT/metrics.json`), else the folder's own card's results (rounded to 4 decimals), else None."""
@@ -409,6 +444,9 @@ def prepare_upload_folder(
     processor = UserLLMProcessor.from_pretrained(model_dir)
     if card_kwargs.get("metrics") is None:
         card_kwargs["metrics"] = trained_metrics(model_dir)
+    for key, value in trained_schedule(model_dir).items():
+        if card_kwargs.get(key) is None:
+            card_kwargs[key] = value
     card_kwargs.setdefault("image_encoder", image_encoder_name(model.config))
     if light and not is_hub_id(model.config.vision_model_name_or_path):
         # A local or unnamed encoder cannot be fetched on the Hub: the light form stores it.

@@ -518,3 +518,17 @@ def test_importing_the_hub_copied_code_has_no_side_effect(checkpoint, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     events = json.loads(result.stdout.split("EVENTS=")[1])
     assert sorted(map(tuple, events)) == [("open", "decoy.py"), ("socket.__new__", "decoy.py")], events
+
+
+@pytest.mark.parametrize("steps, expected", [(None, "Two steps (paper, Sec. 3.3)"),
+                                             (["joint"], "**LoRA, the UHEM and the projectors together**")])
+def test_card_describes_the_schedule_the_run_trained(checkpoint, tmp_path, steps, expected):
+    model_dir = write_run_folder(checkpoint, tmp_path, with_metrics_json=True)
+    if steps is not None:
+        run_config = {"schedule": {"steps": steps, "step3_learning_rate": 0.003}, "data": {"max_train_rows": 4096}}
+        (model_dir.parent / "run_config.json").write_text(json.dumps(run_config))
+    folder = hub.prepare_upload_folder(model_dir, tmp_path / "upload", repo_id=MODEL_REPO, light=True, base_model=BASE_REPO)
+    card = (folder / "README.md").read_text()
+    assert expected in card
+    assert ("| joint | learning_rate | 0.003 |" in card) == (steps is not None)
+    assert ("Two steps" in card) == (steps is None)
