@@ -283,11 +283,15 @@ def test_llm_budgets_make_one_run_each_named_and_summarised_by_rows(tmp_path):
     def fake(spec, run_dir):
         trained.append((spec.system, spec.budget))
         auc = 0.6 if spec.kind == "baseline" else 0.5 + spec.budget / 10_000
+        if spec.kind == "llm":  # what training writes: the dtype `auto` chose, the threads
+            (run_dir / "train").mkdir()
+            (run_dir / "train" / "run_config.json").write_text(json.dumps({"model": {"dtype": "bfloat16", "num_threads": 1}}))
         return {"test": {"auc": auc, "uauc": auc - 0.05, "rows": 10, "users": 3}}
 
     data = _prepared_data(tmp_path / "data")
     (tmp_path / "features").mkdir()
-    runner = ExperimentRunner(tmp_path / "out", trainers={"baseline": fake, "llm": fake}, summary_dir=tmp_path / "results")
+    runner = ExperimentRunner(tmp_path / "out", trainers={"baseline": fake, "llm": fake}, summary_dir=tmp_path / "results",
+                              threads=2)
     specs = runner.plan([data], ["mf", "userllm"], seeds=[0], features_dirs=[tmp_path / "features"], budgets=[100, 400])
     assert [(spec.system, spec.budget) for spec in specs] == [("mf", None), ("userllm", 100), ("userllm", 400)]
     assert specs[1].config_hash != specs[2].config_hash
@@ -295,6 +299,8 @@ def test_llm_budgets_make_one_run_each_named_and_summarised_by_rows(tmp_path):
     runner.run_grid(specs, log=lambda _: None)
     summaries = {path.name: json.loads(path.read_text()) for path in (tmp_path / "results").iterdir()}
     assert sorted(summary["budget"] for summary in summaries.values()) == [0, 100, 400]
+    assert sorted((summary["threads"], summary.get("dtype")) for summary in summaries.values()) == [
+        (1, "bfloat16"), (1, "bfloat16"), (2, None)]
     assert any("-userllm-rows400-seed0-" in name for name in summaries)
     with pytest.raises(ValueError, match="budgets"):
         runner.plan([data], ["userllm"], seeds=[0], features_dirs=[tmp_path / "features"], budgets=[0])

@@ -338,9 +338,20 @@ class ExperimentRunner:
             "test_auc": test["auc"], "test_uauc": test["uauc"], "rows": rows, "users": users,
             "splits": _split_metrics(metrics), "best_epoch": metrics.get("best_epoch"),
             "wall_s": record.get("wall_seconds"), "git": record.get("git"), "command": record.get("command"),
+            **self._run_settings(spec),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, summary)
+
+    def _run_settings(self, spec: RunSpec) -> dict[str, Any]:
+        """The torch threads and (LLM runs) the LLM dtype the run trained with: its `run_config.json`
+        records the dtype `auto` chose."""
+        settings: dict[str, Any] = {"threads": self.threads}
+        run_config = spec.run_dir(self.output_dir) / "train" / "run_config.json"
+        if spec.kind != "baseline" and run_config.is_file():
+            model = json.loads(run_config.read_text(encoding="utf-8")).get("model", {})
+            settings.update(threads=model.get("num_threads") or self.threads, dtype=model.get("dtype"))
+        return settings
 
     def _budget(self, spec: RunSpec) -> int | str:
         """Training rows per step: 0 for a baseline, the spec's budget, else the overrides or preset that set it."""
