@@ -1,16 +1,6 @@
-"""The features folder: image features, descriptions and collaborative tables of one data set.
-
-Layout (docs/ARCHITECTURE.md, "Features"), one file per kind, each optional:
-
-| file | content |
-| --- | --- |
-| `image_features.safetensors` | `features` float32 `(num_items, 384)`, `mask` bool `(num_items,)` |
-| `descriptions.json` | `{"<item_id>": "description", ...}` |
-| `collaborative.safetensors` | `user_embeddings` `(num_users, 256)`, `item_embeddings` `(num_items, 256)` |
-| `manifest.json` | models, prompts, counts, timings |
-
-Every file is written atomically (temporary file in the same folder, then `os.replace`), so a
-reader never sees a half-written file and each kind can be saved as soon as it is computed.
+"""The features folder of one data set (docs/ARCHITECTURE.md, "Features"): `image_features.safetensors`,
+`descriptions.json`, `collaborative.safetensors`, `manifest.json`, each optional and written atomically
+(temporary file in the same folder, then `os.replace`), so each kind can be saved as soon as it is computed.
 """
 
 from __future__ import annotations
@@ -42,12 +32,8 @@ def _temporary_file(path: Path) -> str:
 
 
 def match_weight_file_permissions(folder: str | os.PathLike) -> None:
-    """Gives the weight files of a `save_pretrained` folder the permissions of its `config.json`.
-
-    transformers writes `model*.safetensors` through a 0600 temporary file, while every other
-    file of the folder gets the user's umask (0644 usually): a folder meant to be shared or
-    uploaded would hold weights that only their owner can read.
-    """
+    """Gives a `save_pretrained` folder's weight files the permissions of its `config.json`: transformers writes
+    them through a 0600 temporary file, so a shared folder would hold weights only their owner can read."""
     folder = Path(folder)
     config_file = folder / "config.json"
     if config_file.is_file():
@@ -57,12 +43,7 @@ def match_weight_file_permissions(folder: str | os.PathLike) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to `path` so that `path` holds either the old or the new content.
-
-    Args:
-        path: Destination file; its folder must exist.
-        data: The full new content.
-    """
+    """Writes `data` to `path` (its folder must exist) so that `path` holds either the old or the new content."""
     path = Path(path)
     tmp = _temporary_file(path)
     try:
@@ -115,16 +96,10 @@ def _read_safetensors(path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tens
 
 @dataclass
 class FeatureStore:
-    """The offline features of one data set, indexed by contiguous item/user id.
-
-    Attributes:
-        image_features: float32 `(num_items, 384)`; zero rows where `image_mask` is False.
-        image_mask: bool `(num_items,)`; False = missing or corrupt poster.
-        descriptions: item_id -> description (knowledge enhancement or a real text column).
-        user_embeddings: float32 `(num_users, 256)` pretrained MF user table.
-        item_embeddings: float32 `(num_items, 256)` pretrained MF item table.
-        manifest: Free-form provenance: models, prompts, counts, timings.
-    """
+    """The offline features of one data set, indexed by contiguous item/user id: `image_features` float32
+    `(num_items, 384)` (zero rows where `image_mask`, bool `(num_items,)`, is False), `descriptions` (item_id ->
+    text), the MF tables `user_embeddings` `(num_users, 256)` and `item_embeddings` `(num_items, 256)`, and a
+    free-form `manifest` (models, prompts, counts, timings)."""
 
     image_features: torch.Tensor | None = None
     image_mask: torch.Tensor | None = None
@@ -137,23 +112,13 @@ class FeatureStore:
         if (self.image_features is None) != (self.image_mask is None):
             raise ValueError("image_features and image_mask must be given together")
         if self.image_features is not None and len(self.image_features) != len(self.image_mask):
-            raise ValueError(
-                f"image_features has {len(self.image_features)} rows but image_mask has "
-                f"{len(self.image_mask)}"
-            )
+            raise ValueError(f"image_features has {len(self.image_features)} rows but image_mask has {len(self.image_mask)}")
         if (self.user_embeddings is None) != (self.item_embeddings is None):
             raise ValueError("user_embeddings and item_embeddings must be given together")
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> FeatureStore:
-        """Reads whatever kinds a features folder holds; absent files stay None.
-
-        Args:
-            directory: A features folder written by `save` (or by parts of the pipeline).
-
-        Returns:
-            The store. Raises FileNotFoundError if `directory` does not exist.
-        """
+        """Reads whatever kinds a features folder holds (absent files stay None); FileNotFoundError without the folder."""
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"no features folder at {directory}")
@@ -175,44 +140,22 @@ class FeatureStore:
         return cls(**store)
 
     def save(self, directory: str | os.PathLike) -> None:
-        """Writes every kind this store holds, each file atomically; other files are kept.
-
-        Keeping the files of kinds this store does not hold lets pipeline steps (e.g. the MF
-        trainer writing `collaborative.safetensors`) share one folder.
-
-        Args:
-            directory: The features folder; created if needed.
-        """
+        """Writes every kind this store holds, each file atomically, keeping the others (pipeline steps share a folder)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self.image_features is not None:
-            atomic_save_safetensors(
-                directory / IMAGE_FEATURES_FILE,
-                {"features": self.image_features.float(), "mask": self.image_mask.bool()},
-            )
+            atomic_save_safetensors(directory / IMAGE_FEATURES_FILE,
+                                    {"features": self.image_features.float(), "mask": self.image_mask.bool()})
         if self.descriptions is not None:
-            atomic_write_json(
-                directory / DESCRIPTIONS_FILE,
-                {str(k): v for k, v in sorted(self.descriptions.items())},
-            )
+            atomic_write_json(directory / DESCRIPTIONS_FILE, {str(k): v for k, v in sorted(self.descriptions.items())})
         if self.user_embeddings is not None:
-            atomic_save_safetensors(
-                directory / COLLABORATIVE_FILE,
-                {
-                    "user_embeddings": self.user_embeddings.float(),
-                    "item_embeddings": self.item_embeddings.float(),
-                },
-            )
+            atomic_save_safetensors(directory / COLLABORATIVE_FILE, {"user_embeddings": self.user_embeddings.float(),
+                                                                     "item_embeddings": self.item_embeddings.float()})
         if self.manifest:
             atomic_write_json(directory / MANIFEST_FILE, self.manifest)
 
     def image_feature(self, item_id: int) -> list[float] | None:
-        """The poster feature of `item_id` as a processor record wants it, or None if absent.
-
-        Returns:
-            384 floats, or None when there are no image features, the id is out of range
-            (cold start) or the poster was missing.
-        """
+        """The 384 poster floats of `item_id`, or None (no image features, unknown id, missing poster)."""
         if self.image_features is None or not 0 <= item_id < len(self.image_mask):
             return None
         if not bool(self.image_mask[item_id]):
