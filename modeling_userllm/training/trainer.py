@@ -139,20 +139,10 @@ def last_complete_checkpoint(folder: Path) -> str | None:
 
 
 def train_two_steps(
-    model,
-    processor,
-    train_dataset,
-    args: TrainingArguments,
-    steps: list[str] | tuple[str, ...] = ("lora", "encoders"),
-    step_overrides: dict[str, dict] | None = None,
-    *,
-    resume: bool = False,
-    light_checkpoints: bool = False,
-    callbacks: list | None = None,
-    fast_step2: bool = False,
-    finished_steps: dict[str, str | Path] | None = None,
-    step1_prompt: str = "text",
-    prompt_curriculum: bool = False,
+    model, processor, train_dataset, args: TrainingArguments, steps: list[str] | tuple[str, ...] = ("lora", "encoders"),
+    step_overrides: dict[str, dict] | None = None, *, resume: bool = False, light_checkpoints: bool = False,
+    callbacks: list | None = None, fast_step2: bool = False, finished_steps: dict[str, str | Path] | None = None,
+    step1_prompt: str = "text", prompt_curriculum: bool = False,
 ) -> UserLLMTrainer:
     """Runs the schedule: each step with its own Trainer, optimizer and folder.
 
