@@ -22,13 +22,16 @@ from .report import SYSTEM_LABELS, SYSTEM_ORDER
 from .runner import BASELINE_SYSTEMS
 
 RECORD_FIELDS = ("system", "budget", "seed", "test_auc", "test_uauc", "rows", "users", "wall_s", "git")
+# Training arguments that change how a run is carried out, not what it trains.
+RUN_CONTROL_ARGUMENTS = ("--resume",)
 
 
 def learning_curve_records(summary_dir: str | Path, data: str, split: str | None = None) -> list[dict[str, Any]]:
     """The learning-curve records of one data set (and split rule) from a folder of run summaries.
 
-    Kept: runs whose budget is a row count (an LLM run capped otherwise has no point on the curve)
-    and that ran the preset as it is (extra training arguments make another system).
+    Kept: runs whose budget is a row count (an LLM run capped otherwise has no point on the curve).
+    Extra training arguments other than `RUN_CONTROL_ARGUMENTS` make another curve: the record's
+    `overrides` (a string, "" for the preset as it is) names it.
 
     Raises:
         ValueError: a summary that cannot be read, naming the file.
@@ -43,9 +46,10 @@ def learning_curve_records(summary_dir: str | Path, data: str, split: str | None
             continue
         if split is not None and summary.get("split") != split:
             continue
-        if not isinstance(summary.get("budget"), int) or summary.get("overrides"):
+        if not isinstance(summary.get("budget"), int):
             continue
-        records.append({field: summary.get(field) for field in RECORD_FIELDS})
+        overrides = " ".join(arg for arg in summary.get("overrides") or () if arg not in RUN_CONTROL_ARGUMENTS)
+        records.append({**{field: summary.get(field) for field in RECORD_FIELDS}, "overrides": overrides})
     return sorted(records, key=lambda record: (system_rank(record["system"]), record["budget"], record["seed"]))
 
 
@@ -55,17 +59,26 @@ def system_rank(system: str) -> int:
 
 
 def curve_points(records: Iterable[dict[str, Any]], metric: str = "test_auc") -> dict[str, list[tuple[int, float, float, int]]]:
-    """Per system: `(budget, mean, sample std or 0, seeds)` in increasing budget; a run whose test
-    split could not define the metric (null) is no point."""
+    """Per curve (`curve_name`): `(budget, mean, sample std or 0, seeds)` in increasing budget; a run
+    whose test split could not define the metric (null) is no point."""
     values: dict[str, dict[int, list[float]]] = {}
     for record in records:
         if record[metric] is not None:
-            values.setdefault(record["system"], {}).setdefault(record["budget"], []).append(record[metric])
+            values.setdefault(curve_name(record), {}).setdefault(record["budget"], []).append(record[metric])
     return {
         system: [(budget, statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
                  for budget, v in sorted(by_budget.items())]
         for system, by_budget in values.items()
     }
+
+
+def curve_name(record: dict[str, Any]) -> str:
+    """The system, followed by its extra training arguments when it has any: `userllm_recipe [--step3_learning_rate 3e-3]`."""
+    return f"{record['system']} [{record['overrides']}]" if record.get("overrides") else record["system"]
+
+
+def _system_of(curve: str) -> str:
+    return curve.split(" [", 1)[0]
 
 
 def plot_learning_curve(records: list[dict[str, Any]], path: str | Path, data: str, title: str = "") -> Path:
@@ -77,18 +90,20 @@ def plot_learning_curve(records: list[dict[str, Any]], path: str | Path, data: s
 
     points = curve_points(records)
     figure, axis = plt.subplots(figsize=(7.5, 4.8))
-    budgets = sorted({budget for system, rows in points.items() if system not in BASELINE_SYSTEMS for budget, *_ in rows})
+    budgets = sorted({budget for curve, rows in points.items() if _system_of(curve) not in BASELINE_SYSTEMS
+                      for budget, *_ in rows})
     right = max(budgets) * 1.6 if budgets else 1.0
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     published = published_for(data)
     test_rows = {}
     for record in records:
-        test_rows.setdefault(record["system"], set()).add(record["rows"])
-    for index, system in enumerate(sorted(points, key=system_rank)):
+        test_rows.setdefault(curve_name(record), set()).add(record["rows"])
+    for index, curve in enumerate(sorted(points, key=lambda name: (system_rank(_system_of(name)), name))):
+        system = _system_of(curve)
         color = colors[index % len(colors)]
-        label = SYSTEM_LABELS.get(system, system)
-        rows = points[system]
-        scored = "/".join(str(count) for count in sorted(test_rows[system], key=str))
+        label = SYSTEM_LABELS.get(system, system) + curve[len(system):]
+        rows = points[curve]
+        scored = "/".join(str(count) for count in sorted(test_rows[curve], key=str))
         if system in BASELINE_SYSTEMS:
             _, mean, std, seeds = rows[0]
             axis.axhline(mean, color=color, linestyle="--", linewidth=1.0,
@@ -96,7 +111,7 @@ def plot_learning_curve(records: list[dict[str, Any]], path: str | Path, data: s
         else:
             axis.errorbar([r[0] for r in rows], [r[1] for r in rows], yerr=[r[2] for r in rows], marker="o", capsize=3,
                           color=color, label=f"{label} ({scored} test rows; seeds: {', '.join(str(r[3]) for r in rows)})")
-        if system in published:
+        if system in published and curve == system:
             axis.plot([right], [published[system].auc], marker="*", markersize=10, color=color, linestyle="none")
     if published:
         axis.plot([], [], marker="*", color="grey", linestyle="none", label="published Table 3 (Vicuna-7B, full data)")
