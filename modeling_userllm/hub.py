@@ -529,11 +529,12 @@ def push_to_hub(
     private: bool = False,
     token: str | None = None,
     base_model: str | None = None,
+    vision_model: str | None = None,
     commit_message: str | None = None,
     **card_kwargs: Any,
 ):
     """Checks the token (without one nothing is read or written), then prepares the upload folder
-    (`prepare_upload_folder`: `light`, `base_model`, `card_kwargs`) and uploads it; returns the `CommitInfo`."""
+    (`prepare_upload_folder`: `light`, `base_model`, `vision_model`, `card_kwargs`) and uploads it; returns the `CommitInfo`."""
     token = require_token(token)
     with tempfile.TemporaryDirectory(prefix="userllm-upload-") as workdir:
         folder = prepare_upload_folder(
