@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from modeling_userllm.training import (
 )
 from modeling_userllm.training.arguments import check_resumed_run
 from modeling_userllm.training.datasets import RunData
-from modeling_userllm.training.output_lock import LOCK_FILE, OutputDirInUseError
+from modeling_userllm.training.output_lock import LOCK_FILE, OutputDirInUseError, output_dir_lock
 from modeling_userllm.training.pipeline import build_model, load_data_for_run, resolve_data, run_training
 
 TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
@@ -393,35 +392,37 @@ def test_a_split_of_one_class_is_reported_undefined_and_the_other_splits_are_kep
     assert (tmp_path / "out" / "model" / "README.md").is_file()
 
 
-def write_lock(output_dir, pid):
+def hold_lock(output_dir):
+    """A process holding `output_dir/run.lock`, started once it holds it."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / LOCK_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": pid}))
+    holder = subprocess.Popen([sys.executable, "-c", f"from filelock import FileLock; lock = FileLock({str(output_dir / LOCK_FILE)!r}); "
+                               "lock.acquire(); print('held', flush=True); import time; time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
 
 
 def test_a_second_run_on_an_output_dir_in_use_stops_naming_the_lock(tmp_path):
     argv = ["--data_dir", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "out")]
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    holder = hold_lock(tmp_path / "out")
     try:
-        write_lock(tmp_path / "out", holder.pid)
-        with pytest.raises(OutputDirInUseError, match=rf"in use by another run \(process {holder.pid} on .*lock file "
-                                                      rf"{tmp_path / 'out' / 'run.lock'}\)"):
+        with pytest.raises(OutputDirInUseError, match=rf"another run holds {tmp_path / 'out' / 'run.lock'}"):
             run_training(parse_arguments(argv))
     finally:
         holder.kill()
         holder.wait()
-    assert (tmp_path / "out" / "run.lock").is_file()  # the other run's lock is left alone
     assert not (tmp_path / "out" / "run_config.json").exists()
 
 
-def test_a_stale_lock_of_a_dead_process_is_taken_over_and_released(tmp_path, caplog):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    write_lock(tmp_path / "out", dead.pid)
+def test_the_lock_of_a_killed_run_does_not_block_and_a_run_releases_its_lock(tmp_path):
+    holder = hold_lock(tmp_path / "out")
+    holder.kill()
+    holder.wait()
     argv = ["--data_dir", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "out")]
-    with caplog.at_level(logging.WARNING, logger="modeling_userllm"), pytest.raises(PresetError, match="does not exist"):
+    with pytest.raises(PresetError, match="does not exist"):
         run_training(parse_arguments(argv))  # got past the lock; fails later, on the data
-    assert f"Taking over the stale lock {tmp_path / 'out' / 'run.lock'} of process {dead.pid}" in caplog.text
-    assert not (tmp_path / "out" / "run.lock").exists()  # released when the run ended, even by an error
+    with output_dir_lock(tmp_path / "out"):  # released when the run ended, even by an error
+        pass
 
 
 def test_two_process_run_counts_every_evaluation_row_once(finished_run, toy_dirs, tmp_path):
