@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -33,6 +34,8 @@ DATASET_CARD_TEMPLATE = CARD_TEMPLATES / "dataset_card.md"
 # metrics.json split -> how the card names it.
 METRIC_SPLITS = {"valid": "validation", "test": "test", "test_short": "test (short histories)", "test_long": "test (long histories)"}
 METRIC_NAMES = {"auc": ("roc_auc", "AUC"), "uauc": ("uauc", "UAUC")}
+PAPER_STEPS = ("lora", "encoders")
+STEP_NUMBERS = {"lora": 1, "encoders": 2, "joint": 3}  # the `step<k>_*` settings of run_config.json
 PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 TAGS = ["recommendation", "userllm", "multimodal", "lora", "custom_code"]
 # The Hub has no "recommendation" task; text-ranking (a reranker of (query, document) pairs) is closest.
@@ -42,21 +45,6 @@ LOGIN_HELP = (
     "`hf auth login` (or `huggingface-cli login`), or set the HF_TOKEN environment variable to a "
     "token with write access (https://huggingface.co/settings/tokens)."
 )
-VARIANT_DESCRIPTIONS = {
-    "tallrec": "TALLRec: titles of the history and of the target item, text only",
-    "collm": "CoLLM: titles plus one collaborative (MF) token for the user and one for the target item",
-    "collm_va": "CoLLM-VA: CoLLM plus one image token per history item and for the target item",
-    "userllm_no_uhem": "USER-LLM without the UHEM: the multimodal history written inline in the prompt",
-    "userllm_no_ke": "USER-LLM with titles instead of knowledge-enhanced descriptions",
-    "userllm": "USER-LLM: the whole multimodal history compressed into one token by the UHEM",
-}
-
-HISTORY_ENCODER_DESCRIPTIONS = {
-    "gru": "a GRU over the history",
-    "transformer": "a transformer encoder (not the paper's GRU: `history_encoder_type=\"transformer\"`) over the history",
-    "hierarchical": "a transformer encoder over the history items, each item's tokens pooled first (not the paper's GRU: "
-                    "`history_encoder_type=\"hierarchical\"`)",
-}
 
 
 class HubLoginRequiredError(RuntimeError):
@@ -71,30 +59,19 @@ class CheckpointSizes:
     light: int
     dtype: torch.dtype
 
-    @property
-    def base(self) -> int:
-        """Bytes of the frozen base LLM (left out of a light checkpoint)."""
-        return self.full - self.light
-
 
 def checkpoint_sizes(config: UserLLMConfig, dtype: torch.dtype | None = None) -> CheckpointSizes:
     """Checkpoint sizes from the config alone (the model is built on the meta device); `dtype` defaults to
     the config's, else the LLM config's, else float32."""
-    dtype = dtype or _config_dtype(config)
+    dtype = dtype or getattr(config, "dtype", None) or getattr(config.text_config, "dtype", None) or torch.float32
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     with torch.device("meta"):
         model = UserLLMForRecommendation(config)
     trained = set(model.trained_parameter_names())
     # named_parameters lists tied weights once, as save_pretrained stores them.
     numels = {name: param.numel() for name, param in model.named_parameters()}
-    itemsize = dtype.itemsize
-    full = sum(numels.values()) * itemsize
-    light = sum(numel for name, numel in numels.items() if name in trained) * itemsize
-    return CheckpointSizes(full=full, light=light, dtype=dtype)
-
-
-def _config_dtype(config: UserLLMConfig) -> torch.dtype:
-    dtype = getattr(config, "dtype", None) or getattr(config.text_config, "dtype", None) or torch.float32
-    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    light = sum(numel for name, numel in numels.items() if name in trained)
+    return CheckpointSizes(full=sum(numels.values()) * dtype.itemsize, light=light * dtype.itemsize, dtype=dtype)
 
 
 def format_size(num_bytes: int) -> str:
@@ -113,35 +90,20 @@ def validate_metrics(metrics: dict) -> dict[str, dict[str, float]]:
     unknown = sorted(set(metrics) - set(METRIC_SPLITS))
     if unknown:
         raise ValueError(f"metrics: unknown split(s) {unknown}; expected some of {list(METRIC_SPLITS)}")
-    checked = {}
-    for split in METRIC_SPLITS:
-        if split not in metrics:
-            continue
-        values = {}
-        for metric in METRIC_NAMES:
-            value = metrics[split].get(metric)
-            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise ValueError(f"metrics[{split!r}][{metric!r}] must be a number in [0, 1], got {value!r}")
-            values[metric] = float(value)
-        checked[split] = values
-    return checked
+    for split, metric in ((split, metric) for split in metrics for metric in METRIC_NAMES):
+        value = metrics[split].get(metric)
+        if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"metrics[{split!r}][{metric!r}] must be a number in [0, 1], got {value!r}")
+    return {split: {metric: float(metrics[split][metric]) for metric in METRIC_NAMES} for split in METRIC_SPLITS if split in metrics}
 
 
 def eval_results(metrics: dict, dataset_id: str, dataset_name: str) -> list[EvalResult]:
     """AUC and UAUC of every split of validated `metrics` as `EvalResult`s (the Hub's `model-index`)."""
     return [
-        EvalResult(
-            task_type="text-classification",
-            task_name="Recommendation (will the user like the item? Yes/No)",
-            dataset_type=dataset_id,
-            dataset_name=dataset_name,
-            dataset_split=split,
-            metric_type=metric_type,
-            metric_name=metric_name,
-            metric_value=round(values[metric], 4),
-        )
-        for split, values in metrics.items()
-        for metric, (metric_type, metric_name) in METRIC_NAMES.items()
+        EvalResult(task_type="text-classification", task_name="Recommendation (will the user like the item? Yes/No)",
+                   dataset_type=dataset_id, dataset_name=dataset_name, dataset_split=split, metric_type=metric_type,
+                   metric_name=metric_name, metric_value=round(values[metric], 4))
+        for split, values in metrics.items() for metric, (metric_type, metric_name) in METRIC_NAMES.items()
     ]
 
 
@@ -156,48 +118,13 @@ def is_hub_id(name: str | None) -> bool:
     return True
 
 
-def model_card_data(
-    config: UserLLMConfig,
-    repo_id: str,
-    *,
-    metrics: dict | None = None,
-    dataset_id: str | None = None,
-    dataset_name: str | None = None,
-    license: str | None = None,
-) -> ModelCardData:
-    """The card's YAML metadata: base model (when a Hub id), data set, library, tags and AUC/UAUC results."""
-    base_model = config.base_model_name_or_path if is_hub_id(config.base_model_name_or_path) else None
-    dataset_name = dataset_name or dataset_id or "recommendation data"
-    return ModelCardData(
-        model_name=repo_id.split("/")[-1],
-        base_model=base_model,
-        datasets=[dataset_id] if dataset_id else None,
-        library_name="transformers",
-        license=license,
-        tags=TAGS + ([config.variant] if config.variant and config.variant != "userllm" else []),
-        pipeline_tag=PIPELINE_TAG,
-        metrics=["roc_auc", "uauc"] if metrics else None,
-        eval_results=eval_results(metrics, dataset_id or "custom", dataset_name) if metrics else None,
-    )
-
-
-def render_model_card(
-    config: UserLLMConfig,
-    repo_id: str,
-    *,
-    light: bool,
-    metrics: dict | None = None,
-    dataset_id: str | None = None,
-    data_info: dict | None = None,
-    training: dict | None = None,
-    steps: Sequence[str] | None = None,
-    step1_prompt: str = "text",
-    license: str | None = None,
-    citation: str | None = None,
-    image_encoder: str | None = None,
-    template_path: str | os.PathLike = MODEL_CARD_TEMPLATE,
-) -> ModelCard:
-    """The model card of a checkpoint.
+def render_model_card(config: UserLLMConfig, repo_id: str, *, light: bool, metrics: dict | None = None,
+                      dataset_id: str | None = None, data_info: dict | None = None, training: dict | None = None,
+                      steps: Sequence[str] | None = None, step1_prompt: str = "text", license: str | None = None,
+                      citation: str | None = None, image_encoder: str | None = None,
+                      template_path: str | os.PathLike = MODEL_CARD_TEMPLATE) -> ModelCard:
+    """The model card of a checkpoint: YAML metadata (base model when a Hub id, data set, tags, AUC/UAUC
+    results) and the body of `template_path` (Jinja), which describes the config.
 
     Args:
         light: whether the published weights are the light form.
@@ -208,72 +135,38 @@ def render_model_card(
             `step1_prompt` the prompt of step 1 (`text` or `spliced`), as in the run's `run_config.json`.
         citation: BibTeX to cite besides the paper.
         image_encoder: the features' image encoder (default `image_encoder_name(config)`).
-        template_path: Jinja template of the card body.
     """
     metrics = validate_metrics(metrics) if metrics else None
     sizes = checkpoint_sizes(config)
     data_info = data_info or {}
-    card_data = model_card_data(
-        config, repo_id, metrics=metrics, dataset_id=dataset_id, dataset_name=data_info.get("name"), license=license
+    base_model_on_hub = is_hub_id(config.base_model_name_or_path)
+    card_data = ModelCardData(
+        model_name=repo_id.split("/")[-1], base_model=config.base_model_name_or_path if base_model_on_hub else None,
+        datasets=[dataset_id] if dataset_id else None, library_name="transformers", license=license,
+        tags=TAGS + ([config.variant] if config.variant and config.variant != "userllm" else []), pipeline_tag=PIPELINE_TAG,
+        metrics=["roc_auc", "uauc"] if metrics else None,
+        eval_results=eval_results(metrics, dataset_id or "custom", data_info.get("name") or dataset_id or "recommendation data")
+        if metrics else None,
     )
     return ModelCard.from_template(
-        card_data,
-        template_path=str(template_path),
-        repo_id=repo_id,
-        light=light,
-        base_model=base_model_label(config.base_model_name_or_path),
-        variant=config.variant or "userllm",
-        variant_description=VARIANT_DESCRIPTIONS.get(config.variant or "userllm", ""),
-        modules=_module_switches(config),
-        lora=dict(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout, targets=", ".join(config.lora_target_modules)),
-        feature_sizes=dict(vision=config.vision_feature_size, collaborative=config.collaborative_size),
-        image_encoder=image_encoder or image_encoder_name(config),
-        vision_encoder_stored=config.vision_config is not None,
-        num_users=config.num_users,
-        num_items=config.num_items,
-        max_history_items=config.max_history_items,
-        history_encoder=HISTORY_ENCODER_DESCRIPTIONS[config.history_encoder_type],
-        full_size=format_size(sizes.full),
-        light_size=format_size(sizes.light),
-        size_dtype=str(sizes.dtype).removeprefix("torch."),
+        card_data, template_path=str(template_path), repo_id=repo_id, config=config, light=light,
+        base_model_on_hub=base_model_on_hub, image_encoder=image_encoder or image_encoder_name(config),
+        full_size=format_size(sizes.full), light_size=format_size(sizes.light), size_dtype=str(sizes.dtype).removeprefix("torch."),
         metrics_rows=[dict(split=METRIC_SPLITS[split], **values) for split, values in (metrics or {}).items()],
-        dataset_id=dataset_id,
-        protocol=data_info.get("protocol"),
-        statistics=data_info.get("statistics"),
-        data_name=data_info.get("name"),
-        training=training,
-        steps=[STEP_DESCRIPTIONS[step].format(prompt=STEP1_PROMPTS[step1_prompt]) for step in steps or PAPER_STEPS],
-        paper_schedule=list(steps or PAPER_STEPS) == list(PAPER_STEPS),
-        citation=citation,
+        dataset_id=dataset_id, data_name=data_info.get("name"), protocol=data_info.get("protocol"),
+        statistics=data_info.get("statistics"), training=training, steps=list(steps or PAPER_STEPS),
+        step1_prompt=step1_prompt, citation=citation,
     )
-
-
-def base_model_label(name_or_path: str | None) -> str:
-    """How the card names the base LLM (Markdown): its Hub id, else its folder's name, never a local path."""
-    if not name_or_path:
-        return "none (an LLM built from its config, not a pretrained one)"
-    if is_hub_id(name_or_path):
-        return f"`{name_or_path}`"
-    return f"`{Path(name_or_path).name}` (a local folder, not on the Hub)"
 
 
 def image_encoder_name(config: UserLLMConfig) -> str:
     """How the card names the image encoder: its Hub id or folder name, else its architecture."""
-    if config.vision_model_name_or_path:
-        return config.vision_model_name_or_path.rstrip("/").split("/")[-1] if os.path.isdir(config.vision_model_name_or_path) \
-            else config.vision_model_name_or_path
+    name = config.vision_model_name_or_path
+    if name:
+        return name.rstrip("/").split("/")[-1] if os.path.isdir(name) else name
     if config.vision_config is not None:
         return f"a {config.vision_config.model_type} encoder stored in this checkpoint"
     return "the encoder that computed the training features (not stored in this checkpoint)"
-
-
-def _module_switches(config: UserLLMConfig) -> list[tuple[str, bool]]:
-    return [
-        ("User History Encoding Module (one `<HistoryInteractions>` token)", config.use_history_encoder),
-        ("Visual features (`<Image>` tokens)", config.use_visual),
-        ("Collaborative embeddings (`<UserID>` / `<ItemID>` tokens)", config.use_collaborative),
-        ("Knowledge-enhanced item descriptions", config.use_descriptions),
-    ]
 
 
 def size_category(num_rows: int) -> str:
@@ -285,31 +178,17 @@ def size_category(num_rows: int) -> str:
     return f"{bounds[index]}<n<{bounds[index + 1]}"
 
 
-def render_dataset_card(
-    info: dict,
-    repo_id: str,
-    *,
-    license: str | None = None,
-    template_path: str | os.PathLike = DATASET_CARD_TEMPLATE,
-) -> DatasetCard:
+def render_dataset_card(info: dict, repo_id: str, *, license: str | None = None,
+                        template_path: str | os.PathLike = DATASET_CARD_TEMPLATE) -> DatasetCard:
     """The dataset card of a prepared data set from its `info.json` (name, protocol, statistics)."""
     statistics = info.get("statistics", {})
     num_rows = sum(statistics.get(key, 0) for key in ("#Train", "#Valid", "#Test"))
     card_data = DatasetCardData(
-        pretty_name=f"{info['name']} (USER-LLM protocol)",
-        license=license,
-        task_categories=["text-classification"],
-        tags=["recommendation", "userllm", "multimodal"],
-        size_categories=[size_category(num_rows)],
+        pretty_name=f"{info['name']} (USER-LLM protocol)", license=license, task_categories=["text-classification"],
+        tags=["recommendation", "userllm", "multimodal"], size_categories=[size_category(num_rows)],
     )
-    return DatasetCard.from_template(
-        card_data,
-        template_path=str(template_path),
-        repo_id=repo_id,
-        name=info["name"],
-        protocol=info.get("protocol", {}),
-        statistics=statistics,
-    )
+    return DatasetCard.from_template(card_data, template_path=str(template_path), repo_id=repo_id, name=info["name"],
+                                     protocol=info.get("protocol", {}), statistics=statistics)
 
 
 def read_metrics(path: str | os.PathLike) -> dict[str, dict[str, float]]:
@@ -336,21 +215,12 @@ def run_metrics(content: dict, source: str | os.PathLike = "metrics.json") -> di
 
 
 def read_mapping(path: str | os.PathLike) -> dict:
-    """Reads a JSON or YAML mapping (e.g. `info.json`, per-step hyperparameters)."""
-    content = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    """A JSON mapping (`info.json`, `metrics.json`), or a YAML one from a `.yaml`/`.yml` file (per-step hyperparameters)."""
+    text = Path(path).read_text(encoding="utf-8")
+    content = yaml.safe_load(text) if Path(path).suffix in (".yaml", ".yml") else json.loads(text)
     if not isinstance(content, dict):
         raise ValueError(f"{path}: expected a mapping, got {type(content).__name__}")
     return content
-
-
-PAPER_STEPS = ("lora", "encoders")
-STEP1_PROMPTS = {"text": "text form of the prompt (history as titles and descriptions)",
-                 "spliced": "full prompt (placeholders replaced by embeddings, the encoders frozen)"}
-STEP_DESCRIPTIONS = {
-    "lora": "**LoRA** only, the LLM frozen, on the {prompt}.",
-    "encoders": "LoRA frozen; the **UHEM and the visual and collaborative projectors** trained on the full prompt.",
-    "joint": "**LoRA, the UHEM and the projectors together** on the full prompt (this package's recipe, not the paper's schedule).",
-}
 
 
 def trained_schedule(model_dir: str | os.PathLike) -> dict[str, Any]:
@@ -362,13 +232,10 @@ def trained_schedule(model_dir: str | os.PathLike) -> dict[str, Any]:
     run = read_mapping(path)
     schedule, data = run.get("schedule", {}), run.get("data", {})
     steps = schedule.get("steps", list(PAPER_STEPS))
-    numbers = {"lora": 1, "encoders": 2, "joint": 3}
-    training = {
-        step: {**{name: schedule[f"step{numbers[step]}_{name}"] for name in ("learning_rate", "num_train_epochs",
-                  "per_device_train_batch_size", "warmup_steps") if f"step{numbers[step]}_{name}" in schedule},
-               "max_train_rows": data.get("max_train_rows") or "the whole train split"}
-        for step in steps
-    }
+    names = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "warmup_steps")
+    training = {step: {**{name: schedule[key] for name in names if (key := f"step{STEP_NUMBERS[step]}_{name}") in schedule},
+                       "max_train_rows": data.get("max_train_rows") or "the whole train split"}
+                for step in steps}
     return {"steps": steps, "step1_prompt": schedule.get("step1_prompt", "text"), "training": training}
 
 
@@ -376,42 +243,21 @@ def trained_metrics(model_dir: str | os.PathLike) -> dict[str, dict[str, float]]
     """What training measured for a saved model folder: the run's `metrics.json` beside it (`OUTPUT/model`,
     `OUTPUT/metrics.json`), else the folder's own card's results (rounded to 4 decimals), else None."""
     model_dir = Path(model_dir)
-    metrics_path = model_dir.parent / "metrics.json"
-    if metrics_path.is_file():
-        found = read_metrics(metrics_path)
-        if found:
-            return found
-    card_path = model_dir / "README.md"
-    if not card_path.is_file():
+    if (model_dir.parent / "metrics.json").is_file() and (found := read_metrics(model_dir.parent / "metrics.json")):
+        return found
+    if not (model_dir / "README.md").is_file():
         return None
     metric_keys = {metric_type: metric for metric, (metric_type, _) in METRIC_NAMES.items()}
     found = {}
-    for result in ModelCard.load(card_path).data.eval_results or []:
+    for result in ModelCard.load(model_dir / "README.md").data.eval_results or []:
         split, metric = result.dataset_split, metric_keys.get(result.metric_type)
         if split in METRIC_SPLITS and metric:
             found.setdefault(split, {})[metric] = result.metric_value
     return validate_metrics(found) if found else None
 
 
-def write_dataset_card(data_dir: str | os.PathLike, repo_id: str, *, license: str | None = None) -> Path:
-    """Writes `README.md` (the dataset card) into a prepared data set folder; returns its path."""
-    data_dir = Path(data_dir)
-    card = render_dataset_card(read_mapping(data_dir / "info.json"), repo_id, license=license)
-    path = data_dir / "README.md"
-    card.save(path)
-    return path
-
-
-def prepare_upload_folder(
-    model_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    repo_id: str,
-    light: bool = False,
-    base_model: str | None = None,
-    vision_model: str | None = None,
-    **card_kwargs: Any,
-) -> Path:
+def prepare_upload_folder(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, repo_id: str, light: bool = False,
+                          base_model: str | None = None, vision_model: str | None = None, **card_kwargs: Any) -> Path:
     """Writes exactly the folder to upload, atomically, and returns it: safetensors weights, config with
     `auto_map`, the hub-copied code, processor and tokenizer files and `README.md` (the model card).
 
@@ -429,36 +275,37 @@ def prepare_upload_folder(
     out_dir = Path(out_dir)
     check_empty_upload_folder(out_dir)
     model = UserLLMForRecommendation.from_pretrained(model_dir, dtype="auto")
-    if base_model is not None and base_model != model.config.base_model_name_or_path:
-        model.config.base_model_name_or_path = base_model
-        model.config.base_model_revision = None  # a revision of the folder it replaces
+    config = model.config
+    if base_model is not None and base_model != config.base_model_name_or_path:
+        config.base_model_name_or_path = base_model
+        config.base_model_revision = None  # a revision of the folder it replaces
     if vision_model is not None:
         if not is_hub_id(vision_model):
             raise ValueError(f"vision_model {vision_model!r}: expected a Hub id (ORG/NAME) of the vision encoder")
-        model.config.vision_model_name_or_path = vision_model
-    if light and not is_hub_id(model.config.base_model_name_or_path):
-        raise ValueError(
-            f"A light checkpoint on the Hub must name its base LLM by Hub id, but the config holds "
-            f"{model.config.base_model_name_or_path!r}; pass base_model='ORG/NAME' (--base-model)"
-        )
+        config.vision_model_name_or_path = vision_model
+    if light and not is_hub_id(config.base_model_name_or_path):
+        raise ValueError(f"A light checkpoint on the Hub must name its base LLM by Hub id, but the config holds "
+                         f"{config.base_model_name_or_path!r}; pass base_model='ORG/NAME' (--base-model)")
     processor = UserLLMProcessor.from_pretrained(model_dir)
     if card_kwargs.get("metrics") is None:
         card_kwargs["metrics"] = trained_metrics(model_dir)
     for key, value in trained_schedule(model_dir).items():
         if card_kwargs.get(key) is None:
             card_kwargs[key] = value
-    card_kwargs.setdefault("image_encoder", image_encoder_name(model.config))
-    if light and not is_hub_id(model.config.vision_model_name_or_path):
+    card_kwargs.setdefault("image_encoder", image_encoder_name(config))
+    if light and not is_hub_id(config.vision_model_name_or_path):
         # A local or unnamed encoder cannot be fetched on the Hub: the light form stores it.
-        model.config.vision_model_name_or_path = None
-    card = render_model_card(model.config, repo_id, light=light, **card_kwargs)
-    keep_hub_names_only(model.config)
+        config.vision_model_name_or_path = None
+    card = render_model_card(config, repo_id, light=light, **card_kwargs)
+    keep_hub_names_only(config)
     with staged_folder(out_dir) as staging:
         model.save_pretrained(staging, light=light)
         match_weight_file_permissions(staging)
         processor.save_pretrained(staging)
         card.save(staging / "README.md")
-        _check_no_pickled_weights(staging)
+        pickled = [path.name for path in staging.rglob("*") if path.suffix in PICKLE_WEIGHT_SUFFIXES]
+        if pickled:
+            raise RuntimeError(f"Refusing to publish pickle-format weight files {pickled}: only safetensors are allowed")
     return out_dir
 
 
@@ -495,12 +342,6 @@ def staged_folder(out_dir: Path):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _check_no_pickled_weights(folder: Path) -> None:
-    pickled = [path.name for path in folder.rglob("*") if path.suffix in PICKLE_WEIGHT_SUFFIXES]
-    if pickled:
-        raise RuntimeError(f"Refusing to publish pickle-format weight files {pickled}: only safetensors are allowed")
-
-
 def require_token(token: str | None = None) -> str:
     """`token`, else `HF_TOKEN`, else the stored login; none: `HubLoginRequiredError` saying how to log in."""
     token = token or get_token()
@@ -509,44 +350,22 @@ def require_token(token: str | None = None) -> str:
     return token
 
 
-def upload_folder(folder: str | os.PathLike, repo_id: str, *, token: str, private: bool = False, commit_message: str | None = None):
-    """Creates the model repo if needed and uploads `folder` as one commit; returns its `CommitInfo`."""
+def upload_folder(folder: str | os.PathLike, repo_id: str, *, token: str, private: bool = False,
+                  commit_message: str | None = None, repo_type: str = "model", **create_kwargs: Any):
+    """Creates the repo if needed (`create_kwargs`: e.g. `space_sdk`) and uploads `folder` as one commit; returns its `CommitInfo`."""
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    return api.upload_folder(
-        repo_id=repo_id,
-        folder_path=folder,
-        repo_type="model",
-        commit_message=commit_message or f"Upload USER-LLM checkpoint from {Path(folder).name}",
-    )
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, **create_kwargs)
+    return api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type=repo_type,
+                             commit_message=commit_message or f"Upload USER-LLM checkpoint from {Path(folder).name}")
 
 
-def push_to_hub(
-    model_dir: str | os.PathLike,
-    repo_id: str,
-    *,
-    light: bool = False,
-    private: bool = False,
-    token: str | None = None,
-    base_model: str | None = None,
-    vision_model: str | None = None,
-    commit_message: str | None = None,
-    **card_kwargs: Any,
-):
+def push_to_hub(model_dir: str | os.PathLike, repo_id: str, *, light: bool = False, private: bool = False,
+                token: str | None = None, base_model: str | None = None, vision_model: str | None = None,
+                commit_message: str | None = None, **card_kwargs: Any):
     """Checks the token (without one nothing is read or written), then prepares the upload folder
     (`prepare_upload_folder`: `light`, `base_model`, `vision_model`, `card_kwargs`) and uploads it; returns the `CommitInfo`."""
     token = require_token(token)
     with tempfile.TemporaryDirectory(prefix="userllm-upload-") as workdir:
-        folder = prepare_upload_folder(
-            model_dir, Path(workdir) / "upload", repo_id=repo_id, light=light, base_model=base_model,
-            vision_model=vision_model, **card_kwargs
-        )
+        folder = prepare_upload_folder(model_dir, Path(workdir) / "upload", repo_id=repo_id, light=light,
+                                       base_model=base_model, vision_model=vision_model, **card_kwargs)
         return upload_folder(folder, repo_id, token=token, private=private, commit_message=commit_message)
-
-
-__all__ = [
-    "CheckpointSizes", "HubLoginRequiredError", "checkpoint_sizes", "eval_results", "format_size", "is_hub_id",
-    "model_card_data", "prepare_upload_folder", "push_to_hub", "read_mapping", "read_metrics",
-    "render_dataset_card", "render_model_card", "require_token", "run_metrics", "trained_metrics", "upload_folder",
-    "validate_metrics", "write_dataset_card"
-]

@@ -231,6 +231,12 @@ def test_malformed_metrics_are_refused():
         hub.validate_metrics({"test": {"auc": 0.7}})
 
 
+def test_metrics_json_numbers_in_exponent_form_are_read_as_numbers(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"test": {"auc": 0.7, "uauc": 5e-05}}))  # json writes "5e-05", a string to YAML 1.1
+    assert hub.read_metrics(path) == {"test": {"auc": 0.7, "uauc": 5e-05}}
+
+
 def test_dataset_card_shows_the_protocol_and_statistics():
     info = {
         "name": "ml-100k",

@@ -1,11 +1,4 @@
-"""The demo as a Hugging Face Space (no gradio import here).
-
-`write_space_folder` writes, from the templates in `hub_cards/space/`: `README.md` (the Space card,
-`sdk: gradio`), `app.py` (serves `modeling_userllm.demo.page`), `space_config.json` (model folder
-or Hub id, data, features, posters), `requirements.txt`, `modeling_userllm/` (a copy of the code:
-it is not on PyPI), `model/` (unless loaded from the Hub by id), `data/ features/ posters/`.
-`push_space` uploads it.
-"""
+"""The demo as a Hugging Face Space (no gradio import here): `write_space_folder` writes it, `push_space` uploads it."""
 
 from __future__ import annotations
 
@@ -16,7 +9,7 @@ import string
 from importlib import metadata
 from pathlib import Path
 
-from huggingface_hub import HfApi, SpaceCard, SpaceCardData
+from huggingface_hub import SpaceCard, SpaceCardData
 
 try:
     import tomllib
@@ -24,7 +17,7 @@ except ImportError:  # Python 3.10: the installed metadata is read instead
     tomllib = None
 
 from ..data import RecommendationData
-from ..hub import check_empty_upload_folder, staged_folder
+from ..hub import check_empty_upload_folder, staged_folder, upload_folder
 from ..resources import package_data_dir
 from .recommender import DemoSettings, resolve_poster, check_checkpoint
 
@@ -37,9 +30,8 @@ DEFAULT_GRADIO_VERSION = "5.0.0"
 
 
 def space_requirements() -> list[str]:
-    """The userllm package's own dependencies (no extras): from the checkout's `pyproject.toml`
-    (installed metadata lags behind edits until reinstalled), else the installed metadata; a
-    RuntimeError when neither is there."""
+    """The userllm package's own dependencies (no extras): from the checkout's `pyproject.toml` (installed
+    metadata lags behind edits until reinstalled), else the installed metadata; a RuntimeError without either."""
     if PYPROJECT.is_file() and tomllib is not None:
         return list(tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"])
     try:
@@ -47,6 +39,14 @@ def space_requirements() -> list[str]:
     except metadata.PackageNotFoundError as error:
         raise RuntimeError(f"the {PACKAGE_NAME} package is not installed; run `pip install -e .` first") from error
     return [requirement for requirement in requires if "extra ==" not in requirement]
+
+
+def _gradio_version() -> str:
+    """The gradio version installed here (the Space runs the same), else a default."""
+    try:
+        return metadata.version("gradio")
+    except metadata.PackageNotFoundError:
+        return DEFAULT_GRADIO_VERSION
 
 
 def render_space_card(space_id: str, *, model_name: str, model_repo_id: str | None, data: RecommendationData,
@@ -67,24 +67,18 @@ def render_space_card(space_id: str, *, model_name: str, model_repo_id: str | No
     )
 
 
-def _gradio_version() -> str:
-    """The gradio version installed here (the Space runs the same), else a default."""
-    try:
-        return metadata.version("gradio")
-    except metadata.PackageNotFoundError:
-        return DEFAULT_GRADIO_VERSION
-
-
 def write_space_folder(out_dir: str | Path, settings: DemoSettings, *, space_id: str, model_repo_id: str | None = None,
                        license: str | None = None) -> Path:
-    """Writes the Space folder atomically (see the module docstring) and returns it.
+    """Writes the Space folder atomically and returns it: from the templates in `hub_cards/space/`, `README.md`
+    (the Space card), `app.py` (serves `demo.page`), `requirements.txt`; `space_config.json` (model folder or Hub
+    id, data, features, posters), `modeling_userllm/` (a copy of the code: it is not on PyPI), `model/` (unless
+    loaded by Hub id), `data/`, `features/`, `posters/`.
 
     Args:
         out_dir: the folder to write; must not exist or be empty (else FileExistsError).
         settings: the demo's model, data, features and posters (resolved: `resolve_demo_paths`).
         space_id: ORG/NAME of the Space (its title comes from NAME).
         model_repo_id: the model's Hub id when published: the Space loads it instead of shipping `model/`.
-        license: license id for the card.
     """
     out_dir = Path(out_dir)
     check_empty_upload_folder(out_dir)
@@ -120,8 +114,6 @@ def check_space_id(space_id: str) -> None:
 
 def push_space(folder: str | Path, space_id: str, *, token: str, private: bool = False):
     """Creates the Gradio Space if needed and uploads `folder` as one commit; returns its `CommitInfo`."""
-    api = HfApi(token=token)
-    api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-    return api.upload_folder(repo_id=space_id, folder_path=folder, repo_type="space",
-                             commit_message=f"USER-LLM demo from {Path(folder).name}")
+    return upload_folder(folder, space_id, token=token, private=private, repo_type="space", space_sdk="gradio",
+                         commit_message=f"USER-LLM demo from {Path(folder).name}")
 
