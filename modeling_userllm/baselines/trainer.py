@@ -1,7 +1,5 @@
-"""The training loop of the non-LLM baselines, as CoLLM trains its baselines.
-
-Adam (with L2 weight decay), shuffled mini-batches, BCE-with-logits on the 0/1 labels, AUC and
-UAUC on valid after every epoch, early stopping on valid AUC with a patience, and the best
+"""The training loop of the non-LLM baselines, as CoLLM trains them: Adam with L2 weight decay, shuffled
+mini-batches, BCE-with-logits, valid AUC/UAUC after every epoch, early stopping on valid AUC, and the best
 epoch's weights restored before any test split is scored.
 """
 
@@ -24,8 +22,7 @@ from .lightgcn import LightGCN
 from .mf import MatrixFactorization
 from .sasrec import SASRec
 
-HISTORY_PADDING_ID = -1
-"""Fills the left of `history_item_ids` rows shorter than the model's history length."""
+HISTORY_PADDING_ID = -1  # fills the left of histories shorter than the model's history length
 
 
 @dataclass
@@ -58,8 +55,8 @@ def pad_histories(histories: list[list[int]], history_length: int) -> torch.Tens
 
 
 def to_tensors(split: Any, history_length: int = 0) -> InteractionTensors:
-    """An interaction split (a `datasets.Dataset` of the common form) as tensors, keeping the
-    `history_length` most recent history items (0: none; no wider than the longest history)."""
+    """An interaction split of the common form as tensors, with the `history_length` most recent history items
+    (0: none; no wider than the longest history)."""
     table = split.with_format("arrow")[:]  # respects a `select`/`filter` view, unlike `split.data`
     histories = table.column("history_item_ids").to_pylist() if history_length > 0 else [[]] * len(table)
     history_length = min(history_length, max(map(len, histories), default=0))
@@ -82,8 +79,8 @@ def predict(model: nn.Module, tensors: InteractionTensors, batch_size: int = 819
 
 
 def evaluate(model: nn.Module, tensors: InteractionTensors, batch_size: int = 8192) -> dict[str, Any]:
-    """`{"auc", "uauc"}` of `model` on one split; a metric the split's labels cannot define (one
-    class) is None, with the reason in `"undefined"` (`{metric: reason}`), as the LLM runs record it."""
+    """`{"auc", "uauc"}` of `model` on one split; a metric its labels cannot define is None, with the reason in
+    `"undefined"` (`{metric: reason}`), as the LLM runs record it."""
     scores = predict(model, tensors, batch_size)
     user_ids, labels = tensors.user_ids.numpy(), tensors.labels.numpy()
     undefined = undefined_metrics(user_ids, labels)
@@ -94,8 +91,8 @@ def evaluate(model: nn.Module, tensors: InteractionTensors, batch_size: int = 81
 
 @dataclass
 class FitResult:
-    """What `fit` did: the restored epoch (from 0) and its valid AUC/UAUC, the epochs trained, and
-    per epoch `{"epoch", "loss", "valid_auc", "valid_uauc"}`."""
+    """The restored epoch (from 0), its valid metrics, the epochs trained and `{"epoch", "loss", "valid_auc",
+    "valid_uauc"}` per epoch."""
 
     best_epoch: int
     best_valid: dict[str, float]
@@ -111,10 +108,9 @@ def fit(model: nn.Module, train: InteractionTensors, valid: InteractionTensors, 
     Args:
         model: maps `(user_ids, item_ids, history_item_ids)` to `(B,)` logits.
         valid: the rows early stopping looks at (never a test split).
-        lr, weight_decay: Adam's learning rate and L2 penalty, as in CoLLM's baselines.
         patience: stop after this many epochs without a better valid AUC.
-        min_epochs: never stop before this many epochs: MF from CoLLM's N(0, 1) start stays at
-            chance on valid for about a hundred epochs, a plateau patience may mistake for convergence.
+        min_epochs: never stop before: MF from CoLLM's N(0, 1) start stays at chance on valid for about a
+            hundred epochs, a plateau patience would mistake for convergence.
         seed: seeds the shuffling and dropout (the initial weights are the caller's).
 
     Raises:
@@ -179,19 +175,18 @@ def train_baseline(name: str, data: Any, *, seed: int = 0, max_epochs: int = 100
     """Builds, trains (early stopping on valid AUC, see `fit`) and evaluates one baseline.
 
     Args:
-        name: `"mf"`, `"lightgcn"` or `"sasrec"`.
-        data: a `RecommendationData` (`interactions` with at least `train` and `valid`).
+        name: one of `BASELINES`.
+        data: a `RecommendationData` with at least `train` and `valid`.
         seed: seeds the initial weights, the shuffling and dropout.
         **hyperparameters: overrides of `DEFAULT_HYPERPARAMETERS[name]`.
 
     Returns:
-        The trained model and `{"model", "seed", "hyperparameters", "best_epoch", "epochs_run",
-        "history", "<split>": evaluate(...) for each of EVALUATION_SPLITS present}`.
+        The model and `{"model", "seed", "hyperparameters", "best_epoch", "epochs_run", "history", "<split>":
+        evaluate(...) for each of EVALUATION_SPLITS present}`.
     """
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose one of {sorted(BASELINES)}")
-    unknown = set(hyperparameters) - set(DEFAULT_HYPERPARAMETERS[name])
-    if unknown:
+    if unknown := set(hyperparameters) - set(DEFAULT_HYPERPARAMETERS[name]):
         raise ValueError(f"{name} does not take {sorted(unknown)}; it takes {sorted(DEFAULT_HYPERPARAMETERS[name])}")
     settings = {**DEFAULT_HYPERPARAMETERS[name], **hyperparameters}
     torch.manual_seed(seed)
@@ -201,7 +196,4 @@ def train_baseline(name: str, data: Any, *, seed: int = 0, max_epochs: int = 100
                  max_epochs=max_epochs, patience=patience, min_epochs=min_epochs, seed=seed, progress=progress)
     metrics: dict[str, Any] = {"model": name, "seed": seed, "hyperparameters": settings, "best_epoch": result.best_epoch,
                                "epochs_run": result.epochs_run, "history": result.history}
-    for split in EVALUATION_SPLITS:
-        if split in splits:
-            metrics[split] = evaluate(model, splits[split])
-    return model, metrics
+    return model, metrics | {split: evaluate(model, splits[split]) for split in EVALUATION_SPLITS if split in splits}

@@ -23,7 +23,6 @@ options (posters, K most-rated or sampled items, a seeded user sample) are in `s
 
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 
@@ -31,13 +30,9 @@ import pandas as pd
 
 from .common import RecommendationData
 from .parsing import (
-    FLOAT, INT, STR, check_not_empty, check_scale, check_unique_ids, missing_raw_files, poster_paths, read_csv_columns,
-    read_table, read_text,
+    FLOAT, INT, STR, check_scale, check_unique_ids, missing_raw_files, poster_paths, read_csv_columns, read_table, read_text,
 )
-from .protocol import Protocol, apply_protocol, natural_order
-from .selection import split_options
-
-logger = logging.getLogger(__name__)
+from .protocol import build_data_set, natural_order
 
 # The paper's protocol on The Movies Dataset: rating >= 2.5, >= 5 history interactions, n = 5;
 # Table 5's long histories: users with >= 10 history interactions.
@@ -45,7 +40,6 @@ DEFAULT_PROTOCOL = {"threshold": 2.5, "history_length": 5, "min_history": 5, "lo
 
 RATING_COLUMNS = {"userId": INT, "movieId": INT, "rating": FLOAT, "timestamp": INT}
 RATINGS_FILES = ("ratings.csv", "ratings_small.csv")
-RATING_SCALE = (0.5, 5.0, 0.5)  # low, high, step: MovieLens half stars
 NEEDS = ("ratings.csv or ratings_small.csv (userId,movieId,rating,timestamp), and movies.csv or links.csv + "
          "movies_metadata.csv (optional: posters/)")
 SOURCE = ("The paper's 'movie' data is Kaggle's 'The Movies Dataset' (https://www.kaggle.com/datasets/rounakbanik/"
@@ -54,13 +48,8 @@ SOURCE = ("The paper's 'movie' data is Kaggle's 'The Movies Dataset' (https://ww
 
 
 def find_ratings_file(data_dir: Path, name: str | Path | None = None) -> Path:
-    """The ratings file: `name` (relative to `data_dir`, or absolute), else the only one of
-    `RATINGS_FILES` present.
-
-    Raises:
-        FileNotFoundError: the named file, or any ratings file, is missing.
-        ValueError: no name is given and both `ratings.csv` and `ratings_small.csv` exist.
-    """
+    """The ratings file: `name` (relative to `data_dir`, or absolute), else the only one of `RATINGS_FILES`
+    present; a `FileNotFoundError` when it is missing, a `ValueError` when both are present and none is named."""
     if name is not None:
         path = data_dir / name
         if not path.is_file():
@@ -79,13 +68,9 @@ def find_ratings_file(data_dir: Path, name: str | Path | None = None) -> Path:
 
 
 def rating_converters(path: Path) -> dict:
-    """Converters of a ratings CSV in its header's column order (columns read by name).
-
-    Raises:
-        ValueError: the first line is not a header naming the four rating columns.
-    """
-    text = read_text(path)
-    check_not_empty(path, text, header=True)
+    """Converters of a ratings CSV in its header's column order (columns read by name); a `ValueError` when the
+    first line is not a header naming the four rating columns once each."""
+    text = read_text(path, header=True)
     first = next((line for line in text.splitlines() if line.strip()), "")
     names = [name.strip() for name in first.split(",")]
     missing = [name for name in RATING_COLUMNS if name not in names]
@@ -103,32 +88,17 @@ def rating_converters(path: Path) -> dict:
 
 
 def read_ratings(path: Path) -> pd.DataFrame:
-    """The ratings file -> frame with `user`, `item` (str), `rating`, `timestamp`.
-
-    Raises:
-        ValueError: no header, an empty file, a malformed line, or a rating off the
-            0.5-5 half-star scale; each names the file and the line.
-    """
+    """The ratings file -> `user`, `item` (str), `rating`, `timestamp`; a located `ValueError` for no header, an
+    empty file, a malformed line or a rating off the 0.5-5 half-star scale."""
     frame = read_table(path, ",", rating_converters(path), header=True)
-    low, high, step = RATING_SCALE
-    check_scale(path, frame["rating"].to_numpy(), low, high, step=step, field="rating", header=True)
-    return pd.DataFrame(
-        {
-            "user": frame["userId"].astype(str),
-            "item": frame["movieId"].astype(str),
-            "rating": frame["rating"],
-            "timestamp": frame["timestamp"],
-        }
-    )
+    check_scale(path, frame["rating"].to_numpy(), 0.5, 5.0, step=0.5, header=True)
+    return pd.DataFrame({"user": frame["userId"].astype(str), "item": frame["movieId"].astype(str),
+                         "rating": frame["rating"], "timestamp": frame["timestamp"]})
 
 
 def read_metadata(data_dir: Path) -> tuple[pd.DataFrame, int, int]:
-    """links.csv + movies_metadata.csv -> frame indexed by movieId (title, overview, poster).
-
-    Returns:
-        The frame (empty when the files are absent), the number of metadata rows skipped for
-        a non-integer TMDB id and the number of rows that repeat a TMDB id (first kept).
-    """
+    """links.csv + movies_metadata.csv -> `title`, `overview`, `tmdb_poster` by movieId (empty without the files),
+    the number of metadata rows skipped for a non-integer TMDB id and of rows repeating a TMDB id (first kept)."""
     links_file, metadata_file = data_dir / "links.csv", data_dir / "movies_metadata.csv"
     if not (links_file.is_file() and metadata_file.is_file()):
         return pd.DataFrame(columns=["title", "overview", "tmdb_poster"]), 0, 0
@@ -136,8 +106,7 @@ def read_metadata(data_dir: Path) -> tuple[pd.DataFrame, int, int]:
     metadata = read_csv_columns(metadata_file, ["id", "title", "overview", "poster_path"])
     valid = metadata["id"].str.strip().str.isdigit()
     metadata = metadata[valid]
-    repeated = int(metadata["id"].str.strip().duplicated().sum())
-    if repeated:
+    if repeated := int(metadata["id"].str.strip().duplicated().sum()):
         warnings.warn(f"{metadata_file}: {repeated} rows repeat a TMDB id; kept the first row of each", stacklevel=2)
     metadata = metadata.drop_duplicates("id", keep="first")
     merged = links.merge(metadata, left_on=links["tmdbId"].str.strip(), right_on="id", how="inner")
@@ -147,7 +116,7 @@ def read_metadata(data_dir: Path) -> tuple[pd.DataFrame, int, int]:
 
 
 def read_items(data_dir: Path, rated_items: pd.Series) -> tuple[pd.DataFrame, dict]:
-    """Item frame (raw_id, title, description, poster_path) over titled movies, and notes."""
+    """The item frame (`raw_id`, `title`, `description`, `poster_path`) of the titled movies, and notes."""
     titles = {}
     if (data_dir / "movies.csv").is_file():
         movies = read_csv_columns(data_dir / "movies.csv", ["movieId", "title"])
@@ -163,54 +132,24 @@ def read_items(data_dir: Path, rated_items: pd.Series) -> tuple[pd.DataFrame, di
     raw_ids = [raw for raw in raw_ids if raw in titles]
     overviews = metadata["overview"].reindex(raw_ids).tolist()
     tmdb_posters = metadata["tmdb_poster"].reindex(raw_ids).fillna("").tolist()
-    candidates = [
-        [f"{raw}.jpg", *([Path(poster).name] if poster.strip() else [])]
-        for raw, poster in zip(raw_ids, tmdb_posters)
-    ]
+    candidates = [[f"{raw}.jpg", *([Path(poster).name] if poster.strip() else [])] for raw, poster in zip(raw_ids, tmdb_posters)]
     posters, missing = poster_paths(data_dir / "posters", candidates)
-    items = pd.DataFrame(
-        {
-            "raw_id": raw_ids,
-            "title": [titles[raw] for raw in raw_ids],
-            "description": overviews,
-            "poster_path": posters,
-        }
-    )
+    items = pd.DataFrame({"raw_id": raw_ids, "title": [titles[raw] for raw in raw_ids], "description": overviews,
+                          "poster_path": posters})
     return items, {"missing_posters": missing, "metadata_rows_skipped": skipped, "metadata_repeated_ids": repeated}
 
 
 def load_movielens_csv(data_dir: str | Path, *, ratings_file: str | Path | None = None, **options) -> RecommendationData:
-    """Builds the common form from a MovieLens-latest / The Movies Dataset folder.
+    """Builds the common form ("movielens-csv") from a MovieLens-latest / The Movies Dataset folder.
 
     Args:
         data_dir: folder with the files of the module docstring.
         ratings_file: the ratings file (e.g. "ratings_small.csv"); see `find_ratings_file`.
-        **options: overrides of `DEFAULT_PROTOCOL` (see `Protocol`) and selection options
-            (see `Selection`).
-
-    Returns:
-        The data set, named "movielens-csv".
+        **options: overrides of `DEFAULT_PROTOCOL` (see `Protocol`) and selection options (see `Selection`).
     """
     data_dir = Path(data_dir)
-    protocol, selection = split_options(options)
     ratings_path = find_ratings_file(data_dir, ratings_file)
     ratings = read_ratings(ratings_path)
     items, notes = read_items(data_dir, ratings["item"])
-    if notes["missing_posters"]:
-        logger.info("%d of %d movies have no poster", notes["missing_posters"], len(items))
-    notes = {
-        "data_dir": str(data_dir.resolve()),
-        "ratings_file": ratings_path.name,
-        "raw_ratings": len(ratings),
-        "raw_users": int(ratings["user"].nunique()),
-        "raw_items": len(items),
-        **notes,
-    }
-    return apply_protocol(
-        ratings,
-        items,
-        name="movielens-csv",
-        protocol=Protocol.with_overrides(DEFAULT_PROTOCOL, protocol),
-        selection=selection,
-        notes=notes,
-    )
+    return build_data_set("movielens-csv", data_dir, ratings, items, DEFAULT_PROTOCOL, options,
+                          files={"ratings_file": ratings_path.name}, **notes)

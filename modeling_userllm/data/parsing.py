@@ -1,6 +1,6 @@
 """Readers of raw rating and title files: a `ValueError` names the file, the line and its text at the first
 malformed line. pandas' C reader parses; only when it (or a conversion) fails is the file scanned line by
-line to locate the problem, so only the error path costs time.
+line (`parse_lines`) to locate the problem, so only the error path costs time.
 """
 
 from __future__ import annotations
@@ -39,56 +39,71 @@ def FLOAT(text: str) -> float:  # noqa: N802
     return value
 
 
-def DATE(text: str) -> str:  # noqa: N802
-    pd.Timestamp(text)
-    return text
-
-
 STR = str
 
 
-def read_text(path: Path, *, latin1_fallback: bool = False) -> str:
-    """A text file decoded as UTF-8 (else a `ValueError` naming the line), or as latin-1 with `latin1_fallback`:
-    only for formats documented so (MovieLens `u.item`, Netflix `movie_titles.csv`), as latin-1 takes any byte."""
+def read_text(path: Path, *, header: bool = False, latin1_fallback: bool = False) -> str:
+    """A data file's text, decoded as UTF-8 (else a `ValueError` naming the line), or as latin-1 with
+    `latin1_fallback`: only for formats documented so (MovieLens `u.item`, Netflix `movie_titles.csv`), as
+    latin-1 takes any byte. A `ValueError` names the file when it has no data line (nor, with `header`, one
+    after its header)."""
     raw = Path(path).read_bytes()
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        if latin1_fallback:
-            return raw.decode("latin-1")
-        line_number = raw.count(b"\n", 0, error.start) + 1
-        line = raw.splitlines()[line_number - 1]
-        raise ValueError(f"{path}: line {line_number}: not valid UTF-8 ({error.reason}): {line!r}") from None
-
-
-def _locate_bad_line(path: Path, text: str, sep: str, converters: dict[str, Converter], skip_header: bool,
-                     quoted: bool) -> ValueError:
-    """The error for the first line whose fields do not fit `converters`."""
-    lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    for line_number, line in lines[1 if skip_header else 0 :]:
-        fields = next(csv.reader([line])) if quoted else line.split(sep)
-        if len(fields) != len(converters):
-            return ValueError(f"{path}: line {line_number}: expected {len(converters)} fields "
-                              f"({', '.join(converters)}), got {len(fields)}: {line!r}")
-        for (name, convert), field in zip(converters.items(), fields):
-            try:
-                convert(field.strip())
-            except (ValueError, TypeError):
-                return ValueError(f"{path}: line {line_number}: bad {name} {field!r}: {line!r}")
-    return ValueError(f"{path}: could not be parsed as {sep!r}-separated {list(converters)}")
-
-
-def check_not_empty(path: Path, text: str, header: bool = False) -> None:
-    """A `ValueError` naming the file when it has no data line (blank lines and a header do not count)."""
+        if not latin1_fallback:
+            line_number = raw.count(b"\n", 0, error.start) + 1
+            line = raw.splitlines()[line_number - 1]
+            raise ValueError(f"{path}: line {line_number}: not valid UTF-8 ({error.reason}): {line!r}") from None
+        text = raw.decode("latin-1")
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise ValueError(f"{path}: the file is empty")
     if header and len(lines) == 1:
         raise ValueError(f"{path}: the file holds only its header line ({lines[0]!r}), no data")
+    return text
+
+
+def parse_lines(path: Path, text: str, parse: Callable[[str], object], *, skip_header: bool = False) -> list:
+    """`parse(line)` of each non-blank line; the `ValueError` it raises for a bad line becomes one naming the
+    file, the line number, the problem and the line's text."""
+    rows = []
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    for line_number, line in lines[1 if skip_header else 0 :]:
+        try:
+            rows.append(parse(line))
+        except ValueError as problem:
+            raise ValueError(f"{path}: line {line_number}: {problem}: {line!r}") from None
+    return rows
+
+
+def first_bad_line(path: Path, text: str, check: Callable[[str], object], what: str, *,
+                   skip_header: bool = False) -> ValueError:
+    """The located error of the first line `check` refuses (see `parse_lines`), for a file a fast reader
+    could not parse; `what` names the format in the error when every line passes."""
+    try:
+        parse_lines(path, text, check, skip_header=skip_header)
+    except ValueError as error:
+        return error
+    return ValueError(f"{path}: could not be parsed as {what}")
+
+
+def _check_fields(converters: dict[str, Converter], sep: str, quoted: bool) -> Callable[[str], None]:
+    def check(line: str) -> None:
+        fields = next(csv.reader([line])) if quoted else line.split(sep)
+        if len(fields) != len(converters):
+            raise ValueError(f"expected {len(converters)} fields ({', '.join(converters)}), got {len(fields)}")
+        for (name, convert), field in zip(converters.items(), fields):
+            try:
+                convert(field.strip())
+            except (ValueError, TypeError):
+                raise ValueError(f"bad {name} {field!r}") from None
+
+    return check
 
 
 def line_of_row(path: Path, row: int, *, header: bool = False, quoted: bool = False) -> tuple[int, str]:
-    """The 1-based line number and text of data row `row` (0-based; blank lines skipped; a quoted row may span
+    """The 1-based line number and text of data row `row` (0-based; blank lines skipped; a quoted row that spans
     lines: its first) of a file read by `read_table`, for error messages (it rereads the file)."""
     text = read_text(Path(path), latin1_fallback=True)
     if quoted:
@@ -139,16 +154,16 @@ def check_unique_ids(path: Path, ids: pd.Series, *, header: bool = False, quoted
 
 def read_table(path: Path, sep: str, converters: dict[str, Converter], *, header: bool = False, quoted: bool = False,
                latin1_fallback: bool = False) -> pd.DataFrame:
-    """A delimited file whose every line has exactly the typed fields `converters` (name -> `INT`, `FLOAT`, `STR`
-    or `DATE`, in file order), as a frame (INT int64, FLOAT float64, others str); `header`: skip the first
-    line; `quoted`: CSV quoting. A `ValueError` names the file, the line and its text at the first bad line."""
+    """A delimited file whose every line has exactly the typed fields `converters` (name -> `INT`, `FLOAT` or
+    `STR`, in file order), as a frame (INT int64, FLOAT float64, STR str); `header`: skip the first line;
+    `quoted`: CSV quoting. A `ValueError` names the file, the line and its text at the first bad line."""
     path = Path(path)
-    text = read_text(path, latin1_fallback=latin1_fallback)
-    check_not_empty(path, text, header)
+    text = read_text(path, header=header, latin1_fallback=latin1_fallback)
     names = list(converters)
 
     def bad_line() -> ValueError:
-        return _locate_bad_line(path, text, sep, converters, header, quoted)
+        check = _check_fields(converters, sep, quoted)
+        return first_bad_line(path, text, check, f"{sep!r}-separated {names}", skip_header=header)
 
     try:
         with warnings.catch_warnings():
@@ -163,11 +178,6 @@ def read_table(path: Path, sep: str, converters: dict[str, Converter], *, header
         if convert is STR:
             continue
         column = frame[name].str.strip()
-        if convert is DATE:
-            if pd.to_datetime(column, errors="coerce", format="ISO8601").isna().any():
-                raise bad_line()
-            frame[name] = column
-            continue
         values = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64")
         if not np.isfinite(values).all():
             raise bad_line()
@@ -183,8 +193,7 @@ def read_table(path: Path, sep: str, converters: dict[str, Converter], *, header
 def read_csv_columns(path: Path, columns: list[str]) -> pd.DataFrame:
     """The `columns` of a headed, quoted CSV (e.g. TMDB metadata) as str, missing cells ""; a `ValueError`
     naming the file when it cannot be parsed or lacks a column."""
-    text = read_text(Path(path))
-    check_not_empty(Path(path), text, header=True)
+    text = read_text(Path(path), header=True)
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, ValueError) as error:

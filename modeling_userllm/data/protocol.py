@@ -1,8 +1,7 @@
 """The evaluation protocol shared by the builders (DESIGN.md "Data protocol", docs/DATA.md): `apply_protocol`.
 
-0. An optional `Selection` (`selection.py`) keeps a paper's subset of items and users, after steps 1-2.
 1. Ratings of items absent from the item table are dropped; 2. duplicate (user, item) ratings keep the
-   latest (ties: the last in the file). Both counted and warned.
+   latest (ties: the last in the file). Both counted and warned. Then an optional `Selection` (`selection.py`).
 3. `label = rating >= threshold`.
 4. History: the `history_length` most recent positives of the user strictly earlier in time (ratings at
    the same second never see each other), oldest first, computed on the whole log before any filter.
@@ -20,8 +19,10 @@ the item table, so the id spaces do not depend on the filters.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,8 +31,10 @@ import pyarrow as pa
 from datasets import Dataset, DatasetDict
 
 from .common import INTERACTION_FEATURES, ITEM_FEATURES, SPLITS, RecommendationData
-from .selection import Selection, select
+from .selection import Selection, select, split_options
 from .statistics import dataset_statistics
+
+logger = logging.getLogger(__name__)
 
 SPLIT_RULES = ("global_time", "per_user_time")
 
@@ -131,18 +134,6 @@ def positive_histories(
     return counts, histories
 
 
-def time_split(timestamps: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray, fractions) -> list[np.ndarray]:
-    """Row indices of train, valid and test under the global time order; a `ValueError` if one is empty."""
-    order = np.lexsort((item_ids, user_ids, timestamps))
-    num_rows = len(order)
-    train_end = int(round(num_rows * fractions[0]))
-    valid_end = int(round(num_rows * (fractions[0] + fractions[1])))
-    parts = [order[:train_end], order[train_end:valid_end], order[valid_end:]]
-    if any(len(part) == 0 for part in parts):
-        raise ValueError(f"{num_rows} interactions are too few for the split {tuple(fractions)}: a split is empty")
-    return parts
-
-
 def per_user_counts(num_rows: np.ndarray, fractions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Train, valid and test row counts of users with `num_rows` rows each (`per_user_time`).
 
@@ -159,46 +150,45 @@ def per_user_counts(num_rows: np.ndarray, fractions) -> tuple[np.ndarray, np.nda
     return k - valid - test, valid, test
 
 
-def per_user_time_split(
-    timestamps: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray, fractions
-) -> list[np.ndarray]:
-    """Row indices of train, valid and test (in global time order) when each user's rows, sorted by (timestamp,
-    item), are cut in the counts of `per_user_counts`; a `ValueError` if one is empty."""
-    order = np.lexsort((item_ids, timestamps, user_ids))  # by user, then time, then item
-    sorted_users = user_ids[order]
-    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
-    sizes = np.diff(np.r_[starts, len(order)])
-    train, valid, _ = per_user_counts(sizes, fractions)
-    rank = np.arange(len(order)) - np.repeat(starts, sizes)  # position within its user
-    part = np.where(rank < np.repeat(train, sizes), 0, np.where(rank < np.repeat(train + valid, sizes), 1, 2))
-    assignment = np.empty(len(order), dtype=np.int64)
-    assignment[order] = part
-    global_order = np.lexsort((item_ids, user_ids, timestamps))
-    parts = [global_order[assignment[global_order] == index] for index in range(3)]
-    if any(len(p) == 0 for p in parts):
-        raise ValueError(
-            f"{len(order)} interactions of {len(sizes)} users are too few for the per-user split "
-            f"{tuple(fractions)}: a split is empty (sizes {[len(p) for p in parts]}; a user needs 3 rows "
-            "to reach valid, 2 to reach test)"
-        )
+def split_rows(rule: str, timestamps: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray,
+               fractions) -> list[np.ndarray]:
+    """Row indices of train, valid and test, each in global time order (timestamp, user, item), under `rule`:
+    `global_time` cuts that order by `fractions`, `per_user_time` each user's rows (by time, then item) in the
+    counts of `per_user_counts`. A `ValueError` if a split is empty."""
+    order = np.lexsort((item_ids, user_ids, timestamps))
+    if rule == "global_time":
+        train_end = int(round(len(order) * fractions[0]))
+        valid_end = int(round(len(order) * (fractions[0] + fractions[1])))
+        parts = [order[:train_end], order[train_end:valid_end], order[valid_end:]]
+    else:
+        by_user = np.lexsort((item_ids, timestamps, user_ids))
+        sorted_users = user_ids[by_user]
+        starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+        sizes = np.diff(np.r_[starts, len(by_user)])
+        train, valid, _ = per_user_counts(sizes, fractions)
+        rank = np.arange(len(by_user)) - np.repeat(starts, sizes)  # position within its user
+        assignment = np.empty(len(by_user), dtype=np.int64)
+        assignment[by_user] = np.where(rank < np.repeat(train, sizes), 0, np.where(rank < np.repeat(train + valid, sizes), 1, 2))
+        parts = [order[assignment[order] == index] for index in range(3)]
+    if any(len(part) == 0 for part in parts):
+        per_user = rule == "per_user_time"
+        raise ValueError(f"{len(order)} interactions are too few for the {'per-user ' * per_user}split {tuple(fractions)}: "
+                         f"a split is empty (sizes {[len(part) for part in parts]}"
+                         f"{'; a user needs 3 rows to reach valid, 2 to reach test' * per_user})")
     return parts
 
 
-def split_interactions(
-    ratings: pd.DataFrame, item_raw_ids: list[str], protocol: Protocol
-) -> tuple[dict[str, pa.Table], dict[str, Any]]:
-    """Applies the protocol to a rating log; extra columns of `ratings` are carried along.
+def split_interactions(ratings: pd.DataFrame, item_raw_ids: list[str], protocol: Protocol) -> tuple[dict[str, pa.Table], list[str]]:
+    """Steps 3-7 on a rating log with one rating per (user, item).
 
     Args:
-        ratings: columns `user`, `item` (raw ids of the item table), `rating` (float), `timestamp` (int unix
-            seconds), optionally more; one rating per (user, item) (`known_and_latest_ratings`).
-        item_raw_ids: raw id of each item_id (the item table's order).
-        protocol: the parameters.
+        ratings: `user`, `item` (raw ids of `item_raw_ids`), `rating` (float), `timestamp` (int unix seconds),
+            and any extra columns, carried along.
+        item_raw_ids: raw id of each item_id.
 
     Returns:
-        tables: split name -> arrow table with the interaction columns, `history_count` and the extra
-            columns; `test_long` rows carry their long histories.
-        users: raw id by user_id.
+        Split name -> arrow table (interaction columns, `history_count`, the extras; `test_long` with its long
+        histories), and the raw id of each user_id.
 
     Raises:
         ValueError: nothing is left after the filters, or `test_long` would be empty.
@@ -214,7 +204,6 @@ def split_interactions(
     labels = (rating_values >= protocol.threshold).astype(np.int64)
     counts, histories = positive_histories(user_ids, item_ids, labels, timestamps, protocol.history_length)
     _, long_histories = positive_histories(user_ids, item_ids, labels, timestamps, protocol.long_history_length)
-
     extras = ratings.drop(columns=["user", "item", "rating", "timestamp"])
     table = pa.table({
         "user_id": user_ids, "item_id": item_ids, "rating": rating_values, "label": labels, "timestamp": timestamps,
@@ -226,8 +215,7 @@ def split_interactions(
         raise ValueError(f"no interaction has min_history={protocol.min_history} earlier positives "
                          f"(threshold={protocol.threshold}); lower min_history or threshold")
     table = table.take(kept)
-    split = per_user_time_split if protocol.split == "per_user_time" else time_split
-    parts = split(timestamps[kept], user_ids[kept], item_ids[kept], protocol.split_fractions)
+    parts = split_rows(protocol.split, timestamps[kept], user_ids[kept], item_ids[kept], protocol.split_fractions)
     tables = {name: table.take(part) for name, part in zip(("train", "valid", "test"), parts)}
     test_counts = tables["test"]["history_count"].to_numpy()
     long = test_counts >= protocol.long_min_history
@@ -264,26 +252,18 @@ def item_table(items: pd.DataFrame) -> Dataset:
     return Dataset(pa.Table.from_pandas(frame, schema=ITEM_FEATURES.arrow_schema, preserve_index=False))
 
 
-def apply_protocol(
-    ratings: pd.DataFrame,
-    items: pd.DataFrame,
-    *,
-    name: str,
-    protocol: Protocol,
-    selection: Selection | None = None,
-    notes: dict[str, Any] | None = None,
-) -> RecommendationData:
-    """`RecommendationData` (statistics in `info["statistics"]`) from a raw rating log and an item frame.
+def apply_protocol(ratings: pd.DataFrame, items: pd.DataFrame, *, name: str, protocol: Protocol,
+                   selection: Selection | None = None, notes: dict[str, Any] | None = None) -> RecommendationData:
+    """The data set (statistics in `info["statistics"]`) from a raw rating log and an item frame.
 
     Args:
-        ratings: columns `user`, `item`, `rating`, `timestamp` (see `split_interactions`).
+        ratings: `user`, `item`, `rating`, `timestamp` (see `split_interactions`).
         items: `(num_items,)` frame with `raw_id`, `title`, `description`, `poster_path`.
-        name: the data set's name.
-        protocol: the parameters, stored in `info["protocol"]`.
-        selection: the subset to keep (`selection.py`); its options and counts go to `info["selection"]`.
+        protocol: stored in `info["protocol"]`.
+        selection: the subset to keep; its options and counts go to `info["selection"]`.
         notes: builder facts stored in `info["source"]` (files, raw counts, missing posters).
     """
-    ratings, unknown_items, duplicates = known_and_latest_ratings(ratings, set(items["raw_id"].astype(str)))
+    ratings, unknown_items, duplicates = _known_and_latest_ratings(ratings, set(items["raw_id"].astype(str)))
     selection = selection or Selection()
     counts = None
     if not selection.is_identity:
@@ -303,16 +283,27 @@ def apply_protocol(
     return data
 
 
-def known_and_latest_ratings(ratings: pd.DataFrame, item_raw_ids: set, stacklevel: int = 3) -> tuple[pd.DataFrame, int, int]:
-    """`(ratings, unknown_items, duplicates)`: the ratings of items in the item table, the latest of each (user,
-    item), and the counts dropped, with counted warnings; a `ValueError` when none is left."""
+def build_data_set(name: str, data_dir: Path, ratings: pd.DataFrame, items: pd.DataFrame, defaults: dict[str, Any],
+                   options: dict[str, Any], *, files: dict[str, Any] | None = None, **notes: Any) -> RecommendationData:
+    """A raw-file builder's last step: `apply_protocol` with the builder's `defaults` overridden by `options`
+    (protocol and selection keys), and `info["source"]` holding `data_dir`, `files`, the raw counts and `notes`."""
+    protocol, selection = split_options(options)
+    if notes.get("missing_posters"):
+        logger.info("%d of %d movies have no poster", notes["missing_posters"], len(items))
+    source = {"data_dir": str(Path(data_dir).resolve()), **(files or {}), "raw_ratings": len(ratings),
+              "raw_users": int(ratings["user"].nunique()), "raw_items": len(items), **notes}
+    return apply_protocol(ratings, items, name=name, protocol=Protocol.with_overrides(defaults, protocol),
+                          selection=selection, notes=source)
+
+
+def _known_and_latest_ratings(ratings: pd.DataFrame, item_raw_ids: set, stacklevel: int = 3) -> tuple[pd.DataFrame, int, int]:
+    """Steps 1-2: `(ratings, unknown_items, duplicates)`, the latest rating of each (user, item) of the item table
+    and the counts dropped, each warned; a `ValueError` when none is left."""
     known = ratings["item"].isin(item_raw_ids)
-    unknown_items = int((~known).sum())
-    if unknown_items:
+    if unknown_items := int((~known).sum()):
         warnings.warn(f"dropped {unknown_items} ratings of items absent from the item table", stacklevel=stacklevel)
-    kept = ratings[known].sort_values("timestamp", kind="stable").drop_duplicates(["user", "item"], keep="last")
-    ratings, duplicates = kept, int(known.sum()) - len(kept)
-    if duplicates:
+    ratings = ratings[known].sort_values("timestamp", kind="stable").drop_duplicates(["user", "item"], keep="last")
+    if duplicates := int(known.sum()) - len(ratings):
         warnings.warn(f"{duplicates} duplicate (user, item) ratings: kept the latest of each", stacklevel=stacklevel)
     if ratings.empty:
         raise ValueError("no ratings left once items without an item-table entry are dropped")
