@@ -1,8 +1,6 @@
 """Non-LLM baselines of the paper: MF, LightGCN and SASRec, with their shared training loop."""
 
-from .lightgcn import LightGCN, normalized_adjacency
-from .mf import MatrixFactorization
-from .sasrec import SASRec
+from .models import LightGCN, MatrixFactorization, SASRec, normalized_adjacency
 from .trainer import BASELINES, DEFAULT_HYPERPARAMETERS, FitResult, InteractionTensors, evaluate, fit, predict, to_tensors, train_baseline
 
 __all__ = ["BASELINES", "DEFAULT_HYPERPARAMETERS", "FitResult", "InteractionTensors", "LightGCN", "MatrixFactorization", "SASRec",

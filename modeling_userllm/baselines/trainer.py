@@ -18,9 +18,7 @@ from tqdm.auto import tqdm
 
 from ..data.common import EVALUATION_SPLITS
 from ..metrics import auc, uauc, undefined_metrics
-from .lightgcn import LightGCN
-from .mf import MatrixFactorization
-from .sasrec import SASRec
+from .models import LightGCN, MatrixFactorization, SASRec
 
 HISTORY_PADDING_ID = -1  # fills the left of histories shorter than the model's history length
 

@@ -1,7 +1,5 @@
 """Data sets in the common form (docs/ARCHITECTURE.md), their protocol and processor records.
 
-`load_dataset_by_name(name, data_dir, **overrides)` dispatches to the builders:
-
 | name            | builder               | data_dir holds                                       |
 | --------------- | --------------------- | ---------------------------------------------------- |
 | `toy`           | `make_toy_movies`     | where posters are drawn (None: no posters)           |
@@ -16,35 +14,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from .collm import load_collm
-from .common import SPLITS, RecommendationData
-from .movielens_100k import ML_100K_URL, download_movielens_100k, load_movielens_100k
+from .common import RecommendationData, dataset_statistics, format_statistics, split_coverage
+from .movielens_100k import download_movielens_100k, load_movielens_100k
 from .movielens_csv import load_movielens_csv
 from .netflix import load_netflix
 from .protocol import SPLIT_RULES, Protocol, apply_protocol
 from .records import RecordBuilder, RecordDataset, build_records
-from .selection import Selection
-from .statistics import STATISTICS, dataset_statistics, format_statistics, split_coverage
 from .toy import DEFAULT_GENERATOR, make_toy_movies, oracle_test_auc
 
-DATASET_NAMES = ("toy", "ml-100k", "movielens-csv", "netflix", "collm")
+BUILDERS = {"ml-100k": load_movielens_100k, "movielens-csv": load_movielens_csv, "netflix": load_netflix,
+            "collm": load_collm}
+DATASET_NAMES = ("toy", *BUILDERS)
 
 
 def load_dataset_by_name(name: str, data_dir: str | Path | None, **overrides) -> RecommendationData:
-    """Builds the named data set from local files.
+    """Builds the named data set (one of `DATASET_NAMES`) from the local files in `data_dir` (for "toy": the
+    posters folder, or None).
 
-    Args:
-        name: one of `DATASET_NAMES`.
-        data_dir: the folder of raw files (for "toy": the posters folder, or None).
-        **overrides: protocol parameters (see `Protocol`, including the split rule `split`,
-            one of `SPLIT_RULES`; not for "collm", which keeps its published split) and,
-            except for "toy" and
-            "collm", selection options (see `Selection`; "movielens-csv" also takes
-            `ratings_file`); for "toy" also `seed` and the generator parameters of
-            `toy.DEFAULT_GENERATOR`; for "collm" only `history_length`, `long_min_history`
-            and `long_history_length`.
-
-    Returns:
-        The data set.
+    `overrides` are the builder's keyword arguments: protocol parameters (`Protocol`) and, except for "toy"
+    and "collm", selection options (`Selection`; "movielens-csv" also takes `ratings_file`); "toy" takes
+    `seed` and the generator parameters of `DEFAULT_GENERATOR`; "collm" keeps its published split and takes
+    only `history_length`, `long_min_history` and `long_history_length`.
 
     Raises:
         ValueError: an unknown name, an unknown split rule, or `split` given to "collm".
@@ -53,47 +43,19 @@ def load_dataset_by_name(name: str, data_dir: str | Path | None, **overrides) ->
         protocol = {key: value for key, value in overrides.items() if key not in DEFAULT_GENERATOR and key != "seed"}
         generator = {key: value for key, value in overrides.items() if key in DEFAULT_GENERATOR}
         return make_toy_movies(overrides.get("seed", 0), data_dir, protocol=protocol, **generator)
-    builders = {
-        "ml-100k": load_movielens_100k,
-        "movielens-csv": load_movielens_csv,
-        "netflix": load_netflix,
-        "collm": load_collm,
-    }
-    if name not in builders:
+    if name not in BUILDERS:
         raise ValueError(f"unknown data set {name!r}; known: {DATASET_NAMES}")
     if data_dir is None:
         raise ValueError(f"data set {name!r} needs data_dir")
     if name == "collm" and "split" in overrides:
-        raise ValueError(
-            f"collm keeps CoLLM's published train/valid/test split; split={overrides['split']!r} cannot apply "
-            "(remove the key; split rules are for the builders that apply the protocol)"
-        )
-    return builders[name](data_dir, **overrides)
+        raise ValueError(f"collm keeps CoLLM's published train/valid/test split; split={overrides['split']!r} cannot "
+                         "apply (remove the key; split rules are for the builders that apply the protocol)")
+    return BUILDERS[name](data_dir, **overrides)
 
 
 __all__ = [
-    "DATASET_NAMES",
-    "DEFAULT_GENERATOR",
-    "ML_100K_URL",
-    "SPLITS",
-    "SPLIT_RULES",
-    "STATISTICS",
-    "Protocol",
-    "RecommendationData",
-    "RecordBuilder",
-    "RecordDataset",
-    "Selection",
-    "apply_protocol",
-    "build_records",
-    "dataset_statistics",
-    "download_movielens_100k",
-    "format_statistics",
-    "load_collm",
-    "load_dataset_by_name",
-    "load_movielens_100k",
-    "load_movielens_csv",
-    "load_netflix",
-    "make_toy_movies",
-    "oracle_test_auc",
-    "split_coverage",
+    "DATASET_NAMES", "DEFAULT_GENERATOR", "SPLIT_RULES", "Protocol", "RecommendationData", "RecordBuilder",
+    "RecordDataset", "apply_protocol", "build_records", "dataset_statistics", "download_movielens_100k",
+    "format_statistics", "load_collm", "load_dataset_by_name", "load_movielens_100k", "load_movielens_csv",
+    "load_netflix", "make_toy_movies", "oracle_test_auc", "split_coverage",
 ]

@@ -1,17 +1,13 @@
 """CoLLM's processed MovieLens-1M split (Zhang et al. 2023), kept as published.
 
-Files read from `data_dir`: `train.parquet`, `valid.parquet`, `test.parquet` with columns
-`uid`, `iid` (raw ids from 1), `label` (1 = rating >= 4), `timestamp`, `his` (earlier
-positive item ids, left-padded with 0), `his_title`, `title`. `valid_small.parquet` (a
-subset of valid) is not used.
+Files read from `data_dir`: `train.parquet`, `valid.parquet`, `test.parquet` with columns `uid`, `iid` (raw
+ids from 1), `label` (1 = rating >= 4), `timestamp`, `his` (earlier positive item ids, left-padded with 0),
+`his_title`, `title` (`valid_small.parquet`, a subset of valid, is not used).
 
-The split, labels and histories are CoLLM's; only the ids are mapped to contiguous ids
-from 0 (the raw ids stay in `info["id_maps"]`), the padding is removed and histories are
-cut to their `history_length` most recent items (None keeps them whole). CoLLM publishes
-labels, not ratings: `rating` holds the label as a float. `test_short`/`test_long` follow
-the rule of `protocol.py` (Table 5), with the full published history length as the count:
-`test_long` holds the test rows with at least `long_min_history` history items, given their
-`long_history_length` most recent ones.
+The split, labels and histories are CoLLM's; the ids become contiguous from 0 (raw ids in `info["id_maps"]`),
+the padding goes and histories keep their `history_length` most recent items (None: whole). `rating` holds
+the label, as CoLLM publishes no ratings. `test_long` (Table 5, as in `protocol.py`) holds the test rows with
+at least `long_min_history` published history items, given their `long_history_length` most recent ones.
 """
 
 from __future__ import annotations
@@ -24,10 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .common import RecommendationData
+from .common import RecommendationData, dataset_statistics
 from .parsing import missing_raw_files
 from .protocol import interactions_from_tables, item_table
-from .statistics import dataset_statistics
 
 SPLIT_FILES = {"train": "train.parquet", "valid": "valid.parquet", "test": "test.parquet"}
 COLUMNS = ["uid", "iid", "label", "timestamp", "his", "his_title", "title"]
@@ -38,20 +33,14 @@ SOURCE = ("They are CoLLM's published ML-1M split (Zhang et al. 2023, https://gi
 
 
 def read_splits(data_dir: Path) -> dict[str, pa.Table]:
-    """The three published splits.
-
-    Raises:
-        FileNotFoundError: a split file is missing.
-        ValueError: a split lacks a column.
-    """
+    """The three published splits; a `FileNotFoundError` for a missing file, a `ValueError` for a missing column."""
     splits = {}
     for name, file_name in SPLIT_FILES.items():
         path = data_dir / file_name
         if not path.is_file():
             raise missing_raw_files(data_dir, file_name, "collm", NEEDS, SOURCE)
         table = pq.read_table(path)
-        missing = [column for column in COLUMNS if column not in table.column_names]
-        if missing:
+        if missing := [column for column in COLUMNS if column not in table.column_names]:
             raise ValueError(f"{path}: missing columns {missing}")
         splits[name] = table.select(COLUMNS)
     return splits
@@ -77,9 +66,7 @@ def contiguous_lookup(raw_ids: np.ndarray) -> np.ndarray:
     return lookup
 
 
-def split_table(
-    table: pa.Table, user_lookup: np.ndarray, item_lookup: np.ndarray, history_length: int | None
-) -> pa.Table:
+def split_table(table: pa.Table, user_lookup: np.ndarray, item_lookup: np.ndarray, history_length: int | None) -> pa.Table:
     """One published split in the common columns plus `history_count`."""
     padded = table["his"].combine_chunks()
     flat = np.asarray(padded.flatten(), dtype=np.int64)
@@ -94,41 +81,26 @@ def split_table(
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     histories = pa.ListArray.from_arrays(pa.array(offsets), pa.array(item_lookup[flat[keep]]))
     labels = np.asarray(table["label"], dtype=np.int64)
-    return pa.table(
-        {
-            "user_id": user_lookup[np.asarray(table["uid"], dtype=np.int64)],
-            "item_id": item_lookup[np.asarray(table["iid"], dtype=np.int64)],
-            "rating": labels.astype(np.float32),
-            "label": labels,
-            "timestamp": np.asarray(table["timestamp"], dtype=np.int64),
-            "history_item_ids": histories,
-            "history_count": counts,
-        }
-    )
+    return pa.table({
+        "user_id": user_lookup[np.asarray(table["uid"], dtype=np.int64)],
+        "item_id": item_lookup[np.asarray(table["iid"], dtype=np.int64)],
+        "rating": labels.astype(np.float32), "label": labels, "timestamp": np.asarray(table["timestamp"], dtype=np.int64),
+        "history_item_ids": histories, "history_count": counts,
+    })
 
 
-def load_collm(
-    data_dir: str | Path,
-    *,
-    history_length: int | None = 10,
-    long_min_history: int = 20,
-    long_history_length: int | None = None,
-) -> RecommendationData:
-    """Builds the common form from CoLLM's published ML-1M split.
+def load_collm(data_dir: str | Path, *, history_length: int | None = 10, long_min_history: int = 20,
+               long_history_length: int | None = None) -> RecommendationData:
+    """Builds the common form ("collm") from CoLLM's published ML-1M split.
 
     Args:
-        data_dir: folder with the parquet files.
-        history_length: most recent history items kept per row (CoLLM's prompts use 10);
-            None keeps the published histories whole.
+        history_length: most recent history items kept per row (CoLLM's prompts use 10); None: whole histories.
         long_min_history: published history items a test row needs to be in `test_long`.
-        long_history_length: history items given to `test_long` rows; None = as many as
-            `long_min_history` (or whole histories when `history_length` is None).
+        long_history_length: history items given to `test_long` rows; None: `long_min_history` (whole histories
+            when `history_length` is None).
 
     Raises:
         ValueError: `test_long` would be empty or would not hold longer histories.
-
-    Returns:
-        The data set, named "collm".
     """
     data_dir = Path(data_dir)
     splits = read_splits(data_dir)
@@ -151,13 +123,8 @@ def load_collm(
     )
     info = {
         "name": "collm",
-        "protocol": {
-            "split": "published (CoLLM)",
-            "threshold": 4.0,
-            "history_length": history_length,
-            "long_min_history": long_min_history,
-            "long_history_length": long_history_length,
-        },
+        "protocol": {"split": "published (CoLLM)", "threshold": 4.0, "history_length": history_length,
+                     "long_min_history": long_min_history, "long_history_length": long_history_length},
         "id_maps": {"users": users.astype(str).tolist(), "items": items.astype(str).tolist()},
         "source": {"data_dir": str(data_dir.resolve()), "rows": {name: table.num_rows for name, table in splits.items()}},
     }

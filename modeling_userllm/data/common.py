@@ -1,15 +1,6 @@
-"""The common data form every builder produces: `RecommendationData`.
-
-A prepared data set is a folder (see docs/ARCHITECTURE.md, "The common data form"):
-
-    interactions/    DatasetDict.save_to_disk: train, valid, test, test_short, test_long
-    items/           Dataset.save_to_disk: the item table
-    info.json        name, protocol parameters, id maps, statistics, builder notes
-    statistics.json  the Table-2 style statistics alone, for quick reading
-
-It is written to a temporary sibling folder and renamed into place, so a failed or
-interrupted save never leaves a partial folder under the requested name.
-"""
+"""The common data form every builder produces: `RecommendationData`, saved as a folder (docs/ARCHITECTURE.md,
+"The common data form") of `interactions/`, `items/`, `info.json` and `statistics.json`, and its Table-2
+statistics (the paper's data set table)."""
 
 from __future__ import annotations
 
@@ -21,8 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, Features, List, Value
 from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
 
 def describe_path(path: str | os.PathLike) -> str:
     """`path` for an error message: a relative path says which folder it starts from."""
@@ -34,26 +29,14 @@ def describe_path(path: str | os.PathLike) -> str:
 EVALUATION_SPLITS = ("valid", "test", "test_short", "test_long")
 SPLITS = ("train", *EVALUATION_SPLITS)
 
-INTERACTION_FEATURES = Features(
-    {
-        "user_id": Value("int64"),
-        "item_id": Value("int64"),
-        "rating": Value("float32"),
-        "label": Value("int64"),
-        "timestamp": Value("int64"),
-        "history_item_ids": List(Value("int64")),
-    }
-)
-
-ITEM_FEATURES = Features(
-    {
-        "item_id": Value("int64"),
-        "raw_id": Value("string"),
-        "title": Value("string"),
-        "description": Value("string"),
-        "poster_path": Value("string"),
-    }
-)
+INTERACTION_FEATURES = Features({
+    "user_id": Value("int64"), "item_id": Value("int64"), "rating": Value("float32"), "label": Value("int64"),
+    "timestamp": Value("int64"), "history_item_ids": List(Value("int64")),
+})
+ITEM_FEATURES = Features({
+    "item_id": Value("int64"), "raw_id": Value("string"), "title": Value("string"), "description": Value("string"),
+    "poster_path": Value("string"),
+})
 
 
 @dataclass
@@ -63,9 +46,8 @@ class RecommendationData:
     Attributes:
         interactions: splits `SPLITS`, rows with `INTERACTION_FEATURES`.
         items: `(num_items,)` rows with `ITEM_FEATURES`; row `i` has `item_id == i`.
-        info: JSON-able dict with at least `name`, `protocol` (the parameters used),
-            `id_maps` (`{"users": [raw id by user_id], "items": [raw id by item_id]}`) and
-            `statistics` (see `statistics.dataset_statistics`).
+        info: JSON-able, with at least `name`, `protocol` (the parameters used), `id_maps` (`{"users": [raw id
+            by user_id], "items": [raw id by item_id]}`) and `statistics` (`dataset_statistics`).
     """
 
     interactions: DatasetDict
@@ -87,14 +69,8 @@ class RecommendationData:
         return len(self.items)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Writes the folder atomically; an existing folder at `path` is replaced.
-
-        Args:
-            path: destination folder.
-
-        Returns:
-            The destination as an absolute `Path`.
-        """
+        """Writes the folder `path` atomically (a temporary sibling, then renamed; an existing folder is
+        replaced), so a failed save leaves no partial folder. Returns `path` as an absolute `Path`."""
         path = Path(path).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -116,11 +92,7 @@ class RecommendationData:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RecommendationData:
-        """Reads a folder written by `save`.
-
-        Raises:
-            FileNotFoundError: `path` is not such a folder.
-        """
+        """Reads a folder written by `save`; a `FileNotFoundError` when `path` is not one."""
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"{describe_path(path)}: no such folder (a prepared data set was expected)")
@@ -151,3 +123,62 @@ def _replace_folder(new: Path, destination: Path) -> None:
         retired.rename(destination)
         raise
     shutil.rmtree(retired, ignore_errors=True)
+
+
+STATISTICS = ("#User", "#Item", "#Positive", "#Negative", "#Poster", "#Train", "#Valid", "#Test", "#Test short",
+              "#Test long")
+
+
+def dataset_statistics(data: RecommendationData) -> dict[str, int]:
+    """`{name: count}` in `STATISTICS` order over the train, valid and test rows (test_short/test_long are subsets
+    of test): #User and #Item the users and target items in them, #Poster those items with a poster."""
+    splits = [data.interactions[name].data.table for name in ("train", "valid", "test")]
+    rows = pa.concat_tables([table.select(["user_id", "item_id", "label"]) for table in splits])
+    items = np.unique(rows["item_id"].to_numpy())
+    has_poster = np.asarray(pc.is_valid(data.items.data.table["poster_path"]))
+    positives = int(pc.sum(rows["label"]).as_py() or 0)
+    return {
+        "#User": int(len(np.unique(rows["user_id"].to_numpy()))),
+        "#Item": int(len(items)),
+        "#Positive": positives,
+        "#Negative": rows.num_rows - positives,
+        "#Poster": int(has_poster[items].sum()),
+        "#Train": splits[0].num_rows,
+        "#Valid": splits[1].num_rows,
+        "#Test": splits[2].num_rows,
+        "#Test short": len(data.interactions["test_short"]),
+        "#Test long": len(data.interactions["test_long"]),
+    }
+
+
+def format_statistics(statistics: dict[str, dict[str, int]]) -> str:
+    """A Markdown table (no trailing newline) of data set name -> `dataset_statistics`, one row each; a column a
+    (published) row lacks shows as "—"."""
+    header = ["Dataset", *STATISTICS]
+    body = [
+        [name, *(f"{counts[key]:,}" if counts.get(key) is not None else "—" for key in STATISTICS)]
+        for name, counts in statistics.items()
+    ]
+    widths = [max(len(row[column]) for row in [header, *body]) for column in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.rjust(width) for cell, width in zip(cells, widths)) + " |"
+
+    rule = "|" + "|".join("-" * (width + 1) + ":" for width in widths) + "|"
+    return "\n".join([line(header), rule, *(line(row) for row in body)])
+
+
+def split_coverage(data: RecommendationData) -> dict[str, int]:
+    """How many valid / test users (and test rows) have no training row, which an ID-based model (MF, LightGCN)
+    cannot score: under `global_time`, users whose ratings all come later; 0 under `per_user_time`."""
+    users = {name: data.interactions[name].data.table["user_id"].to_numpy() for name in ("train", "valid", "test")}
+    seen = np.unique(users["train"])
+    unseen_test = ~np.isin(users["test"], seen)
+    return {
+        "valid_users": int(len(np.unique(users["valid"]))),
+        "valid_users_not_in_train": int(len(np.setdiff1d(np.unique(users["valid"]), seen))),
+        "test_users": int(len(np.unique(users["test"]))),
+        "test_users_not_in_train": int(len(np.unique(users["test"][unseen_test]))),
+        "test_rows": int(len(users["test"])),
+        "test_rows_of_users_not_in_train": int(unseen_test.sum()),
+    }

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .common import RecommendationData
 from .parsing import check_unique_ids, first_bad_line, missing_raw_files, parse_lines, poster_paths, read_text
@@ -104,22 +103,17 @@ def read_movie_titles(path: Path) -> pd.DataFrame:
     return frame
 
 
-def load_netflix(data_dir: str | Path, *, progress: bool = False, **options) -> RecommendationData:
-    """Builds the common form ("netflix") from a Netflix Prize folder (the module docstring's files).
-
-    Args:
-        progress: show a progress bar over the rating files.
-        **options: overrides of `DEFAULT_PROTOCOL` (see `Protocol`) and selection options (see `Selection`; the
-            paper: `sample_users=803`).
-    """
+def load_netflix(data_dir: str | Path, **options) -> RecommendationData:
+    """Builds the common form ("netflix") from a Netflix Prize folder (the module docstring's files); `options`:
+    overrides of `DEFAULT_PROTOCOL` (see `Protocol`) and selection options (`Selection`; the paper:
+    `sample_users=803`)."""
     data_dir = Path(data_dir)
     files = sorted(data_dir.glob("combined_data_*.txt"))
     if not files:
         raise missing_raw_files(data_dir, "combined_data_*.txt files", "netflix", NEEDS, SOURCE)
     if not (data_dir / "movie_titles.csv").is_file():
         raise missing_raw_files(data_dir, "movie_titles.csv", "netflix", NEEDS, SOURCE)
-    ratings = pd.concat([read_combined_file(path) for path in tqdm(files, desc="ratings files", disable=not progress)],
-                        ignore_index=True)
+    ratings = pd.concat([read_combined_file(path) for path in files], ignore_index=True)
     items = read_movie_titles(data_dir / "movie_titles.csv")
     items["description"] = None
     items["poster_path"], missing_posters = poster_paths(data_dir / "posters", [[f"{raw}.jpg"] for raw in items["raw_id"]])

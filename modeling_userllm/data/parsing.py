@@ -56,20 +56,24 @@ def read_text(path: Path, *, header: bool = False, latin1_fallback: bool = False
             line = raw.splitlines()[line_number - 1]
             raise ValueError(f"{path}: line {line_number}: not valid UTF-8 ({error.reason}): {line!r}") from None
         text = raw.decode("latin-1")
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = _data_lines(text)
     if not lines:
         raise ValueError(f"{path}: the file is empty")
     if header and len(lines) == 1:
-        raise ValueError(f"{path}: the file holds only its header line ({lines[0]!r}), no data")
+        raise ValueError(f"{path}: the file holds only its header line ({lines[0][1]!r}), no data")
     return text
+
+
+def _data_lines(text: str) -> list[tuple[int, str]]:
+    """`(line number from 1, line)` of each non-blank line."""
+    return [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
 def parse_lines(path: Path, text: str, parse: Callable[[str], object], *, skip_header: bool = False) -> list:
     """`parse(line)` of each non-blank line; the `ValueError` it raises for a bad line becomes one naming the
     file, the line number, the problem and the line's text."""
     rows = []
-    lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    for line_number, line in lines[1 if skip_header else 0 :]:
+    for line_number, line in _data_lines(text)[1 if skip_header else 0 :]:
         try:
             rows.append(parse(line))
         except ValueError as problem:
@@ -116,14 +120,13 @@ def line_of_row(path: Path, row: int, *, header: bool = False, quoted: bool = Fa
                 index += 1
             start = reader.line_num + 1
         raise IndexError(f"{path}: no data row {row}")
-    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
-    return lines[row + (1 if header else 0)]
+    return _data_lines(text)[row + (1 if header else 0)]
 
 
 def check_scale(path: Path, values: np.ndarray, low: float, high: float, *, step: float | None = None,
-                field: str = "rating", header: bool = False, quoted: bool = False) -> None:
+                field: str = "rating", header: bool = False) -> None:
     """A `ValueError` naming the file, line, field, value and scale at the first of a file's `(num_rows,)` column
-    `values` outside `[low, high]` or off the `step` grid from `low` (None: any); `header`/`quoted` as read."""
+    `values` outside `[low, high]` or off the `step` grid from `low` (None: any); `header` as read."""
     values = np.asarray(values, dtype=np.float64)
     bad = (values < low) | (values > high)
     if step is not None:
@@ -131,7 +134,7 @@ def check_scale(path: Path, values: np.ndarray, low: float, high: float, *, step
     if not bad.any():
         return
     row = int(np.flatnonzero(bad)[0])
-    line_number, line = line_of_row(path, row, header=header, quoted=quoted)
+    line_number, line = line_of_row(path, row, header=header)
     scale = f"{low:g}-{high:g}" + (f" in steps of {step:g}" if step is not None else "")
     raise ValueError(f"{path}: line {line_number}: {field} {values[row]:g} is outside the data set's scale {scale} "
                      f"({int(bad.sum())} such rows in the file): {line!r}")

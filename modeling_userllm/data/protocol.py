@@ -30,9 +30,8 @@ import pandas as pd
 import pyarrow as pa
 from datasets import Dataset, DatasetDict
 
-from .common import INTERACTION_FEATURES, ITEM_FEATURES, SPLITS, RecommendationData
+from .common import INTERACTION_FEATURES, ITEM_FEATURES, SPLITS, RecommendationData, dataset_statistics
 from .selection import Selection, select, split_options
-from .statistics import dataset_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +276,7 @@ def apply_protocol(ratings: pd.DataFrame, items: pd.DataFrame, *, name: str, pro
         "source": {**(notes or {}), "duplicate_ratings_dropped": duplicates, "unknown_item_ratings_dropped": unknown_items},
     }
     if counts is not None:
-        info["selection"] = {**selection.to_dict(), "counts": counts}
+        info["selection"] = {**dataclasses.asdict(selection), "counts": counts}
     data = RecommendationData(interactions_from_tables(tables), item_table(items), info)
     data.info["statistics"] = dataset_statistics(data)
     return data

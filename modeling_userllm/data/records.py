@@ -1,8 +1,7 @@
 """Interaction rows + item table + features -> `UserLLMProcessor` records (docs/ARCHITECTURE.md, "Processor records").
 
-`RecordBuilder` checks the item texts and features once and precomputes the per-item parts, so converting
-a batch costs a few look-ups per item. Ids pass through unchanged: the model maps ids it does not know to
-its "unknown" collaborative row.
+`RecordBuilder` checks the item texts and features once, so converting a batch costs a few look-ups per item.
+Ids pass through unchanged: the model maps ids it does not know to its "unknown" collaborative row.
 """
 
 from __future__ import annotations
@@ -36,9 +35,8 @@ class RecordBuilder:
             "none"; default "generated" when `descriptions` is given, else "item_table".
 
     Raises:
-        ValueError: an unknown source, "generated" without descriptions, features whose first dimension is not
-            the number of items or that are not finite, or an item text that is not a string free of
-            placeholder tokens (naming the item and the field).
+        ValueError: an unknown source, "generated" without descriptions, features not `(num_items, dim)` or not
+            finite, or an item text that is not a string free of placeholder tokens (naming the item and field).
     """
 
     def __init__(self, data: RecommendationData, *, image_features: Any = None, image_mask: Any = None,
@@ -81,7 +79,7 @@ class RecordBuilder:
         self._image_lists: list[list[float] | None] = [None] * num_items
 
     def image_list(self, item_id: int) -> list[float] | None:
-        """The item's image features as floats (cached), None without a valid poster."""
+        """The item's image features as floats (cached); None without a valid poster."""
         if self.image_features is None or not self.image_mask[item_id]:
             return None
         if self._image_lists[item_id] is None:
@@ -99,23 +97,17 @@ class RecordBuilder:
         if not isinstance(rows, Mapping):
             rows = list(rows)
             rows = {name: [row[name] for row in rows] for name in (rows[0] if rows else {})}
-        labels = rows.get("label")
-        records = []
-        for index, (user_id, item_id, history) in enumerate(zip(rows["user_id"], rows["item_id"], rows["history_item_ids"])):
-            record = {"user_id": int(user_id), **self.item(int(item_id)), "history": [self.item(int(past)) for past in history]}
-            if labels is not None:
-                record["label"] = int(labels[index])
-            records.append(record)
+        records = [{"user_id": int(user_id), **self.item(int(item_id)), "history": [self.item(int(past)) for past in history]}
+                   for user_id, item_id, history in zip(rows["user_id"], rows["item_id"], rows["history_item_ids"])]
+        if (labels := rows.get("label")) is not None:
+            for record, label in zip(records, labels):
+                record["label"] = int(label)
         return records
 
     def dataset(self, rows, name: str = "rows") -> RecordDataset:
-        """A lazily converting view of `rows` (a `datasets.Dataset` split), whose ids and labels are checked here
-        once, so that its batches need no check (`UserLLMProcessor(..., validate=False)`).
-
-        Raises:
-            ValueError: naming `name`, the row and the field, for an item id outside the item table or a label
-                that is not 0 or 1.
-        """
+        """A lazily converting view of `rows` (a `datasets.Dataset` split) whose ids and labels are checked here,
+        once, so that its batches need none (`UserLLMProcessor(..., validate=False)`); a `ValueError` names
+        `name`, the row and the field of an item id outside the item table or a label that is not 0 or 1."""
         table = rows.with_format("arrow")[:] if hasattr(rows, "with_format") else pa.Table.from_pylist(list(rows))
         histories = table["history_item_ids"]
         checks = [("item_id", table["item_id"], np.arange(len(table))),

@@ -1,22 +1,15 @@
-"""Selecting a paper's subset of a rating log: item filters, user filters, a seeded user sample.
-
-`apply_protocol` applies a `Selection` after dropping ratings of unknown items and duplicate
-ratings, and before the protocol, in this order:
+"""Selecting a paper's subset of a rating log. `apply_protocol` applies a `Selection` after dropping ratings of
+unknown items and duplicates, before the protocol, in this order:
 
 1. `require_poster`: items without a readable poster leave the item table.
-2. `top_items` (the K most-rated items) or `sample_items` (K items drawn with the seed among
-   the rated ones): the other items leave the item table.
-3. Ratings of the items removed in 1-2 are dropped.
-4. `min_user_ratings`: users with fewer ratings left are dropped.
-5. `sample_users`: N users drawn with the seed among the *eligible* ones, those with at least
-   one rating that the protocol keeps (`min_history` earlier positives), so that exactly N
-   users reach the data set.
+2. `top_items` (the K most-rated items) or `sample_items` (K items drawn with the seed among the rated ones):
+   the other items leave the item table, and their ratings are dropped.
+3. `min_user_ratings`: users with fewer ratings left are dropped.
+4. `sample_users`: N users drawn with the seed among the *eligible* ones (a rating that the protocol keeps,
+   with `min_history` earlier positives), so that exactly N users reach the data set.
 
-Every step's counts go to `info["selection"]`; a step that leaves no item or no user, or a
-sample larger than what is there, raises an error naming the option and the counts.
-A selection removes items from the item table and users from the log, so the id spaces
-are those of the selected subset. The title filter is not an option: an item without a
-title cannot be written in a prompt, so every builder drops those with a counted warning.
+Each step's counts go to `info["selection"]`; a step that leaves nothing, or a sample larger than what is
+there, raises an error naming the option and the counts. The id spaces are those of the selected subset.
 """
 
 from __future__ import annotations
@@ -63,62 +56,38 @@ class Selection:
     def is_identity(self) -> bool:
         return self == Selection()
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 SELECTION_KEYS = tuple(field.name for field in dataclasses.fields(Selection))
 
 
 def split_options(overrides: dict[str, Any]) -> tuple[dict[str, Any], Selection]:
-    """Separates the selection keys from the protocol keys of a builder's overrides.
-
-    Returns:
-        The protocol overrides and the `Selection` built from the rest.
-    """
+    """A builder's overrides as `(protocol overrides, Selection of the selection keys)`."""
     selection = {key: value for key, value in overrides.items() if key in SELECTION_KEYS}
     protocol = {key: value for key, value in overrides.items() if key not in SELECTION_KEYS}
     return protocol, Selection(**selection)
 
 
 def eligible_users(ratings: pd.DataFrame, threshold: float, min_history: int) -> pd.Index:
-    """Users with at least one rating that has `min_history` positives strictly before it.
-
-    The count of earlier positives only grows with time, so the user's last timestamp holds
-    the largest one: the positives strictly before it.
-    """
+    """Users with a rating that has `min_history` positives strictly before it: as the count only grows with
+    time, the positives before the user's last timestamp."""
     positive = ratings["rating"].to_numpy() >= threshold
     last = ratings.groupby("user")["timestamp"].transform("max").to_numpy()
     earlier = pd.Series(positive & (ratings["timestamp"].to_numpy() < last)).groupby(ratings["user"].to_numpy()).sum()
     return earlier.index[earlier.to_numpy() >= min_history]
 
 
-def _has_poster(items: pd.DataFrame) -> np.ndarray:
-    return np.array([isinstance(path, str) and bool(path.strip()) for path in items["poster_path"]], dtype=bool)
-
-
-def select(
-    ratings: pd.DataFrame, items: pd.DataFrame, selection: Selection, *, threshold: float, min_history: int
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
-    """Applies a selection (see the module docstring for the order).
-
-    Args:
-        ratings: deduplicated log with `user`, `item` (raw ids), `rating`, `timestamp`.
-        items: item frame with `raw_id` and `poster_path`.
-        selection: the options.
-        threshold, min_history: the protocol's, to find the eligible users.
+def select(ratings: pd.DataFrame, items: pd.DataFrame, selection: Selection, *, threshold: float,
+           min_history: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """Applies a selection (module docstring) to a deduplicated log (`user`, `item`, `rating`, `timestamp`) and
+    its item frame; `threshold` and `min_history` are the protocol's, to find the eligible users.
 
     Returns:
-        The selected ratings, the selected items (in their original order) and the counts
-        of each step.
-
-    Raises:
-        ValueError: a step leaves no item or no user, or a sample asks for more than there is.
+        The selected ratings, the selected items (in their order) and the counts of each step.
     """
     counts: dict[str, int] = {"items_in": len(items), "ratings_in": len(ratings), "users_in": int(ratings["user"].nunique())}
     keep = np.ones(len(items), dtype=bool)
     if selection.require_poster:
-        keep &= _has_poster(items)
+        keep &= np.array([isinstance(path, str) and bool(path.strip()) for path in items["poster_path"]], dtype=bool)
         counts["items_with_poster"] = int(keep.sum())
         if not keep.any():
             raise ValueError(f"require_poster=True leaves no item: none of the {len(items)} items has a readable poster")

@@ -71,11 +71,8 @@ def _make_titles(rng: np.random.Generator, genres: np.ndarray, ambiguous: np.nda
     titles, seen = [], set()
     for genre, is_ambiguous in zip(genres, ambiguous):
         while True:
-            theme = rng.choice(THEMES)
-            if is_ambiguous:
-                title = f"The {theme} {rng.choice(NEUTRAL_NOUNS)} ({rng.integers(1960, 2020)})"
-            else:
-                title = f"{theme} {rng.choice(GENRE_WORDS[GENRES[genre]])} ({rng.integers(1960, 2020)})"
+            theme, nouns = rng.choice(THEMES), NEUTRAL_NOUNS if is_ambiguous else GENRE_WORDS[GENRES[genre]]
+            title = f"{'The ' if is_ambiguous else ''}{theme} {rng.choice(nouns)} ({rng.integers(1960, 2020)})"
             if title not in seen:
                 break
         seen.add(title)
@@ -164,8 +161,7 @@ def simulate_log(rng: np.random.Generator, items: pd.DataFrame, parameters: dict
 
 def simulate(seed: int = 0, **generator) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`(items, log)` (`simulate_items`, `simulate_log`) drawn with `seed` and overrides of `DEFAULT_GENERATOR`."""
-    unknown = set(generator) - set(DEFAULT_GENERATOR)
-    if unknown:
+    if unknown := set(generator) - set(DEFAULT_GENERATOR):
         raise ValueError(f"unknown toy generator parameters {sorted(unknown)}; known: {sorted(DEFAULT_GENERATOR)}")
     parameters = {**DEFAULT_GENERATOR, **generator}
     rng = np.random.default_rng(seed)
@@ -199,12 +195,9 @@ def draw_posters(items: pd.DataFrame, poster_dir: Path, seed: int) -> list[str |
     rng = np.random.default_rng([seed, 1])
     paths = []
     for raw_id, genre, style, has_poster in items[["raw_id", "genre", "style", "has_poster"]].itertuples(index=False):
-        if not has_poster:
-            paths.append(None)
-            continue
-        path = poster_dir / f"{raw_id}.png"
-        draw_poster(genre, style, rng).save(path)
-        paths.append(str(path))
+        paths.append(str(poster_dir / f"{raw_id}.png") if has_poster else None)
+        if has_poster:
+            draw_poster(genre, style, rng).save(paths[-1])
     return paths
 
 
@@ -221,7 +214,7 @@ def make_toy_movies(seed: int = 0, poster_dir: str | Path | None = None, *, prot
     posters = draw_posters(items, poster_dir, seed) if poster_dir is not None else [None] * len(items)
     item_frame = items[["raw_id", "title", "description"]].assign(poster_path=posters)
     parameters = {**DEFAULT_GENERATOR, **generator}
-    notes = {"missing_posters": sum(path is None for path in posters), "poster_dir": str(Path(poster_dir).resolve()) if poster_dir else None}
+    notes = {"missing_posters": posters.count(None), "poster_dir": str(Path(poster_dir).resolve()) if poster_dir else None}
     data = apply_protocol(log[["user", "item", "rating", "timestamp"]], item_frame, name="toy",
                           protocol=Protocol.with_overrides(DEFAULT_PROTOCOL, protocol or {}), notes=notes)
     data.info["generator"] = {"seed": seed, **parameters, "interactions_per_user": list(parameters["interactions_per_user"])}
@@ -235,8 +228,7 @@ def oracle_test_auc(seed: int = 0, *, without: tuple[str, ...] = (), protocol: d
     """The AUC of the planted probabilities on the toy test split (the Bayes-optimal ceiling); `without`: planted
     terms (of `ORACLE_TERMS`) the scorer does not know, showing what each signal is worth. Other arguments as
     for `make_toy_movies`."""
-    unknown = set(without) - set(ORACLE_TERMS)
-    if unknown:
+    if unknown := set(without) - set(ORACLE_TERMS):
         raise ValueError(f"unknown oracle terms {sorted(unknown)}; known: {ORACLE_TERMS}")
     items, log = simulate(seed, **generator)
     known_terms = ["base", *(term for term in ORACLE_TERMS if term not in without)]
