@@ -58,6 +58,14 @@ def test_uauc_groups_rows_of_a_user_wherever_they_are():
     assert uauc(np.array(user_ids)[::-1], np.array(labels)[::-1], np.array(scores)[::-1]) == pytest.approx(0.375)
 
 
+def test_uauc_is_the_mean_of_each_users_auc_on_random_rows_with_ties():
+    rng = np.random.default_rng(0)
+    user_ids, labels, scores = rng.integers(0, 40, 600), rng.integers(0, 2, 600), rng.integers(0, 5, 600) / 4
+    per_user = [auc(labels[user_ids == user], scores[user_ids == user]) for user in np.unique(user_ids)
+                if 0 < labels[user_ids == user].sum() < (user_ids == user).sum()]
+    assert uauc(user_ids, labels, scores) == pytest.approx(np.mean(per_user), abs=1e-12)
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: uauc([0, 0], [2, 0], [0.1, 0.2]), "labels must be 0 or 1"),
     (lambda: uauc([0, 0], [-1, 1], [0.1, 0.2]), "labels must be 0 or 1"),
