@@ -11,7 +11,9 @@ from .configuration_userllm import HISTORY_ENCODER_TYPES, VARIANTS, UserLLMConfi
 from .experimental import HierarchicalHistoryEncoder, TransformerHistoryEncoder
 from .factory import create_model_and_processor
 from .metrics import auc, auc_and_uauc, uauc
-from .modeling_userllm import FeatureProjector, HistoryEncoder, UserHistoryEncoder, UserLLMForRecommendation, UserLLMOutput
+from .modeling_userllm import (
+    FeatureProjector, HistoryEncoder, UserHistoryEncoder, UserLLMForRecommendation, UserLLMModel, UserLLMOutput,
+)
 from .pipeline_userllm import RecommendationPipeline
 from .processing_userllm import PLACEHOLDER_TOKENS, UserLLMProcessor
 
@@ -22,6 +24,6 @@ AutoProcessor.register(UserLLMConfig, UserLLMProcessor, exist_ok=True)
 __all__ = [
     "HISTORY_ENCODER_TYPES", "PLACEHOLDER_TOKENS", "VARIANTS", "FeatureProjector", "HierarchicalHistoryEncoder",
     "HistoryEncoder", "RecommendationPipeline", "TransformerHistoryEncoder", "UserHistoryEncoder", "UserLLMConfig",
-    "UserLLMForRecommendation", "UserLLMOutput", "UserLLMProcessor", "auc", "auc_and_uauc", "check_userllm_checkpoint",
-    "create_model_and_processor", "uauc",
+    "UserLLMForRecommendation", "UserLLMModel", "UserLLMOutput", "UserLLMProcessor", "auc", "auc_and_uauc",
+    "check_userllm_checkpoint", "create_model_and_processor", "uauc",
 ]

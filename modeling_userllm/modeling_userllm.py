@@ -1,11 +1,10 @@
 """USER-LLM: a LoRA-tuned causal LM that answers "would this user like this item?" from a multimodal prompt.
 
-Placeholder tokens are replaced by embeddings before the LLM runs: `<Image>` (projected image
-features), `<UserID>` / `<ItemID>` (projected collaborative embeddings) and `<HistoryInteractions>`
-(one token from the User History Encoding Module). The score is logit("Yes") - logit("No") at the
-last prompt position, in float32.
+Placeholder tokens are replaced by embeddings before the LLM runs: `<Image>` (projected image features),
+`<UserID>` / `<ItemID>` (projected collaborative embeddings) and `<HistoryInteractions>` (one token from the
+User History Encoding Module). The score is logit("Yes") - logit("No") at the last prompt position, in float32.
 
-`save_pretrained` copies this file next to the weights: it imports only torch, transformers, peft,
+`save_pretrained` copies this file next to the weights: it imports only torch, transformers, peft, safetensors,
 the standard library and `configuration_userllm`.
 """
 
@@ -16,11 +15,11 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 from transformers import MODEL_MAPPING, AutoModel, AutoModelForCausalLM, Cache, PreTrainedModel, PreTrainedTokenizerFast
 from transformers.activations import ACT2FN
 from transformers.dynamic_module_utils import custom_object_save
-from transformers.modeling_utils import load_state_dict
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, cached_file, is_torchdynamo_compiling, logging
 
@@ -31,6 +30,7 @@ logger = logging.get_logger(__name__)
 # The paper's two training steps, in order; "joint" (LoRA and encoders together) is an option beyond it.
 PAPER_TRAINING_STEPS = ("lora", "encoders")
 TRAINING_STEPS = (*PAPER_TRAINING_STEPS, "joint")
+# Names in `UserLLMModel` (the head's state dict adds the `model.` prefix).
 ENCODER_PREFIXES = ("visual_projector.", "collaborative_projector.", "history_encoder.")
 # Modules that training changes, kept in float32 whatever the LLM's dtype (a bfloat16 weight loses
 # every AdamW update smaller than half a bfloat16 step).
@@ -39,10 +39,25 @@ TRAINED_MODULES = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "
 
 
 def is_trained_parameter(name: str) -> bool:
-    """Whether a state-dict name is one training changes (not the frozen LLM or vision encoder)."""
+    """Whether a state-dict name (with or without the `model.` prefix) is one training changes: not the frozen
+    LLM or vision encoder."""
+    name = name.removeprefix("model.")
     if name.startswith("vision_tower."):
         return False
     return not name.startswith("language_model.") or "lora_" in name
+
+
+@dataclass
+class UserLLMModelOutput(ModelOutput):
+    """Output of [`UserLLMModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`): the decoder's output.
+        cache (`Cache`, *optional*): the LLM's key/value cache, when `use_cache=True`.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    cache: Cache | None = None
 
 
 @dataclass
@@ -63,8 +78,7 @@ class UserLLMOutput(ModelOutput):
 
 
 class TokenScaleNorm(nn.RMSNorm):
-    """RMS normalisation of a spliced token to the LLM's token-embedding scale (`projector_norm="rms"`):
-    its gain starts at the mean RMS of the LLM's token embeddings (`match_token_embedding_scale`)."""
+    """RMS norm of a spliced token (`projector_norm="rms"`), its gain set to the LLM's token-embedding RMS."""
 
     def __init__(self, hidden_size: int):
         super().__init__(hidden_size, eps=1e-6)
@@ -88,11 +102,8 @@ class FeatureProjector(nn.Module):
 
 
 def check_without_sync(condition: torch.Tensor, message) -> None:
-    """`ValueError(message())` when the boolean tensor `condition` is False.
-
-    On the CPU in eager mode reading it costs nothing. On an accelerator or under `torch.compile` it
-    is `torch._assert_async` (no host sync, no graph break) with a generic message.
-    """
+    """`ValueError(message())` when the boolean tensor `condition` is False: read directly on the CPU in eager
+    mode, else `torch._assert_async` (no host sync, no graph break) with a generic message."""
     if condition.device.type == "cpu" and not is_torchdynamo_compiling():
         if not bool(condition):
             raise ValueError(message())
@@ -101,21 +112,19 @@ def check_without_sync(condition: torch.Tensor, message) -> None:
 
 
 def cls_features(vision_model: PreTrainedModel, pixel_values: torch.Tensor) -> torch.Tensor:
-    """`(N, 3, H, W)` images -> `(N, hidden_size)` float32: the CLS token of the encoder's last hidden state.
-
-    Not `pooler_output`: a ViT checkpoint such as `facebook/dino-vits16` ships no pooler weights.
-    """
+    """`(N, 3, H, W)` images -> `(N, hidden_size)` float32: the CLS token of the encoder's last hidden state
+    (not `pooler_output`: a ViT checkpoint such as `facebook/dino-vits16` ships no pooler weights)."""
     weight = next(vision_model.parameters())
     hidden = vision_model(pixel_values=pixel_values.to(device=weight.device, dtype=weight.dtype)).last_hidden_state
-    return hidden[:, 0].float()  # (N, hidden_size)
+    return hidden[:, 0].float()
 
 
 class HistoryEncoder(nn.Module):
     """Base of the User History Encoding Module (UHEM): a whole history compressed into one token.
 
-    The input of a user is, per history item in time order, the LLM's input embeddings of its text
-    then its projected image embedding. A subclass summarises the valid part (`encode_valid`);
-    a user without history gets a learned vector.
+    A user's input is, per history item in time order, the LLM's input embeddings of its text then its projected
+    image embedding. A subclass summarises the valid part (`encode_valid`); a user without history gets a
+    learned vector.
 
     Args:
         embedding_size: the LLM hidden size (input and output token size).
@@ -135,17 +144,8 @@ class HistoryEncoder(nn.Module):
     def forward(
         self, sequence_embeds: torch.Tensor, attention_mask: torch.Tensor, item_index: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Encodes right-padded history sequences.
-
-        Args:
-            sequence_embeds: `(batch_size, seq_len, embedding_size)`.
-            attention_mask: `(batch_size, seq_len)`, 1 on valid positions.
-            item_index: `(batch_size, seq_len)`, the history item of each position (-1 on padding),
-                read by encoders that pool items.
-
-        Returns:
-            `(batch_size, embedding_size)` history tokens, in the encoder's dtype.
-        """
+        """`(batch_size, seq_len, embedding_size)` right-padded sequences, their `(batch_size, seq_len)` mask and
+        `item_index` (each position's history item, -1 on padding) -> `(batch_size, embedding_size)` tokens."""
         sequence_embeds = sequence_embeds.to(self.no_history_embedding.dtype)
         lengths = attention_mask.sum(dim=1)
         has_history = lengths > 0
@@ -198,7 +198,7 @@ def build_history_encoder(config: UserLLMConfig, embedding_size: int) -> History
 
 class UserLLMPreTrainedModel(PreTrainedModel):
     config_class = UserLLMConfig
-    base_model_prefix = ""
+    base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
@@ -226,17 +226,17 @@ class UserLLMPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.weight)
 
 
-class UserLLMForRecommendation(UserLLMPreTrainedModel):
-    """USER-LLM: a LoRA-tuned causal LM scoring (user, item) pairs from a multimodal prompt.
+class UserLLMModel(UserLLMPreTrainedModel):
+    """The USER-LLM modules, placeholder splicing and the decoder, without the Yes/No head.
 
     Modules, each present only when the config switches it on:
     - `language_model`: the causal LM with LoRA adapters on `config.lora_target_modules`;
     - `visual_projector`: image features `(N, vision_feature_size)` -> `(N, hidden_size)`;
-    - `collaborative_projector`: MF embeddings `(N, collaborative_size)` -> `(N, hidden_size)`, fed from
-      the frozen `user_embeddings` / `item_embeddings` tables (last row: unknown ids, cold start);
+    - `collaborative_projector`: MF embeddings `(N, collaborative_size)` -> `(N, hidden_size)`, fed from the frozen
+      `user_embeddings` / `item_embeddings` tables (last row: unknown ids, cold start);
     - `history_encoder`: the UHEM;
-    - `vision_tower`: the frozen vision encoder (`config.vision_config`) turning posters (`pixel_values`)
-      into features (`cls_features`); precomputed `image_features` skip it.
+    - `vision_tower`: the frozen vision encoder (`config.vision_config`) turning posters (`pixel_values`) into
+      features (`cls_features`); precomputed `image_features` skip it.
     """
 
     def __init__(self, config: UserLLMConfig, language_model: PreTrainedModel | None = None):
@@ -286,8 +286,8 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
 
     @torch.no_grad()
     def match_token_embedding_scale(self) -> None:
-        """Sets every `TokenScaleNorm` gain to the mean RMS of the LLM's token embeddings (not on meta: a
-        model about to be loaded keeps the checkpoint's gains)."""
+        """Sets every `TokenScaleNorm` gain to the mean RMS of the LLM's token embeddings (not on meta: a model
+        about to be loaded keeps the checkpoint's gains)."""
         norms = [module for module in self.modules() if isinstance(module, TokenScaleNorm)]
         embeddings = self.get_input_embeddings().weight
         if not norms or embeddings.device.type == "meta":
@@ -295,32 +295,6 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         target = embeddings.float().pow(2).mean(dim=-1).sqrt().mean()
         for norm in norms:
             norm.weight.fill_(target.to(norm.weight.device))
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.language_model.get_input_embeddings()
-
-    def set_input_embeddings(self, value: nn.Module):
-        self.language_model.set_input_embeddings(value)
-
-    def get_output_embeddings(self) -> nn.Module:
-        return self.language_model.get_output_embeddings()
-
-    def set_training_step(self, step: str) -> None:
-        """Freezes all but what a training step trains: `"lora"` (step 1), `"encoders"` (step 2: UHEM and
-        projectors), `"joint"` (both; not the paper's) or `"none"` (inference)."""
-        if step not in (*TRAINING_STEPS, "none"):
-            raise ValueError(f"Unknown training step {step!r}; expected one of {(*TRAINING_STEPS, 'none')}")
-        if step != "none":
-            self.upcast_trained_modules()
-        for name, param in self.named_parameters():
-            lora, encoder = "lora_" in name, name.startswith(ENCODER_PREFIXES)
-            param.requires_grad_({"lora": lora, "encoders": encoder, "joint": lora or encoder}.get(step, False))
-
-    def upcast_trained_modules(self) -> None:
-        """Puts `TRAINED_MODULES` in float32 (after every load and at each training step), the frozen rest untouched."""
-        for name, module in self.named_modules():
-            if name.rpartition(".")[2] in TRAINED_MODULES:
-                module.float()
 
     def load_collaborative_embeddings(self, user_embeddings: torch.Tensor, item_embeddings: torch.Tensor) -> None:
         """Copies pretrained MF tables `(num_users, C)` and `(num_items, C)`; the "unknown" rows become zeros."""
@@ -330,20 +304,16 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
                                     ("item_embeddings", self.item_embeddings, item_embeddings)):
             expected = (table.num_embeddings - 1, table.embedding_dim)
             if tuple(values.shape) != expected:
-                raise ValueError(f"{name} has shape {tuple(values.shape)}, expected {expected} (config num_users/num_items, collaborative_size)")
+                raise ValueError(f"{name} has shape {tuple(values.shape)}, expected {expected} "
+                                 "(config num_users/num_items, collaborative_size)")
             with torch.no_grad():
                 table.weight[:-1].copy_(values)
                 table.weight[-1].zero_()
 
     def attach_vision_encoder(self, vision_model: PreTrainedModel, name_or_path: str | None = None) -> None:
-        """Makes the model score raw posters: `vision_model` becomes its frozen `vision_tower`.
-
-        Args:
-            vision_model: the vision `AutoModel` the training features came from (`cls_features`),
-                hidden size `config.vision_feature_size`.
-            name_or_path: its Hub id or folder, recorded in `config.vision_model_name_or_path` (model card;
-                light checkpoints fetch it from there).
-        """
+        """Makes the model score raw posters: `vision_model` (the `AutoModel` the training features came from,
+        hidden size `config.vision_feature_size`) becomes its frozen `vision_tower`; `name_or_path` is recorded in
+        `config.vision_model_name_or_path` (model card; light checkpoints fetch it from there)."""
         if not self.config.use_visual:
             raise ValueError("This model was built with use_visual=False: it takes no images")
         hidden_size = vision_model.config.hidden_size
@@ -367,9 +337,7 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             )
         return cls_features(self.vision_tower, pixel_values)
 
-    def _with_poster_features(
-        self, image_features: torch.Tensor | None, pixel_values: torch.Tensor | None, image_indices: torch.Tensor | None
-    ) -> torch.Tensor | None:
+    def _with_poster_features(self, image_features, pixel_values, image_indices) -> torch.Tensor | None:
         """`image_features` `(N, D)` with rows `image_indices` `(M,)` replaced by the features of `pixel_values`."""
         if pixel_values is None:
             return image_features
@@ -390,34 +358,31 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         return self.get_input_embeddings()(input_ids.masked_fill(is_placeholder, 0))
 
     @staticmethod
-    def _check_placeholder_counts(input_ids: torch.LongTensor, counts: list[tuple[int, int | None, str]]) -> None:
-        """Checks that each placeholder occurs as often as its features fill it, in one `check_without_sync`.
+    def _check_placeholder_counts(input_ids: torch.LongTensor, counts: list[tuple[int | None, int | None, str]]) -> None:
+        """Checks, in one `check_without_sync`, that each placeholder occurs as often as its features fill it.
 
-        `counts` holds `(token_id, num_features, name)`: `num_features` rows in placeholder order
-        (`<Image>`), or None for one embedding per prompt row (at most once per row).
+        `counts` holds `(token_id, num_features, name)`: `num_features` rows in placeholder order (`<Image>`), or
+        None for one embedding per prompt row (at most once per row).
         """
-        masks = [(input_ids == token_id, num_features, name) for token_id, num_features, name in counts if token_id is not None]
-        if not masks:
+        checks = []
+        for token_id, num_features, name in counts:
+            if token_id is not None:
+                per_row = (input_ids == token_id).sum(dim=1)  # (B,)
+                match = (per_row <= 1).all() if num_features is None else per_row.sum() == num_features
+                checks.append((match, per_row, num_features, name))
+        if not checks:
             return
-        matches = [(mask.sum(dim=1) <= 1).all() if num_features is None else mask.sum() == num_features
-                   for mask, num_features, _ in masks]
 
         def message() -> str:
-            for mask, num_features, name in masks:
-                num_tokens = int(mask.sum())
-                if num_features is None:
-                    if bool((mask.sum(dim=1) <= 1).all()):
-                        continue
-                    num_features, per_row = int((mask.sum(dim=1) > 0).sum()), " (one per prompt row holding it)"
-                elif num_tokens == num_features:
-                    continue
-                else:
-                    per_row = ""
-                return (f"The prompt holds {num_tokens} {name} placeholder tokens but {num_features} {name} features "
-                        f"were given{per_row}; they must match (one feature vector per placeholder).")
-            return "placeholder counts do not match their features"
+            _, per_row, num_features, name = next(check for check in checks if not bool(check[0]))
+            per_prompt_row = num_features is None
+            if per_prompt_row:
+                num_features = int((per_row > 0).sum())
+            return (f"The prompt holds {int(per_row.sum())} {name} placeholder tokens but {num_features} {name} features "
+                    f"were given{' (one per prompt row holding it)' if per_prompt_row else ''}; they must match "
+                    "(one feature vector per placeholder).")
 
-        check_without_sync(torch.stack(matches).all(), message)
+        check_without_sync(torch.stack([check[0] for check in checks]).all(), message)
 
     @staticmethod
     def _scatter_placeholder(inputs_embeds, input_ids, token_id: int | None, features: torch.Tensor | None):
@@ -452,8 +417,8 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         """Runs the UHEM.
 
         Args:
-            history_input_ids: `(batch_size, history_len)` item texts, each followed by `<Image>` when it has
-                one, right-padded.
+            history_input_ids: `(batch_size, history_len)` item texts, each followed by `<Image>` when it has one,
+                right-padded.
             history_attention_mask: `(batch_size, history_len)`, 1 on valid positions.
             history_image_features: `(num_history_images, vision_feature_size)`, one per `<Image>`.
             history_item_index: `(batch_size, history_len)`, each token's history item (-1 on padding).
@@ -496,8 +461,8 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             image_features: `(num_images, vision_feature_size)`, one per `<Image>`.
             user_ids, item_ids: `(batch_size,)`, for the `<UserID>` / `<ItemID>` placeholders.
             history_*: see `encode_history`.
-            prompt_item_ids: `(num_item_tokens,)`, the item of each `<ItemID>` in order, when prompts hold
-                several (`item_ids_after_titles`); replaces `item_ids`.
+            prompt_item_ids: `(num_item_tokens,)`, the item of each `<ItemID>` in order, when prompts hold several
+                (`item_ids_after_titles`); replaces `item_ids`.
 
         Returns:
             `(batch_size, seq_len, hidden_size)` input embeddings for the LLM.
@@ -535,6 +500,144 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             inputs_embeds = self._place_row_embeddings(inputs_embeds, input_ids, config.history_token_id, history_embeds)
         return inputs_embeds
 
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor | None = None,
+        image_features: torch.FloatTensor | None = None,
+        user_ids: torch.LongTensor | None = None,
+        item_ids: torch.LongTensor | None = None,
+        history_input_ids: torch.LongTensor | None = None,
+        history_attention_mask: torch.LongTensor | None = None,
+        history_image_features: torch.FloatTensor | None = None,
+        history_item_index: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        position_ids: torch.LongTensor | None = None,
+        use_cache: bool = False,
+        pixel_values: torch.FloatTensor | None = None,
+        image_indices: torch.LongTensor | None = None,
+        history_pixel_values: torch.FloatTensor | None = None,
+        history_image_indices: torch.LongTensor | None = None,
+        prompt_item_ids: torch.LongTensor | None = None,
+        history_item_token_ids: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> UserLLMModelOutput:
+        """Splices the features into the prompts and runs the LLM's decoder.
+
+        Args:
+            input_ids: `(batch_size, seq_len)` left-padded prompts (see `UserLLMProcessor`).
+            attention_mask: `(batch_size, seq_len)`, or `(batch_size, past_len + seq_len)` with `cache`.
+            image_features, user_ids, item_ids, history_*, prompt_item_ids: see `get_prompt_embeddings`.
+            cache: key/value cache of a shared prompt prefix (see `ranking.py`).
+            position_ids: `(batch_size, seq_len)`; by default counted over non-padding tokens, so a prompt scores the
+                same whatever left padding its batch needs.
+            use_cache: return the LLM's key/value cache.
+            pixel_values: `(num_posters, 3, H, W)` posters as images, filling rows `image_indices` `(num_posters,)`
+                of `image_features`; `history_pixel_values` / `history_image_indices` likewise.
+            kwargs: passed on to the LLM's decoder (e.g. `output_attentions`).
+        """
+        image_features = self._with_poster_features(image_features, pixel_values, image_indices)
+        history_image_features = self._with_poster_features(history_image_features, history_pixel_values, history_image_indices)
+        inputs_embeds = self.get_prompt_embeddings(
+            input_ids, image_features, user_ids, item_ids, history_input_ids, history_attention_mask, history_image_features,
+            history_item_index, prompt_item_ids, history_item_token_ids,
+        )
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        max_positions = getattr(self.config.text_config, "max_position_embeddings", None)
+        if max_positions and attention_mask.shape[1] > max_positions:
+            raise ValueError(
+                f"The prompts are {attention_mask.shape[1]} tokens long (cached prefix included), more than the LLM's "
+                f"{max_positions} positions (text_config.max_position_embeddings): lower max_history_items or "
+                "max_item_tokens, or use the UHEM (one token for the whole history)"
+            )
+        if position_ids is None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
+        outputs = self.language_model.get_decoder()(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+            use_cache=use_cache, **kwargs,
+        )
+        return UserLLMModelOutput(last_hidden_state=outputs.last_hidden_state, cache=outputs.cache if use_cache else None)
+
+
+class UserLLMForRecommendation(UserLLMPreTrainedModel):
+    """USER-LLM: [`UserLLMModel`] and the Yes/No head, scoring (user, item) pairs from a multimodal prompt.
+
+    The modules of `self.model` (`language_model`, `history_encoder`, ...) and its public methods are reachable on
+    this class too; state-dict names carry the `model.` prefix (checkpoints without it load as well).
+    """
+
+    def __init__(self, config: UserLLMConfig, language_model: PreTrainedModel | None = None):
+        super().__init__(config)
+        self.model = UserLLMModel(config, language_model=language_model)
+        self.post_init()
+
+    @property
+    def language_model(self) -> PreTrainedModel:
+        return self.model.language_model
+
+    @property
+    def history_encoder(self) -> HistoryEncoder:
+        return self.model.history_encoder
+
+    @property
+    def visual_projector(self) -> FeatureProjector:
+        return self.model.visual_projector
+
+    @property
+    def collaborative_projector(self) -> FeatureProjector:
+        return self.model.collaborative_projector
+
+    @property
+    def user_embeddings(self) -> nn.Embedding:
+        return self.model.user_embeddings
+
+    @property
+    def item_embeddings(self) -> nn.Embedding:
+        return self.model.item_embeddings
+
+    @property
+    def vision_tower(self) -> PreTrainedModel:
+        return self.model.vision_tower
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def get_prompt_embeddings(self, *args, **kwargs) -> torch.Tensor:
+        return self.model.get_prompt_embeddings(*args, **kwargs)
+
+    def encode_history(self, *args, **kwargs) -> torch.Tensor:
+        return self.model.encode_history(*args, **kwargs)
+
+    def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+        return self.model.get_image_features(pixel_values)
+
+    def load_collaborative_embeddings(self, user_embeddings: torch.Tensor, item_embeddings: torch.Tensor) -> None:
+        self.model.load_collaborative_embeddings(user_embeddings, item_embeddings)
+
+    def attach_vision_encoder(self, vision_model: PreTrainedModel, name_or_path: str | None = None) -> None:
+        self.model.attach_vision_encoder(vision_model, name_or_path)
+
+    def _lookup_collaborative(self, table: nn.Embedding, ids: torch.LongTensor) -> torch.Tensor:
+        return self.model._lookup_collaborative(table, ids)
+
+    def set_training_step(self, step: str) -> None:
+        """Freezes all but what a training step trains: `"lora"` (step 1), `"encoders"` (step 2: UHEM and
+        projectors), `"joint"` (both; not the paper's) or `"none"` (inference)."""
+        if step not in (*TRAINING_STEPS, "none"):
+            raise ValueError(f"Unknown training step {step!r}; expected one of {(*TRAINING_STEPS, 'none')}")
+        if step != "none":
+            self.upcast_trained_modules()
+        for name, param in self.model.named_parameters():
+            lora, encoder = "lora_" in name, name.startswith(ENCODER_PREFIXES)
+            param.requires_grad_({"lora": lora, "encoders": encoder, "joint": lora or encoder}.get(step, False))
+
+    def upcast_trained_modules(self) -> None:
+        """Puts `TRAINED_MODULES` in float32 (after every load and at each training step), the frozen rest untouched."""
+        for name, module in self.named_modules():
+            if name.rpartition(".")[2] in TRAINED_MODULES:
+                module.float()
+
     def _yes_minus_no_logit(self, last_hidden: torch.Tensor) -> torch.Tensor:
         """logit("Yes") - logit("No") from `(batch_size, hidden_size)` final hidden states -> `(batch_size,)` float32.
 
@@ -569,70 +672,26 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         self,
         input_ids: torch.LongTensor,
         attention_mask: torch.LongTensor | None = None,
-        image_features: torch.FloatTensor | None = None,
-        user_ids: torch.LongTensor | None = None,
-        item_ids: torch.LongTensor | None = None,
-        history_input_ids: torch.LongTensor | None = None,
-        history_attention_mask: torch.LongTensor | None = None,
-        history_image_features: torch.FloatTensor | None = None,
-        history_item_index: torch.LongTensor | None = None,
         labels: torch.FloatTensor | None = None,
-        cache: Cache | None = None,
-        position_ids: torch.LongTensor | None = None,
-        use_cache: bool = False,
-        pixel_values: torch.FloatTensor | None = None,
-        image_indices: torch.LongTensor | None = None,
-        history_pixel_values: torch.FloatTensor | None = None,
-        history_image_indices: torch.LongTensor | None = None,
-        prompt_item_ids: torch.LongTensor | None = None,
-        history_item_token_ids: torch.LongTensor | None = None,
-        **kwargs: Unpack[TransformersKwargs],
+        **kwargs,
     ) -> UserLLMOutput:
         """Scores (user, item) prompts.
 
         Args:
             input_ids: `(batch_size, seq_len)` left-padded prompts (see `UserLLMProcessor`).
             attention_mask: `(batch_size, seq_len)`, or `(batch_size, past_len + seq_len)` with `cache`.
-            image_features, user_ids, item_ids, history_*, prompt_item_ids: see `get_prompt_embeddings`.
             labels: `(batch_size,)`, 1 = the user liked the item.
-            cache: key/value cache of a shared prompt prefix (see `ranking.py`).
-            position_ids: `(batch_size, seq_len)`; by default counted over non-padding tokens, so a prompt
-                scores the same whatever left padding its batch needs.
-            use_cache: return the LLM's key/value cache.
-            pixel_values: `(num_posters, 3, H, W)` posters as images, filling rows `image_indices`
-                `(num_posters,)` of `image_features`; `history_pixel_values` / `history_image_indices` likewise.
-            kwargs: passed on to the LLM's decoder (e.g. `output_attentions`).
+            kwargs: the features and decoder arguments of [`UserLLMModel.forward`].
 
         Returns:
             [`UserLLMOutput`] with `logits` and `probabilities` of shape `(batch_size,)`.
         """
-        image_features = self._with_poster_features(image_features, pixel_values, image_indices)
-        history_image_features = self._with_poster_features(history_image_features, history_pixel_values, history_image_indices)
-        inputs_embeds = self.get_prompt_embeddings(
-            input_ids, image_features, user_ids, item_ids, history_input_ids, history_attention_mask, history_image_features,
-            history_item_index, prompt_item_ids, history_item_token_ids,
-        )
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        max_positions = getattr(self.config.text_config, "max_position_embeddings", None)
-        if max_positions and attention_mask.shape[1] > max_positions:
-            raise ValueError(
-                f"The prompts are {attention_mask.shape[1]} tokens long (cached prefix included), more than the LLM's "
-                f"{max_positions} positions (text_config.max_position_embeddings): lower max_history_items or "
-                "max_item_tokens, or use the UHEM (one token for the whole history)"
-            )
-        if position_ids is None:
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
-        llm_output = self.language_model.get_decoder()(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-            use_cache=use_cache, **kwargs,
-        )
-        logits = self._yes_minus_no_logit(llm_output.last_hidden_state[:, -1])
+        outputs = self.model(input_ids, attention_mask=attention_mask, **kwargs)
+        logits = self._yes_minus_no_logit(outputs.last_hidden_state[:, -1])
         loss = None
         if labels is not None:
             loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype).view(-1))
-        return UserLLMOutput(loss=loss, logits=logits, probabilities=torch.sigmoid(logits),
-                             cache=llm_output.cache if use_cache else None)
+        return UserLLMOutput(loss=loss, logits=logits, probabilities=torch.sigmoid(logits), cache=outputs.cache)
 
     @torch.no_grad()
     def predict_proba(self, **inputs) -> torch.Tensor:
@@ -656,16 +715,16 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
                 raise ValueError("A light checkpoint needs config.base_model_name_or_path (the base LLM to fetch on load)")
             state_dict = kwargs.get("state_dict") or self.state_dict()
             keep_vision = not self.config.vision_model_name_or_path
-            kwargs["state_dict"] = {name: tensor for name, tensor in state_dict.items()
-                                    if is_trained_parameter(name) or keep_vision and name.startswith("vision_tower.")}
-            base_state = {name.removeprefix("language_model.").replace(".base_layer.", "."): tensor
+            kwargs["state_dict"] = {name: tensor for name, tensor in state_dict.items() if is_trained_parameter(name)
+                                    or keep_vision and name.removeprefix("model.").startswith("vision_tower.")}
+            base_state = {name.removeprefix("model.language_model.").replace(".base_layer.", "."): tensor
                           for name, tensor in state_dict.items()
-                          if name.startswith("language_model.") and not is_trained_parameter(name)}
+                          if name.startswith("model.language_model.") and not is_trained_parameter(name)}
             self.config.base_model_fingerprint = base_model_fingerprint(base_state)
             self.config.light_checkpoint = True
         try:
             result = super().save_pretrained(save_directory, *args, **kwargs)
-            encoder_class = type(getattr(self, "history_encoder", None))
+            encoder_class = type(getattr(self.model, "history_encoder", None))
             if kwargs.get("is_main_process", True) and issubclass(encoder_class, HistoryEncoder) \
                     and encoder_class.__module__ != type(self).__module__:
                 # An encoder defined elsewhere (modeling_userllm.experimental): its file is saved too and is the
@@ -689,22 +748,23 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """Loads a full or light checkpoint; a light one loads its base LLM too.
 
-        Only safetensors weights are read. Weights missing from the checkpoint or unknown to the model raise
-        an error naming them. The config is checked against the tokenizer saved beside it (`yes_token_id` /
-        `no_token_id` must begin "Yes" / "No"), its `variant` against its switches and the switches against
-        the weights. A light checkpoint's base LLM is loaded by `AutoModelForCausalLM.from_pretrained` with
-        this call's `dtype` (default: the dtype it was saved in, `config.dtype`), `device_map`,
-        `attn_implementation` and `quantization_config`, and must match `config.base_model_fingerprint`.
+        Only safetensors weights are read. Weights missing from the checkpoint or unknown to the model raise an
+        error naming them. The config is checked against the tokenizer saved beside it (`yes_token_id` /
+        `no_token_id` must begin "Yes" / "No"), its `variant` against its switches and the switches against the
+        weights. A light checkpoint's base LLM is loaded by `AutoModelForCausalLM.from_pretrained` with this call's
+        `dtype` (default: the dtype it was saved in, `config.dtype`), `device_map`, `attn_implementation` and
+        `quantization_config`, and must match `config.base_model_fingerprint`.
 
         Extra keyword arguments:
             base_model_name_or_path (`str`): load a light checkpoint's base LLM from here instead.
-            ignore_base_mismatch (`bool`, defaults to `False`): load on a base LLM of another fingerprint,
-                with a warning.
+            ignore_base_mismatch (`bool`, defaults to `False`): load on a base LLM of another fingerprint, with a
+                warning.
         """
         kwargs.setdefault("use_safetensors", True)
         config = kwargs.pop("config", None)
         base_model_override = kwargs.pop("base_model_name_or_path", None)
         ignore_base_mismatch = kwargs.pop("ignore_base_mismatch", False)
+        output_loading_info = kwargs.pop("output_loading_info", False)
         hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
         if pretrained_model_name_or_path is not None and not isinstance(config, UserLLMConfig):
             config = UserLLMConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
@@ -714,30 +774,36 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             _check_variant_switches(config, pretrained_model_name_or_path)
             _check_answer_token_ids(config, pretrained_model_name_or_path, hub_kwargs)
         source = str(pretrained_model_name_or_path or "the given state_dict")
-        if config is None or not config.light_checkpoint or kwargs.get("state_dict") is not None:
-            output_loading_info = kwargs.pop("output_loading_info", False)
-            try:
+        light = config is not None and config.light_checkpoint and kwargs.get("state_dict") is None
+        try:
+            if light:
+                weights_file = cached_file(pretrained_model_name_or_path, "model.safetensors",
+                                           _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+                if weights_file is None:
+                    raise OSError(f"{source} has no model.safetensors (only safetensors weights are read)")
+                light_state = load_file(weights_file)
+            else:
                 model, loading_info = super().from_pretrained(
                     pretrained_model_name_or_path, *model_args, config=config, output_loading_info=True, **kwargs
                 )
-            except SafetensorError as error:  # names no file
-                raise OSError(f"Could not read the weights of {source} (a truncated or corrupt model.safetensors?): "
-                              f"{error}") from error
-            _check_module_switches(model.config, model.state_dict().keys(), loading_info, source)
-            _raise_on_key_mismatch(source, loading_info)
-            model.upcast_trained_modules()
-            return (model, loading_info) if output_loading_info else model
-        weights_file = cached_file(pretrained_model_name_or_path, "model.safetensors",
-                                   _raise_exceptions_for_missing_entries=False, **hub_kwargs)
-        if weights_file is None:
-            raise OSError(f"{source} has no model.safetensors (only safetensors weights are read)")
-        try:
-            light_state = load_state_dict(weights_file)
-        except SafetensorError as error:
-            raise OSError(f"Could not read the weights file {weights_file}: {error}") from error
+        except SafetensorError as error:  # names no file
+            raise OSError(f"Could not read the weights of {source} (a truncated or corrupt model.safetensors?): "
+                          f"{error}") from error
+        if light:
+            model = cls._from_light_checkpoint(config, light_state, source, ignore_base_mismatch, hub_kwargs, **kwargs)
+            loading_info = {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []}
+        _check_module_switches(model.config, model.state_dict().keys(), loading_info, source)
+        _raise_on_key_mismatch(source, loading_info)
+        model.upcast_trained_modules()
+        return (model, loading_info) if output_loading_info else model
+
+    @classmethod
+    def _from_light_checkpoint(cls, config, light_state: dict, source: str, ignore_base_mismatch: bool, hub_kwargs: dict,
+                               **kwargs) -> "UserLLMForRecommendation":
+        """The model built around its base LLM (`AutoModelForCausalLM.from_pretrained`), then filled with the
+        trained weights of the light checkpoint (`light_state`), checked by `load_trained_weights`."""
         # The base LLM lives in its own repo: this checkpoint's subfolder and revision do not apply to it.
-        hub_kwargs.pop("subfolder", None)
-        hub_kwargs.pop("revision", None)
+        hub_kwargs = {key: value for key, value in hub_kwargs.items() if key not in ("subfolder", "revision")}
         base_kwargs = {key: kwargs[key] for key in BASE_LOADING_KWARGS if key in kwargs}
         if base_kwargs.get("dtype") in (None, "auto") and config.dtype is not None:
             base_kwargs["dtype"] = config.dtype  # the LLM's dtype when saved, not the one the base repo stores
@@ -746,10 +812,10 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         config.light_checkpoint = False
         model = cls(config, language_model=language_model)
         # A vision encoder without a name to fetch it by is stored, under its own weight names.
-        vision_state = {name.removeprefix("vision_tower."): light_state.pop(name)
-                        for name in [name for name in light_state if name.startswith("vision_tower.")]}
+        vision_names = [name for name in light_state if name.removeprefix("model.").startswith("vision_tower.")]
+        vision_state = {name.removeprefix("model.").removeprefix("vision_tower."): light_state.pop(name) for name in vision_names}
         model.load_trained_weights(light_state, source=source)
-        if getattr(model, "vision_tower", None) is not None:
+        if getattr(model.model, "vision_tower", None) is not None:
             if vision_state:
                 encoder = load_vision_encoder(None, dtype=kwargs.get("dtype"), config=config.vision_config, state_dict=vision_state)
             else:
@@ -772,14 +838,16 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         model.upcast_trained_modules()
         device = model.get_input_embeddings().weight.device
         if device.type != "meta":  # meta: FSDP's low-memory loading on a non-main process
-            for name, child in model.named_children():
+            for name, child in model.model.named_children():
                 if name != "language_model":
                     child.to(device)
         return model
 
     def load_trained_weights(self, state_dict: dict[str, torch.Tensor], source: str = "the state dict") -> None:
-        """Loads exactly `trained_parameter_names()` (a light checkpoint's content), else a `ValueError`
-        naming the missing, unexpected or misshapen weights."""
+        """Loads exactly `trained_parameter_names()` (a light checkpoint's content, names with or without the
+        `model.` prefix), else a `ValueError` naming the missing, unexpected or misshapen weights."""
+        prefix = f"{self.base_model_prefix}."
+        state_dict = {name if name.startswith(prefix) else prefix + name: tensor for name, tensor in state_dict.items()}
         expected = set(self.trained_parameter_names())
         loading_info = {"missing_keys": sorted(expected - set(state_dict)), "unexpected_keys": sorted(set(state_dict) - expected)}
         _check_module_switches(self.config, expected, loading_info, source)
@@ -798,7 +866,7 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
 # Loading arguments passed on to `AutoModelForCausalLM.from_pretrained` for a light checkpoint's base LLM.
 BASE_LOADING_KWARGS = ("dtype", "device_map", "max_memory", "attn_implementation", "quantization_config", "offload_folder")
-# The config switch that adds each module, and the state-dict prefixes of its weights.
+# The config switch that adds each module, and the prefixes of its weights' names in `UserLLMModel`.
 MODULE_SWITCHES = {
     "use_history_encoder": ("history_encoder.",),
     "use_visual": ("visual_projector.",),
@@ -854,8 +922,8 @@ def _check_module_switches(config: UserLLMConfig, model_keys, loading_info: dict
     missing = set(map(str, loading_info.get("missing_keys") or []))
     unexpected = [str(key) for key in loading_info.get("unexpected_keys") or []]
     for switch, prefixes in MODULE_SWITCHES.items():
-        own = [key for key in model_keys if key.startswith(prefixes)]
-        held = [key for key in unexpected if key.startswith(prefixes)]
+        own = [key for key in model_keys if key.removeprefix("model.").startswith(prefixes)]
+        held = [key for key in unexpected if key.removeprefix("model.").startswith(prefixes)]
         if getattr(config, switch) and own and missing.issuperset(own):
             raise ValueError(f"{source}: config.json has {switch}=True, but the checkpoint holds none of that module's "
                              f"weights ({prefixes[0]}*): expected {switch}=False")
@@ -986,4 +1054,5 @@ def _check_base_fingerprint(config: UserLLMConfig, language_model: PreTrainedMod
 UserLLMForRecommendation.register_for_auto_class("AutoModel")
 
 __all__ = ["TRAINED_MODULES", "FeatureProjector", "HistoryEncoder", "TokenScaleNorm", "UserHistoryEncoder",
-           "UserLLMForRecommendation", "UserLLMOutput", "UserLLMPreTrainedModel", "cls_features", "is_trained_parameter"]
+           "UserLLMForRecommendation", "UserLLMModel", "UserLLMModelOutput", "UserLLMOutput", "UserLLMPreTrainedModel",
+           "cls_features", "is_trained_parameter"]

@@ -82,6 +82,6 @@ def test_auto_bfloat16_run_trains_float32_weights_and_records_its_dtype(fake_cpu
         dtypes = {name: weights.get_slice(name).get_dtype() for name in weights.keys()}
     trained = {name: dtype for name, dtype in dtypes.items() if is_trained_parameter(name)
                and not name.endswith(("user_embeddings.weight", "item_embeddings.weight"))}
-    assert any("lora_A" in name for name in trained) and any(name.startswith("history_encoder.") for name in trained)
+    assert any("lora_A" in name for name in trained) and any(name.startswith("model.history_encoder.") for name in trained)
     assert set(trained.values()) == {"F32"}, trained
-    assert dtypes["language_model.model.embed_tokens.weight"] == "BF16"
+    assert dtypes["model.language_model.model.embed_tokens.weight"] == "BF16"

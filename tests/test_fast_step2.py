@@ -138,7 +138,7 @@ def test_train_two_steps_with_fast_step2(tiny_tokenizer, tmp_path):
                              use_cpu=True, save_strategy="steps", save_steps=1, disable_tqdm=True)
     trainer = train_two_steps(model, processor, make_records(8, seed=6), args, ["encoders"], fast_step2=True)
     assert type(trainer).__name__ == "FastStep2Trainer"
-    encoders = ("visual_projector.", "collaborative_projector.", "history_encoder.")
+    encoders = ("model.visual_projector.", "model.collaborative_projector.", "model.history_encoder.")
     changed = {name for name, tensor in model.state_dict().items() if not torch.equal(tensor, before[name])}
     assert changed and all(name.startswith(encoders) for name in changed)
     # A checkpoint saved while the LoRA was merged holds the base weights, not the merged ones.

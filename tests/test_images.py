@@ -211,7 +211,7 @@ def test_light_checkpoint_fetches_a_named_vision_encoder(tiny_tokenizer, tmp_pat
         from safetensors import safe_open
 
         with safe_open(folder / "model.safetensors", "pt") as weights:
-            stored = [key for key in weights.keys() if key.startswith("vision_tower.")]
+            stored = [key for key in weights.keys() if key.startswith("model.vision_tower.")]
         assert bool(stored) == (name is None)
         reloaded = UserLLMForRecommendation.from_pretrained(folder)
         records = poster_records(paths, None)
@@ -246,6 +246,6 @@ def test_light_upload_folder_stores_a_local_vision_encoder_unless_given_its_hub_
     folder = hub.prepare_upload_folder(tmp_path / "trained", tmp_path / "upload", repo_id="org/userllm", light=True,
                                        base_model="org/base-llm", vision_model=vision_model, metrics={})
     with safe_open(folder / "model.safetensors", "pt") as weights:
-        stored = any(key.startswith("vision_tower.") for key in weights.keys())
+        stored = any(key.startswith("model.vision_tower.") for key in weights.keys())
     assert stored == (vision_model is None)
     assert json.loads((folder / "config.json").read_text())["vision_model_name_or_path"] == vision_model

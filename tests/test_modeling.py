@@ -14,7 +14,7 @@ from conftest import (
     score_in_fresh_process,
 )
 from modeling_userllm import HISTORY_ENCODER_TYPES, VARIANTS, UserLLMConfig, create_model_and_processor
-from modeling_userllm.modeling_userllm import UserLLMForRecommendation
+from modeling_userllm.modeling_userllm import UserLLMForRecommendation, UserLLMModel
 from modeling_userllm.toy_model import tiny_llama_config
 
 
@@ -25,6 +25,20 @@ def test_every_variant_scores_a_batch(tiny_tokenizer, variant):
     assert output.logits.shape == (4,) and output.probabilities.shape == (4,)
     assert torch.isfinite(output.loss)
     torch.testing.assert_close(output.probabilities, torch.sigmoid(output.logits))
+
+
+def test_the_head_wraps_the_base_model_under_its_prefix(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer)
+    assert UserLLMForRecommendation.base_model_prefix == "model" and model.base_model is model.model
+    assert isinstance(model.model, UserLLMModel) and model.language_model is model.model.language_model
+    assert model.history_encoder is model.model.history_encoder and model.visual_projector is model.model.visual_projector
+    assert not hasattr(model, "vision_tower")  # built without a vision_config
+    assert all(name.startswith("model.") for name in model.state_dict())
+    batch = processor(make_records(3))
+    batch.pop("labels")
+    hidden = model.model(**batch).last_hidden_state
+    assert hidden.shape == (*batch["input_ids"].shape, model.config.text_config.hidden_size)
+    torch.testing.assert_close(model(**batch).logits, model._yes_minus_no_logit(hidden[:, -1]))
 
 
 def run_on_prompt_embeddings(model, module, batch: dict):
@@ -275,7 +289,7 @@ def test_step_one_trains_only_lora(tiny_tokenizer):
 def test_step_two_trains_only_uhem_and_projectors(tiny_tokenizer):
     model, processor = build_tiny_model(tiny_tokenizer)
     changed = _changed_parameters(model, processor, "encoders")
-    prefixes = ("visual_projector.", "collaborative_projector.", "history_encoder.")
+    prefixes = ("model.visual_projector.", "model.collaborative_projector.", "model.history_encoder.")
     expected = {name for name, _ in model.named_parameters() if name.startswith(prefixes)}
     assert changed == expected
     assert not any("lora_" in name or "embeddings.weight" in name for name in changed)
@@ -286,9 +300,9 @@ def test_joint_step_trains_lora_and_encoders_together(tiny_tokenizer, encoder_ty
     model, processor = build_tiny_model(tiny_tokenizer, history_encoder_type=encoder_type)
     perturb_lora(model)
     changed = _changed_parameters(model, processor, "joint")
-    prefixes = ("visual_projector.", "collaborative_projector.", "history_encoder.")
+    prefixes = ("model.visual_projector.", "model.collaborative_projector.", "model.history_encoder.")
     expected = {name for name, _ in model.named_parameters() if name.startswith(prefixes) or "lora_" in name}
-    assert changed == expected and any(name.startswith("history_encoder.") for name in changed)
+    assert changed == expected and any(name.startswith("model.history_encoder.") for name in changed)
 
 
 def test_lora_b_starts_at_zero(tiny_tokenizer):

@@ -205,9 +205,9 @@ def _rewrite_weights(folder, edit) -> None:
 
 
 @pytest.mark.parametrize("form, edit, message", [
-    ("light", lambda s: s.pop(next(k for k in sorted(s) if "lora_A" in k)), r"1 weights missing from the checkpoint \(language_model\.model\.layers\.0\.self_attn\.q_proj\.lora_A"),
-    ("light", lambda s: s.update({"history_encoder.extra": torch.zeros(1)}), r"1 weights not in the model \(history_encoder\.extra\)"),
-    ("full", lambda s: s.pop("language_model.model.norm.weight"), r"missing from the checkpoint \(language_model\.model\.norm\.weight\)"),
+    ("light", lambda s: s.pop(next(k for k in sorted(s) if "lora_A" in k)), r"1 weights missing from the checkpoint \(model\.language_model\.model\.layers\.0\.self_attn\.q_proj\.lora_A"),
+    ("light", lambda s: s.update({"model.history_encoder.extra": torch.zeros(1)}), r"1 weights not in the model \(model\.history_encoder\.extra\)"),
+    ("full", lambda s: s.pop("model.language_model.model.norm.weight"), r"missing from the checkpoint \(model\.language_model\.model\.norm\.weight\)"),
 ])
 def test_a_checkpoint_with_missing_or_unexpected_weights_raises_naming_them(saved_checkpoints, tmp_path, form, edit, message):
     import shutil

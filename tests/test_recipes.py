@@ -21,7 +21,7 @@ from modeling_userllm.processing_userllm import UserLLMProcessor
 from modeling_userllm.training import PresetError, parse_arguments, train_two_steps
 from modeling_userllm.training.datasets import PromptCurriculumCollator
 
-ENCODERS = ("visual_projector.", "collaborative_projector.", "history_encoder.")
+ENCODERS = ("model.visual_projector.", "model.collaborative_projector.", "model.history_encoder.")
 
 
 def rms(tensor: torch.Tensor) -> torch.Tensor:

@@ -181,9 +181,9 @@ def test_each_step_trains_only_its_parameters_with_its_own_optimizer(toy_dirs, t
     step1_changes = changed(before, after_step1)
     step2_changes = changed(after_step1, after_step2)
     assert step1_changes and all("lora_" in name for name in step1_changes), step1_changes
-    encoders = ("visual_projector.", "collaborative_projector.", "history_encoder.")
+    encoders = ("model.visual_projector.", "model.collaborative_projector.", "model.history_encoder.")
     assert step2_changes and all(name.startswith(encoders) for name in step2_changes), step2_changes
-    assert any(name.startswith("history_encoder.") for name in step2_changes)
+    assert any(name.startswith("model.history_encoder.") for name in step2_changes)
 
     step1_params = {id(p) for n, p in model.named_parameters() if "lora_" in n}
     step2_params = {id(p) for n, p in model.named_parameters() if n.startswith(encoders)}
@@ -200,7 +200,7 @@ def test_a_variant_without_encoders_skips_step_two(toy_dirs, tmp_path):
     assert (tmp_path / "step1-lora" / "final").is_dir()
     assert not (tmp_path / "step2-encoders").exists()
     saved = load_file(tmp_path / "model" / "model.safetensors")
-    assert not any(name.startswith(("history_encoder.", "visual_projector.", "collaborative_projector.")) for name in saved)
+    assert not any(name.startswith(("model.history_encoder.", "model.visual_projector.", "model.collaborative_projector.")) for name in saved)
     lora_b = [tensor for name, tensor in saved.items() if "lora_B" in name]
     assert lora_b and all(torch.count_nonzero(tensor) for tensor in lora_b)  # step 1 trained the adapters
     assert metrics["test"]["rows"] > 0 and metrics["test"]["loss"] > 0
@@ -338,7 +338,7 @@ def test_resume_refuses_a_finished_step_with_damaged_weights(finished_run, toy_d
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size - 100])
     else:
         state = load_file(weights)
-        save_file({name: tensor for name, tensor in state.items() if not name.startswith("history_encoder.")}, weights)
+        save_file({name: tensor for name, tensor in state.items() if not name.startswith("model.history_encoder.")}, weights)
     with pytest.raises(ValueError, match=message):
         run_training(parse_arguments(tiny_argv(output_dir, toy_dirs, "--resume")))
     assert not (output_dir / "model").exists() and not (output_dir / "metrics.json").exists()
