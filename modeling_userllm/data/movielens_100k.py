@@ -58,7 +58,8 @@ def read_items(data_dir: Path) -> tuple[pd.DataFrame, int]:
     """The item frame (`raw_id`, `title`, `description`, `poster_path`) in `u.item` order and the number of
     movies without a poster; a located `ValueError` for a bad `u.item` line or a movie id on two lines."""
     path = data_dir / "u.item"
-    items = pd.DataFrame(parse_lines(path, read_text(path, latin1_fallback=True), _title_fields), columns=["raw_id", "title"])
+    rows = parse_lines(path, read_text(path, latin1_fallback=True), _title_fields)
+    items = pd.DataFrame(rows, columns=["raw_id", "title"])
     check_unique_ids(path, items["raw_id"], field="movie id")
     overviews = {}
     if (data_dir / "tmdb_overviews.csv").is_file():

@@ -2,25 +2,19 @@
 
 Files read from `data_dir`:
 
-- ratings: the file named by `ratings_file`; without it, `ratings.csv` or
-  `ratings_small.csv`, whichever exists (both present is an error: the full Kaggle bundle's
-  26M-row `ratings.csv` must never be picked silently). A header names the columns
-  `userId,movieId,rating,timestamp` in any order (columns are read by name; a file without
-  that header is refused). Ratings must lie on the 0.5-5 half-star scale.
-- titles, one or both of:
-  - `movies.csv` (`movieId,title,genres`);
-  - `links.csv` (`movieId,imdbId,tmdbId`) + `movies_metadata.csv` (`id` = TMDB id, `title`,
-    `overview`, `poster_path`): gives titles where movies.csv lacks them and the
-    `description` (TMDB overview). Kaggle's metadata has a few shifted rows whose `id` is
-    not an integer; they are skipped and counted in `info["source"]`.
+- ratings: the file named by `ratings_file`; without it, `ratings.csv` or `ratings_small.csv`, whichever
+  exists (both is an error: the full Kaggle bundle's 26M-row `ratings.csv` must never be picked silently). A
+  header names `userId,movieId,rating,timestamp` in any order (a file without it is refused); ratings lie on
+  the 0.5-5 half-star scale.
+- titles, one or both of `movies.csv` (`movieId,title,genres`) and `links.csv` (`movieId,imdbId,tmdbId`) +
+  `movies_metadata.csv` (`id` = TMDB id, `title`, `overview`, `poster_path`): titles where movies.csv lacks
+  them and the `description` (TMDB overview). Kaggle's metadata rows whose `id` is not an integer (a few
+  shifted ones) are skipped, and repeated TMDB ids keep their first row; both counted in `info["source"]`.
 - optional `posters/`: `<movieId>.jpg`, or the file named like the TMDB `poster_path`.
 
-Ratings of movies with no title anywhere are dropped with a counted warning. A `movieId`
-that appears twice in `movies.csv` is an error naming both lines; duplicate TMDB ids in
-`movies_metadata.csv` keep their first row and are counted in `info["source"]`. Selection
-options (posters, K most-rated or sampled items, a seeded user sample) are in `selection.py`.
+Ratings of movies with no title anywhere are dropped with a counted warning; a `movieId` on two lines of
+`movies.csv` is an error naming both lines.
 """
-
 from __future__ import annotations
 
 import warnings
@@ -132,7 +126,8 @@ def read_items(data_dir: Path, rated_items: pd.Series) -> tuple[pd.DataFrame, di
     raw_ids = [raw for raw in raw_ids if raw in titles]
     overviews = metadata["overview"].reindex(raw_ids).tolist()
     tmdb_posters = metadata["tmdb_poster"].reindex(raw_ids).fillna("").tolist()
-    candidates = [[f"{raw}.jpg", *([Path(poster).name] if poster.strip() else [])] for raw, poster in zip(raw_ids, tmdb_posters)]
+    candidates = [[f"{raw}.jpg", *([Path(poster).name] if poster.strip() else [])]
+                  for raw, poster in zip(raw_ids, tmdb_posters)]
     posters, missing = poster_paths(data_dir / "posters", candidates)
     items = pd.DataFrame({"raw_id": raw_ids, "title": [titles[raw] for raw in raw_ids], "description": overviews,
                           "poster_path": posters})

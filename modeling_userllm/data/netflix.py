@@ -98,7 +98,8 @@ def _title_fields(line: str) -> tuple[str, str]:
 def read_movie_titles(path: Path) -> pd.DataFrame:
     """`movie_titles.csv` -> `raw_id` and `title` ("Title (year)"); a located `ValueError` for an empty file, a
     line without 3 fields, a non-integer id, a bad year or a MovieID on two lines."""
-    frame = pd.DataFrame(parse_lines(path, read_text(path, latin1_fallback=True), _title_fields), columns=["raw_id", "title"])
+    rows = parse_lines(path, read_text(path, latin1_fallback=True), _title_fields)
+    frame = pd.DataFrame(rows, columns=["raw_id", "title"])
     check_unique_ids(path, frame["raw_id"], field="MovieID")
     return frame
 

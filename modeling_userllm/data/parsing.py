@@ -92,20 +92,6 @@ def first_bad_line(path: Path, text: str, check: Callable[[str], object], what: 
     return ValueError(f"{path}: could not be parsed as {what}")
 
 
-def _check_fields(converters: dict[str, Converter], sep: str, quoted: bool) -> Callable[[str], None]:
-    def check(line: str) -> None:
-        fields = next(csv.reader([line])) if quoted else line.split(sep)
-        if len(fields) != len(converters):
-            raise ValueError(f"expected {len(converters)} fields ({', '.join(converters)}), got {len(fields)}")
-        for (name, convert), field in zip(converters.items(), fields):
-            try:
-                convert(field.strip())
-            except (ValueError, TypeError):
-                raise ValueError(f"bad {name} {field!r}") from None
-
-    return check
-
-
 def line_of_row(path: Path, row: int, *, header: bool = False, quoted: bool = False) -> tuple[int, str]:
     """The 1-based line number and text of data row `row` (0-based; blank lines skipped; a quoted row that spans
     lines: its first) of a file read by `read_table`, for error messages (it rereads the file)."""
@@ -164,8 +150,17 @@ def read_table(path: Path, sep: str, converters: dict[str, Converter], *, header
     text = read_text(path, header=header, latin1_fallback=latin1_fallback)
     names = list(converters)
 
+    def check(line: str) -> None:
+        fields = next(csv.reader([line])) if quoted else line.split(sep)
+        if len(fields) != len(names):
+            raise ValueError(f"expected {len(names)} fields ({', '.join(names)}), got {len(fields)}")
+        for (name, convert), field in zip(converters.items(), fields):
+            try:
+                convert(field.strip())
+            except (ValueError, TypeError):
+                raise ValueError(f"bad {name} {field!r}") from None
+
     def bad_line() -> ValueError:
-        check = _check_fields(converters, sep, quoted)
         return first_bad_line(path, text, check, f"{sep!r}-separated {names}", skip_header=header)
 
     try:
@@ -180,16 +175,10 @@ def read_table(path: Path, sep: str, converters: dict[str, Converter], *, header
     for name, convert in converters.items():
         if convert is STR:
             continue
-        column = frame[name].str.strip()
-        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64")
-        if not np.isfinite(values).all():
+        values = pd.to_numeric(frame[name].str.strip(), errors="coerce").to_numpy(dtype="float64")
+        if not np.isfinite(values).all() or (convert is INT and ((values < 0).any() or (values % 1 != 0).any())):
             raise bad_line()
-        if convert is INT:
-            if (values < 0).any() or (values % 1 != 0).any():
-                raise bad_line()
-            frame[name] = values.astype("int64")
-        else:
-            frame[name] = values
+        frame[name] = values.astype("int64") if convert is INT else values
     return frame
 
 
@@ -201,8 +190,7 @@ def read_csv_columns(path: Path, columns: list[str]) -> pd.DataFrame:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, ValueError) as error:
         raise ValueError(f"{path}: not a valid CSV file: {error}") from None
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
+    if missing := [column for column in columns if column not in frame.columns]:
         raise ValueError(f"{path}: missing columns {missing}; has {list(frame.columns)}")
     return frame[columns]
 
@@ -218,12 +206,10 @@ def poster_paths(folder: Path | None, file_names: list[list[str]]) -> tuple[list
     corrupt: list[str] = []
 
     def readable(name: str) -> bool:
-        if name not in present:
+        if name in present and not is_readable_image(folder / name):
+            corrupt.append(name)
             return False
-        if is_readable_image(folder / name):
-            return True
-        corrupt.append(name)
-        return False
+        return name in present
 
     paths = [next((str(folder / name) for name in candidates if readable(name)), None) for candidates in file_names]
     if corrupt:

@@ -167,7 +167,8 @@ def split_rows(rule: str, timestamps: np.ndarray, user_ids: np.ndarray, item_ids
         train, valid, _ = per_user_counts(sizes, fractions)
         rank = np.arange(len(by_user)) - np.repeat(starts, sizes)  # position within its user
         assignment = np.empty(len(by_user), dtype=np.int64)
-        assignment[by_user] = np.where(rank < np.repeat(train, sizes), 0, np.where(rank < np.repeat(train + valid, sizes), 1, 2))
+        train_end, valid_end = np.repeat(train, sizes), np.repeat(train + valid, sizes)
+        assignment[by_user] = np.where(rank < train_end, 0, np.where(rank < valid_end, 1, 2))
         parts = [order[assignment[order] == index] for index in range(3)]
     if any(len(part) == 0 for part in parts):
         per_user = rule == "per_user_time"
@@ -177,7 +178,8 @@ def split_rows(rule: str, timestamps: np.ndarray, user_ids: np.ndarray, item_ids
     return parts
 
 
-def split_interactions(ratings: pd.DataFrame, item_raw_ids: list[str], protocol: Protocol) -> tuple[dict[str, pa.Table], list[str]]:
+def split_interactions(ratings: pd.DataFrame, item_raw_ids: list[str],
+                       protocol: Protocol) -> tuple[dict[str, pa.Table], list[str]]:
     """Steps 3-7 on a rating log with one rating per (user, item).
 
     Args:

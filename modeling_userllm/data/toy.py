@@ -113,13 +113,10 @@ def simulate_items(rng: np.random.Generator, num_items: int, num_clusters: int, 
     titles = _make_titles(rng, genres, ambiguous)
     quality = rng.normal(0.0, quality_std, size=num_items)
     return pd.DataFrame({
-        "raw_id": [f"m{index:04d}" for index in range(num_items)],
-        "title": titles,
+        "raw_id": [f"m{index:04d}" for index in range(num_items)], "title": titles,
         "description": [_make_description(rng, GENRES[g], t, q, quality_std) for g, t, q in zip(genres, titles, quality)],
-        "genre": genres,
-        "style": rng.integers(len(STYLES), size=num_items),
-        "group": rng.integers(num_clusters, size=num_items),
-        "quality": quality,
+        "genre": genres, "style": rng.integers(len(STYLES), size=num_items),
+        "group": rng.integers(num_clusters, size=num_items), "quality": quality,
         "has_poster": rng.random(num_items) >= missing_poster_fraction,
     })
 
@@ -143,9 +140,7 @@ def simulate_log(rng: np.random.Generator, items: pd.DataFrame, parameters: dict
         current = (rng.integers(len(GENRES)) + np.cumsum(np.where(switches, shifts, 0))) % len(GENRES)
         target = items.iloc[chosen]
         frames.append(pd.DataFrame({
-            "user": f"u{user:04d}",
-            "item": target["raw_id"].to_numpy(),
-            "timestamp": times,
+            "user": f"u{user:04d}", "item": target["raw_id"].to_numpy(), "timestamp": times,
             "base": parameters["bias"] + target["quality"].to_numpy(),
             "collaborative": parameters["w_collaborative"] * (target["group"].to_numpy() == cluster),
             "visual": parameters["w_visual"] * (target["style"].to_numpy() == style),
