@@ -18,11 +18,8 @@ from modeling_userllm.baselines import (
 )
 from modeling_userllm.baselines.trainer import HISTORY_PADDING_ID, pad_histories
 from modeling_userllm.data import make_toy_movies
-from modeling_userllm.features.collaborative import (
-    load_collaborative_embeddings,
-    save_collaborative_embeddings,
-    train_collaborative_embeddings,
-)
+from modeling_userllm.features import FeatureStore
+from modeling_userllm.features.collaborative import train_collaborative_embeddings
 
 # Small models and large steps: the toy set is small, CoLLM's ML-1M settings would need
 # hundreds of epochs here.
@@ -161,14 +158,12 @@ def test_mf_export_round_trips(small_toy_data, tmp_path):
     assert users.dtype == items.dtype == torch.float32
     assert "test" in metrics
 
-    written = save_collaborative_embeddings(tmp_path / "features", users, items)
-    assert written == tmp_path / "features" / "collaborative.safetensors"
-    assert sorted(p.name for p in written.parent.iterdir()) == ["collaborative.safetensors"]  # no temp file left
-    loaded_users, loaded_items = load_collaborative_embeddings(tmp_path / "features")
-    assert torch.equal(loaded_users, users) and torch.equal(loaded_items, items)
-    assert torch.equal(load_collaborative_embeddings(written)[0], users)
+    FeatureStore(user_embeddings=users, item_embeddings=items).save(tmp_path / "features")
+    assert sorted(p.name for p in (tmp_path / "features").iterdir()) == ["collaborative.safetensors"]  # no temp file left
+    loaded = FeatureStore.load(tmp_path / "features")
+    assert torch.equal(loaded.user_embeddings, users) and torch.equal(loaded.item_embeddings, items)
 
 
-def test_save_collaborative_embeddings_rejects_mismatched_widths(tmp_path):
-    with pytest.raises(ValueError, match="num_users"):
-        save_collaborative_embeddings(tmp_path, torch.zeros(3, 8), torch.zeros(4, 16))
+def test_collaborative_tables_of_mismatched_widths_are_refused():
+    with pytest.raises(ValueError, match=r"num_users.*\(3, 8\) and \(4, 16\)"):
+        FeatureStore(user_embeddings=torch.zeros(3, 8), item_embeddings=torch.zeros(4, 16))

@@ -1,11 +1,9 @@
 """Knowledge enhancement (paper Sec. 3.2.1): an LLM writes a short description of each title.
 
-`generate_descriptions`: batched greedy generation with the paper's prompt, by a seq2seq model (FLAN-T5, the
-paper's) or an instruct causal LM (chat template when the tokenizer has one), cached per (model id, prompt,
-generation settings, title) in JSON shards written atomically, one per batch: a second run generates nothing,
-an interrupted one resumes after its last batch. A loop over `generate` rather than a transformers pipeline
-over a `KeyDataset`: transformers 5 has no text2text-generation pipeline for the seq2seq models, and the cache
-is per batch. `descriptions_from_column`: an existing text column (e.g. TMDB overviews).
+`generate_descriptions`: batched greedy generation with the paper's prompt by a seq2seq model (FLAN-T5, the paper's)
+or an instruct causal LM, cached in JSON shards, one per batch, so an interrupted run resumes after its last batch.
+A loop over `generate` rather than a pipeline over a `KeyDataset`: transformers 5 has no text2text-generation
+pipeline for seq2seq models, and the cache is per batch. `descriptions_from_column`: an existing text column.
 """
 
 from __future__ import annotations
@@ -84,15 +82,12 @@ class DescriptionCache:
         self.directory = Path(directory)
 
     def _shards(self) -> list[Path]:
-        if not self.directory.is_dir():
-            return []
-        return sorted(self.directory.glob(f"{_SHARD_PREFIX}*.json"))
+        return sorted(self.directory.glob(f"{_SHARD_PREFIX}*.json")) if self.directory.is_dir() else []
 
     def load(self, namespace: dict[str, Any]) -> dict[str, str]:
         """title -> description of one namespace; a `ValueError` names a shard that is not valid JSON or not of the form."""
         entries: dict[str, str] = {}
-        for shard in self._shards():
-            content = self._read_shard(shard)
+        for content in map(self._read_shard, self._shards()):
             if content["namespace"] == namespace:
                 entries.update(content["descriptions"])
         return entries
@@ -138,11 +133,8 @@ def generate_descriptions(titles: list[str], model, tokenizer, *, prompt_templat
         progress: a tqdm bar over the batches still to generate.
     """
     generation_kwargs = {"do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens, **(generation_kwargs or {})}
-    namespace = {
-        "model_id": model_id or getattr(model.config, "_name_or_path", "") or type(model).__name__,
-        "prompt_template": prompt_template,
-        "generation_kwargs": dict(sorted(generation_kwargs.items())),
-    }
+    namespace = {"model_id": model_id or getattr(model.config, "_name_or_path", "") or type(model).__name__,
+                 "prompt_template": prompt_template, "generation_kwargs": dict(sorted(generation_kwargs.items()))}
     cache = DescriptionCache(cache_dir) if cache_dir is not None else None
     done = cache.load(namespace) if cache is not None else {}
     todo = [t for t in dict.fromkeys(titles) if t not in done]

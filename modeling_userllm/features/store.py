@@ -14,21 +14,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 IMAGE_FEATURES_FILE = "image_features.safetensors"
 DESCRIPTIONS_FILE = "descriptions.json"
 COLLABORATIVE_FILE = "collaborative.safetensors"
 MANIFEST_FILE = "manifest.json"
-
-
-def _temporary_file(path: Path) -> str:
-    """A new, closed temporary file next to `path`, readable like an ordinary new file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    # mkstemp creates 0600 files; a features folder is meant to be shared.
-    os.chmod(tmp, 0o644)
-    return tmp
 
 
 def match_weight_file_permissions(folder: str | os.PathLike) -> None:
@@ -45,7 +36,9 @@ def match_weight_file_permissions(folder: str | os.PathLike) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes `data` to `path` (its folder must exist) so that `path` holds either the old or the new content."""
     path = Path(path)
-    tmp = _temporary_file(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; a features folder is meant to be shared
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -64,14 +57,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def atomic_save_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> None:
     """Saves contiguous CPU copies of `tensors` as safetensors, atomically."""
-    path = Path(path)
-    tmp = _temporary_file(path)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
 
 
 def _read_json(path: Path) -> Any:
@@ -115,6 +101,10 @@ class FeatureStore:
             raise ValueError(f"image_features has {len(self.image_features)} rows but image_mask has {len(self.image_mask)}")
         if (self.user_embeddings is None) != (self.item_embeddings is None):
             raise ValueError("user_embeddings and item_embeddings must be given together")
+        users, items = self.user_embeddings, self.item_embeddings
+        if users is not None and (users.ndim != 2 or items.ndim != 2 or users.shape[1] != items.shape[1]):
+            raise ValueError(f"expected (num_users, d) user_embeddings and (num_items, d) item_embeddings, got "
+                             f"{tuple(users.shape)} and {tuple(items.shape)}")
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> FeatureStore:
@@ -156,14 +146,10 @@ class FeatureStore:
 
     def image_feature(self, item_id: int) -> list[float] | None:
         """The 384 poster floats of `item_id`, or None (no image features, unknown id, missing poster)."""
-        if self.image_features is None or not 0 <= item_id < len(self.image_mask):
-            return None
-        if not bool(self.image_mask[item_id]):
+        if self.image_features is None or not 0 <= item_id < len(self.image_mask) or not self.image_mask[item_id]:
             return None
         return self.image_features[item_id].tolist()
 
     def description(self, item_id: int) -> str | None:
         """The description of `item_id`, or None (records then fall back to the title)."""
-        if self.descriptions is None:
-            return None
-        return self.descriptions.get(item_id)
+        return None if self.descriptions is None else self.descriptions.get(item_id)

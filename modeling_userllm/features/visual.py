@@ -1,11 +1,9 @@
-"""Visual features (paper Sec. 3.2.2): one 384-d vector per poster from a self-supervised ViT.
+"""Visual features (paper Sec. 3.2.2): one 384-d vector per poster, the CLS token of a self-supervised ViT.
 
-The paper uses DINO ViT-S/16 (`facebook/dino-vits16`); DINOv2 ViT-S/14 has the same feature
-size. Both load with `AutoModel` + `AutoImageProcessor`, and the feature is the CLS token of
-the last hidden state (after the final layer norm). A missing or unreadable poster is a
-normal case: its row is zeros and its mask entry False. Posters are read by
-`processing_userllm.open_poster`, as the processor reads them, so a poster given to the model
-as a path gets the features computed here.
+The paper uses DINO ViT-S/16 (`facebook/dino-vits16`); DINOv2 ViT-S/14 has the same feature size. A missing or
+unreadable poster is a normal case: its row is zeros and its mask entry False. Posters are read by
+`processing_userllm.open_poster`, as the processor reads them, so a poster given to the model as a path gets the
+features computed here.
 """
 
 from __future__ import annotations
@@ -31,32 +29,22 @@ def encode_images(images: list[Image.Image], model, image_processor) -> torch.Te
     return cls_features(model, pixel_values).cpu()
 
 
-def extract_image_features(
-    paths: list[str | os.PathLike | None],
-    model,
-    image_processor,
-    *,
-    batch_size: int = 8,
-    progress: bool = True,
-    warn_missing: bool = True,
-    max_pixels: int | None = MAX_POSTER_PIXELS,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_image_features(paths: list[str | os.PathLike | None], model, image_processor, *, batch_size: int = 8,
+                           progress: bool = True, warn_missing: bool = True,
+                           max_pixels: int | None = MAX_POSTER_PIXELS) -> tuple[torch.Tensor, torch.Tensor]:
     """Poster features for a list of image paths, masked where an image is unavailable.
 
     Args:
-        paths: One image path per item (None = no poster), in item-id order.
-        model: Vision encoder (see `encode_images`), in eval mode.
-        image_processor: Its image processor.
-        batch_size: Images per forward pass.
-        progress: Show a tqdm bar.
-        warn_missing: Warn when some images are missing (None or no such file); False where
-            missing posters are expected (the toy data set leaves some out by design). Files
-            that cannot be used (not an image, over `max_pixels`) are always warned about.
-        max_pixels: The most pixels (width x height) a poster may have (see `open_poster`).
+        paths: one image path per item (None = no poster), in item-id order.
+        model, image_processor: the vision encoder (see `encode_images`) and its image processor.
+        batch_size: images per forward pass.
+        warn_missing: warn when some images are missing (None or no such file); False where missing posters are
+            expected (the toy data set). Files that cannot be used (not an image, over `max_pixels`, see
+            `open_poster`) are always warned about.
 
     Returns:
-        features: float32 `(len(paths), hidden_size)`, zero rows where the mask is False.
-        mask: bool `(len(paths),)`, False for a missing, corrupt or too large image.
+        `features` float32 `(len(paths), hidden_size)`, zero rows where `mask` bool `(len(paths),)` is False
+        (a missing, corrupt or too large image).
     """
     features = torch.zeros((len(paths), model.config.hidden_size), dtype=torch.float32)
     mask = torch.zeros(len(paths), dtype=torch.bool)
@@ -89,15 +77,8 @@ def extract_image_features(
 
 
 def load_image_encoder(name_or_path: str, dtype: torch.dtype = torch.float32):
-    """Loads a vision encoder and its image processor.
-
-    Args:
-        name_or_path: Hub id (e.g. "facebook/dino-vits16") or local folder (e.g. DINOv2-small).
-        dtype: Compute dtype; float32 by default because stored weights may be float16.
-
-    Returns:
-        (model in eval mode, image processor).
-    """
+    """(vision encoder in eval mode, its image processor) of a Hub id (e.g. "facebook/dino-vits16") or folder;
+    float32 by default because stored weights may be float16."""
     from transformers import AutoImageProcessor, AutoModel
 
     model = AutoModel.from_pretrained(name_or_path, dtype=dtype).eval()
@@ -105,31 +86,16 @@ def load_image_encoder(name_or_path: str, dtype: torch.dtype = torch.float32):
 
 
 def toy_image_encoder(seed: int = 0, hidden_size: int = 384):
-    """A deterministic, randomly initialised tiny ViT with the paper's feature size.
+    """A seeded, randomly initialised tiny ViT with the paper's feature size: the toy data set's stand-in for DINO.
 
-    A stand-in for DINO on the embedded toy data set, where no pretrained vision weights are
-    available offline: it keeps the whole pipeline runnable in seconds and its features are
-    a fixed random projection of the pixels (similar posters still get similar vectors), but
-    they carry no learned visual semantics. Use DINO/DINOv2 for any real measurement.
-
-    Args:
-        seed: Seed of the weight initialisation; the same seed gives the same weights.
-        hidden_size: Feature size (384 as DINO ViT-S).
-
-    Returns:
-        (ViTModel in eval mode, ViT image processor resizing to 32x32, PIL backend: the same
-        pixels whether or not torchvision is installed).
+    Its features are a fixed random projection of the pixels (similar posters get similar vectors) with no learned
+    visual semantics: use DINO/DINOv2 for any real measurement. Returns (ViTModel in eval mode, ViT image processor
+    resizing to 32x32 with the PIL backend: the same pixels whether or not torchvision is installed).
     """
     from transformers import ViTConfig, ViTImageProcessorPil, ViTModel
 
-    config = ViTConfig(
-        hidden_size=hidden_size,
-        num_hidden_layers=1,
-        num_attention_heads=6,
-        intermediate_size=hidden_size,
-        image_size=32,
-        patch_size=8,
-    )
+    config = ViTConfig(hidden_size=hidden_size, num_hidden_layers=1, num_attention_heads=6, intermediate_size=hidden_size,
+                       image_size=32, patch_size=8)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ViTModel(config, add_pooling_layer=False).eval()
@@ -137,19 +103,11 @@ def toy_image_encoder(seed: int = 0, hidden_size: int = 384):
 
 
 def nearest_neighbours(features: torch.Tensor, mask: torch.Tensor, query: int, k: int = 5) -> list[tuple[int, float]]:
-    """The items whose features are most cosine-similar to item `query`'s.
+    """Up to `k` (item_id, cosine similarity) pairs of the items most similar to item `query`, most similar first,
+    `query` and the items masked out by `mask` bool `(num_items,)` excluded; `features` `(num_items, D)`.
 
-    Features are centred on the mean of the present items first: DINO CLS vectors share a
-    large common component that otherwise puts every pair near similarity 1.
-
-    Args:
-        features: `(num_items, D)` image features.
-        mask: bool `(num_items,)`; masked-out items are never returned.
-        query: Item id with a present feature.
-        k: Number of neighbours.
-
-    Returns:
-        Up to k (item_id, cosine similarity) pairs, most similar first, `query` excluded.
+    Features are centred on the mean of the present items first: DINO CLS vectors share a large common component
+    that otherwise puts every pair near similarity 1.
     """
     if not bool(mask[query]):
         raise ValueError(f"item {query} has no image feature")
