@@ -156,15 +156,13 @@ def test_userllm_paper_tables_sit_beside_ours_on_the_movie_data():
 
 
 def test_published_tables_match_the_paper():
-    from modeling_userllm.experiments import PUBLISHED_FIGURE3, PUBLISHED_TABLE2, published_for
+    from modeling_userllm.experiments import PUBLISHED_TABLE2, published_for
 
     assert published_for("movielens-csv")["lightgcn"].auc == 0.7673 and published_for("netflix")["mf"].uauc == 0.5711
     assert published_for("movielens-csv")["userllm_no_ke"].auc == 0.8087
     assert published_for("netflix", "test_long")["collm_va"].auc == 0.6668
     assert published_for("collm")["sasrec"].auc == 0.7078  # CoLLM's Table II is kept
     assert PUBLISHED_TABLE2["movie"]["#User"] == 605 and PUBLISHED_TABLE2["netflix"]["#Test"] == 3875
-    assert {(f.data, f.system, f.value) for f in PUBLISHED_FIGURE3 if f.quantity == "inference"} >= {
-        ("movielens-csv", "userllm", 107), ("netflix", "userllm_no_uhem", 299)}
 
 
 def test_plots_are_written(results, tmp_path):

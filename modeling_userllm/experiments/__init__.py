@@ -8,12 +8,12 @@
 """
 
 from .plots import make_plots, plot_history_length, plot_systems
-from .published import PUBLISHED, PUBLISHED_FIGURE3, PUBLISHED_TABLE2, PublishedFigure, published_for
+from .published import PUBLISHED, PUBLISHED_TABLE2, PublishedFigure, published_for
 from .report import SYSTEM_LABELS, Statistic, aggregate, build_report, missing_runs, relative_improvement
 from .runner import (BASELINE_SYSTEMS, LLM_SYSTEMS, SYSTEMS, ExperimentRunner, RunSpec, data_fingerprint, environment,
                      features_fingerprint, results_document)
 
-__all__ = ["BASELINE_SYSTEMS", "LLM_SYSTEMS", "PUBLISHED", "PUBLISHED_FIGURE3", "PUBLISHED_TABLE2", "SYSTEMS", "SYSTEM_LABELS",
+__all__ = ["BASELINE_SYSTEMS", "LLM_SYSTEMS", "PUBLISHED", "PUBLISHED_TABLE2", "SYSTEMS", "SYSTEM_LABELS",
            "ExperimentRunner", "PublishedFigure", "RunSpec", "Statistic", "aggregate", "build_report", "data_fingerprint",
            "environment", "features_fingerprint", "make_plots", "missing_runs", "plot_history_length", "plot_systems",
            "published_for", "relative_improvement", "results_document"]

@@ -17,8 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..features.store import atomic_write_json
 from .published import published_for
-from .report import SYSTEM_LABELS, SYSTEM_ORDER
+from .report import SYSTEM_LABELS, system_rank
 from .runner import BASELINE_SYSTEMS
 
 RECORD_FIELDS = ("system", "budget", "seed", "test_auc", "test_uauc", "rows", "users", "wall_s", "git")
@@ -42,20 +43,12 @@ def learning_curve_records(summary_dir: str | Path, data: str, split: str | None
             summary = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as error:
             raise ValueError(f"{path}: not a JSON run summary ({error})") from error
-        if not isinstance(summary, dict) or summary.get("data") != data or "test_auc" not in summary:
-            continue
-        if split is not None and summary.get("split") != split:
-            continue
-        if not isinstance(summary.get("budget"), int):
+        if (not isinstance(summary, dict) or summary.get("data") != data or "test_auc" not in summary
+                or split is not None and summary.get("split") != split or not isinstance(summary.get("budget"), int)):
             continue
         overrides = " ".join(arg for arg in summary.get("overrides") or () if arg not in RUN_CONTROL_ARGUMENTS)
         records.append({**{field: summary.get(field) for field in RECORD_FIELDS}, "overrides": overrides})
     return sorted(records, key=lambda record: (system_rank(record["system"]), record["budget"], record["seed"]))
-
-
-def system_rank(system: str) -> int:
-    """Position of a system in the paper's Table 3 order (unknown systems last)."""
-    return SYSTEM_ORDER.index(system) if system in SYSTEM_ORDER else len(SYSTEM_ORDER)
 
 
 def curve_points(records: Iterable[dict[str, Any]], metric: str = "test_auc") -> dict[str, list[tuple[int, float, float, int]]]:
@@ -126,13 +119,8 @@ def plot_learning_curve(records: list[dict[str, Any]], path: str | Path, data: s
 
 def write_learning_curve(records: list[dict[str, Any]], stem: str | Path, data: str, title: str = "") -> tuple[Path, Path]:
     """Writes `stem`.json (the list of records) and `stem`.png (the plot), atomically."""
-    from ..features.store import atomic_write_json
-
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(stem.with_suffix(".json"), records)
-    temporary = stem.with_name(stem.name + ".tmp.png")
-    plot_learning_curve(records, temporary, data, title)
-    temporary.replace(stem.with_suffix(".png"))
-    return stem.with_suffix(".json"), stem.with_suffix(".png")
+    return stem.with_suffix(".json"), plot_learning_curve(records, stem.with_suffix(".png"), data, title)
 

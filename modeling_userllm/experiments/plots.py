@@ -22,10 +22,13 @@ HISTORY_SPLITS = (("test_short", "short"), ("test_long", "long"))
 
 
 def save_figure(figure, path: str | Path) -> Path:
+    """Writes `figure` as a PNG to a temporary name beside `path`, then renames it, and closes it."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(temporary, dpi=120, format="png")
     plt.close(figure)
-    return Path(path)
+    return temporary.replace(path)
 
 
 def plot_systems(results: dict[str, Any], data: str, path: str | Path, stats=None) -> Path:

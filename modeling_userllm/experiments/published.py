@@ -1,6 +1,6 @@
 """Published figures our runs are compared with, each with where it was read (quoted in `../shared`).
 
-- The USER-LLM paper's Tables 2-5 and Figure 3 (`../shared/PAPER.md`): Vicuna-7B on one A100,
+- The USER-LLM paper's Tables 2-5 (`../shared/PAPER.md`): Vicuna-7B on one A100,
   average of five runs, on "movie" (our `movielens-csv` with `configuration/datasets/movies-dataset.yaml`)
   and "netflix". It is also on arXiv as HistLLM (2504.10150), whose v2 announces revised
   experimental details: treat its figures as provisional.
@@ -14,10 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 USERLLM_PAPER = "USER-LLM paper (published, Vicuna-7B, A100; ../shared/PAPER.md)"
-COLLM_TABLE_II = (
-    "CoLLM (Zhang et al. 2023, arXiv 2310.19488v3), Table II, ML-1M, "
-    "as quoted in ../shared/data/README.md"
-)
+COLLM_TABLE_II = "CoLLM (Zhang et al. 2023, arXiv 2310.19488v3), Table II, ML-1M, as quoted in ../shared/data/README.md"
 
 PAPER_DATA_SETS = {"movielens-csv": "movie", "netflix": "netflix"}
 """Our data set name (`info.json` `name`) -> the paper's name for it."""
@@ -40,12 +37,9 @@ class PublishedFigure:
 
 def _userllm_rows(table: str, split: str, rows: dict[str, tuple]) -> tuple[PublishedFigure, ...]:
     """Figures of one USER-LLM table: system -> (movie AUC, movie UAUC, netflix AUC, netflix UAUC)."""
-    source = f"{USERLLM_PAPER}, {table}"
-    figures = []
-    for system, (movie_auc, movie_uauc, netflix_auc, netflix_uauc) in rows.items():
-        figures.append(PublishedFigure("movielens-csv", system, split, movie_auc, movie_uauc, source))
-        figures.append(PublishedFigure("netflix", system, split, netflix_auc, netflix_uauc, source))
-    return tuple(figures)
+    return tuple(PublishedFigure(data, system, split, auc, uauc, f"{USERLLM_PAPER}, {table}")
+                 for system, (movie_auc, movie_uauc, netflix_auc, netflix_uauc) in rows.items()
+                 for data, auc, uauc in (("movielens-csv", movie_auc, movie_uauc), ("netflix", netflix_auc, netflix_uauc)))
 
 
 USERLLM_TABLE3 = _userllm_rows("Table 3", "test", {
@@ -83,31 +77,6 @@ PUBLISHED_TABLE2: dict[str, dict[str, int]] = {
                 "#Train": 30991, "#Valid": 3873, "#Test": 3875},
 }
 """The paper's Table 2 (published); it has no short/long columns."""
-
-
-@dataclass(frozen=True)
-class PublishedEfficiency:
-    """One figure of the paper's Figure 3 (USER-LLM against w/o UHEM, same GPU): `quantity` is
-    "step-2 training" or "inference", `value` and `unit` as published."""
-
-    data: str
-    quantity: str
-    system: str
-    value: float
-    unit: str
-    source: str = f"{USERLLM_PAPER}, Figure 3"
-
-
-PUBLISHED_FIGURE3: tuple[PublishedEfficiency, ...] = tuple(
-    PublishedEfficiency(data, quantity, system, value, unit)
-    for quantity, unit, system, movie, netflix in (
-        ("step-2 training", "min", "userllm", 118, 153),
-        ("step-2 training", "min", "userllm_no_uhem", 137, 280),
-        ("inference", "s", "userllm", 107, 138),
-        ("inference", "s", "userllm_no_uhem", 123, 299),
-    )
-    for data, value in (("movielens-csv", movie), ("netflix", netflix))
-)
 
 
 def published_for(data: str, split: str = "test") -> dict[str, PublishedFigure]:

@@ -15,17 +15,9 @@ import numpy as np
 
 from .published import PublishedFigure, published_for
 
-SYSTEM_LABELS = {
-    "mf": "MF",
-    "lightgcn": "LightGCN",
-    "sasrec": "SASRec",
-    "tallrec": "TALLRec",
-    "collm": "CoLLM",
-    "collm_va": "CoLLM-VA",
-    "userllm_no_uhem": "USER-LLM w/o UHEM",
-    "userllm_no_ke": "USER-LLM w/o KE",
-    "userllm": "USER-LLM",
-}
+SYSTEM_LABELS = {"mf": "MF", "lightgcn": "LightGCN", "sasrec": "SASRec", "tallrec": "TALLRec", "collm": "CoLLM",
+                 "collm_va": "CoLLM-VA", "userllm_no_uhem": "USER-LLM w/o UHEM", "userllm_no_ke": "USER-LLM w/o KE",
+                 "userllm": "USER-LLM"}
 SYSTEM_ORDER = tuple(SYSTEM_LABELS)
 ABLATIONS = ("userllm", "userllm_no_uhem", "userllm_no_ke")
 HISTORY_PAIR = ("collm_va", "userllm")
@@ -41,18 +33,9 @@ class Statistic:
     def __init__(self, values: list[float | None], undefined: int = 0):
         self.values = [value for value in values if value is not None and not math.isnan(value)]
         self.undefined = undefined + len(values) - len(self.values)
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float | None:
-        return float(np.mean(self.values)) if self.values else None
-
-    @property
-    def std(self) -> float | None:
-        return float(np.std(self.values, ddof=1)) if self.n >= 2 else None
+        self.n = len(self.values)
+        self.mean = float(np.mean(self.values)) if self.values else None
+        self.std = float(np.std(self.values, ddof=1)) if self.n >= 2 else None
 
     def format(self) -> str:
         """`0.7123 ± 0.0040`, `0.7123` for one seed, `—` without any, `undefined` when no seed could define it."""
@@ -97,8 +80,17 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def system_rank(system: str) -> int:
+    """Position of a system in the paper's Table 3 order (unknown systems last)."""
+    return SYSTEM_ORDER.index(system) if system in SYSTEM_ORDER else len(SYSTEM_ORDER)
+
+
 def _ordered(systems) -> list[str]:
-    return sorted(systems, key=lambda s: SYSTEM_ORDER.index(s) if s in SYSTEM_ORDER else len(SYSTEM_ORDER))
+    return sorted(systems, key=system_rank)
+
+
+def _label(system: str) -> str:
+    return SYSTEM_LABELS.get(system, system)
 
 
 def _seeds(stats, data: str, system: str, split: str = "test") -> str:
@@ -123,7 +115,7 @@ def _systems_table(stats, data: str, systems: list[str], improvements: bool, del
     rows = []
     for system in systems:
         cells = [_stat(stats, data, system, "test", metric) for metric in ("auc", "uauc")]
-        row = [SYSTEM_LABELS.get(system, system), _seeds(stats, data, system), *(cell.format() for cell in cells)]
+        row = [_label(system), _seeds(stats, data, system), *(cell.format() for cell in cells)]
         if improvements:
             row += ([REFERENCE] * 2 if system == "userllm" else
                     [relative_improvement(reference[m], cell.mean) for m, cell in zip(("auc", "uauc"), cells)])
@@ -186,7 +178,7 @@ def table5(results: dict[str, Any], data: str, stats=None) -> list[str]:
     for system in _ordered(results["grid"]["systems"]):
         short, long = _stat(stats, data, system, "test_short", "auc"), _stat(stats, data, system, "test_long", "auc")
         gap = MISSING if short.mean is None or long.mean is None else f"{long.mean - short.mean:+.4f}"
-        every.append([SYSTEM_LABELS.get(system, system), short.format(), long.format(), gap])
+        every.append([_label(system), short.format(), long.format(), gap])
     lines += [f"AUC against history length, every system ({data}; test_short / test_long):", ""]
     return lines + _table(["System", "Short AUC", "Long AUC", "Long − short"], every) + [""]
 
@@ -197,7 +189,7 @@ def _published_notes(figures) -> list[str]:
         sources[figure.source].append(figure)
     notes = []
     for source, rows in sources.items():
-        details = "; ".join(f"{SYSTEM_LABELS.get(f.system, f.system)}: {f.note}" for f in rows if f.note)
+        details = "; ".join(f"{_label(f.system)}: {f.note}" for f in rows if f.note)
         notes.append(f"Published columns: {source}" + (f" ({details})." if details else "."))
     return notes
 
@@ -219,7 +211,7 @@ def runs_table(results: dict[str, Any]) -> list[str]:
         if run.get("status") != "ok":
             status += f": {run.get('error', '')}"
         rows.append([
-            run["data"], SYSTEM_LABELS.get(run["system"], run["system"]), str(run["seed"]), run.get("config_hash", ""),
+            run["data"], _label(run["system"]), str(run["seed"]), run.get("config_hash", ""),
             status.replace("|", "/"),
             f"{run['wall_seconds']:.0f}" if run.get("wall_seconds") is not None else MISSING,
             _auc_cell(metrics.get("valid")), _auc_cell(metrics.get("test")),
@@ -245,7 +237,7 @@ def build_report(results: dict[str, Any], title: str = "USER-LLM experiments") -
         lines += ["Command:", "", "```", results["command"], "```", ""]
     lines += [
         f"Data sets: {', '.join(grid['data'])}. Systems: "
-        f"{', '.join(SYSTEM_LABELS.get(s, s) for s in _ordered(grid['systems']))}. Seeds: {grid['seeds']}.",
+        f"{', '.join(_label(s) for s in _ordered(grid['systems']))}. Seeds: {grid['seeds']}.",
         "",
         "Our columns: mean ± sample std over the seeds that finished (a single seed shows its value alone); "
         f"`{MISSING}` = no finished run; `{UNDEFINED}` = the split cannot define the metric (one class). "
@@ -267,7 +259,7 @@ def build_report(results: dict[str, Any], title: str = "USER-LLM experiments") -
     missing = missing_runs(results)
     if missing:
         lines += ["Missing (asked for, no finished run): "
-                  + ", ".join(f"{SYSTEM_LABELS.get(s, s)} on {d}" for d, s in missing) + ".", ""]
+                  + ", ".join(f"{_label(s)} on {d}" for d, s in missing) + ".", ""]
     for data in grid["data"]:
         lines += [f"## {data}", ""] + table3(results, data, stats)
         if any(system in grid["systems"] for system in ABLATIONS):

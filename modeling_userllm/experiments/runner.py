@@ -7,7 +7,7 @@ overrides). A folder with `metrics.json` is finished and read back on a rerun; a
 writes a small JSON there that outlives the output folder (`<data>[-<split rule>]-<system>
 [-rows<budget>]-seed<seed>-<hash>.json`, the split rule named unless `global_time`); a run whose
 summary exists is not trained again. Baselines train in this process; the LLM systems (`VARIANTS`)
-run the two-step trainer in a child process each (fresh memory, own log).
+run the package's training entry point in a child process each (fresh memory, own log).
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from ..configuration_userllm import VARIANTS
-from ..data.protocol import SPLIT_RULES
 from ..data.common import EVALUATION_SPLITS
+from ..data.protocol import SPLIT_RULES
+from ..features.store import atomic_write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# The two-step trainer, run as `python -m` with REPO_ROOT (site-packages in a wheel install) first on the path.
+# Run as `python -m` with REPO_ROOT (site-packages in a wheel install) first on the path.
 TRAIN_MODULE = "modeling_userllm.training"
 DEFAULT_LLM_PRESET = REPO_ROOT / "configuration" / "toy.yaml"
 
@@ -46,19 +47,17 @@ PAPER_SYSTEMS = BASELINE_SYSTEMS + tuple(VARIANTS)
 LLM_SYSTEMS = tuple(VARIANTS) + tuple(RECIPE_SYSTEMS)
 SYSTEMS = BASELINE_SYSTEMS + LLM_SYSTEMS
 """The paper's systems, then the recipe rows."""
+SCHEDULE_KEYS = ("max_epochs", "patience", "min_epochs")
+PACKAGES = ("torch", "transformers", "datasets", "peft", "accelerate", "numpy")
+
+Trainer = Callable[["RunSpec", Path], dict[str, Any]]
+"""Trains one run into its folder and returns its metrics (`{"valid": {"auc", "uauc"}, ...}`)."""
 
 
 def recipe_preset(llm_preset: str | os.PathLike) -> Path:
     """The recipe preset beside an LLM preset: `configuration/toy.yaml` -> `configuration/toy-recipe.yaml`."""
     llm_preset = Path(llm_preset)
     return llm_preset.with_name(f"{llm_preset.stem}{RECIPE_SUFFIX}{llm_preset.suffix}")
-
-
-SCHEDULE_KEYS = ("max_epochs", "patience", "min_epochs")
-PACKAGES = ("torch", "transformers", "datasets", "peft", "accelerate", "numpy")
-
-Trainer = Callable[["RunSpec", Path], dict[str, Any]]
-"""Trains one run into its folder and returns its metrics (`{"valid": {"auc", "uauc"}, ...}`)."""
 
 
 def _sha256(*parts: bytes) -> str:
@@ -68,13 +67,15 @@ def _sha256(*parts: bytes) -> str:
     return digest.hexdigest()
 
 
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def data_fingerprint(data_dir: str | os.PathLike) -> str:
     """Hash of a prepared data set's `info.json` and `statistics.json` (protocol, id maps, counts)."""
-    data_dir = Path(data_dir)
-    info = data_dir / "info.json"
+    info, stats = Path(data_dir) / "info.json", Path(data_dir) / "statistics.json"
     if not info.is_file():
         raise FileNotFoundError(f"{data_dir} is not a prepared data set (no info.json; see examples/prepare_data.py)")
-    stats = data_dir / "statistics.json"
     return _sha256(info.read_bytes(), stats.read_bytes() if stats.is_file() else b"")[:16]
 
 
@@ -92,16 +93,15 @@ def features_fingerprint(features_dir: str | os.PathLike | None) -> str | None:
 
 def data_name(data_dir: str | os.PathLike) -> str:
     """The `name` in a prepared data set's `info.json`."""
-    return json.loads((Path(data_dir) / "info.json").read_text(encoding="utf-8"))["name"]
+    return _read_json(Path(data_dir) / "info.json")["name"]
 
 
 def data_split(data_dir: str | os.PathLike) -> str | None:
     """The split rule in a prepared data set's `info.json` (`protocol.split`); None when it records none or cannot be read."""
     try:
-        info = json.loads((Path(data_dir) / "info.json").read_text(encoding="utf-8"))
+        split = _read_json(Path(data_dir) / "info.json").get("protocol", {}).get("split")
     except (OSError, ValueError):
         return None
-    split = info.get("protocol", {}).get("split")
     return split if isinstance(split, str) else None
 
 
@@ -109,8 +109,8 @@ def data_split(data_dir: str | os.PathLike) -> str | None:
 class RunSpec:
     """One cell of the grid: data set (`info.json` name and folder), features folder (LLM systems),
     system (`SYSTEMS`), seed, `config` (everything else that decides the result; hashed into the
-    folder name) and `budget` (LLM systems: training rows per step, `--max_train_rows`; None: the
-    whole train split, or what the preset and overrides say)."""
+    folder name) and `budget` (LLM systems: training rows per step, `--max_train_rows`; None: what
+    the preset and overrides say)."""
 
     data: str
     data_dir: str
@@ -133,7 +133,7 @@ class RunSpec:
 
 
 def environment() -> dict[str, Any]:
-    """The machine and package versions a run used."""
+    """The machine, package versions and git commit (`+dirty` with changes) a run used."""
     import torch
 
     machine = {
@@ -147,17 +147,19 @@ def environment() -> dict[str, Any]:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             packages[name] = None
-    return {"machine": machine, "packages": packages, "git": _git_state()}
-
-
-def _git_state() -> str | None:
-    """`<commit>` of the package's repository, with `+dirty` when the tree has changes."""
     try:
         commit, dirty = (subprocess.run(["git", "-C", str(REPO_ROOT), *command], capture_output=True, text=True,
                                         check=True).stdout.strip() for command in (["rev-parse", "HEAD"], ["status", "--porcelain"]))
+        git = commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
+        git = None
+    return {"machine": machine, "packages": packages, "git": git}
+
+
+def _split_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The `{split: {"auc", "uauc"}}` part of a run's metrics, with `"undefined"` (`{metric: reason}`) where recorded."""
+    return {split: {key: metrics[split][key] for key in ("auc", "uauc", "undefined") if key in metrics[split]}
+            for split in EVALUATION_SPLITS if isinstance(metrics.get(split), dict) and "auc" in metrics[split]}
 
 
 class ExperimentRunner:
@@ -169,7 +171,7 @@ class ExperimentRunner:
             the schedule (`SCHEDULE_KEYS`) for that baseline alone.
         max_epochs, patience, min_epochs: the baselines' early stopping on valid AUC (MF from
             CoLLM's N(0, 1) start needs `min_epochs` about 150).
-        llm_preset, llm_overrides: the LLM systems' preset and extra `examples/train.py` arguments.
+        llm_preset, llm_overrides: the LLM systems' preset and extra training arguments.
         threads: torch CPU threads (None: torch's default).
         trainers: replaces the trainer of a kind (`"baseline"` or `"llm"`); tests use it.
         summary_dir: where each finished run writes its summary JSON (None: nowhere).
@@ -183,17 +185,13 @@ class ExperimentRunner:
         self.output_dir = Path(output_dir)
         self.summary_dir = Path(summary_dir) if summary_dir is not None else None
         self.baseline_overrides = baseline_overrides or {}
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.min_epochs = min_epochs
+        self.schedule = {"max_epochs": max_epochs, "patience": patience, "min_epochs": min_epochs}
         self.llm_preset = Path(llm_preset)
         self.llm_overrides = list(llm_overrides)
         self.threads = threads
-        self.trainers: dict[str, Trainer] = {"baseline": self._train_baseline, "llm": self._train_llm}
-        self.trainers.update(trainers or {})
+        self.trainers: dict[str, Trainer] = {"baseline": self._train_baseline, "llm": self._train_llm, **(trainers or {})}
         self._loaded_data: dict[str, Any] = {}
 
-    # ----------------------------------------------------------------- planning
     def plan(self, data_dirs: Sequence[str | os.PathLike], systems: Iterable[str], seeds: Iterable[int],
              features_dirs: Sequence[str | os.PathLike | None] | None = None,
              budgets: Sequence[int | None] = (None,)) -> list[RunSpec]:
@@ -208,8 +206,7 @@ class ExperimentRunner:
         Raises:
             ValueError: an unknown system, a budget below 1, or mismatched `data_dirs`/`features_dirs`.
         """
-        bad_budgets = [budget for budget in budgets if budget is not None and budget < 1]
-        if bad_budgets or not budgets:
+        if not budgets or any(budget is not None and budget < 1 for budget in budgets):
             raise ValueError(f"budgets {list(budgets)}: expected training row counts >= 1 (or None: the whole split)")
         systems = list(dict.fromkeys(systems))
         unknown = [system for system in systems if system not in SYSTEMS]
@@ -223,8 +220,7 @@ class ExperimentRunner:
         for data_dir, features_dir in zip(data_dirs, features_dirs):
             data_dir = Path(data_dir).resolve()
             features_dir = Path(features_dir).resolve() if features_dir is not None else None
-            name, data_hash = data_name(data_dir), data_fingerprint(data_dir)
-            features_hash = features_fingerprint(features_dir)
+            name, data_hash, features_hash = data_name(data_dir), data_fingerprint(data_dir), features_fingerprint(features_dir)
             for budget in budgets:
                 for seed in seeds:
                     for system in systems:
@@ -239,13 +235,13 @@ class ExperimentRunner:
         return specs
 
     def _config(self, system: str, data_hash: str, features_hash: str | None) -> dict[str, Any]:
+        """What the run hash covers besides the seed (and an LLM run's budget)."""
         if system in BASELINE_SYSTEMS:
             from ..baselines import DEFAULT_HYPERPARAMETERS
 
             hyperparameters, schedule = self._baseline_settings(system)
             config = {"data": data_hash, "hyperparameters": {**DEFAULT_HYPERPARAMETERS[system], **hyperparameters}}
-            config |= {key: value for key, value in schedule.items() if key != "min_epochs" or value}
-            return config
+            return config | {key: value for key, value in schedule.items() if key != "min_epochs" or value}
         preset = self.preset_of(system)
         return {"data": data_hash, "features": features_hash, "preset": preset.name,
                 "preset_sha256": _sha256(preset.read_bytes())[:16] if preset.is_file() else None, "overrides": self.llm_overrides}
@@ -255,62 +251,53 @@ class ExperimentRunner:
         return recipe_preset(self.llm_preset) if system in RECIPE_SYSTEMS else self.llm_preset
 
     def _baseline_settings(self, system: str) -> tuple[dict[str, Any], dict[str, int]]:
-        """A baseline's hyperparameter overrides and its schedule (`max_epochs`, `patience`, `min_epochs`)."""
+        """A baseline's hyperparameter overrides and its schedule (`SCHEDULE_KEYS`)."""
         overrides = dict(self.baseline_overrides.get(system, {}))
-        schedule = {"max_epochs": self.max_epochs, "patience": self.patience, "min_epochs": self.min_epochs}
-        schedule |= {key: int(overrides.pop(key)) for key in SCHEDULE_KEYS if key in overrides}
-        return overrides, schedule
+        return overrides, self.schedule | {key: int(overrides.pop(key)) for key in SCHEDULE_KEYS if key in overrides}
 
-    # ------------------------------------------------------------------ running
     def lookup(self, spec: RunSpec) -> dict[str, Any]:
         """The record of a finished run (its folder or its summary), or one with `status` `"missing"` (nothing is trained)."""
-        run_dir = spec.run_dir(self.output_dir)
         summary = self.summary_path(spec)
-        if not (run_dir / "metrics.json").is_file() and not (summary is not None and summary.is_file()):
-            return {"data": spec.data, "system": spec.system, "seed": spec.seed, "budget": spec.budget, "config_hash": spec.config_hash,
-                    "status": "missing", "error": "not run yet", "run_dir": str(run_dir)}
-        return self.run(spec)
+        if (spec.run_dir(self.output_dir) / "metrics.json").is_file() or (summary is not None and summary.is_file()):
+            return self.run(spec)
+        return {"data": spec.data, "system": spec.system, "seed": spec.seed, "budget": spec.budget, "config_hash": spec.config_hash,
+                "status": "missing", "error": "not run yet", "run_dir": str(spec.run_dir(self.output_dir))}
 
     def run(self, spec: RunSpec) -> dict[str, Any]:
         """Runs one cell unless it finished; returns its record: the spec, `status` (`"ok"` or
         `"failed"`, with `error`: a failure never stops the grid), `cached`, `metrics`, wall time,
         the command that reproduces it, machine and package versions."""
         run_dir = spec.run_dir(self.output_dir)
-        metrics_path = run_dir / "metrics.json"
-        record_path = run_dir / "run.json"
+        metrics_path, record_path, summary = run_dir / "metrics.json", run_dir / "run.json", self.summary_path(spec)
         if metrics_path.is_file():
-            record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else self._record(spec)
-            metrics = json.loads(metrics_path.read_text("utf-8"))
-            record.update(status="ok", cached=True, metrics=_split_metrics(metrics))
-            self._write_summary(spec, record, metrics)
-            return record
-        summary = self.summary_path(spec)
-        if summary is not None and summary.is_file():
-            return self._record_from_summary(spec, json.loads(summary.read_text(encoding="utf-8")))
-
-        from ..features.store import atomic_write_json
-
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.txt").unlink(missing_ok=True)
-        record = self._record(spec)
-        start = time.perf_counter()
-        try:
-            metrics = self.trainers[spec.kind](spec, run_dir)
-        except Exception as error:  # noqa: BLE001 - recorded, and the grid goes on
-            record.update(status="failed", cached=False, error=f"{type(error).__name__}: {error}",
-                          wall_seconds=round(time.perf_counter() - start, 1))
-            (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+            record = _read_json(record_path) if record_path.is_file() else self._record(spec)
+            metrics = _read_json(metrics_path)
+            record.update(status="ok", cached=True)
+        elif summary is not None and summary.is_file():
+            summary = _read_json(summary)
+            record = {key: value for key, value in self._record(spec).items() if key != "started"}
+            return record | {"status": "ok", "cached": True, "wall_seconds": summary.get("wall_s"), "git": summary.get("git"),
+                             "metrics": summary.get("splits") or {"test": {"auc": summary["test_auc"], "uauc": summary["test_uauc"]}}}
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "error.txt").unlink(missing_ok=True)
+            record = self._record(spec)
+            start = time.perf_counter()
+            try:
+                metrics = self.trainers[spec.kind](spec, run_dir)
+            except Exception as error:  # noqa: BLE001 - recorded, and the grid goes on
+                record.update(status="failed", cached=False, error=f"{type(error).__name__}: {error}",
+                              wall_seconds=round(time.perf_counter() - start, 1))
+                (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+                atomic_write_json(record_path, record)
+                return record
+            record.update(status="ok", cached=False, wall_seconds=round(time.perf_counter() - start, 1))
             atomic_write_json(record_path, record)
-            return record
-        record.update(status="ok", cached=False, wall_seconds=round(time.perf_counter() - start, 1))
-        atomic_write_json(record_path, record)
-        # Written last: its presence is what marks the run finished.
-        atomic_write_json(metrics_path, metrics)
+            atomic_write_json(metrics_path, metrics)  # written last: its presence marks the run finished
         record["metrics"] = _split_metrics(metrics)
         self._write_summary(spec, record, metrics)
         return record
 
-    # ---------------------------------------------------------------- summaries
     def summary_path(self, spec: RunSpec) -> Path | None:
         """Where the run's summary JSON goes (None without a `summary_dir`)."""
         if self.summary_dir is None:
@@ -321,45 +308,34 @@ class ExperimentRunner:
         return self.summary_dir / f"{spec.data}{tag}-{spec.system}{budget}-seed{spec.seed}-{spec.config_hash}.json"
 
     def _write_summary(self, spec: RunSpec, record: dict[str, Any], metrics: dict[str, Any]) -> None:
-        """Writes the small JSON of a finished run (kept when the output folder is not)."""
+        """Writes the small JSON of a finished run (kept when the output folder is not), with the torch threads and
+        (LLM runs) the dtype the run's `run_config.json` records (`auto` resolved)."""
         path = self.summary_path(spec)
         if path is None or path.is_file() or not isinstance(metrics.get("test"), dict):
             return
-        from ..features.store import atomic_write_json
-
-        test = metrics["test"]
+        test, llm = metrics["test"], spec.kind == "llm"
         rows, users = test.get("rows"), test.get("users")
-        if rows is None or users is None:
-            rows, users = self._test_size(spec)
-        summary = {
-            "data": spec.data, "split": data_split(spec.data_dir), "system": spec.system, "seed": spec.seed,
-            "config_hash": spec.config_hash, "budget": self._budget(spec), "preset": None if spec.kind == "baseline" else self.preset_of(spec.system).name,
-            "overrides": None if spec.kind == "baseline" else self.llm_overrides,
-            "test_auc": test["auc"], "test_uauc": test["uauc"], "rows": rows, "users": users,
-            "splits": _split_metrics(metrics), "best_epoch": metrics.get("best_epoch"),
-            "wall_s": record.get("wall_seconds"), "git": record.get("git"), "command": record.get("command"),
-            **self._run_settings(spec),
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, summary)
-
-    def _run_settings(self, spec: RunSpec) -> dict[str, Any]:
-        """The torch threads and (LLM runs) the LLM dtype the run trained with: its `run_config.json`
-        records the dtype `auto` chose."""
+        if rows is None or users is None:  # a baseline scores the whole test split
+            split = self._data(spec).interactions["test"]
+            rows, users = len(split), len(set(split["user_id"]))
+        if not llm:
+            budget = 0
+        else:
+            budget = spec.budget if spec.budget is not None else " ".join(self.llm_overrides) or self.llm_preset.name
         settings: dict[str, Any] = {"threads": self.threads}
         run_config = spec.run_dir(self.output_dir) / "train" / "run_config.json"
-        if spec.kind != "baseline" and run_config.is_file():
-            model = json.loads(run_config.read_text(encoding="utf-8")).get("model", {})
+        if llm and run_config.is_file():
+            model = _read_json(run_config).get("model", {})
             settings.update(threads=model.get("num_threads") or self.threads, dtype=model.get("dtype"))
-        return settings
-
-    def _budget(self, spec: RunSpec) -> int | str:
-        """Training rows per step: 0 for a baseline, the spec's budget, else the overrides or preset that set it."""
-        if spec.kind == "baseline":
-            return 0
-        if spec.budget is not None:
-            return spec.budget
-        return " ".join(self.llm_overrides) or self.llm_preset.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, {
+            "data": spec.data, "split": data_split(spec.data_dir), "system": spec.system, "seed": spec.seed,
+            "config_hash": spec.config_hash, "budget": budget, "preset": self.preset_of(spec.system).name if llm else None,
+            "overrides": self.llm_overrides if llm else None,
+            "test_auc": test["auc"], "test_uauc": test["uauc"], "rows": rows, "users": users,
+            "splits": _split_metrics(metrics), "best_epoch": metrics.get("best_epoch"),
+            "wall_s": record.get("wall_seconds"), "git": record.get("git"), "command": record.get("command"), **settings,
+        })
 
     def _data(self, spec: RunSpec):
         """The run's prepared data set, loaded once per runner."""
@@ -368,17 +344,6 @@ class ExperimentRunner:
         if spec.data_dir not in self._loaded_data:
             self._loaded_data[spec.data_dir] = RecommendationData.load(spec.data_dir)
         return self._loaded_data[spec.data_dir]
-
-    def _test_size(self, spec: RunSpec) -> tuple[int, int]:
-        """Rows and users of the whole test split of a run's data set (what a baseline scores)."""
-        test = self._data(spec).interactions["test"]
-        return len(test), len(set(test["user_id"]))
-
-    def _record_from_summary(self, spec: RunSpec, summary: dict[str, Any]) -> dict[str, Any]:
-        record = {key: value for key, value in self._record(spec).items() if key not in ("started",)}
-        record.update(status="ok", cached=True, wall_seconds=summary.get("wall_s"), git=summary.get("git"),
-                      metrics=summary.get("splits") or {"test": {"auc": summary["test_auc"], "uauc": summary["test_uauc"]}})
-        return record
 
     def run_grid(self, specs: Iterable[RunSpec], log: Callable[[str], None] = print, *, train: bool = True) -> list[dict[str, Any]]:
         """Runs every spec in order (finished ones are read back) and returns their records; with
@@ -401,34 +366,28 @@ class ExperimentRunner:
         return {
             "data": spec.data, "data_dir": spec.data_dir, "features_dir": spec.features_dir, "system": spec.system,
             "seed": spec.seed, "budget": spec.budget, "config_hash": spec.config_hash, "config": spec.config,
-            "run_dir": str(spec.run_dir(self.output_dir)),
-            "command": shlex.join(self._command(spec)),
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **environment(),
+            "run_dir": str(spec.run_dir(self.output_dir)), "command": shlex.join(self._command(spec)),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), **environment(),
         }
 
     def _command(self, spec: RunSpec) -> list[str]:
-        """The standalone command that reproduces the run."""
+        """The standalone command that trains the run."""
         run_dir = spec.run_dir(self.output_dir)
         if spec.kind == "baseline":
             hyperparameters, schedule = self._baseline_settings(spec.system)
             command = ["python", "examples/train_baseline.py", "--model", spec.system, "--data", spec.data_dir,
                        "--output", str(run_dir), "--seed", str(spec.seed)]
-            for key, value in {**schedule, **hyperparameters}.items():
-                command += [f"--{key.replace('_', '-')}", str(value)]
-            return command
-        command = [
-            "python", "examples/train.py", "--preset", str(self.preset_of(spec.system)),
-            "--variant", RECIPE_SYSTEMS.get(spec.system, spec.system),
-            "--data_dir", spec.data_dir, "--seed", str(spec.seed), "--output_dir", str(run_dir / "train"),
-        ]
+            return command + [item for key, value in {**schedule, **hyperparameters}.items()
+                              for item in (f"--{key.replace('_', '-')}", str(value))]
+        command = ["python", "-m", TRAIN_MODULE, "--preset", str(self.preset_of(spec.system)),
+                   "--variant", RECIPE_SYSTEMS.get(spec.system, spec.system),
+                   "--data_dir", spec.data_dir, "--seed", str(spec.seed), "--output_dir", str(run_dir / "train")]
         if spec.features_dir:
             command += ["--features_dir", spec.features_dir]
         if spec.budget is not None:
             command += ["--max_train_rows", str(spec.budget)]
         return command + self.llm_overrides
 
-    # ----------------------------------------------------------------- trainers
     def _train_baseline(self, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
         import torch
 
@@ -446,28 +405,18 @@ class ExperimentRunner:
         if not preset.is_file():
             raise FileNotFoundError(f"{spec.system} trains with the recipe preset {preset}, which does not exist "
                                     f"(a recipe preset lies beside the LLM preset {self.llm_preset}, named <stem>{RECIPE_SUFFIX}.yaml)")
-        command = [sys.executable, "-m", TRAIN_MODULE, *self._command(spec)[2:]]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
         if self.threads:
             env["OMP_NUM_THREADS"] = str(self.threads)
         with open(run_dir / "train.log", "w", encoding="utf-8") as log:
-            completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            completed = subprocess.run([sys.executable, *self._command(spec)[1:]], stdout=log, stderr=subprocess.STDOUT, env=env)
         if completed.returncode != 0:
             tail = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
             raise RuntimeError(f"python -m {TRAIN_MODULE} exited with {completed.returncode}: {' | '.join(tail)}")
         metrics_path = run_dir / "train" / "metrics.json"
         if not metrics_path.is_file():
             raise FileNotFoundError(f"python -m {TRAIN_MODULE} finished without writing {metrics_path}")
-        return json.loads(metrics_path.read_text(encoding="utf-8"))
-
-
-def _split_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The `{split: {"auc", "uauc"}}` part of a run's metrics, with `"undefined"` (`{metric: reason}`) where recorded."""
-    return {
-        split: {key: metrics[split][key] for key in ("auc", "uauc", "undefined") if key in metrics[split]}
-        for split in EVALUATION_SPLITS
-        if isinstance(metrics.get(split), dict) and "auc" in metrics[split]
-    }
+        return _read_json(metrics_path)
 
 
 def results_document(records: list[dict[str, Any]], specs: Sequence[RunSpec], *, command: str | None = None) -> dict[str, Any]:

@@ -1,9 +1,8 @@
 """Training settings: a YAML preset (`configuration/*.yaml`) and command-line overrides, checked before training.
 
-A preset has four sections: `data` (`DataArguments`), `model` (`ModelArguments`), `schedule`
-(`ScheduleArguments`) and `training` (`transformers.TrainingArguments`). Every key can be
-overridden on the command line under its own name (`--variant collm --step1_max_steps 50`):
-`HfArgumentParser` parses them.
+A preset's sections `data`, `model`, `schedule` and `training` hold the fields of `DataArguments`, `ModelArguments`,
+`ScheduleArguments` and `transformers.TrainingArguments`; `HfArgumentParser` parses overrides of any key
+(`--variant collm --step1_max_steps 50`).
 """
 
 from __future__ import annotations
@@ -69,7 +68,7 @@ def _suggest(name: str, known) -> str:
 
 
 def check_integer(key: str, value: Any, minimum: int, none_means: str | None = None) -> None:
-    """Raises unless `value` is an integer >= `minimum`, or None when `none_means` says what None does."""
+    """Raises unless `value` is an integer >= `minimum` (or None, when `none_means` says what None does)."""
     if value is None and none_means is not None:
         return
     if not _is_integer(value) or value < minimum:
@@ -95,8 +94,8 @@ def check_choice(key: str, value: Any, choices) -> None:
 
 
 def check_list(key: str, value: Any, choices=None, *, ordered: bool = False) -> None:
-    """Raises unless `value` is a non-empty list of distinct non-empty strings (among `choices`, in their
-    order when `ordered`). A bare string is refused: `[a, b]` is the list."""
+    """Raises unless `value` is a non-empty list of distinct non-empty strings (among `choices`, in their order
+    when `ordered`); a bare string is refused."""
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise _refuse(key, value, f"a list such as [{', '.join(choices or ['...'])}] (a YAML list; on the command "
                                   f"line: --{key} A B)")
@@ -267,8 +266,7 @@ class _ScheduleSettings:
 
     def step(self, step: str) -> StepArguments:
         """The settings of `step` ("lora", "encoders" or "joint"), from its `step<k>_*` fields."""
-        number = step_number(step)
-        return StepArguments(**{name: getattr(self, f"step{number}_{name}") for name in STEP_SETTINGS})
+        return StepArguments(**{name: getattr(self, f"step{step_number(step)}_{name}") for name in STEP_SETTINGS})
 
     def step_overrides(self, step: str) -> dict[str, Any]:
         """The `TrainingArguments` values of `step`."""
@@ -321,7 +319,7 @@ class RunArguments:
     preset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able sections, as a preset would hold them (`OUT/run_config.json`)."""
+        """JSON-able sections, as a preset holds them (`OUT/run_config.json`)."""
         training = {key: value for key, value in self.training.to_dict().items() if not key.startswith("_")}
         sections = {name: dataclasses.asdict(getattr(self, name)) for name in ("data", "model", "schedule")}
         return {"preset": self.preset, **sections, "training": json.loads(json.dumps(training, default=str))}
@@ -332,11 +330,8 @@ def _field_names(section: type) -> set[str]:
 
 
 def load_preset(path: str | Path) -> dict[str, Any]:
-    """Reads a preset and flattens its sections into one `{key: value}` dict.
-
-    Raises:
-        PresetError: the file is missing, or a section or key is unknown (with the closest known names).
-    """
+    """Reads a preset into one `{key: value}` dict; a `PresetError` for a missing file or an unknown section or key
+    (naming the closest known one)."""
     path = Path(path)
     if not path.is_file() and path.parts and path.parts[0] == "configuration" and (PRESET_DIR.joinpath(*path.parts[1:])).is_file():
         path = PRESET_DIR.joinpath(*path.parts[1:])  # "configuration/NAME.yaml" run from outside the repository
@@ -359,8 +354,8 @@ def load_preset(path: str | Path) -> dict[str, Any]:
 
 
 def parse_arguments(argv: list[str] | None = None) -> RunArguments:
-    """Parses `[--preset FILE] [--key value ...]` (None: `sys.argv[1:]`): the preset's values, then the
-    overrides; the settings are checked (`check_arguments`), not yet against the data."""
+    """Parses `[--preset FILE] [--key value ...]` (None: `sys.argv[1:]`), overrides over the preset's values, and
+    checks the settings (`check_arguments`), not yet against the data."""
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", default=None)
@@ -468,8 +463,8 @@ ADDED_SETTINGS = {("model", "projector_norm"): "none", ("model", "item_ids_after
 
 
 def differing_settings(run: RunArguments, config_file: Path, settings: dict[str, tuple[str, ...]]) -> list[str]:
-    """The keys of `settings` (`{section: keys}`) whose value in `run` differs from `config_file`'s
-    (a run_config.json), each as "section.key: VALUE here, VALUE in FILE"; paths compared resolved."""
+    """The keys of `settings` (`{section: keys}`) whose value in `run` differs from `config_file`'s (a
+    run_config.json), each as "section.key: VALUE here, VALUE in FILE"; paths compared resolved."""
     source = json.loads(config_file.read_text(encoding="utf-8"))
     mine = run.to_dict()
     differences = []
@@ -484,12 +479,8 @@ def differing_settings(run: RunArguments, config_file: Path, settings: dict[str,
 
 
 def check_step1_source(run: RunArguments) -> Path | None:
-    """The folder `step1_from` names (None when unset), checked to be a finished step 1 of a run with
-    this run's `STEP1_SETTINGS`. Call it after `resolve_data`.
-
-    Raises:
-        PresetError: no `model.safetensors` there, no run_config.json beside it, or settings differ.
-    """
+    """The folder `step1_from` names (None when unset), checked to be a finished step 1 of a run with this run's
+    `STEP1_SETTINGS` (call it after `resolve_data`); a `PresetError` naming what is missing or differs."""
     if run.schedule.step1_from is None:
         return None
     folder = Path(run.schedule.step1_from)
@@ -507,16 +498,12 @@ def check_step1_source(run: RunArguments) -> Path | None:
 
 
 def check_resumed_run(run: RunArguments) -> None:
-    """With `resume`, checks that `output_dir` holds no run or one with this run's `RESUME_SETTINGS`.
-    Call it after `resolve_data`, before run_config.json is written.
-
-    Raises:
-        PresetError: step folders without a run_config.json, or settings differ (each named).
-    """
-    output_dir = Path(run.training.output_dir)
-    config_file = output_dir / RUN_CONFIG_FILE
+    """With `resume`, checks that `output_dir` holds no run or one with this run's `RESUME_SETTINGS` (call it after
+    `resolve_data`, before run_config.json is written); a `PresetError` naming each setting that differs."""
     if not run.schedule.resume:
         return
+    output_dir = Path(run.training.output_dir)
+    config_file = output_dir / RUN_CONFIG_FILE
     if not config_file.is_file():
         if any(path.is_dir() for path in output_dir.glob("step*-*")):
             raise PresetError(f"resume: {output_dir} holds step folders but no {RUN_CONFIG_FILE}, so the settings they "

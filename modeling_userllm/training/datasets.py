@@ -1,7 +1,5 @@
-"""What the trainer reads: a prepared data set, its features, lazy records and the collators.
-
-Everything the data must satisfy for a given model is checked here, once, before training.
-"""
+"""What the trainer reads: a prepared data set, its features, lazy records and the collators; everything the data
+must satisfy for a given model is checked here, once, before training."""
 
 from __future__ import annotations
 
@@ -27,8 +25,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RecordCollator:
-    """Records -> a model batch with the processor (`text_only`: the text prompt of step 1). The records of a
-    `RecordBuilder.dataset` were checked when it was built: `validate=True` for records from elsewhere."""
+    """Records -> a model batch (`text_only`: step 1's text prompt). `RecordBuilder.dataset` checked its records
+    when it was built: `validate=True` for records from elsewhere."""
 
     processor: UserLLMProcessor
     text_only: bool = False
@@ -40,12 +38,12 @@ class RecordCollator:
 
 @dataclass
 class PromptCurriculumCollator(RecordCollator):
-    """LLaRA's curriculum: each batch is on the text or the full (spliced) prompt, the full one with a
-    probability rising linearly from 0 at the first step to 1 at the last.
+    """LLaRA's curriculum: each batch is on the text or the full (spliced) prompt, the full one with a probability
+    rising linearly from 0 at the first step to 1 at the last.
 
-    A batch's step is counted from the batches built (the data loader builds ahead of the trainer);
-    `PromptCurriculumCallback` sets the start. A draw depends only on `seed` and the step, so a resumed run
-    sees the prompts an uninterrupted one would.
+    A batch's step is counted from the batches built (the data loader builds ahead of the trainer) from the start
+    `PromptCurriculumCallback` sets; a draw depends only on `seed` and the step, so a resumed run sees the prompts
+    an uninterrupted one would.
     """
 
     seed: int = 0
@@ -65,8 +63,8 @@ class PromptCurriculumCollator(RecordCollator):
     def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
         self.step = self.batches_built // self.gradient_accumulation_steps
         self.batches_built += 1
-        full = random.Random(f"{self.seed}-{self.step}").random() < self.full_prompt_probability()
-        return dict(self.processor(records, text_only=not full, validate=self.validate))
+        self.text_only = random.Random(f"{self.seed}-{self.step}").random() >= self.full_prompt_probability()
+        return super().__call__(records)
 
 
 class PromptCurriculumCallback(TrainerCallback):
@@ -88,7 +86,7 @@ class RunData:
     builder: RecordBuilder
 
     def split(self, name: str, max_rows: int | None = None, seed: int = 0) -> RecordDataset:
-        """A lazily converting view of one split, optionally a seeded random subset of its rows (for training)."""
+        """A lazily converting view of one split, optionally a seeded random subset of its rows."""
         rows = self.data.interactions[name]
         if max_rows is not None and max_rows < len(rows):
             picked = np.random.default_rng(seed).choice(len(rows), size=max_rows, replace=False)
@@ -97,11 +95,8 @@ class RunData:
 
     def user_subset(self, name: str, max_rows: int | None = None, seed: int = 0) -> tuple[RecordDataset, int]:
         """A split for evaluation and its number of users, optionally cut to whole users (UAUC averages per-user
-        AUCs): users in a seeded random order, kept while their rows fit in `max_rows` (at least one).
-
-        Raises:
-            ValueError: the split is empty.
-        """
+        AUCs): users in a seeded random order, kept while their rows fit in `max_rows` (at least one). Raises
+        `ValueError` for an empty split."""
         rows = self.data.interactions[name]
         if len(rows) == 0:
             raise ValueError(f"split {name!r} of {self.data.name} is empty: nothing to evaluate")
@@ -134,8 +129,8 @@ def with_history_items(processor: UserLLMProcessor, max_history_items: int) -> U
 
 
 def prepare_toy_data(folder: str | Path, seed: int = 0, num_users: int | None = None, num_items: int | None = None) -> tuple[Path, Path]:
-    """`(data_dir, features_dir)` of the toy data set, computed once into `folder` (`data`, `posters`, and
-    `features`: posters through the seeded stand-in encoder, MF tables); the same settings reuse them."""
+    """`(data_dir, features_dir)` of the toy data set, computed once into `folder` (`data`, `posters`, and `features`:
+    posters through the seeded stand-in encoder, MF tables); the same settings reuse them."""
     folder = Path(folder)
     data_dir, features_dir = folder / "data", folder / "features"
     generator = {key: value for key, value in (("num_users", num_users), ("num_items", num_items)) if value is not None}
@@ -210,8 +205,8 @@ def check_features(features: FeatureStore | None, data: RecommendationData, *, u
 
 def load_run_data(data_args: DataArguments, *, use_visual: bool, use_collaborative: bool, use_descriptions: bool,
                   vision_feature_size: int = 384, collaborative_size: int = 256) -> RunData:
-    """The data, features and record builder of a run (`data_args.data_dir` set), checked against the model's
-    switches and feature sizes; a `PresetError` when they do not fit."""
+    """The data, features and record builder of a run (`data_args.data_dir` set), checked against the model's switches
+    and feature sizes; a `PresetError` when they do not fit."""
     data = load_data_folder(data_args.data_dir)
     features = None
     if data_args.features_dir is not None:
@@ -221,12 +216,10 @@ def load_run_data(data_args: DataArguments, *, use_visual: bool, use_collaborati
     check_features(features, data, use_visual=use_visual, use_collaborative=use_collaborative,
                    vision_feature_size=vision_feature_size, collaborative_size=collaborative_size,
                    features_dir=data_args.features_dir)
-    source = data_args.description_source
     has_generated = features is not None and features.descriptions is not None
+    source = data_args.description_source if use_descriptions else "none"
     if source == "auto":
         source = "generated" if has_generated else "item_table"
-    if not use_descriptions:
-        source = "none"
     if source == "generated" and not has_generated:
         raise PresetError(f"description_source 'generated' but features_dir {data_args.features_dir} has no descriptions.json")
     builder = RecordBuilder(

@@ -1,15 +1,15 @@
 """The frozen LLM's dtype and attention kernel; `dtype: auto` picks the fastest the device runs well.
 
-A CPU with bfloat16 dot-product instructions (`BF16_CPU_FLAGS`) runs bfloat16 matmuls at twice
-the float32 rate or more; without them bfloat16 is emulated and slower (docs/BENCHMARKS.md). On
-CPU, transformers' eager attention runs 2.4x faster in bfloat16 than the fused SDPA kernel, so a
-bfloat16 LLM on CPU gets eager attention. What training changes (`TRAINED_MODULES`) stays float32.
+A CPU with bfloat16 dot-product instructions (`BF16_CPU_FLAGS`) runs bfloat16 matmuls at twice the float32 rate or
+more; without them bfloat16 is emulated and slower (docs/BENCHMARKS.md). On CPU, transformers' eager attention runs
+2.4x faster in bfloat16 than the fused SDPA kernel, so a bfloat16 LLM on CPU gets eager attention. What training
+changes (`TRAINED_MODULES`) stays float32.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -20,14 +20,10 @@ CPUINFO = Path("/proc/cpuinfo")
 def cpu_flags() -> list[str]:
     """The CPU's feature flags (the first `flags` line of /proc/cpuinfo); [] where it cannot be read."""
     try:
-        text = CPUINFO.read_text()
+        lines = CPUINFO.read_text().splitlines()
     except OSError:
         return []
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return value.split()
-    return []
+    return next((value.split() for key, _, value in (line.partition(":") for line in lines) if key.strip() == "flags"), [])
 
 
 def cpu_bf16_flags() -> list[str]:
@@ -36,10 +32,9 @@ def cpu_bf16_flags() -> list[str]:
     return [flag for flag in BF16_CPU_FLAGS if flag in flags]
 
 
-@dataclass(frozen=True)
-class LLMDtypeChoice:
-    """What the frozen LLM runs in: `dtype` ("float32" or "bfloat16"), the `attn_implementation` to
-    set (None: transformers' default), and the `reason`, for the log."""
+class LLMDtypeChoice(NamedTuple):
+    """What the frozen LLM runs in: `dtype` ("float32" or "bfloat16"), the `attn_implementation` to set (None:
+    transformers' default), and the `reason`, for the log."""
 
     dtype: str
     attn_implementation: str | None
@@ -64,5 +59,4 @@ def resolve_llm_dtype(requested: str, device: torch.device | str) -> LLMDtypeCho
         reason = f"dtype auto: the GPU {'supports' if supported else 'does not support'} bfloat16"
     else:
         dtype, reason = "float32", f"dtype auto: bfloat16 speed on {device.type!r} devices is not known here"
-    attention = "eager" if dtype == "bfloat16" and device.type == "cpu" else None
-    return LLMDtypeChoice(dtype, attention, reason)
+    return LLMDtypeChoice(dtype, "eager" if dtype == "bfloat16" and device.type == "cpu" else None, reason)

@@ -1,18 +1,16 @@
 """A cheaper training step 2 ("encoders"): what stays constant for the whole step is computed once.
 
-- **The constant prompt prefix** (`BOS + "#Question: A user has given high ratings to the
-  following movies: "`, before the first user-specific token): its key/value cache is computed
-  once (no gradient reaches it) and expanded to every batch; each row's remaining tokens are
-  left-padded between that cache and their first token, so every token keeps its position (as
+- The constant prompt prefix (`BOS + "#Question: A user has given high ratings to the following movies: "`):
+  its key/value cache is computed once (no gradient reaches it) and expanded to every batch; each row's other
+  tokens are left-padded between that cache and their first token, so every token keeps its position (as
   `modeling_userllm.ranking` does for candidate suffixes).
-- **The frozen LoRA**, merged into the base weights with peft's `merge()` for the step
-  (`frozen_lora_merged`): one matmul per adapted projection, no dropout mask. Checkpoints and the
-  end of the step see the base weights restored bit for bit.
+- The frozen LoRA, merged into the base weights with peft's `merge()` for the step (`frozen_lora_merged`): one
+  matmul per adapted projection, no dropout mask; checkpoints and the end of the step see the base weights
+  restored bit for bit.
 
-So the fast path runs without LoRA dropout; with dropout off it gives the plain path's scores and
-gradients (tests/test_fast_step2.py, 1e-5). Batches are not grouped by length: the sampler of
-`train_sampling_strategy="group_by_length"` needs a `length` or `input_ids` column, which the
-record data set has not, and a batch's prompts differ by a few tokens (padding ~4%).
+So the fast path runs without LoRA dropout; with dropout off it gives the plain path's scores and gradients
+(tests/test_fast_step2.py, 1e-5). Batches are not grouped by length: transformers' `LengthGroupedSampler` reads a
+`length` column or each item's `input_ids`, which records have not, and a batch's prompts differ by a few tokens.
 """
 
 from __future__ import annotations
@@ -31,14 +29,9 @@ from .trainer import UserLLMTrainer
 
 @contextmanager
 def frozen_lora_merged(model: torch.nn.Module):
-    """Merges every LoRA adapter of `model` into its base weight (peft's `merge()`) inside the block.
-
-    Backward passes must run inside the block. On exit peft's `unmerge()` runs and the base weights
-    get their original values back exactly (unmerging rounds, in bfloat16 by a unit in the last place).
-
-    Raises:
-        ValueError: a LoRA parameter is trainable (merged weights take no LoRA gradient).
-    """
+    """Merges every LoRA adapter of `model` into its base weight (peft's `merge()`) inside the block, where backward
+    passes must run. On exit peft's `unmerge()` runs and the base weights get their original values back exactly
+    (unmerging rounds, in bfloat16 by a unit in the last place). Raises `ValueError` when LoRA is trainable."""
     layers = [module for module in model.modules() if isinstance(module, LoraLayer) and not module.merged]
     trainable = [name for name, param in model.named_parameters() if "lora_" in name and param.requires_grad]
     if trainable:
@@ -56,20 +49,14 @@ def frozen_lora_merged(model: torch.nn.Module):
 
 
 class Step2PrefixCache:
-    """Scores step-2 batches on a key/value cache of the prompts' constant prefix.
-
-    The cache is recomputed when a weight of the LLM changes (LoRA or base).
-
-    Args:
-        model: the (unwrapped) `UserLLMForRecommendation`, LoRA frozen.
-        processor: its `UserLLMProcessor`.
-    """
+    """Scores step-2 batches of the (unwrapped, LoRA frozen) `model` on a key/value cache of the prompts' constant
+    prefix, recomputed when a weight of the LLM changes."""
 
     def __init__(self, model, processor):
         self.model = model
         self.processor = processor
-        # The template's text before the first placeholder. Its last piece may merge with what
-        # follows when tokenized, so each batch keeps the longest prefix its rows share.
+        # The template's text before the first placeholder. Its last piece may merge with what follows when
+        # tokenized, so each batch keeps the longest prefix its rows share.
         template_ids = processor._bos_ids() + processor._tokens(QUESTION.format(noun=processor.item_noun))
         placeholders = set(model.config.placeholder_token_ids)
         cut = next((i for i, token in enumerate(template_ids) if token in placeholders), len(template_ids))
@@ -123,9 +110,8 @@ class Step2PrefixCache:
 class FastStep2Trainer(UserLLMTrainer):
     """`UserLLMTrainer` whose step-2 training forward runs on `Step2PrefixCache` with the frozen LoRA merged.
 
-    The merge starts at the first training batch (after a checkpoint is resumed) and is undone
-    before every save and at the end of `train`. Evaluation uses the plain path. Under several
-    processes (a wrapped model) the plain path is used throughout.
+    The merge starts at the first training batch (after a checkpoint is resumed) and is undone before every save
+    and at the end of `train`. Evaluation, and training under several processes (a wrapped model), use the plain path.
     """
 
     def __init__(self, *args, **kwargs):
@@ -160,5 +146,3 @@ class FastStep2Trainer(UserLLMTrainer):
         finally:
             self._unmerge()
 
-
-__all__ = ["FastStep2Trainer", "Step2PrefixCache", "frozen_lora_merged"]

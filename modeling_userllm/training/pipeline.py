@@ -1,14 +1,14 @@
 """One training run end to end: data, model, the two steps, evaluation, the hub-ready folder.
 
-`main` is the command line (`python -m modeling_userllm.training`, `examples/train.py`, or under
-`accelerate launch`); `run_training(run)` writes:
+`main` is the command line (`python -m modeling_userllm.training`, `examples/train.py`, or under `accelerate
+launch`); `run_training(run)` writes:
 
     OUTPUT/step1-lora/       checkpoints of step 1, and final/ when it finished
     OUTPUT/step2-encoders/   the same for step 2
     OUTPUT/model/            weights, config with auto_map, code, processor, README.md card
     OUTPUT/metrics.json      {"valid": {"auc", "uauc", ...}, "test": ..., "test_short": ..., "test_long": ...}
     OUTPUT/run_config.json   every setting of the run
-    OUTPUT/run.lock          while the run is going (`output_lock`: one run per folder)
+    OUTPUT/run.lock          locked while the run goes (`output_lock`: one run per folder)
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ TOY_IMAGE_ENCODER = "toy_image_encoder(seed=0)"
 MODEL_SETTINGS = ("max_item_tokens", "item_noun", "lora_r", "lora_alpha", "lora_dropout", "history_encoder_type",
                   "history_hidden_size", "history_encoder_layers", "history_encoder_heads", "projector_norm",
                   "item_ids_after_titles")
+# The variant's switches `load_run_data` checks the data against.
+DATA_SWITCHES = ("use_visual", "use_collaborative", "use_descriptions")
 
 
 def resolve_data(run: RunArguments) -> None:
@@ -61,15 +63,13 @@ def resolve_data(run: RunArguments) -> None:
 
 def load_data_for_run(run: RunArguments) -> RunData:
     """The run's data, checked against what its variant needs."""
-    switches = VARIANTS[run.model.variant]
-    return load_run_data(run.data, **{name: switches[name] for name in ("use_visual", "use_collaborative", "use_descriptions")})
+    return load_run_data(run.data, **{name: VARIANTS[run.model.variant][name] for name in DATA_SWITCHES})
 
 
 def build_model(run: RunArguments, run_data: RunData):
-    """A fresh model and processor of the run's variant, with the MF tables loaded; without
-    `base_model_name_or_path`, a tiny random Llama over a word-level tokenizer of the data set's texts."""
-    model_args = run.model
-    data = run_data.data
+    """A fresh model and processor of the run's variant, with the MF tables loaded; without `base_model_name_or_path`,
+    a tiny random Llama over a word-level tokenizer of the data set's texts."""
+    model_args, data = run.model, run_data.data
     if model_args.base_model_name_or_path is None:
         texts = list(data.items["title"]) + [text for text in run_data.builder.descriptions if text]
         tokenizer = build_toy_tokenizer(texts, item_noun=model_args.item_noun)
@@ -91,20 +91,16 @@ def build_model(run: RunArguments, run_data: RunData):
     if llm_dtype.attn_implementation is not None:
         model.language_model.set_attn_implementation(llm_dtype.attn_implementation)
     if model.config.use_collaborative:
-        features = run_data.features
-        model.load_collaborative_embeddings(features.user_embeddings, features.item_embeddings)
+        model.load_collaborative_embeddings(run_data.features.user_embeddings, run_data.features.item_embeddings)
     return model, processor
 
 
 def evaluate_splits(trainer: UserLLMTrainer, run_data: RunData, splits, max_rows: int | None, seed: int) -> dict:
     """`{split: {"auc", "uauc", "rows", "users", "loss", "history_items"}}` on the full prompt, each row once.
 
-    `max_rows` cuts a split to whole users (`RunData.user_subset`); `test_long` keeps the data
-    set's `long_history_length` items (Table 5). A metric a split's labels cannot define (one
-    class) is None, with the reason in `"undefined"` (`{"auc": why, ...}`).
-
-    Raises:
-        ValueError: a split asked for is absent or empty.
+    `max_rows` cuts a split to whole users (`RunData.user_subset`); `test_long` keeps the data set's
+    `long_history_length` items (Table 5). A metric a split's labels cannot define (one class) is None, with the
+    reason in `"undefined"` (`{"auc": why, ...}`). Raises `ValueError` for a split absent or empty.
     """
     processor = trainer.processing_class
     metrics = {}
@@ -128,40 +124,33 @@ def evaluate_splits(trainer: UserLLMTrainer, run_data: RunData, splits, max_rows
 
 
 def attach_image_encoder(model, processor, run_data: RunData) -> str | None:
-    """Gives the model the vision encoder named in the features' manifest, and the processor its
-    image processor, so the saved model scores raw posters.
-
-    Returns:
-        The encoder's name, or None when the model is not visual or the encoder cannot be loaded
-        (a warning says why; the model then takes precomputed features only).
-    """
+    """Gives the model the vision encoder named in the features' manifest, and the processor its image processor, so
+    the saved model scores raw posters. Returns the encoder's name, or None when the model is not visual or the
+    encoder cannot be loaded (a warning says why: the model then takes precomputed features only)."""
     features = run_data.features
     if not model.config.use_visual or features is None:
         return None
     name = str((features.manifest.get("image_features") or {}).get("model") or "")
-    if name.startswith(TOY_IMAGE_ENCODER):
-        encoder, image_processor = toy_image_encoder(seed=0)
-        name_or_path = None
-    else:
-        try:
-            encoder, image_processor = load_image_encoder(name)
-        except (OSError, ValueError) as error:
-            logger.warning("The saved model takes precomputed image features only: the image encoder %r named in the "
-                           "features' manifest could not be loaded (%s)", name, error)
-            return None
-        name_or_path = name
-    model.attach_vision_encoder(encoder, name_or_path)
+    toy = name.startswith(TOY_IMAGE_ENCODER)
+    try:
+        encoder, image_processor = toy_image_encoder(seed=0) if toy else load_image_encoder(name)
+    except (OSError, ValueError) as error:
+        logger.warning("The saved model takes precomputed image features only: the image encoder %r named in the "
+                       "features' manifest could not be loaded (%s)", name, error)
+        return None
+    model.attach_vision_encoder(encoder, None if toy else name)
     processor.image_processor = image_processor
     return name
 
 
 def save_model_folder(trainer: UserLLMTrainer, run: RunArguments, run_data: RunData, metrics: dict) -> Path:
-    """Writes `OUTPUT/model`: weights (light or full) with the image encoder of the features,
-    config, code, processor and model card."""
+    """Writes `OUTPUT/model`: weights (light or full) with the image encoder of the features, config, code, processor
+    and model card."""
     from ..hub import render_model_card
 
     folder = Path(run.training.output_dir) / "model"
-    image_encoder = attach_image_encoder(trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class, run_data)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    image_encoder = attach_image_encoder(model, trainer.processing_class, run_data)
     trainer.save_model(str(folder))
     if trainer.args.should_save:
         # A pickle the Hub folder does not need (and loaders should never unpickle).
@@ -170,7 +159,7 @@ def save_model_folder(trainer: UserLLMTrainer, run: RunArguments, run_data: RunD
                                                            "weight_decay": run.training.weight_decay}
                     for step in run.schedule.steps}
         card = render_model_card(
-            trainer.accelerator.unwrap_model(trainer.model).config, f"userllm-{run.model.variant}-{run_data.data.name}",
+            model.config, f"userllm-{run.model.variant}-{run_data.data.name}",
             light=run.model.light_checkpoints, data_info=run_data.data.info, training=training, image_encoder=image_encoder,
             metrics={split: values for split, values in metrics.items()
                      if all(values[name] is not None and 0 <= values[name] <= 1 for name in ("auc", "uauc"))},
@@ -181,12 +170,8 @@ def save_model_folder(trainer: UserLLMTrainer, run: RunArguments, run_data: RunD
 
 
 def run_training(run: RunArguments, callbacks: list | None = None) -> dict:
-    """Trains, evaluates and saves one run (`parse_arguments`), with extra `TrainerCallback`s for
-    every step; returns the metrics written to `OUTPUT/metrics.json`.
-
-    Raises:
-        OutputDirInUseError: another run is writing `output_dir`.
-    """
+    """Trains, evaluates and saves one run (`parse_arguments`), with extra `TrainerCallback`s for every step; returns
+    the metrics written to `OUTPUT/metrics.json`. Raises `OutputDirInUseError` when another run holds `output_dir`."""
     if run.model.num_threads:
         torch.set_num_threads(run.model.num_threads)
     if not run.training.should_save:  # the main process holds the lock for all
@@ -238,11 +223,7 @@ def show_top_items(output_dir: Path, run_config: dict, top_k: int = 5) -> None:
     model_dir = output_dir / "model"
     model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
-    config = model.config
-    run_data = load_run_data(
-        DataArguments(**run_config["data"]), use_visual=config.use_visual, use_collaborative=config.use_collaborative,
-        use_descriptions=config.use_descriptions,
-    )
+    run_data = load_run_data(DataArguments(**run_config["data"]), **{name: getattr(model.config, name) for name in DATA_SWITCHES})
     data, builder = run_data.data, run_data.builder
     test = data.interactions["test"]
     user_record = builder([test[len(test) - 1]])[0]  # the user's last test row: their most recent history
@@ -250,16 +231,15 @@ def show_top_items(output_dir: Path, run_config: dict, top_k: int = 5) -> None:
     with torch.no_grad():
         scores = score_candidates_from_scratch(model, processor, user_record, candidates, batch_size=64)
     top_scores, top_indices = torch.topk(scores, min(top_k, len(candidates)))
-    print(f"\nTop-{top_k} of {len(candidates)} unseen items for user {user_record['user_id']} "
-          f"(model reloaded from {model_dir}):")
+    print(f"\nTop-{top_k} of {len(candidates)} unseen items for user {user_record['user_id']} (model reloaded from {model_dir}):")
     print("  recent history: " + "; ".join(item["title"] for item in user_record["history"]))
     for rank, (score, index) in enumerate(zip(top_scores.tolist(), top_indices.tolist()), start=1):
         print(f"  {rank}. {candidates[index]['title']:<45} P(Yes) = {torch.sigmoid(torch.tensor(score)).item():.3f}")
 
 
 def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
-    """The command line: parses `argv` (None: `sys.argv`), trains, prints the metrics (and, for the
-    toy demo, a user's top items from the reloaded model); returns the metrics."""
+    """The command line: parses `argv` (None: `sys.argv`), trains, prints the metrics (and, for the toy demo, a user's
+    top items from the reloaded model); returns the metrics."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     # The Trainer's bars and the log show each phase; a base LLM fetched from the Hub keeps its download bar.
     transformers_logging.disable_progress_bar()

@@ -1,9 +1,8 @@
 """`UserLLMTrainer` and the paper's two-step schedule (Sec. 3.3) as one call.
 
-Step 1 ("lora") trains LoRA only, by default on the text prompt (CoLLM's recipe); step 2
-("encoders") trains the UHEM and the projectors on the full prompt; "joint" (an option) trains
-both. Each step is its own `Trainer`, so its optimizer sees only that step's parameters, and its
-checkpoints live in `OUTPUT/step<k>-<name>/`.
+Step 1 ("lora") trains LoRA only, by default on the text prompt (CoLLM's recipe); step 2 ("encoders") the UHEM
+and the projectors on the full prompt; "joint" (an option) both. Each step is its own `Trainer` (its optimizer
+sees only that step's parameters), with its checkpoints in `OUTPUT/step<k>-<name>/`.
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ FINAL_FOLDER = "final"
 
 
 def compute_auc_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
-    """AUC, UAUC and the number of rows; `label_ids` is `(labels, user_ids)`. Rows of one class give
-    NaN metrics with a warning, so that the loss and the other splits are kept."""
+    """AUC, UAUC and the number of rows; `label_ids` is `(labels, user_ids)`. Rows of one class give NaN metrics
+    with a warning, so that the loss and the other splits are kept."""
     predictions = eval_prediction.predictions
     scores = predictions[0] if isinstance(predictions, (tuple, list)) else predictions
     labels, user_ids = eval_prediction.label_ids
@@ -47,8 +46,8 @@ def compute_auc_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
 
 
 class UserLLMTrainer(Trainer):
-    """A `Trainer` for `UserLLMForRecommendation`: `compute_metrics` defaults to AUC/UAUC, and each
-    checkpoint loads with `AutoModel.from_pretrained(dir, trust_remote_code=True)`.
+    """A `Trainer` for `UserLLMForRecommendation`: `compute_metrics` defaults to AUC/UAUC, and each checkpoint
+    loads with `AutoModel.from_pretrained(dir, trust_remote_code=True)`.
 
     Args:
         light_checkpoints: save only what training changes (needs `config.base_model_name_or_path`).
@@ -79,13 +78,6 @@ class UserLLMTrainer(Trainer):
             match_weight_file_permissions(output_dir)
 
 
-def step_training_arguments(args: TrainingArguments, number: int, step: str, overrides: dict) -> TrainingArguments:
-    """The `TrainingArguments` of one step: its own folder, run name and hyperparameters."""
-    run_name = f"{args.run_name or Path(args.output_dir).name}-step{number}-{step}"
-    return dataclasses.replace(args, output_dir=str(Path(args.output_dir) / f"step{number}-{step}"), run_name=run_name,
-                               **overrides)
-
-
 def _load_step_result(model, folder: Path) -> None:
     """Loads the weights saved at the end of a step (full or light) into `model`, set to that step.
 
@@ -108,8 +100,8 @@ def _load_step_result(model, folder: Path) -> None:
 
 
 def _incomplete_checkpoint_reason(checkpoint: Path) -> str | None:
-    """Why a `checkpoint-N` folder was cut short, or None. The Trainer writes `trainer_state.json`
-    last, so a readable one and weights that read back mean the save finished."""
+    """Why a `checkpoint-N` folder was cut short, or None. The Trainer writes `trainer_state.json` last, so a
+    readable one and weights that read back mean the save finished."""
     try:
         json.loads((checkpoint / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -144,24 +136,21 @@ def train_two_steps(
     callbacks: list | None = None, fast_step2: bool = False, finished_steps: dict[str, str | Path] | None = None,
     step1_prompt: str = "text", prompt_curriculum: bool = False,
 ) -> UserLLMTrainer:
-    """Runs the schedule: each step with its own Trainer, optimizer and folder.
+    """Runs the schedule: each step with its own Trainer, optimizer and folder `args.output_dir/step<k>-<step>`.
 
-    A step with nothing to train (step 2 of TALLRec) is skipped. With `resume`, a finished step
-    (its `final/` exists) is loaded, an unfinished one continues from its last complete checkpoint,
-    so an interrupted run ends where an uninterrupted one with the same seed would.
+    A step with nothing to train (step 2 of TALLRec) is skipped. With `resume`, a finished step (its `final/`
+    exists) is loaded and an unfinished one continues from its last complete checkpoint, so an interrupted run
+    ends where an uninterrupted one with the same seed would.
 
     Args:
         model, processor: a `UserLLMForRecommendation` and its `UserLLMProcessor`.
         train_dataset: records (e.g. `RunData.split("train")`).
-        args: shared `TrainingArguments`; `output_dir` is the run's folder.
         steps: in order, among `"lora"`, `"encoders"` (the paper's) and `"joint"`.
         step_overrides: `{step: {TrainingArguments field: value}}` (`ScheduleArguments.step_overrides`).
-        resume: continue an interrupted run in `args.output_dir`.
         light_checkpoints: checkpoints without the frozen base LLM.
-        callbacks: extra `TrainerCallback`s for every step.
         fast_step2: step 2 through `fast_step2.FastStep2Trainer` (same scores, no LoRA dropout).
         finished_steps: `{step: folder}` of steps trained elsewhere, loaded instead of trained.
-        step1_prompt: step 1's prompt, `"text"` or `"spliced"` (`STEP1_PROMPTS`).
+        step1_prompt: `"text"` or `"spliced"` (`STEP1_PROMPTS`).
         prompt_curriculum: LLaRA's text-to-full prompt curriculum in the joint step (seeded by `args.seed`).
 
     Returns:
@@ -182,7 +171,9 @@ def train_two_steps(
             logger.info("Step %d (%s): nothing to train for this variant, skipped", number, step)
             continue
         # New TrainingArguments reset the accelerate state: build them only for a step that runs.
-        step_args = step_training_arguments(args, number, step, step_overrides.get(step, {}))
+        step_args = dataclasses.replace(args, output_dir=str(Path(args.output_dir) / f"step{number}-{step}"),
+                                        run_name=f"{args.run_name or Path(args.output_dir).name}-step{number}-{step}",
+                                        **step_overrides.get(step, {}))
         final_dir = Path(step_args.output_dir) / FINAL_FOLDER
         finished = Path(finished_steps[step]) if step in finished_steps else None
         if finished is None and resume and (final_dir / "model.safetensors").is_file():
@@ -192,11 +183,9 @@ def train_two_steps(
             _load_step_result(model, finished)
             if step != steps[-1]:
                 continue  # only the last step's trainer is needed (it evaluates)
-        trainer_class = UserLLMTrainer
-        if fast_step2 and step == "encoders":
-            from .fast_step2 import FastStep2Trainer  # it imports this module
+        from .fast_step2 import FastStep2Trainer  # it imports this module
 
-            trainer_class = FastStep2Trainer
+        trainer_class = FastStep2Trainer if fast_step2 and step == "encoders" else UserLLMTrainer
         step_callbacks = list(callbacks or [])
         if prompt_curriculum and step == "joint":
             collator = PromptCurriculumCollator(processor, seed=step_args.seed)
