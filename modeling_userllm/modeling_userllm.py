@@ -710,6 +710,9 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         A light checkpoint records a fingerprint of the base LLM's weights (`config.base_model_fingerprint`),
         checked on load. A `state_dict` passed in (gathered under FSDP / ZeRO-3) replaces the module's own.
         """
+        # transformers' legacy VLM renaming (`model.language_model.model` <- `language_model.model.model`), recorded on
+        # load, would be reversed on save and double our `model.language_model.model.` names.
+        kwargs.setdefault("save_original_format", False)
         if light:
             if not self.config.base_model_name_or_path:
                 raise ValueError("A light checkpoint needs config.base_model_name_or_path (the base LLM to fetch on load)")

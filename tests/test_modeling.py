@@ -389,6 +389,22 @@ def test_real_base_llm_round_trips_full_and_light(tmp_path):
 
 
 @requires_shared(STORIES260K)
+def test_a_loaded_checkpoint_saves_under_the_names_it_was_loaded_from(tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    model, _ = create_model_and_processor(AutoTokenizer.from_pretrained(STORIES260K), "tallrec",
+                                          base_model_name_or_path=str(STORIES260K))
+    model.save_pretrained(tmp_path / "full")
+    reloaded = UserLLMForRecommendation.from_pretrained(tmp_path / "full")
+    reloaded.save_pretrained(tmp_path / "again")
+    reloaded.save_pretrained(tmp_path / "light", light=True)
+    assert set(load_file(tmp_path / "again" / "model.safetensors")) == set(model.state_dict())
+    assert set(load_file(tmp_path / "light" / "model.safetensors")) == set(model.trained_parameter_names())
+    UserLLMForRecommendation.from_pretrained(tmp_path / "light")
+
+
+@requires_shared(STORIES260K)
 def test_base_llm_from_a_sharded_checkpoint_keeps_its_weights(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
