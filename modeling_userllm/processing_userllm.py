@@ -1,7 +1,4 @@
-"""USER-LLM processor: interaction records -> prompt tokens and feature tensors.
-
-Copied next to the weights by `save_pretrained`: imports only torch, transformers and the standard library.
-"""
+"""USER-LLM processor: interaction records -> prompt tokens and feature tensors (copied next to the weights)."""
 
 import functools
 import os
@@ -34,9 +31,8 @@ ANSWER = '? Answer with "Yes" or "No". \n#Answer:'
 REQUIRED_RECORD_FIELDS = ("user_id", "item_id", "title", "history")
 REQUIRED_HISTORY_FIELDS = ("item_id", "title")
 INT64_RANGE = (-(2**63), 2**63 - 1)
+# The largest poster read (6000 x 6000): the encoder sees 224 x 224; a 12,000 x 12,000 poster took 2.2 GB and 26 s.
 MAX_POSTER_PIXELS = 36_000_000
-"""The largest poster read (6000 x 6000 pixels): the encoder sees 224 x 224, while a 12,000 x 12,000
-poster took 2.2 GB and 26 s to decode."""
 
 
 def default_image_processor() -> BitImageProcessorPil:
@@ -83,13 +79,8 @@ def _open_poster_file(path: str, where: str, max_pixels: int | None):
 def open_poster(value, where: str, max_pixels: int | None = MAX_POSTER_PIXELS):
     """A poster (PIL image or path) as an upright RGB PIL image: the one reader of posters.
 
-    Args:
-        value: a PIL image or an image file path.
-        where: how errors name the poster's owner, e.g. "record 3".
-        max_pixels: the most pixels (width x height) a poster may have, checked from the header; None: no limit.
-
-    Raises:
-        ValueError: naming the owner and the file: missing, not an image, or over `max_pixels`.
+    `where` names the poster's owner in errors ("record 3"); `max_pixels` (width x height, checked from the header;
+    None: no limit). A ValueError names the owner and the file: missing, not an image, or over `max_pixels`.
     """
     if not isinstance(value, (str, os.PathLike)):
         _check_poster_size(value.size, f"{where}: the poster image", max_pixels)
@@ -141,14 +132,9 @@ def _reports_item_text_cuts(method):
 
 @dataclass
 class RenderedPrompt:
-    """One record's prompt as text, before tokenization.
-
-    `prefix` depends only on the user and ends right before the candidate's part, `suffix` (which starts
-    with a space); `prefix_images` / `suffix_images` hold the features of their `<Image>`s in order. For the
-    UHEM, `history_texts` holds (text, has image) per history item and `history_images` their features.
-    With `item_ids_after_titles`, `item_ids` is the item of each prompt `<ItemID>` and `history_item_ids`
-    that of each history item's `<ItemID>` in the UHEM input.
-    """
+    """One record's prompt as text: `prefix` (the user's part) and `suffix` (the candidate's, starting with a space),
+    the features of their `<Image>`s in order; for the UHEM, (text, has image) per history item and their images.
+    With `item_ids_after_titles`, the item of each prompt `<ItemID>` and of each history item's in the UHEM input."""
 
     prefix: str
     suffix: str
@@ -228,8 +214,8 @@ class UserLLMProcessor(ProcessorMixin):
 
     @property
     def answer_token_ids(self) -> dict[str, int]:
-        """`{"yes_token_id", "no_token_id"}`: the first tokens where " Yes" and " No" differ after the prompt's
-        end, as the model continues it ("Yes" after a space tokenizes differently from "Yes" alone)."""
+        """`{"yes_token_id", "no_token_id"}`: the first tokens where " Yes" and " No" differ after the prompt's end
+        ("Yes" after a space tokenizes differently from "Yes" alone)."""
         yes_ids = self.tokenizer(ANSWER + " Yes", add_special_tokens=False).input_ids
         no_ids = self.tokenizer(ANSWER + " No", add_special_tokens=False).input_ids
         common = 0
@@ -259,8 +245,8 @@ class UserLLMProcessor(ProcessorMixin):
         return self.image_processor(images=opened, return_tensors="pt")["pixel_values"].float()
 
     def _image_inputs(self, images: list, prefix: str) -> dict[str, torch.Tensor]:
-        """`{prefix}image_features`, one row per `<Image>` in order; posters given as images add
-        `{prefix}pixel_values` and `{prefix}image_indices`, the rows they fill (zeros until the model encodes them)."""
+        """`{prefix}image_features`, one row per `<Image>`; posters given as images add `{prefix}pixel_values` and
+        `{prefix}image_indices`, the rows they fill (zeros until the model encodes them)."""
         if not images:
             return {}
         raw = [row for row, image in enumerate(images) if is_raw_image(image)]
@@ -357,12 +343,9 @@ class UserLLMProcessor(ProcessorMixin):
 
     @_reports_item_text_cuts
     def item_text(self, item: dict, use_descriptions: bool | None = None) -> str:
-        """An item as the prompt writes it: `"Title" (description)`, within `max_item_tokens`.
-
-        Over the budget, the description loses its last words first (its parenthesis stays closed), then the
-        title; a title is never cut to nothing: when not even its first word fits, that word is cut (to one
-        character at least). Cuts are counted in `num_truncated_item_texts` and reported once per call.
-        """
+        """An item as the prompt writes it: `"Title" (description)`, within `max_item_tokens`: over the budget the
+        description loses its last words first, then the title; when not even the title's first word fits, that word
+        is cut (to one character at least). Cuts are counted in `num_truncated_item_texts`, reported once per call."""
         use_descriptions = self.use_descriptions if use_descriptions is None else use_descriptions
         key = (item["title"], (item.get("description") if use_descriptions else None) or None)
         text = self._item_text_cache.get(key)
@@ -459,8 +442,8 @@ class UserLLMProcessor(ProcessorMixin):
         return rendered
 
     def _history_ids(self, rendered: RenderedPrompt) -> tuple[list[int], list[int]]:
-        """The UHEM input of one prompt (per history item: its text tokens, `<ItemID>` with `item_ids_after_titles`,
-        `<Image>` if it has one) and each token's item index (0, 1, ... over the items that have tokens)."""
+        """The UHEM input of one prompt (per history item: text tokens, `<ItemID>` with `item_ids_after_titles`,
+        `<Image>` if any) and each token's item index (0, 1, ... over the items that have tokens)."""
         ids_of = self.placeholder_token_ids
         id_token = [ids_of["item_token_id"]] if rendered.history_item_ids is not None else []
         ids, item_index = [], []
@@ -548,10 +531,8 @@ class UserLLMProcessor(ProcessorMixin):
 
     @_reports_item_text_cuts
     def split_prompt(self, record: dict, text_only: bool = False) -> dict:
-        """One record's prompt split into its user part and the candidate's part (after "... titled").
-
-        Every token of the user part (template, history or `<HistoryInteractions>`, `<UserID>`) is the same
-        for every candidate of one user. The prompt is tokenized whole and the cut checked to fall between tokens.
+        """One record's prompt split into its user part (the same for every candidate of the user) and the candidate's
+        part (after "... titled"); tokenized whole, the cut checked to fall between tokens.
 
         Returns:
             `prefix_ids` + `suffix_ids` (token lists, together the prompt), `prefix_image_features` and

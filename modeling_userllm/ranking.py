@@ -1,16 +1,11 @@
-"""Top-K recommendation with a shared prompt prefix.
+"""Top-K recommendation with a shared prompt prefix (copied next to the weights with the pipeline).
 
-Every USER-LLM prompt starts with the user's part (template, history or `<HistoryInteractions>`,
-`<UserID>`) and ends with the candidate's (its text, `<Image>`, `<ItemID>`, the answer cue). The
-user's part runs through the LLM (and the UHEM) once; its key/value cache is expanded to each batch
-of candidate suffixes, left-padded between prefix and suffix, so every candidate keeps the positions
-of its own prompt and the scores equal independent scoring. Prefixes of several users are encoded in
-one right-padded forward (causal attention keeps each as if encoded alone; the suffixes mask the
-padding). `two_stage_rank` lets a cheap first stage (the model's MF tables by default) shortlist
-the candidates the LLM ranks.
-
-Copied next to the weights with the pipeline: imports only torch, transformers, the standard
-library and its flat siblings.
+A prompt starts with the user's part (template, history or `<HistoryInteractions>`, `<UserID>`) and ends with the
+candidate's (its text, `<Image>`, `<ItemID>`, the answer cue). The user's part runs through the LLM (and the UHEM)
+once; its key/value cache is expanded to each batch of candidate suffixes, left-padded between prefix and suffix,
+so every candidate keeps the positions of its own prompt and the scores equal independent scoring. Prefixes of
+several users are encoded in one right-padded forward (the suffixes mask the padding). `two_stage_rank` lets a
+cheap first stage (the model's MF tables by default) shortlist the candidates the LLM ranks.
 """
 
 from collections.abc import Callable, Sequence
@@ -32,11 +27,7 @@ PrefixCache = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
 
 def check_candidate_items(candidate_items: Sequence[dict], where: str = "") -> None:
-    """Refuses candidates that are not item dicts or that carry a user field (`USER_FIELDS`).
-
-    Raises:
-        ValueError: `{where}candidate i (item_id ...): ...` naming the candidate and the field.
-    """
+    """Refuses candidates that are not item dicts or that carry a user field (`USER_FIELDS`), naming them."""
     for index, candidate in enumerate(candidate_items):
         if not isinstance(candidate, dict):
             raise ValueError(f"{where}candidate {index}: expected an item dict {{item_id, title, description, image_features}}, "
@@ -66,11 +57,8 @@ def candidate_records(user_record: dict, candidate_items: Sequence[dict]) -> lis
 @torch.no_grad()
 def with_poster_features(model: UserLLMForRecommendation, processor: UserLLMProcessor, items: Sequence[dict],
                          where: str = "item", batch_size: int = 32) -> list[dict]:
-    """The items with each poster given as an image (PIL image or path) replaced by its
-    `vision_feature_size` features from the model's vision encoder, computed once per item.
-
-    `where` names an item in errors ("candidate" -> "candidate 3: ...").
-    """
+    """The items with each poster given as an image (PIL image or path) replaced by its features from the
+    model's vision encoder; `where` names an item in errors ("candidate" -> "candidate 3: ...")."""
     posters = [index for index, item in enumerate(items) if is_raw_image(item.get("image_features"))]
     resolved = list(items)
     for start in range(0, len(posters), batch_size):
@@ -90,18 +78,16 @@ def _features(rows: list, model: UserLLMForRecommendation) -> torch.Tensor | Non
 @torch.no_grad()
 def encode_prefixes(model: UserLLMForRecommendation, splits: Sequence[dict], user_ids: Sequence[int],
                     pad_token_id: int) -> tuple[PrefixCache, torch.Tensor]:
-    """Runs the LLM (and the UHEM) over the prompt prefixes of several users in one forward.
+    """Runs the LLM (and the UHEM) over the prompt prefixes (`splits`: per user, `split_prompt` of any of its
+    candidate records) of several users in one forward.
 
-    Shorter prefixes are right-padded and the padding is attended to as if it were prompt: no
-    prefix token sees what follows it, and SDPA keeps its causal fast path (a padding mask is
-    twice slower on a CPU for ~900-token prefixes, measured). `score_suffixes` masks the padding.
-
-    Args:
-        splits: per user, `UserLLMProcessor.split_prompt` of any of the user's candidate records.
+    Shorter prefixes are right-padded and the padding is attended to as if it were prompt: no prefix token sees
+    what follows it, and SDPA keeps its causal fast path (a padding mask is twice slower on a CPU for ~900-token
+    prefixes, measured). `score_suffixes` masks the padding.
 
     Returns:
-        `(prefix_cache, prefix_attention_mask)`: per layer keys and values, each
-        `(U, num_kv_heads, max_prefix_len, head_dim)`, and the `(U, max_prefix_len)` mask (CPU).
+        `(prefix_cache, prefix_attention_mask)`: per layer keys and values, each `(U, num_kv_heads, max_prefix_len,
+        head_dim)`, and the `(U, max_prefix_len)` mask (CPU).
     """
     device = model.device
     prefix_ids, prefix_mask = pad_sequences([split["prefix_ids"] for split in splits], pad_token_id, left=False)  # (U, P)
@@ -188,11 +174,10 @@ def _candidate_splits(processor: UserLLMProcessor, user_record: dict, candidate_
 def score_candidates_for_users(model: UserLLMForRecommendation, processor: UserLLMProcessor, user_records: Sequence[dict],
                                candidate_lists: Sequence[Sequence[dict]], batch_size: int = 64, user_batch_size: int = 16,
                                text_only: bool = False, progress: Progress | None = None) -> list[torch.Tensor]:
-    """Scores candidate items for many users, computing each user's prompt prefix once.
+    """Scores candidate items for many users, computing each user's prompt prefix once (the model in eval mode).
 
-    Users are sorted by prefix length; the prefixes of `user_batch_size` of them are encoded in one
-    forward, then their (user, candidate) pairs are scored in batches of `batch_size`. Posters given
-    as images are encoded once per user and list. The model should be in eval mode.
+    Users are sorted by prefix length; the prefixes of `user_batch_size` of them are encoded in one forward, then
+    their (user, candidate) pairs are scored in batches of `batch_size`.
 
     Args:
         user_records: per user, a record: `user_id` and `history` are used (see `score_candidates`).
@@ -203,8 +188,8 @@ def score_candidates_for_users(model: UserLLMForRecommendation, processor: UserL
         Per user, `(len(candidate_lists[u]),)` scores, equal to `score_candidates` of that user alone.
 
     Raises:
-        ValueError: not one candidate list per user, no users, a user without candidates, a
-            candidate carrying a user field, or a candidate whose prompt prefix differs from the others'.
+        ValueError: not one candidate list per user, no users, a user without candidates, a candidate carrying a
+            user field, or a candidate whose prompt prefix differs from the others'.
     """
     if len(user_records) != len(candidate_lists):
         raise ValueError(f"{len(user_records)} users but {len(candidate_lists)} candidate lists; expected one list per user")
@@ -251,16 +236,13 @@ def score_candidates(model: UserLLMForRecommendation, processor: UserLLMProcesso
 
     Args:
         user_record: `user_id` and `history` are used; its item fields are overridden by each candidate's.
-        candidate_items: items `{"item_id", "title", "description", "image_features"}`; a poster
-            given as an image (PIL image or path) is encoded by the model's vision encoder.
+        candidate_items: items `{"item_id", "title", "description", "image_features"}`; a poster given as an
+            image (PIL image or path) is encoded by the model's vision encoder.
         batch_size: candidates per LLM forward.
 
     Returns:
-        `(len(candidate_items),)` scores, equal to `model(**processor(records)).logits` of the
-        candidates' records (the model in eval mode).
-
-    Raises:
-        ValueError: see `score_candidates_for_users`.
+        `(len(candidate_items),)` scores, equal to `model(**processor(records)).logits` of the candidates' records
+        (the model in eval mode); errors as `score_candidates_for_users`.
     """
     return score_candidates_for_users(model, processor, [user_record], [candidate_items], batch_size,
                                       text_only=text_only, progress=progress)[0]
@@ -310,13 +292,8 @@ def rank_candidates_for_users(model: UserLLMForRecommendation, processor: UserLL
 
 @torch.no_grad()
 def collaborative_scores(model: UserLLMForRecommendation, user_id: int, item_ids: Sequence[int]) -> torch.Tensor:
-    """`(len(item_ids),)` float32 MF scores: the dot products of the user's and each item's rows of
-    the model's collaborative tables. Unknown ids take the tables' last ("unknown") row, as in the
-    prompt (zeros after `load_collaborative_embeddings`, so they score 0).
-
-    Raises:
-        ValueError: the model has no collaborative tables.
-    """
+    """`(len(item_ids),)` float32 MF scores: dot products of the user's and each item's rows of the model's
+    collaborative tables (a ValueError without them). Unknown ids take the "unknown" row, as in the prompt."""
     if not model.config.use_collaborative:
         raise ValueError("This model was built with use_collaborative=False: it has no collaborative tables to score with; "
                          "give two_stage_rank first-stage scores or a first-stage callable instead")
@@ -333,20 +310,17 @@ def two_stage_rank(model: UserLLMForRecommendation, processor: UserLLMProcessor,
                    candidate_items: Sequence[dict], first_stage: FirstStage | None = None, num_rerank: int = 100,
                    top_k: int | None = None, batch_size: int = 64, text_only: bool = False,
                    progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-K from a large catalogue: a cheap first stage keeps the `num_rerank` best candidates
-    (ties to the earlier one) and the LLM ranks only those (other arguments as `rank_candidates`).
+    """Top-K from a large catalogue: a cheap first stage keeps the `num_rerank` best candidates (ties to the
+    earlier one) and the LLM ranks only those (other arguments as `rank_candidates`).
 
     Args:
-        first_stage: first-stage scores of `candidate_items` (higher is better), a `(N,)` tensor or
-            sequence, or a callable `(user_record, candidate_items) -> scores`; None: `collaborative_scores`.
+        first_stage: first-stage scores of `candidate_items` (higher is better), a `(N,)` tensor or sequence, or a
+            callable `(user_record, candidate_items) -> scores`; None: `collaborative_scores`.
 
     Returns:
-        `(indices, scores)`, each `(min(top_k, num_rerank),)`: positions in `candidate_items` and their
-        LLM scores, best first.
-
-    Raises:
-        ValueError: no candidates, a candidate carrying a user field, `num_rerank` < 1, a bad `top_k`,
-            or first-stage scores that are not one number per candidate.
+        `(indices, scores)`, each `(min(top_k, num_rerank),)`: positions in `candidate_items` and their LLM scores,
+        best first. A ValueError for no candidates, a bad candidate, `num_rerank` or `top_k`, or first-stage scores
+        that are not one number per candidate.
     """
     if not candidate_items:
         raise ValueError("No candidate items given: two_stage_rank needs at least one candidate")

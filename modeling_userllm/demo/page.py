@@ -1,10 +1,5 @@
-"""The demo's Gradio page (imports gradio: `pip install -e ".[demo]"`; nothing else in the package does).
-
-    page = build_page(*load_demo(settings), settings)
-    launch_page(page, port=7860)
-
-The query is also an API endpoint (`/recommend`: history labels, user id or None, top K, compare).
-"""
+"""The demo's Gradio page (`pip install -e ".[demo]"`; nothing else in the package imports gradio):
+`launch_page(build_page(*load_demo(settings), settings))`. The query is also an API endpoint (`/recommend`)."""
 
 from __future__ import annotations
 
@@ -51,16 +46,9 @@ def is_image_file(path: Path) -> bool:
 
 
 class PosterFolder:
-    """The only files the page gives Gradio: a copy of each poster it shows, and the placeholder,
-    in a private temp folder (removed with the page).
-
-    Allowing the posters' own folders (`launch(allowed_paths=...)`) would serve any file lying
-    next to a poster over `/gradio_api/file=`, so nothing is allowed and handlers return these
-    copies; a poster that is not an image file shows the placeholder, with a warning naming it.
-
-    Args:
-        posters: per item, its poster file or None (`Catalogue.posters`).
-    """
+    """The only files the page gives Gradio: a copy of each poster it shows (`posters`: per item, its file or None)
+    and the placeholder, in a private temp folder. Allowing the posters' own folders (`allowed_paths`) would serve any
+    file lying next to a poster; a poster that is not an image file shows the placeholder, with a warning naming it."""
 
     def __init__(self, posters: Sequence[Path | None]) -> None:
         self._directory = tempfile.TemporaryDirectory(prefix="userllm-demo-posters-")

@@ -48,16 +48,10 @@ class DemoError(ValueError):
 
 @dataclass
 class DemoSettings:
-    """What the demo serves.
-
-    Attributes:
-        model: checkpoint folder or Hub id; None: the embedded demo's `outputs/demo/model`.
-        compare_model: a second checkpoint ranked side by side on the same history, or None.
-        data, features: None: from the `run_config.json` next to the model folder (`examples/train.py`).
-        posters: where to look for posters whose `poster_path` does not exist; None: `posters/` beside the data.
-        description_source: "auto", "generated", "item_table" or "none" (as in training).
-        max_candidates, seed: above `max_candidates` unseen items, a seeded pool of that size is scored.
-    """
+    """What the demo serves: `model` (folder or Hub id; None: `outputs/demo/model`) and optionally `compare_model`
+    ranked side by side; `data`, `features` (None: from the `run_config.json` next to the model); `posters` (for
+    posters whose `poster_path` does not exist; None: `posters/` beside the data); `description_source` (as in
+    training); above `max_candidates` unseen items, a pool of that size drawn with `seed` is scored."""
 
     model: str | None = None
     compare_model: str | None = None
@@ -87,9 +81,8 @@ class Recommendation:
 
 @dataclass
 class Ranking:
-    """The answer to one query: the history's item ids (oldest first), the user (-1: a new one),
-    per model name its recommendations (best first), the unseen and scored candidate counts (fewer
-    scored when a pool was drawn), and notes for the page."""
+    """One query's answer: the history (oldest first), the user (-1: new), per model its recommendations (best
+    first), the unseen and scored candidate counts (fewer scored when a pool was drawn), notes for the page."""
 
     history: list[int]
     user_id: int
@@ -121,7 +114,8 @@ def load_checkpoint(name: str) -> tuple[torch.nn.Module, object]:
     """A USER-LLM and its processor in float32 (bfloat16 is slow on CPUs), in eval mode; `DemoError` when it cannot load."""
     check_checkpoint(name)
     try:
-        check_userllm_checkpoint(name)  # a Hub id is checked once its config.json is downloaded
+        if not Path(name).is_dir():
+            check_userllm_checkpoint(name)  # a Hub id is checked once its config.json is downloaded
         model = AutoModel.from_pretrained(name, trust_remote_code=True, dtype=torch.float32).eval()
         processor = AutoProcessor.from_pretrained(name, trust_remote_code=True)
     except (OSError, ValueError, KeyError) as error:
@@ -130,11 +124,9 @@ def load_checkpoint(name: str) -> tuple[torch.nn.Module, object]:
 
 
 def run_data_paths(model: str | Path) -> tuple[str | None, str | None]:
-    """`(data_dir, features_dir)` from the `run_config.json` of the run that wrote a local checkpoint
-    (in its parent for `OUTPUT/model`, its grandparent for `OUTPUT/<step>/checkpoint-N`); `(None, None)` without one.
-
-    A relative path under the run's relative `output_dir` is resolved from where the run folder is now.
-    """
+    """`(data_dir, features_dir)` from the `run_config.json` of the run that wrote a local checkpoint (in its parent
+    for `OUTPUT/model`, its grandparent for `OUTPUT/<step>/checkpoint-N`), else `(None, None)`. A relative path under
+    the run's relative `output_dir` is resolved from where the run folder is now."""
     model = Path(model)
     run_config = next((folder / "run_config.json" for folder in (model.parent, model.parent.parent)
                        if model.is_dir() and (folder / "run_config.json").is_file()), None)
@@ -156,9 +148,8 @@ def run_data_paths(model: str | Path) -> tuple[str | None, str | None]:
 
 
 def resolve_demo_paths(settings: DemoSettings) -> DemoSettings:
-    """Fills in what was not given: the embedded demo's `outputs/demo/model`, and the data and
-    features of the run that wrote the model. `DemoError` when they are missing (saying how to
-    create them) or the model is no USER-LLM (`check_checkpoint`)."""
+    """Fills in the model (`outputs/demo/model`), data and features (of the run that wrote the model) not given;
+    `DemoError` when they are missing (saying how to create them) or the model is no USER-LLM."""
     model = settings.model
     if model is None:
         model = str(settings.demo_dir / "model")
@@ -179,8 +170,8 @@ def resolve_demo_paths(settings: DemoSettings) -> DemoSettings:
 
 
 def resolve_poster(path: str | None, posters_dir: Path | None) -> Path | None:
-    """The item's poster: the file of that name in `posters_dir` (a data set copied elsewhere, e.g.
-    a Space, keeps the paths of the machine that prepared it), else its recorded path, else None."""
+    """The item's poster: the file of that name in `posters_dir` (a data set copied elsewhere, e.g. a Space, keeps
+    the paths of the machine that prepared it), else its recorded path, else None."""
     if not path:
         return None
     moved = posters_dir / Path(path).name if posters_dir is not None else None
@@ -201,20 +192,16 @@ def _seen_in_log(log: dict[str, np.ndarray], user_id: int) -> set[int]:
 
 
 def unseen_items(data: RecommendationData, user_id: int) -> list[int]:
-    """The items a user is recommended from: those the user has no interaction with in train,
-    valid or test (the one definition of "unseen", shared by the page and `examples/train.py`)."""
+    """The items the user has no interaction with in train, valid or test (the one definition of "unseen")."""
     seen = _seen_in_log(_log_columns(data), user_id)
     return [item_id for item_id in range(data.num_items) if item_id not in seen]
 
 
 @dataclass
 class Catalogue:
-    """The items a user can pick and be recommended, and what the log says about users.
-
-    Per item: a unique pickable `label` (the title, `[#id]` appended when shared), title,
-    description, poster (or None), `popularity` (positive train interactions). `history_length`:
-    the protocol's; `log`: the interactions of every split, as columns.
-    """
+    """The items a user can pick and be recommended: per item a unique `label` (the title, `[#id]` appended when
+    shared), title, description, poster (or None), `popularity` (positive train interactions); the protocol's
+    `history_length`; `log`: the interactions of every split, as columns."""
 
     name: str
     labels: list[str]
@@ -288,9 +275,8 @@ class Catalogue:
         return _seen_in_log(self.log, user_id)
 
     def candidate_pool(self, excluded: set[int], max_candidates: int, seed: int) -> tuple[list[int], str | None]:
-        """The unseen items to score, and a note for the page when only a pool of them is: above
-        `max_candidates`, the most popular half plus a seeded random sample of the rest (a large
-        catalogue answers in seconds and still shows niche items)."""
+        """The unseen items to score, and a note when only a pool is: above `max_candidates`, the most popular half
+        plus a seeded random sample of the rest (a large catalogue answers in seconds and still shows niche items)."""
         unseen = [item_id for item_id in range(self.num_items) if item_id not in excluded]
         if len(unseen) <= max_candidates:
             return unseen, None
@@ -325,8 +311,7 @@ class Recommender:
 
 
 def load_recommender(model_name: str, settings: DemoSettings) -> tuple[Recommender, RecommendationData]:
-    """One checkpoint with the data and features it needs; `DemoError` when they do not fit its config
-    (feature sizes, or collaborative tables sized for another data set)."""
+    """One checkpoint with the data and features it needs; `DemoError` when they do not fit its config."""
     model, processor = load_checkpoint(model_name)
     config = model.config
     data_args = DataArguments(data_dir=settings.data, features_dir=settings.features,
@@ -389,8 +374,7 @@ def recommend(recommenders: Sequence[Recommender], catalogue: Catalogue, history
 
     Args:
         history_labels: liked movies, oldest first (catalogue labels, any case).
-        user_id: a real user (their collaborative embedding is used and every item they rated is
-            left out), or None for a new user.
+        user_id: a real user (their collaborative embedding is used, every item they rated left out), or None.
         max_candidates, seed: the candidate pool (see `Catalogue.candidate_pool`).
         placeholder: the image shown for an item without a poster.
         progress: called with (fraction done, description) while scoring.
