@@ -26,12 +26,13 @@ def _checked_rows(**columns: ArrayLike) -> list[np.ndarray]:
     """
     arrays = []
     for name, values in columns.items():
-        array = np.asarray(values, dtype=np.float64 if name == "scores" else None)
+        is_scores = name.startswith("scores")
+        array = np.asarray(values, dtype=np.float64 if is_scores else None)
         if array.ndim != 1:
             raise ValueError(f"{name} must be one value per row (1-D), got an array of shape {array.shape}")
         if name == "labels" and not np.isin(array, (0, 1)).all():
             raise ValueError(f"labels must be 0 or 1, got values {sorted(set(array.tolist()))[:5]}")
-        if name == "scores" and not np.isfinite(array).all():
+        if is_scores and not np.isfinite(array).all():
             raise ValueError(f"{int((~np.isfinite(array)).sum())} scores are NaN or infinite")
         arrays.append(array)
     lengths = {name: len(array) for name, array in zip(columns, arrays)}
@@ -102,3 +103,47 @@ def undefined_metrics(user_ids: ArrayLike, labels: ArrayLike) -> dict[str, str]:
         reasons["uauc"] = (f"UAUC needs a user with both a positive and a negative row; none of the "
                            f"{len(set(user_ids.tolist()))} users has both")
     return reasons
+
+
+def paired_user_bootstrap(user_ids: ArrayLike, labels: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike,
+                          num_resamples: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """How sure is "system A beats system B" on the same rows: a bootstrap over users (a user's rows stay together,
+    as they are not independent), both systems scored on each resample.
+
+    Args:
+        user_ids, labels: `(num_rows,)` the rows both systems scored.
+        scores_a, scores_b: `(num_rows,)` each system's scores of those rows.
+        num_resamples: resamples of the users, drawn with replacement (a user drawn twice counts as two users).
+
+    Returns:
+        `{"auc": stats, "uauc": stats}`, each `stats` holding `a`, `b` and `difference` (a - b) on the rows given,
+        `ci95` (the 2.5 and 97.5 percentiles of the resampled differences) and `fraction_not_above` (the share of
+        resamples where a <= b: a one-sided bootstrap p-value of "a is better").
+    """
+    user_ids, labels, scores_a, scores_b = _checked_rows(user_ids=user_ids, labels=labels, scores_a=scores_a,
+                                                         scores_b=scores_b)
+    users, inverse = np.unique(user_ids, return_inverse=True)
+    rows_of_user = [np.flatnonzero(inverse == index) for index in range(len(users))]
+    observed = {name: (auc_and_uauc(user_ids, labels, scores_a)[name], auc_and_uauc(user_ids, labels, scores_b)[name])
+                for name in ("auc", "uauc")}
+    generator = np.random.default_rng(seed)
+    differences = {"auc": [], "uauc": []}
+    for _ in range(num_resamples):
+        drawn = generator.integers(len(users), size=len(users))
+        rows = np.concatenate([rows_of_user[user] for user in drawn])
+        copies = np.repeat(np.arange(len(drawn)), [len(rows_of_user[user]) for user in drawn])
+        if labels[rows].min() == labels[rows].max():
+            continue  # a resample of one class defines neither metric
+        differences["auc"].append(auc(labels[rows], scores_a[rows]) - auc(labels[rows], scores_b[rows]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            differences["uauc"].append(uauc(copies, labels[rows], scores_a[rows]) - uauc(copies, labels[rows], scores_b[rows]))
+    result = {}
+    for name, values in differences.items():
+        values = np.asarray(values)
+        values = values[np.isfinite(values)]
+        a, b = observed[name]
+        result[name] = {"a": a, "b": b, "difference": a - b,
+                        "ci95": [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))],
+                        "fraction_not_above": float(np.mean(values <= 0)), "resamples": int(len(values))}
+    return result

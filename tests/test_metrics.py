@@ -6,7 +6,7 @@ import evaluate
 import numpy as np
 import pytest
 
-from modeling_userllm.metrics import UndefinedMetricError, auc, auc_and_uauc, uauc, undefined_metrics
+from modeling_userllm.metrics import UndefinedMetricError, auc, auc_and_uauc, paired_user_bootstrap, uauc, undefined_metrics
 from modeling_userllm.training import EVALUATE_METRIC_PATH
 
 
@@ -97,3 +97,18 @@ def test_evaluate_module_accumulates_batches():
     metric.add_batch(predictions=[0.9, 0.5], references=[1, 0], user_ids=[0, 0])
     metric.add_batch(predictions=[0.4, 0.1], references=[1, 0], user_ids=[0, 0])
     assert metric.compute() == pytest.approx({"auc": 0.75, "uauc": 0.75})
+
+
+def test_paired_user_bootstrap_separates_a_better_system_from_a_copy():
+    generator = np.random.default_rng(0)
+    user_ids = generator.integers(60, size=600)
+    labels = generator.integers(2, size=600)
+    better, worse = labels + generator.normal(size=600), labels + 3 * generator.normal(size=600)
+    result = paired_user_bootstrap(user_ids, labels, better, worse, num_resamples=200)
+    assert result["auc"]["a"] == pytest.approx(auc(labels, better))
+    assert result["uauc"]["b"] == pytest.approx(uauc(user_ids, labels, worse))
+    assert result["auc"]["ci95"][0] > 0 and result["auc"]["fraction_not_above"] < 0.01
+    same = paired_user_bootstrap(user_ids, labels, better, better + 0.0, num_resamples=50)
+    assert same["auc"]["difference"] == 0 and same["auc"]["ci95"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_user_bootstrap(user_ids, labels, better, worse[:-1])
