@@ -749,13 +749,11 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """Loads a full or light checkpoint; a light one loads its base LLM too.
+        """Loads a full or light checkpoint (safetensors only; names with or without the `model.` prefix).
 
-        Only safetensors weights are read. Weights missing from the checkpoint or unknown to the model raise an
-        error naming them. The config is checked against the tokenizer saved beside it (`yes_token_id` /
-        `no_token_id` must begin "Yes" / "No"), its `variant` against its switches and the switches against the
-        weights. A light checkpoint's base LLM is loaded by `AutoModelForCausalLM.from_pretrained` with this call's
-        `dtype` (default: the dtype it was saved in, `config.dtype`), `device_map`, `attn_implementation` and
+        Missing or unknown weights raise an error naming them; the answer token ids are checked against the saved
+        tokenizer, `variant` against the switches and the switches against the weights. A light checkpoint's base
+        LLM is loaded with this call's `dtype` (default `config.dtype`), `device_map`, `attn_implementation` and
         `quantization_config`, and must match `config.base_model_fingerprint`.
 
         Extra keyword arguments:
