@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--output", type=Path, help="JSON file for the metrics")
+    parser.add_argument("--predictions", type=Path, help="JSON file for each row's score ({split: {user_id, item_id, "
+                        "label, score}}), for examples/paired_comparison.py")
     parser.add_argument("--cpu", action="store_true", help="evaluate on CPU even when a GPU is present")
     return parser.parse_args(argv)
 
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         processing_class=processor,
     )
-    metrics = evaluate_splits(trainer, run_data, args.split, args.max_rows, args.seed)
+    predictions = {} if args.predictions else None
+    metrics = evaluate_splits(trainer, run_data, args.split, args.max_rows, args.seed, predictions)
     metrics["num_processes"] = trainer.args.world_size
     if trainer.args.process_index == 0:
         for split in args.split:
@@ -97,6 +100,9 @@ def main(argv: list[str] | None = None) -> dict:
         output = args.output or args.model.resolve().parent / f"eval_{'_'.join(args.split)}.json"
         atomic_write_json(output, metrics)
         print(f"written: {output}")
+        if predictions is not None:
+            atomic_write_json(args.predictions, predictions)
+            print(f"written: {args.predictions}")
     return metrics
 
 

@@ -1,5 +1,6 @@
 """What a new user meets first: command-line errors, help, and error messages about paths."""
 
+import json
 import pytest
 
 from modeling_userllm import UserLLMConfig, UserLLMForRecommendation
@@ -88,6 +89,28 @@ def test_evaluate_without_data_reads_them_from_the_run_config(demo_run, tmp_path
     given = evaluate.main([*common, "--output", str(tmp_path / "given.json"), "--data", str(demo_run.output_dir / "toy" / "data"),
                            "--features", str(demo_run.output_dir / "toy" / "features")])
     assert found["valid"]["rows"] > 0 and found["valid"] == given["valid"]
+
+
+def test_evaluate_writes_each_rows_score_for_a_paired_comparison_with_the_mf_tables(demo_run, tmp_path):
+    from modeling_userllm.metrics import auc_and_uauc
+
+    evaluate, compare = load_example("evaluate"), load_example("paired_comparison")
+    predictions = tmp_path / "predictions.json"
+    metrics = evaluate.main(["--model", str(demo_run.output_dir / "model"), "--split", "valid", "--max-rows", "48",
+                             "--output", str(tmp_path / "metrics.json"), "--predictions", str(predictions)])
+    rows = json.loads(predictions.read_text())["valid"]
+    assert len(rows["score"]) == metrics["valid"]["rows"] == len(rows["user_id"])
+    assert auc_and_uauc(rows["user_id"], rows["label"], rows["score"]) == pytest.approx(
+        {name: metrics["valid"][name] for name in ("auc", "uauc")})
+    features = demo_run.output_dir / "toy" / "features"
+    against_mf = compare.main(["--predictions", str(predictions), "--split", "valid", "--against-mf-tables", str(features),
+                               "--resamples", "50"])
+    assert against_mf["auc"]["a"] == pytest.approx(metrics["valid"]["auc"]) and against_mf["rows"] == len(rows["score"])
+    itself = compare.main(["--predictions", str(predictions), "--split", "valid", "--against", str(predictions),
+                           "--resamples", "20"])
+    assert itself["auc"]["difference"] == 0 and itself["uauc"]["ci95"] == [0.0, 0.0]
+    with pytest.raises(SystemExit, match="holds no split 'test'"):
+        compare.main(["--predictions", str(predictions), "--split", "test", "--against", str(predictions)])
 
 
 def test_train_script_and_demo_page_rank_the_same_unseen_items(demo_run):

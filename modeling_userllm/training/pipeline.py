@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import huggingface_hub.utils
+import numpy as np
 import torch
 from transformers import AutoModel, AutoProcessor, AutoTokenizer, TrainingArguments
 from transformers.utils import logging as transformers_logging
@@ -95,12 +96,15 @@ def build_model(run: RunArguments, run_data: RunData):
     return model, processor
 
 
-def evaluate_splits(trainer: UserLLMTrainer, run_data: RunData, splits, max_rows: int | None, seed: int) -> dict:
+def evaluate_splits(trainer: UserLLMTrainer, run_data: RunData, splits, max_rows: int | None, seed: int,
+                    predictions: dict | None = None) -> dict:
     """`{split: {"auc", "uauc", "rows", "users", "loss", "history_items"}}` on the full prompt, each row once.
 
     `max_rows` cuts a split to whole users (`RunData.user_subset`); `test_long` keeps the data set's
     `long_history_length` items (Table 5). A metric a split's labels cannot define (one class) is None, with the
-    reason in `"undefined"` (`{"auc": why, ...}`). Raises `ValueError` for a split absent or empty.
+    reason in `"undefined"` (`{"auc": why, ...}`). Raises `ValueError` for a split absent or empty. A `predictions`
+    dict receives `{split: {"user_id", "item_id", "label", "score"}}`, one list entry per row scored (score: the
+    Yes-minus-No logit), for paired comparisons (`metrics.paired_user_bootstrap`).
     """
     processor = trainer.processing_class
     metrics = {}
@@ -112,7 +116,13 @@ def evaluate_splits(trainer: UserLLMTrainer, run_data: RunData, splits, max_rows
         history_items = history_items_for_split(run_data.data, split, processor.max_history_items)
         trainer.data_collator = RecordCollator(with_history_items(processor, history_items), text_only=False)
         logger.info("Evaluating %s (%d rows)", split, len(dataset))
-        result = trainer.evaluate(eval_dataset=dataset, metric_key_prefix=split)
+        output = trainer.predict(dataset, metric_key_prefix=split)
+        result = output.metrics
+        if predictions is not None:
+            scores = output.predictions[0] if isinstance(output.predictions, (tuple, list)) else output.predictions
+            predictions[split] = {column: [int(value) for value in dataset.rows[column]]
+                                  for column in ("user_id", "item_id", "label")}
+            predictions[split]["score"] = np.asarray(scores, dtype=np.float64).reshape(-1).tolist()
         metrics[split] = {name: result[f"{split}_{name}"] for name in ("auc", "uauc", "rows", "loss")}
         metrics[split] |= {"rows": int(metrics[split]["rows"]), "users": users, "history_items": history_items}
         undefined = undefined_metrics(dataset.rows["user_id"], dataset.rows["label"])
