@@ -560,6 +560,14 @@ class UserLLMModel(UserLLMPreTrainedModel):
         return UserLLMModelOutput(last_hidden_state=outputs.last_hidden_state, cache=outputs.cache if use_cache else None)
 
 
+def _add_base_model_prefix(module, state_dict, prefix, *args) -> None:
+    """`load_state_dict` pre-hook: renames keys without the base model's prefix (`language_model...`) to
+    `model.language_model...`, in the copy of the state dict `load_state_dict` works on."""
+    own = f"{prefix}{module.base_model_prefix}."
+    for key in [key for key in state_dict if key.startswith(prefix) and not key.startswith(own)]:
+        state_dict[own + key[len(prefix):]] = state_dict.pop(key)
+
+
 class UserLLMForRecommendation(UserLLMPreTrainedModel):
     """USER-LLM: [`UserLLMModel`] and the Yes/No head, scoring (user, item) pairs from a multimodal prompt.
 
@@ -570,6 +578,8 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
     def __init__(self, config: UserLLMConfig, language_model: PreTrainedModel | None = None):
         super().__init__(config)
         self.model = UserLLMModel(config, language_model=language_model)
+        # A state dict of the layout before the split (no `model.` prefix: resumed runs, old step results) loads too.
+        self.register_load_state_dict_pre_hook(_add_base_model_prefix)
         self.post_init()
 
     @property

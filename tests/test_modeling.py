@@ -41,6 +41,23 @@ def test_the_head_wraps_the_base_model_under_its_prefix(tiny_tokenizer):
     torch.testing.assert_close(model(**batch).logits, model._yes_minus_no_logit(hidden[:, -1]))
 
 
+def test_a_state_dict_of_the_layout_before_the_split_loads_with_load_state_dict(tiny_tokenizer):
+    """Trainer resumes and step results call `load_state_dict`: unprefixed (old) names must fill the model,
+    not be skipped as unexpected with a warning."""
+    source, processor = build_tiny_model(tiny_tokenizer)
+    target = UserLLMForRecommendation(source.config)
+    with torch.no_grad():
+        for parameter in source.parameters():
+            parameter.add_(0.01)
+    old_layout = {name.removeprefix("model."): tensor for name, tensor in source.state_dict().items()}
+    assert not any(name.startswith("model.") for name in old_layout)
+    target.load_state_dict(old_layout, strict=True)
+    target.load_state_dict(source.state_dict(), strict=True)  # the new layout as well
+    batch = processor(make_records(3))
+    batch.pop("labels")
+    torch.testing.assert_close(target.eval()(**batch).logits, source.eval()(**batch).logits)
+
+
 def run_on_prompt_embeddings(model, module, batch: dict):
     """`module` (the LLM or its decoder) over the batch's spliced prompt embeddings, positioned as `forward` does."""
     inputs = {key: value for key, value in batch.items() if key not in ("labels", "attention_mask")}
