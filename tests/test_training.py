@@ -327,7 +327,9 @@ def test_resume_with_other_settings_refuses_naming_each_and_keeps_run_config(fin
 
 
 @pytest.mark.parametrize("damage, message", [
-    ("drop encoder weights", r"step2-encoders/final/model\.safetensors lacks \d+ of the weights this step trains: \['history_encoder\."),
+    ("drop encoder weights", r"step2-encoders/final/model\.safetensors lacks 5 of the weights this step trains: \['model\.history_encoder\."),
+    # a step result saved before the base/head split (no `model.` prefix): only the dropped weights are missing
+    ("old layout, drop encoder weights", r"model\.safetensors lacks 5 of the weights this step trains: \['model\.history_encoder\."),
     ("truncate", r"step2-encoders/final/model\.safetensors does not read as safetensors"),
 ])
 def test_resume_refuses_a_finished_step_with_damaged_weights(finished_run, toy_dirs, tmp_path, damage, message):
@@ -338,7 +340,10 @@ def test_resume_refuses_a_finished_step_with_damaged_weights(finished_run, toy_d
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size - 100])
     else:
         state = load_file(weights)
-        save_file({name: tensor for name, tensor in state.items() if not name.startswith("model.history_encoder.")}, weights)
+        kept = {name: tensor for name, tensor in state.items() if not name.startswith("model.history_encoder.")}
+        if damage.startswith("old layout"):
+            kept = {name.removeprefix("model."): tensor for name, tensor in kept.items()}
+        save_file(kept, weights)
     with pytest.raises(ValueError, match=message):
         run_training(parse_arguments(tiny_argv(output_dir, toy_dirs, "--resume")))
     assert not (output_dir / "model").exists() and not (output_dir / "metrics.json").exists()

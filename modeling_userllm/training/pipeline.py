@@ -116,9 +116,11 @@ def evaluate_splits(trainer: UserLLMTrainer, run_data: RunData, splits, max_rows
         history_items = history_items_for_split(run_data.data, split, processor.max_history_items)
         trainer.data_collator = RecordCollator(with_history_items(processor, history_items), text_only=False)
         logger.info("Evaluating %s (%d rows)", split, len(dataset))
-        output = trainer.predict(dataset, metric_key_prefix=split)
-        result = output.metrics
-        if predictions is not None:
+        if predictions is None:
+            result = trainer.evaluate(eval_dataset=dataset, metric_key_prefix=split)
+        else:
+            output = trainer.predict(dataset, metric_key_prefix=split)
+            result = output.metrics
             scores = output.predictions[0] if isinstance(output.predictions, (tuple, list)) else output.predictions
             predictions[split] = {column: [int(value) for value in dataset.rows[column]]
                                   for column in ("user_id", "item_id", "label")}

@@ -90,10 +90,12 @@ def _load_step_result(model, folder: Path) -> None:
     except SafetensorError as error:
         raise ValueError(f"{weights} does not read as safetensors ({error}); a kill while it was written leaves it "
                          f"cut short: delete {folder} to train that step again from its last checkpoint") from error
-    result = model.load_state_dict(state, strict=False)
+    result = model.load_state_dict(state, strict=False)  # renames a step result saved before the base/head split
     if result.unexpected_keys:
         raise ValueError(f"{folder} does not match the model: unexpected weights {result.unexpected_keys[:5]}")
-    missing = [name for name, parameter in model.named_parameters() if parameter.requires_grad and name not in state]
+    prefix = f"{model.base_model_prefix}."
+    saved = {name if name.startswith(prefix) else prefix + name for name in state}
+    missing = [name for name, parameter in model.named_parameters() if parameter.requires_grad and name not in saved]
     if missing:
         raise ValueError(f"{weights} lacks {len(missing)} of the weights this step trains: {missing[:5]}"
                          f"{' ...' if len(missing) > 5 else ''}; the model would keep them untrained")
