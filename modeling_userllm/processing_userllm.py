@@ -149,11 +149,10 @@ class RenderedPrompt:
 class UserLLMProcessor(ProcessorMixin):
     r"""Builds USER-LLM prompts and feature tensors from interaction records.
 
-    A record is one (user, candidate) interaction: `{"user_id": int, "item_id": int, "title": str,
-    "description": str | None, "image_features": list[float] | PIL image | path | None, "history": [{"item_id",
-    "title", "description", "image_features"}, ...] (oldest first), "label": 0 | 1 (optional)}`. An
-    `image_features` is either precomputed poster features (`vision_feature_size` floats) or the poster itself,
-    which the image processor turns into `pixel_values` for the model's vision encoder; both may be mixed.
+    A record is one (user, candidate) interaction: `{"user_id": int, "item_id": int, "title": str, "description":
+    str | None, "image_features": list[float] | PIL image | path | None, "history": [{"item_id", "title",
+    "description", "image_features"}, ...] (oldest first), "label": 0 | 1 (optional)}`. `image_features` are
+    precomputed (`vision_feature_size` floats) or the poster itself (-> `pixel_values`); both may be mixed.
 
     Args:
         tokenizer: the LLM's tokenizer; the placeholder tokens are added to it.
@@ -166,8 +165,8 @@ class UserLLMProcessor(ProcessorMixin):
         max_history_items (`int`): most recent history items kept.
         vision_feature_size (`int`): expected length of precomputed `image_features`.
         item_noun (`str`): what the items are called in the prompt.
-        item_ids_after_titles (`bool`): an `<ItemID>` after each history item's text (LLaRA), inline or in the
-            UHEM input (needs `use_collaborative`). Off: only the candidate has one (the paper).
+        item_ids_after_titles (`bool`): an `<ItemID>` after each history item's text (LLaRA), inline or in the UHEM
+            input (needs `use_collaborative`). Off: only the candidate has one (the paper).
     """
 
     def __init__(
@@ -214,8 +213,7 @@ class UserLLMProcessor(ProcessorMixin):
 
     @property
     def answer_token_ids(self) -> dict[str, int]:
-        """`{"yes_token_id", "no_token_id"}`: the first tokens where " Yes" and " No" differ after the prompt's end
-        ("Yes" after a space tokenizes differently from "Yes" alone)."""
+        """`{"yes_token_id", "no_token_id"}`: the first tokens where " Yes" and " No" differ after the prompt's end."""
         yes_ids = self.tokenizer(ANSWER + " Yes", add_special_tokens=False).input_ids
         no_ids = self.tokenizer(ANSWER + " No", add_special_tokens=False).input_ids
         common = 0
@@ -245,8 +243,8 @@ class UserLLMProcessor(ProcessorMixin):
         return self.image_processor(images=opened, return_tensors="pt")["pixel_values"].float()
 
     def _image_inputs(self, images: list, prefix: str) -> dict[str, torch.Tensor]:
-        """`{prefix}image_features`, one row per `<Image>`; posters given as images add `{prefix}pixel_values` and
-        `{prefix}image_indices`, the rows they fill (zeros until the model encodes them)."""
+        """`{prefix}image_features`, one row per `<Image>`; posters add `{prefix}pixel_values` and `{prefix}image_indices`
+        (the rows they fill, zeros until the model encodes them)."""
         if not images:
             return {}
         raw = [row for row, image in enumerate(images) if is_raw_image(image)]
@@ -467,18 +465,16 @@ class UserLLMProcessor(ProcessorMixin):
             records: interaction records (see the class docstring).
             text_only: the text form of the prompt (history inline, no image or collaborative tokens): step 1's input.
             return_tensors: only `"pt"`.
-            validate: check every record (`validate_record`); False for records already checked where they
-                were built (`RecordBuilder.dataset`), which keeps the check out of the training loop.
+            validate: check every record (`validate_record`); False for records checked when built
+                (`RecordBuilder.dataset`).
 
         Returns:
-            A `BatchFeature`: `input_ids`, `attention_mask` `(batch_size, seq_len)` (left-padded); `user_ids`,
-            `item_ids` and `labels` (when the records have labels) `(batch_size,)`; `image_features`
-            `(num_images, vision_feature_size)` for the prompts' `<Image>`s; for the UHEM `history_input_ids` /
-            `history_attention_mask` / `history_item_index` (the item of each token, -1 on padding)
-            `(batch_size, history_len)` (right-padded) and `history_image_features`. With
-            `item_ids_after_titles`: `prompt_item_ids` (the item of each `<ItemID>` of `input_ids`, row by row)
-            and `history_item_token_ids`. Posters given as images add `pixel_values` / `image_indices` (and
-            `history_` ones, see `_image_inputs`).
+            A `BatchFeature`: `input_ids`, `attention_mask` `(batch_size, seq_len)` (left-padded); `user_ids`, `item_ids`
+            and `labels` (when the records have labels) `(batch_size,)`; `image_features` `(num_images,
+            vision_feature_size)`; for the UHEM `history_input_ids` / `history_attention_mask` / `history_item_index`
+            (-1 on padding) `(batch_size, history_len)` (right-padded) and `history_image_features`. With
+            `item_ids_after_titles`: `prompt_item_ids` (per `<ItemID>` of `input_ids`) and `history_item_token_ids`.
+            Posters add `pixel_values` / `image_indices` (and `history_` ones, see `_image_inputs`).
         """
         if return_tensors != "pt":
             raise ValueError(f"Only return_tensors='pt' is supported, got {return_tensors!r}")
@@ -531,13 +527,13 @@ class UserLLMProcessor(ProcessorMixin):
 
     @_reports_item_text_cuts
     def split_prompt(self, record: dict, text_only: bool = False) -> dict:
-        """One record's prompt split into its user part (the same for every candidate of the user) and the candidate's
-        part (after "... titled"); tokenized whole, the cut checked to fall between tokens.
+        """One record's prompt split into the user's part (shared by all candidates) and the candidate's (after
+        "... titled"); tokenized whole, the cut checked to fall between tokens.
 
         Returns:
-            `prefix_ids` + `suffix_ids` (token lists, together the prompt), `prefix_image_features` and
-            `suffix_image_features` (one feature list per `<Image>` of that part), and the UHEM input
-            `history_ids` / `history_item_index` / `history_image_features` (None / None / [] without the UHEM).
+            `prefix_ids` + `suffix_ids` (together the prompt), `prefix_image_features` / `suffix_image_features` (one per
+            `<Image>`), the UHEM input `history_ids` / `history_item_index` / `history_image_features` (None / None / []
+            without the UHEM).
         """
         self.validate_record(record, 0)
         if self.item_ids_after_titles and not text_only:
@@ -548,10 +544,9 @@ class UserLLMProcessor(ProcessorMixin):
         prefix_ids = bos + self._tokens(rendered.prefix)
         ids = bos + self.tokenizer(rendered.prefix + rendered.suffix, add_special_tokens=False).input_ids
         if ids[: len(prefix_ids)] != prefix_ids:
-            raise ValueError(
-                "This tokenizer merges the prompt's user part with the candidate's part into one token, so the "
-                "user part cannot be shared between candidates; score the candidates from scratch instead"
-            )
+            raise ValueError("This tokenizer merges the prompt's user part with the candidate's part into one token, "
+                             "so the user part cannot be shared between candidates; score the candidates from "
+                             "scratch instead")
         history_ids, history_item_index = self._history_ids(rendered) if rendered.history_texts is not None else (None, None)
         return {
             "prefix_ids": prefix_ids,
