@@ -264,8 +264,6 @@ class UserLLMProcessor(ProcessorMixin):
             ids = self._token_cache[text] = self.tokenizer(text, add_special_tokens=False).input_ids
         return ids
 
-    # ----------------------------------------------------------------------------- validation
-
     @staticmethod
     def check_text(value, where: str, field_name: str, required: bool) -> None:
         """Raises unless `value` is a string (or None when not `required`) free of placeholder tokens."""
@@ -337,8 +335,6 @@ class UserLLMProcessor(ProcessorMixin):
         self.check_text(item.get("description"), where, "description", required=False)
         self._check_image_features(item.get("image_features"), where)
 
-    # ----------------------------------------------------------------------------- item texts
-
     @_reports_item_text_cuts
     def item_text(self, item: dict, use_descriptions: bool | None = None) -> str:
         """An item as the prompt writes it: `"Title" (description)`, within `max_item_tokens`: over the budget the
@@ -389,8 +385,6 @@ class UserLLMProcessor(ProcessorMixin):
         self.num_truncated_item_texts += 1
         self._item_text_cuts.append((full, cut_inside_word))
         return make(kept)
-
-    # ----------------------------------------------------------------------------- prompts
 
     def render_prompt(self, record: dict, text_only: bool = False) -> RenderedPrompt:
         """The prompt of one record as text with placeholders (see `RenderedPrompt`)."""

@@ -215,9 +215,7 @@ def build_page(recommenders: Sequence[Recommender], catalogue: Catalogue, settin
 
 def launch_page(page: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, block: bool = True) -> str:
     """Serves the page (no `allowed_paths`: only `PosterFolder`'s copies); returns its local URL (at once when not `block`)."""
-    _, local_url, _ = page.launch(
-        server_name=host, server_port=port, prevent_thread_lock=not block,
-        ssr_mode=False, show_error=False, quiet=not block, footer_links=["api"],
-    )
+    _, local_url, _ = page.launch(server_name=host, server_port=port, prevent_thread_lock=not block, ssr_mode=False,
+                                  show_error=False, quiet=not block, footer_links=["api"])
     return local_url
 

@@ -3,9 +3,8 @@
     recommenders, catalogue = load_demo(DemoSettings())   # the embedded demo's outputs/demo/
     ranking = recommend(recommenders, catalogue, ["Heat (1995)", "Casino (1995)"], top_k=5)
 
-Every bad input (a checkpoint missing or not a USER-LLM, features or a catalogue that do not fit
-it, an unknown title, an empty history) raises `DemoError` with a sentence for the page or the
-command line, never a stack trace.
+Every bad input (a checkpoint missing or not a USER-LLM, features or a catalogue that do not fit it, an unknown
+title, an empty history) raises `DemoError` with a sentence for the page or the command line, never a stack trace.
 """
 
 from __future__ import annotations
@@ -124,9 +123,8 @@ def load_checkpoint(name: str) -> tuple[torch.nn.Module, object]:
 
 
 def run_data_paths(model: str | Path) -> tuple[str | None, str | None]:
-    """`(data_dir, features_dir)` from the `run_config.json` of the run that wrote a local checkpoint (in its parent
-    for `OUTPUT/model`, its grandparent for `OUTPUT/<step>/checkpoint-N`), else `(None, None)`. A relative path under
-    the run's relative `output_dir` is resolved from where the run folder is now."""
+    """`(data_dir, features_dir)` from the `run_config.json` beside a local checkpoint (`OUTPUT/model`) or above it
+    (`OUTPUT/<step>/checkpoint-N`), else `(None, None)`; paths under a relative `output_dir` follow the run folder."""
     model = Path(model)
     run_config = next((folder / "run_config.json" for folder in (model.parent, model.parent.parent)
                        if model.is_dir() and (folder / "run_config.json").is_file()), None)
@@ -326,11 +324,9 @@ def load_recommender(model_name: str, settings: DemoSettings) -> tuple[Recommend
         raise DemoError(f"{model_name}: {error}") from error
     data = run_data.data
     if config.use_collaborative and (config.num_users, config.num_items) != (data.num_users, data.num_items):
-        raise DemoError(
-            f"{model_name} was trained on {config.num_items} items and {config.num_users} users, but the data set "
-            f"{settings.data} has {data.num_items} items and {data.num_users} users: serve it with the data set it was "
-            "trained on"
-        )
+        raise DemoError(f"{model_name} was trained on {config.num_items} items and {config.num_users} users, but the "
+                        f"data set {settings.data} has {data.num_items} items and {data.num_users} users: serve it with "
+                        "the data set it was trained on")
     return Recommender(f"{config.variant or 'USER-LLM'} ({model_name})", model, processor, run_data.builder), data
 
 
