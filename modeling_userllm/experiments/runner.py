@@ -1,13 +1,11 @@
 """The experiment grid: data sets x systems x seeds, each run cached in its own folder.
 
-A run lives in `<output>/runs/<data>/<system>/seed<seed>-<hash>/`, the hash covering everything
-else that decides its result (data and features fingerprints, hyperparameters, LLM preset and
-overrides). A folder with `metrics.json` is finished and read back on a rerun; a failed run leaves
-`error.txt` and is retried. With a `summary_dir` (e.g. `docs/results/`) each finished run also
-writes a small JSON there that outlives the output folder (`<data>[-<split rule>]-<system>
-[-rows<budget>]-seed<seed>-<hash>.json`, the split rule named unless `global_time`); a run whose
-summary exists is not trained again. Baselines train in this process; the LLM systems (`VARIANTS`)
-run the package's training entry point in a child process each (fresh memory, own log).
+A run lives in `<output>/runs/<data>/<system>/seed<seed>-<hash>/`, the hash covering everything else that decides
+its result (data and features fingerprints, hyperparameters, LLM preset and overrides). A folder with `metrics.json`
+is finished and read back; a failed run leaves `error.txt` and is retried. With a `summary_dir` (`docs/results/`) each
+finished run also writes `<data>[-<split rule unless global_time>]-<system>[-rows<budget>]-seed<seed>-<hash>.json`
+there, which outlives the output folder and spares retraining. Baselines train in this process; the LLM systems
+(`VARIANTS`) run the package's training entry point in a child process each (fresh memory, own log).
 """
 
 from __future__ import annotations
@@ -318,10 +316,8 @@ class ExperimentRunner:
         if rows is None or users is None:  # a baseline scores the whole test split
             split = self._data(spec).interactions["test"]
             rows, users = len(split), len(set(split["user_id"]))
-        if not llm:
-            budget = 0
-        else:
-            budget = spec.budget if spec.budget is not None else " ".join(self.llm_overrides) or self.llm_preset.name
+        budget = (0 if not llm else spec.budget if spec.budget is not None
+                  else " ".join(self.llm_overrides) or self.llm_preset.name)
         settings: dict[str, Any] = {"threads": self.threads}
         run_config = spec.run_dir(self.output_dir) / "train" / "run_config.json"
         if llm and run_config.is_file():
