@@ -28,13 +28,10 @@ DATASET_NAMES = ("toy", *BUILDERS)
 
 
 def load_dataset_by_name(name: str, data_dir: str | Path | None, **overrides) -> RecommendationData:
-    """Builds the named data set (one of `DATASET_NAMES`) from the local files in `data_dir` (for "toy": the
-    posters folder, or None).
-
-    `overrides` are the builder's keyword arguments: protocol parameters (`Protocol`) and, except for "toy"
-    and "collm", selection options (`Selection`; "movielens-csv" also takes `ratings_file`); "toy" takes
-    `seed` and the generator parameters of `DEFAULT_GENERATOR`; "collm" keeps its published split and takes
-    only `history_length`, `long_min_history` and `long_history_length`.
+    """Builds the named data set (one of `DATASET_NAMES`) from the local files in `data_dir` ("toy": the posters
+    folder, or None). `overrides` are the builder's keyword arguments: protocol parameters (`Protocol`), selection
+    options (`Selection`) except for "toy" and "collm", "movielens-csv"'s `ratings_file`, "toy"'s `seed` and
+    `DEFAULT_GENERATOR` parameters; "collm" takes only `history_length`, `long_min_history`, `long_history_length`.
 
     Raises:
         ValueError: an unknown name, an unknown split rule, or `split` given to "collm".

@@ -1,13 +1,9 @@
 """CoLLM's processed MovieLens-1M split (Zhang et al. 2023), kept as published.
 
-Files read from `data_dir`: `train.parquet`, `valid.parquet`, `test.parquet` with columns `uid`, `iid` (raw
-ids from 1), `label` (1 = rating >= 4), `timestamp`, `his` (earlier positive item ids, left-padded with 0),
-`his_title`, `title` (`valid_small.parquet`, a subset of valid, is not used).
-
-The split, labels and histories are CoLLM's; the ids become contiguous from 0 (raw ids in `info["id_maps"]`),
-the padding goes and histories keep their `history_length` most recent items (None: whole). `rating` holds
-the label, as CoLLM publishes no ratings. `test_long` (Table 5, as in `protocol.py`) holds the test rows with
-at least `long_min_history` published history items, given their `long_history_length` most recent ones.
+Files read from `data_dir`: `train.parquet`, `valid.parquet`, `test.parquet` with columns `uid`, `iid` (raw ids
+from 1), `label` (1 = rating >= 4), `timestamp`, `his` (earlier positive item ids, left-padded with 0), `his_title`,
+`title`. The split, labels and histories are CoLLM's; ids become contiguous from 0, the padding goes, and `rating`
+holds the label (CoLLM publishes no ratings). `test_long` as in `protocol.py`, on the published histories.
 """
 
 from __future__ import annotations

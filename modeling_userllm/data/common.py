@@ -25,7 +25,6 @@ def describe_path(path: str | os.PathLike) -> str:
     return str(path) if path.is_absolute() else f"{path} (relative to the current folder {Path.cwd()})"
 
 
-# The splits scored at the end of a run (and in model cards), and all splits of a data set.
 EVALUATION_SPLITS = ("valid", "test", "test_short", "test_long")
 SPLITS = ("train", *EVALUATION_SPLITS)
 
@@ -69,8 +68,8 @@ class RecommendationData:
         return len(self.items)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Writes the folder `path` atomically (a temporary sibling, then renamed; an existing folder is
-        replaced), so a failed save leaves no partial folder. Returns `path` as an absolute `Path`."""
+        """Writes the folder `path` atomically (a temporary sibling, then renamed; an existing folder is replaced).
+        Returns `path` as an absolute `Path`."""
         path = Path(path).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))

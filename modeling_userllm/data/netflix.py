@@ -25,8 +25,7 @@ from .common import RecommendationData
 from .parsing import check_unique_ids, first_bad_line, missing_raw_files, parse_lines, poster_paths, read_text
 from .protocol import build_data_set
 
-# The paper's protocol on Netflix: rating >= 4, >= 10 history interactions, n = 10.
-# Table 5's long histories: users with >= 20 history interactions.
+# The paper's protocol on Netflix (Table 5's long histories: >= 20 history interactions).
 DEFAULT_PROTOCOL = {"threshold": 4.0, "history_length": 10, "min_history": 10, "long_min_history": 20}
 RATINGS = ["1", "2", "3", "4", "5"]
 NEEDS = "combined_data_*.txt and movie_titles.csv (optional: posters/<MovieID>.jpg)"

@@ -43,10 +43,9 @@ STR = str
 
 
 def read_text(path: Path, *, header: bool = False, latin1_fallback: bool = False) -> str:
-    """A data file's text, decoded as UTF-8 (else a `ValueError` naming the line), or as latin-1 with
-    `latin1_fallback`: only for formats documented so (MovieLens `u.item`, Netflix `movie_titles.csv`), as
-    latin-1 takes any byte. A `ValueError` names the file when it has no data line (nor, with `header`, one
-    after its header)."""
+    """A data file's text as UTF-8 (else a `ValueError` naming the line), or latin-1 with `latin1_fallback` (only for
+    formats documented so: latin-1 takes any byte). A `ValueError` names the file when it has no data line (nor,
+    with `header`, one after its header)."""
     raw = Path(path).read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -213,13 +212,10 @@ def poster_paths(folder: Path | None, file_names: list[list[str]]) -> tuple[list
 
     paths = [next((str(folder / name) for name in candidates if readable(name)), None) for candidates in file_names]
     if corrupt:
-        shown = ", ".join(corrupt[:CORRUPT_SHOWN]) + (", ..." if len(corrupt) > CORRUPT_SHOWN else "")
+        shown = ", ".join(corrupt[:5]) + (", ..." if len(corrupt) > 5 else "")
         warnings.warn(f"{folder}: {len(corrupt)} poster files cannot be read as images (or are larger than "
                       f"processing_userllm.MAX_POSTER_PIXELS) and are not counted as posters: {shown}", stacklevel=2)
     return paths, sum(path is None for path in paths)
-
-
-CORRUPT_SHOWN = 5
 
 
 def is_readable_image(path: Path) -> bool:

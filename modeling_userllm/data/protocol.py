@@ -183,8 +183,7 @@ def split_interactions(ratings: pd.DataFrame, item_raw_ids: list[str],
     """Steps 3-7 on a rating log with one rating per (user, item).
 
     Args:
-        ratings: `user`, `item` (raw ids of `item_raw_ids`), `rating` (float), `timestamp` (int unix seconds),
-            and any extra columns, carried along.
+        ratings: `user`, `item` (raw ids of `item_raw_ids`), `rating` (float), `timestamp` (int unix seconds), extras.
         item_raw_ids: raw id of each item_id.
 
     Returns:
@@ -297,15 +296,15 @@ def build_data_set(name: str, data_dir: Path, ratings: pd.DataFrame, items: pd.D
                           selection=selection, notes=source)
 
 
-def _known_and_latest_ratings(ratings: pd.DataFrame, item_raw_ids: set, stacklevel: int = 3) -> tuple[pd.DataFrame, int, int]:
-    """Steps 1-2: `(ratings, unknown_items, duplicates)`, the latest rating of each (user, item) of the item table
-    and the counts dropped, each warned; a `ValueError` when none is left."""
+def _known_and_latest_ratings(ratings: pd.DataFrame, item_raw_ids: set) -> tuple[pd.DataFrame, int, int]:
+    """Steps 1-2: the latest rating of each (user, item) of the item table and the counts dropped, each warned at
+    the caller of `apply_protocol`; a `ValueError` when none is left."""
     known = ratings["item"].isin(item_raw_ids)
     if unknown_items := int((~known).sum()):
-        warnings.warn(f"dropped {unknown_items} ratings of items absent from the item table", stacklevel=stacklevel)
+        warnings.warn(f"dropped {unknown_items} ratings of items absent from the item table", stacklevel=3)
     ratings = ratings[known].sort_values("timestamp", kind="stable").drop_duplicates(["user", "item"], keep="last")
     if duplicates := int(known.sum()) - len(ratings):
-        warnings.warn(f"{duplicates} duplicate (user, item) ratings: kept the latest of each", stacklevel=stacklevel)
+        warnings.warn(f"{duplicates} duplicate (user, item) ratings: kept the latest of each", stacklevel=3)
     if ratings.empty:
         raise ValueError("no ratings left once items without an item-table entry are dropped")
     return ratings, unknown_items, duplicates

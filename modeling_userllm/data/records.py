@@ -105,9 +105,9 @@ class RecordBuilder:
         return records
 
     def dataset(self, rows, name: str = "rows") -> RecordDataset:
-        """A lazily converting view of `rows` (a `datasets.Dataset` split) whose ids and labels are checked here,
-        once, so that its batches need none (`UserLLMProcessor(..., validate=False)`); a `ValueError` names
-        `name`, the row and the field of an item id outside the item table or a label that is not 0 or 1."""
+        """A lazily converting view of `rows` (a `datasets.Dataset` split), ids and labels checked once here so that
+        batches need none (`UserLLMProcessor(..., validate=False)`); a `ValueError` names `name`, the row and the
+        field of an item id outside the item table or a label that is not 0 or 1."""
         table = rows.with_format("arrow")[:] if hasattr(rows, "with_format") else pa.Table.from_pylist(list(rows))
         histories = table["history_item_ids"]
         checks = [("item_id", table["item_id"], np.arange(len(table))),

@@ -1,12 +1,7 @@
 """Selecting a paper's subset of a rating log. `apply_protocol` applies a `Selection` after dropping ratings of
-unknown items and duplicates, before the protocol, in this order:
-
-1. `require_poster`: items without a readable poster leave the item table.
-2. `top_items` (the K most-rated items) or `sample_items` (K items drawn with the seed among the rated ones):
-   the other items leave the item table, and their ratings are dropped.
-3. `min_user_ratings`: users with fewer ratings left are dropped.
-4. `sample_users`: N users drawn with the seed among the *eligible* ones (a rating that the protocol keeps,
-   with `min_history` earlier positives), so that exactly N users reach the data set.
+unknown items and duplicates, before the protocol, step by step in the order of its fields: unselected items
+leave the item table with their ratings, `min_user_ratings` counts the ratings left, and `sample_users` draws
+among the *eligible* users (a rating that the protocol keeps) so that exactly N users reach the data set.
 
 Each step's counts go to `info["selection"]`; a step that leaves nothing, or a sample larger than what is
 there, raises an error naming the option and the counts. The id spaces are those of the selected subset.
@@ -29,9 +24,10 @@ class Selection:
     Attributes:
         require_poster: keep only items with a readable poster file.
         top_items: keep the K items with the most ratings (ties: natural id order).
-        sample_items: keep K items drawn with `selection_seed` among the rated items.
+        sample_items: keep K items drawn with `selection_seed` among the rated items (excludes `top_items`).
         min_user_ratings: drop users with fewer ratings once the items are selected.
-        sample_users: keep N users drawn with `selection_seed` among the eligible users.
+        sample_users: keep N users drawn with `selection_seed` among the users with a rating that has
+            `min_history` earlier positives.
         selection_seed: seed of the item and user samples.
     """
 
