@@ -1,7 +1,6 @@
 """Learning curves: test AUC of the LLM systems against their training budget, baselines beside them.
 
-Built from the run summaries `ExperimentRunner` writes (`docs/results/*.json`, runs of several
-sessions and machines):
+Built from the run summaries `ExperimentRunner` writes (`docs/results/*.json`, runs of several sessions and machines):
 
     records = learning_curve_records("docs/results", data="movielens-csv", split="per_user_time")
     write_learning_curve(records, "docs/results/learning_curve_movie", "movielens-csv")   # .json and .png
@@ -30,9 +29,9 @@ RUN_CONTROL_ARGUMENTS = ("--resume",)
 def learning_curve_records(summary_dir: str | Path, data: str, split: str | None = None) -> list[dict[str, Any]]:
     """The learning-curve records of one data set (and split rule) from a folder of run summaries.
 
-    Kept: runs whose budget is a row count (an LLM run capped otherwise has no point on the curve).
-    Extra training arguments other than `RUN_CONTROL_ARGUMENTS` make another curve: the record's
-    `overrides` (a string, "" for the preset as it is) names it.
+    Kept: runs whose budget is a row count (an LLM run capped otherwise has no point on the curve). Extra training
+    arguments other than `RUN_CONTROL_ARGUMENTS` make another curve: the record's `overrides` (a string, "" for the
+    preset as it is) names it.
 
     Raises:
         ValueError: a summary that cannot be read, naming the file.
@@ -52,8 +51,8 @@ def learning_curve_records(summary_dir: str | Path, data: str, split: str | None
 
 
 def curve_points(records: Iterable[dict[str, Any]], metric: str = "test_auc") -> dict[str, list[tuple[int, float, float, int]]]:
-    """Per curve (`curve_name`): `(budget, mean, sample std or 0, seeds)` in increasing budget; a run
-    whose test split could not define the metric (null) is no point."""
+    """Per curve (`curve_name`): `(budget, mean, sample std or 0, seeds)` in increasing budget; a run whose test split
+    could not define the metric (null) is no point."""
     values: dict[str, dict[int, list[float]]] = {}
     for record in records:
         if record[metric] is not None:
@@ -75,8 +74,8 @@ def _system_of(curve: str) -> str:
 
 
 def plot_learning_curve(records: list[dict[str, Any]], path: str | Path, data: str, title: str = "") -> Path:
-    """Test AUC against training rows per step: a line per LLM system (mean ± std over seeds), a
-    horizontal line per baseline, the published Table 3 AUCs (Vicuna-7B, full data) as labelled markers."""
+    """Test AUC against training rows per step: a line per LLM system (mean ± std over seeds), a horizontal line per
+    baseline, the published Table 3 AUCs (Vicuna-7B, full data) as labelled markers."""
     import matplotlib.pyplot as plt
 
     from .plots import save_figure

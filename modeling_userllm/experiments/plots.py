@@ -1,7 +1,7 @@
 """Plots of a `results.json`: a bar chart per data set, and AUC against history length.
 
-Means over seeds with the sample std as error bars; a system without a finished run gets no bar
-(its axis label says "missing"), never a zero-height bar that would read as a result.
+Means over seeds with the sample std as error bars; a system without a finished run gets no bar (its axis label
+says "missing"), never a zero-height bar that would read as a result.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def plot_systems(results: dict[str, Any], data: str, path: str | Path, stats=Non
 
 
 def history_tick_labels(results: dict[str, Any], data: str) -> list[str]:
-    """The history plot's x ticks: items given to the model and which rows, from the protocol in
-    the `info.json` of the data set's runs (generic labels when unreadable)."""
+    """The history plot's x ticks: items given to the model and which rows, from the protocol in the `info.json` of
+    the data set's runs (generic labels when unreadable)."""
     protocol = next((json.loads((Path(run["data_dir"]) / "info.json").read_text(encoding="utf-8")).get("protocol")
                      for run in results.get("runs", []) if run.get("data") == data and run.get("data_dir")
                      and (Path(run["data_dir"]) / "info.json").is_file()), None)

@@ -1,9 +1,8 @@
 """Published figures our runs are compared with, each with where it was read (quoted in `../shared`).
 
-- The USER-LLM paper's Tables 2-5 (`../shared/PAPER.md`): Vicuna-7B on one A100,
-  average of five runs, on "movie" (our `movielens-csv` with `configuration/datasets/movies-dataset.yaml`)
-  and "netflix". It is also on arXiv as HistLLM (2504.10150), whose v2 announces revised
-  experimental details: treat its figures as provisional.
+- The USER-LLM paper's Tables 2-5 (`../shared/PAPER.md`): Vicuna-7B on one A100, average of five runs, on "movie"
+  (our `movielens-csv` with `configuration/datasets/movies-dataset.yaml`) and "netflix". It is also on arXiv as
+  HistLLM (2504.10150), whose v2 announces revised experimental details: treat its figures as provisional.
 - CoLLM's Table II on its ML-1M split (our `collm` data set).
 
 Stored as published; none is filled in from memory.
@@ -22,9 +21,9 @@ PAPER_DATA_SETS = {"movielens-csv": "movie", "netflix": "netflix"}
 
 @dataclass(frozen=True)
 class PublishedFigure:
-    """One row of a published table: our data set name (`info.json`) and system, the split
-    (`test`, `test_short`, `test_long`), AUC and UAUC (None where the table gives none: Table 5),
-    the source (paper, table, where read) and how its setting differs from ours (`note`)."""
+    """One row of a published table: our data set name (`info.json`) and system, the split (`test`, `test_short`,
+    `test_long`), AUC and UAUC (None where the table gives none: Table 5), the source (paper, table, where read) and
+    how its setting differs from ours (`note`)."""
 
     data: str
     system: str

@@ -1,8 +1,8 @@
 """`results.json` -> a markdown report laid out like the paper's Tables 3, 4 and 5.
 
-Our columns: the mean (± sample std, n - 1) over the seeds that finished; `—` for a system asked
-for without a finished run, `undefined` where the split could not define the metric (one class),
-never a number. Published figures sit in their own labelled columns, with their source below.
+Our columns: the mean (± sample std, n - 1) over the seeds that finished; `—` for a system asked for without a
+finished run, `undefined` where the split could not define the metric (one class), never a number. Published figures
+sit in their own labelled columns, with their source below.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ REFERENCE = "(ref.)"
 
 
 class Statistic:
-    """Mean and sample standard deviation of one metric over seeds; `undefined` counts the finished
-    seeds whose split could not define it (recorded as None or NaN)."""
+    """Mean and sample standard deviation of one metric over seeds; `undefined` counts the finished seeds whose split
+    could not define it (recorded as None or NaN)."""
 
     def __init__(self, values: list[float | None], undefined: int = 0):
         self.values = [value for value in values if value is not None and not math.isnan(value)]
@@ -103,9 +103,8 @@ def _published_cell(value: float | None) -> str:
 
 
 def _systems_table(stats, data: str, systems: list[str], improvements: bool, deltas: bool) -> tuple[list[str], list[str]]:
-    """Test AUC/UAUC rows of `systems` with USER-LLM's relative improvement over each row (when
-    `improvements`) and the published figures beside ours (and our differences, when `deltas`);
-    returns the table's lines and the published sources' notes."""
+    """Test AUC/UAUC rows of `systems` with USER-LLM's relative improvement over each row (when `improvements`) and
+    the published figures beside ours (and our differences, when `deltas`); returns the lines and the sources' notes."""
     all_published = published_for(data, "test")
     published = {system: figure for system, figure in all_published.items() if system in systems}
     reference = {m: _stat(stats, data, "userllm", "test", m).mean for m in ("auc", "uauc")}
@@ -129,8 +128,8 @@ def _systems_table(stats, data: str, systems: list[str], improvements: bool, del
 
 
 def table3(results: dict[str, Any], data: str, stats=None) -> list[str]:
-    """Table 3 for one data set: every system's test AUC/UAUC, USER-LLM's relative improvement
-    over each row, and the published figures beside ours."""
+    """Table 3 for one data set: every system's test AUC/UAUC, USER-LLM's relative improvement over each row, and
+    the published figures beside ours."""
     stats = stats if stats is not None else aggregate(results)
     systems = _ordered(results["grid"]["systems"])
     table, notes = _systems_table(stats, data, systems, improvements="userllm" in systems, deltas=True)

@@ -105,10 +105,9 @@ def data_split(data_dir: str | os.PathLike) -> str | None:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One cell of the grid: data set (`info.json` name and folder), features folder (LLM systems),
-    system (`SYSTEMS`), seed, `config` (everything else that decides the result; hashed into the
-    folder name) and `budget` (LLM systems: training rows per step, `--max_train_rows`; None: what
-    the preset and overrides say)."""
+    """One cell of the grid: data set (`info.json` name and folder), features folder (LLM systems), system
+    (`SYSTEMS`), seed, `config` (everything else that decides the result; hashed into the folder name) and `budget`
+    (LLM systems: training rows per step, `--max_train_rows`; None: what the preset and overrides say)."""
 
     data: str
     data_dir: str
@@ -165,10 +164,10 @@ class ExperimentRunner:
 
     Args:
         output_dir: where `runs/` (one folder per run) is written.
-        baseline_overrides: per baseline, overrides of `baselines.DEFAULT_HYPERPARAMETERS` and of
-            the schedule (`SCHEDULE_KEYS`) for that baseline alone.
-        max_epochs, patience, min_epochs: the baselines' early stopping on valid AUC (MF from
-            CoLLM's N(0, 1) start needs `min_epochs` about 150).
+        baseline_overrides: per baseline, overrides of `baselines.DEFAULT_HYPERPARAMETERS` and of the schedule
+            (`SCHEDULE_KEYS`) for that baseline alone.
+        max_epochs, patience, min_epochs: the baselines' early stopping on valid AUC (MF from CoLLM's N(0, 1)
+            start needs `min_epochs` about 150).
         llm_preset, llm_overrides: the LLM systems' preset and extra training arguments.
         threads: torch CPU threads (None: torch's default).
         trainers: replaces the trainer of a kind (`"baseline"` or `"llm"`); tests use it.
@@ -193,8 +192,8 @@ class ExperimentRunner:
     def plan(self, data_dirs: Sequence[str | os.PathLike], systems: Iterable[str], seeds: Iterable[int],
              features_dirs: Sequence[str | os.PathLike | None] | None = None,
              budgets: Sequence[int | None] = (None,)) -> list[RunSpec]:
-        """The runs of the grid, data set by data set, budget by budget (a learning curve fills from
-        its cheapest point), seed by seed (an interrupted grid has whole Table 3 rows), in `SYSTEMS` order.
+        """The runs of the grid, data set by data set, budget by budget (a learning curve fills from its cheapest
+        point), seed by seed (an interrupted grid has whole Table 3 rows), in `SYSTEMS` order.
 
         Args:
             features_dirs: one features folder per data set (None entries allowed); LLM systems need one.
@@ -262,9 +261,9 @@ class ExperimentRunner:
                 "status": "missing", "error": "not run yet", "run_dir": str(spec.run_dir(self.output_dir))}
 
     def run(self, spec: RunSpec) -> dict[str, Any]:
-        """Runs one cell unless it finished; returns its record: the spec, `status` (`"ok"` or
-        `"failed"`, with `error`: a failure never stops the grid), `cached`, `metrics`, wall time,
-        the command that reproduces it, machine and package versions."""
+        """Runs one cell unless it finished; returns its record: the spec, `status` (`"ok"` or `"failed"`, with
+        `error`: a failure never stops the grid), `cached`, `metrics`, wall time, the command that reproduces it,
+        machine and package versions."""
         run_dir = spec.run_dir(self.output_dir)
         metrics_path, record_path, summary = run_dir / "metrics.json", run_dir / "run.json", self.summary_path(spec)
         if metrics_path.is_file():
@@ -342,8 +341,8 @@ class ExperimentRunner:
         return self._loaded_data[spec.data_dir]
 
     def run_grid(self, specs: Iterable[RunSpec], log: Callable[[str], None] = print, *, train: bool = True) -> list[dict[str, Any]]:
-        """Runs every spec in order (finished ones are read back) and returns their records; with
-        `train=False` nothing trains and unfinished runs are recorded as missing."""
+        """Runs every spec in order (finished ones are read back) and returns their records; with `train=False`
+        nothing trains and unfinished runs are recorded as missing."""
         records = []
         specs = list(specs)
         for index, spec in enumerate(specs, 1):
