@@ -371,19 +371,16 @@ def parse_arguments(argv: list[str] | None = None) -> RunArguments:
     try:
         schedule, model, data, training, _, unknown = parser.parse_args_into_dataclasses(
             argv, return_remaining_strings=True, look_for_args_file=False)
-    except PresetError as error:
-        raise _located(error, argv, preset, preset_values) from None
-    if unknown:
-        flags = {f"--{name}" for section in SECTIONS.values() for name in _field_names(section)} | {"--preset"}
-        hints = [f"{arg}{_suggest(arg.split('=')[0], flags)}" for arg in unknown if arg.startswith("--")]
-        parser.error(f"unrecognized arguments: {' '.join(hints or unknown)} (see --help)")
-    for section, name in ((data, "data_dir"), (data, "features_dir"), (model, "base_model_name_or_path"),
-                          (schedule, "step1_from")):
-        value = getattr(section, name)
-        if value is not None and value.startswith("~"):
-            setattr(section, name, str(Path(value).expanduser()))
-    run = RunArguments(data=data, model=model, schedule=schedule, training=training, preset=str(preset))
-    try:
+        if unknown:
+            flags = {f"--{name}" for section in SECTIONS.values() for name in _field_names(section)} | {"--preset"}
+            hints = [f"{arg}{_suggest(arg.split('=')[0], flags)}" for arg in unknown if arg.startswith("--")]
+            parser.error(f"unrecognized arguments: {' '.join(hints or unknown)} (see --help)")
+        for section, name in ((data, "data_dir"), (data, "features_dir"), (model, "base_model_name_or_path"),
+                              (schedule, "step1_from")):
+            value = getattr(section, name)
+            if value is not None and value.startswith("~"):
+                setattr(section, name, str(Path(value).expanduser()))
+        run = RunArguments(data=data, model=model, schedule=schedule, training=training, preset=str(preset))
         check_arguments(run)
     except PresetError as error:
         raise _located(error, argv, preset, preset_values) from None
