@@ -2,14 +2,13 @@
 
 Files read from `data_dir`:
 
-- ratings: the file named by `ratings_file`; without it, `ratings.csv` or `ratings_small.csv`, whichever
-  exists (both is an error: the full Kaggle bundle's 26M-row `ratings.csv` must never be picked silently). A
-  header names `userId,movieId,rating,timestamp` in any order (a file without it is refused); ratings lie on
-  the 0.5-5 half-star scale.
+- ratings: `ratings_file`, else whichever of `ratings.csv` and `ratings_small.csv` exists (both is an error: the
+  full Kaggle bundle's 26M-row `ratings.csv` must never be picked silently), with a header naming
+  `userId,movieId,rating,timestamp` in any order; ratings on the 0.5-5 half-star scale.
 - titles, one or both of `movies.csv` (`movieId,title,genres`) and `links.csv` (`movieId,imdbId,tmdbId`) +
-  `movies_metadata.csv` (`id` = TMDB id, `title`, `overview`, `poster_path`): titles where movies.csv lacks
-  them and the `description` (TMDB overview). Kaggle's metadata rows whose `id` is not an integer (a few
-  shifted ones) are skipped, and repeated TMDB ids keep their first row; both counted in `info["source"]`.
+  `movies_metadata.csv` (`id` = TMDB id, `title`, `overview`, `poster_path`): titles where movies.csv lacks them
+  and the `description` (TMDB overview). Kaggle's metadata rows whose `id` is not an integer are skipped, and
+  repeated TMDB ids keep their first row; both counted in `info["source"]`.
 - optional `posters/`: `<movieId>.jpg`, or the file named like the TMDB `poster_path`.
 
 Ratings of movies with no title anywhere are dropped with a counted warning; a `movieId` on two lines of
