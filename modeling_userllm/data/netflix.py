@@ -2,15 +2,14 @@
 
 Files read from `data_dir`:
 
-- `combined_data_*.txt`: blocks of a `MovieID:` line followed by `CustomerID,Rating,Date` lines (rating 1-5,
-  date `YYYY-MM-DD`, turned into unix seconds at 00:00 UTC, so ratings of one user on one day never see each
-  other as history).
-- `movie_titles.csv`: `MovieID,YearOfRelease,Title`, latin-1 as documented by Netflix; titles may contain
-  commas, the year may be `NULL`. Titles become `"Title (year)"` like MovieLens'.
+- `combined_data_*.txt`: blocks of a `MovieID:` line followed by `CustomerID,Rating,Date` lines (rating 1-5, date
+  `YYYY-MM-DD` as unix seconds at 00:00 UTC: ratings of one user on one day never see each other as history).
+- `movie_titles.csv`: `MovieID,YearOfRelease,Title`, latin-1 as documented by Netflix; titles may contain commas,
+  the year may be `NULL`. Titles become `"Title (year)"` like MovieLens'.
 - optional `posters/<MovieID>.jpg`.
 
-Whitespace around a line or a field is ignored (`1: ` is the block of movie 1). The paper keeps 803 users
-with >= 10 history interactions: a seeded user sample and the other selection options are in `selection.py`.
+Whitespace around a line or a field is ignored (`1: ` is the block of movie 1). The paper keeps 803 users with
+>= 10 history interactions: a seeded user sample (`selection.py`).
 """
 
 from __future__ import annotations
