@@ -777,7 +777,9 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         ignore_base_mismatch = kwargs.pop("ignore_base_mismatch", False)
         output_loading_info = kwargs.pop("output_loading_info", False)
         hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
-        if pretrained_model_name_or_path is not None and not isinstance(config, UserLLMConfig):
+        # Not isinstance: AutoModel's config may come from another dynamic-module copy of this class (remote code
+        # puts the config and model files under different hashes), and it holds the overrides AutoConfig applied.
+        if pretrained_model_name_or_path is not None and getattr(config, "model_type", None) != UserLLMConfig.model_type:
             config = UserLLMConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         if config is not None and base_model_override is not None:
             config.base_model_name_or_path = str(base_model_override)

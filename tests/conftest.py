@@ -120,8 +120,8 @@ import json, sys
 sys.modules["modeling_userllm"] = None  # the package must not be importable: load through the saved code
 import torch
 from transformers import AutoModel, AutoProcessor
-name, records_path = sys.argv[1], sys.argv[2]
-model = AutoModel.from_pretrained(name, trust_remote_code=True).eval()
+name, records_path, load_kwargs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+model = AutoModel.from_pretrained(name, trust_remote_code=True, **load_kwargs).eval()
 processor = AutoProcessor.from_pretrained(name, trust_remote_code=True)
 assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
 with torch.no_grad():
@@ -130,9 +130,10 @@ print("SCORES=" + json.dumps(scores.tolist()))
 """
 
 
-def score_in_fresh_process(name_or_path: str, records: list[dict], tmp_path: Path, env: dict | None = None) -> list[float]:
+def score_in_fresh_process(name_or_path: str, records: list[dict], tmp_path: Path, env: dict | None = None,
+                           load_kwargs: dict | None = None) -> list[float]:
     """Scores records in a new Python process started outside the repository, with the
-    `modeling_userllm` package made unimportable, loading by `AutoModel`/`AutoProcessor`."""
+    `modeling_userllm` package made unimportable, loading by `AutoModel`/`AutoProcessor` (with `load_kwargs`)."""
     import json
     import subprocess
     import sys
@@ -144,7 +145,7 @@ def score_in_fresh_process(name_or_path: str, records: list[dict], tmp_path: Pat
     process_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     process_env.update(env or {})
     result = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS_SCORER, str(name_or_path), str(records_path)],
+        [sys.executable, "-c", FRESH_PROCESS_SCORER, str(name_or_path), str(records_path), json.dumps(load_kwargs or {})],
         cwd=workdir, env=process_env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]

@@ -118,6 +118,16 @@ def test_checkpoint_loads_by_repo_id_from_the_hub_cache_in_a_fresh_process(check
     torch.testing.assert_close(torch.tensor(scores), checkpoint["expected"], atol=1e-5, rtol=0)
 
 
+def test_light_upload_folder_loads_by_auto_class_on_a_base_llm_given_where_it_is(checkpoint, base_llm, tmp_path):
+    """`base_model_name_or_path=` through `AutoModel` in a fresh process: AutoConfig applies it to a config whose
+    class is another dynamic-module copy of `UserLLMConfig`; the model must keep that config, not read config.json
+    again (which names the base LLM's Hub id, absent offline)."""
+    scores = score_in_fresh_process(checkpoint["folders"]["light"], checkpoint["records"], tmp_path,
+                                    env=offline_hub_env(tmp_path / "empty-cache", tmp_path / "home"),
+                                    load_kwargs={"base_model_name_or_path": str(base_llm["path"])})
+    torch.testing.assert_close(torch.tensor(scores), checkpoint["expected"], atol=1e-5, rtol=0)
+
+
 @requires_shared(STORIES260K)
 def test_light_form_is_smaller_by_at_least_the_base_llm(checkpoint, base_llm):
     folders = checkpoint["folders"]
