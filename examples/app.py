@@ -19,10 +19,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 import torch
 
-from modeling_userllm.demo import DemoError, DemoSettings, load_demo
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the demo/ app at the repository root
+from demo import DemoError, DemoSettings, load_demo  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
-        from modeling_userllm.demo.page import build_page, launch_page
+        from demo.page import build_page, launch_page
     except ImportError as error:
         sys.exit(f"error: the demo page needs gradio ({error}); install it with: pip install -e \".[demo]\"")
     if args.num_threads:

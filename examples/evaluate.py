@@ -18,12 +18,12 @@ from pathlib import Path
 
 from transformers import AutoModel, AutoProcessor, TrainingArguments
 
+from modeling_userllm.configuration_userllm import check_userllm_checkpoint
 from modeling_userllm.data.common import describe_path
-from modeling_userllm.demo.recommender import DemoError, check_checkpoint, run_data_paths
 from modeling_userllm.features.store import atomic_write_json
 from modeling_userllm.training import DataArguments, PresetError, UserLLMTrainer, load_run_data
 from modeling_userllm.training.arguments import EVAL_SPLITS
-from modeling_userllm.training.pipeline import evaluate_splits
+from modeling_userllm.training.pipeline import evaluate_splits, run_data_paths
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,12 +58,15 @@ def data_paths(args: argparse.Namespace) -> tuple[str, str | None]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if not args.model.is_dir():
+        what = "is a file; give the checkpoint folder (with config.json)" if args.model.is_file() else "not found: no such folder"
+        raise SystemExit(f"error: checkpoint {describe_path(args.model)} {what}")
     try:
-        check_checkpoint(str(args.model))
+        check_userllm_checkpoint(args.model)
         data_dir, features_dir = data_paths(args)
         model = AutoModel.from_pretrained(args.model, trust_remote_code=True)
         processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
-    except (DemoError, OSError) as error:
+    except (OSError, ValueError) as error:
         raise SystemExit(f"error: {error}") from error
     model.set_training_step("none")
     config = model.config

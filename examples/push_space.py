@@ -7,7 +7,7 @@ r"""Publish the demo page (examples/app.py) as a Hugging Face Space, next to a p
         --data data/ml-100k --features data/ml-100k-features --space-id ORG/userllm-ml100k-demo
 
 The folder (hub_cards/space/ rendered) holds README.md with `sdk: gradio`, app.py,
-space_config.json, requirements.txt, a copy of the package, the catalogue (data, features,
+space_config.json, requirements.txt, copies of the package and of demo/, the catalogue (data, features,
 posters) and, without --model-repo-id, the checkpoint. The token comes from HF_TOKEN or
 `hf auth login`; without one the script stops before uploading.
 """
@@ -20,9 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from modeling_userllm.demo import DemoError, DemoSettings, resolve_demo_paths
-from modeling_userllm.demo.space import check_space_id, push_space, write_space_folder
-from modeling_userllm.hub import HubLoginRequiredError, is_hub_id, require_token
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the demo/ app at the repository root
+from demo import DemoError, DemoSettings, resolve_demo_paths  # noqa: E402
+from demo.space import check_space_id, push_space, write_space_folder  # noqa: E402
+from modeling_userllm.hub import HubLoginRequiredError, is_hub_id, require_token  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -4,6 +4,7 @@ bad-input messages, the candidate pool, the Space folder, and a core package fre
 import importlib.util
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -15,9 +16,9 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
+from demo import DemoError, DemoSettings, load_demo, recommend
 from modeling_userllm import create_model_and_processor
 from modeling_userllm.data import RecommendationData
-from modeling_userllm.demo import DemoError, DemoSettings, load_demo, recommend
 from modeling_userllm.features import FeatureStore
 from modeling_userllm.toy_model import build_toy_tokenizer, tiny_llama_config
 from modeling_userllm.training import prepare_toy_data
@@ -92,7 +93,7 @@ def loaded(settings):
 @pytest.fixture(scope="module")
 def client(loaded, settings):
     """The page served on a free local port, and a gradio_client connected to it."""
-    from modeling_userllm.demo.page import build_page, launch_page
+    from demo.page import build_page, launch_page
 
     recommenders, catalogue = loaded
     page = build_page(recommenders, catalogue, settings)
@@ -169,7 +170,7 @@ def test_page_serves_poster_copies_only_never_the_files_beside_them(client, load
 
 
 def test_a_catalogue_poster_that_is_not_an_image_shows_the_placeholder(tmp_path, demo_files, caplog):
-    from modeling_userllm.demo.page import PosterFolder
+    from demo.page import PosterFolder
 
     real = next(Path(path) for path in demo_files["data_set"].items["poster_path"] if path and Path(path).is_file())
     text = tmp_path / "token.txt"
@@ -177,7 +178,7 @@ def test_a_catalogue_poster_that_is_not_an_image_shows_the_placeholder(tmp_path,
     disguised = tmp_path / "poster.png"
     disguised.write_text("not a png")
     posters = PosterFolder([text, real, None, disguised])
-    with caplog.at_level(logging.WARNING, logger="modeling_userllm.demo.page"):
+    with caplog.at_level(logging.WARNING, logger="demo.page"):
         served = [Path(posters.path(item_id)) for item_id in range(4)]
     assert served[0] == served[2] == served[3] == posters.placeholder
     assert served[1].parent.parent == posters.folder and served[1].read_bytes() == real.read_bytes()
@@ -307,21 +308,23 @@ def test_model_without_data_reads_them_from_the_run_config(demo_files, tmp_path)
 # ----------------------------------------------------------------------------- packaging
 
 
-def test_core_package_does_not_import_gradio():
-    """Every module of the package except the page imports without pulling gradio in."""
+def test_the_library_imports_neither_gradio_nor_the_demo_app():
+    """Every module of the package imports without pulling gradio or the demo app in; the app's modules but the
+    page import without gradio."""
     code = """
 import importlib, pkgutil, sys
 import modeling_userllm
 for module in pkgutil.walk_packages(modeling_userllm.__path__, "modeling_userllm."):
     # A `__main__` module is a program (`python -m`): importing it runs it.
-    if module.name != "modeling_userllm.demo.page" and not module.name.endswith(".__main__"):
+    if not module.name.endswith(".__main__"):
         importlib.import_module(module.name)
-assert "modeling_userllm.demo.recommender" in sys.modules
+print(sorted(name for name in sys.modules if name.split(".")[0] in ("demo", "gradio", "gradio_client")))
+import demo.recommender, demo.space
 print(sorted(name for name in sys.modules if name.split(".")[0] in ("gradio", "gradio_client")))
 """
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert result.stdout.strip().splitlines()[-2:] == ["[]", "[]"], result.stdout[-3000:]
 
 
 def test_space_dry_run_writes_a_gradio_space_that_serves_the_demo(demo_files, tmp_path, monkeypatch):
@@ -334,7 +337,7 @@ def test_space_dry_run_writes_a_gradio_space_that_serves_the_demo(demo_files, tm
     readme = (out / "README.md").read_text()
     assert readme.startswith("---\n") and "\nsdk: gradio\n" in readme and "app_file: app.py" in readme
     assert "gradio" in (out / "requirements.txt").read_text()
-    for path in ("app.py", "modeling_userllm/demo/page.py", "model/config.json", "data/info.json",
+    for path in ("app.py", "demo/page.py", "modeling_userllm/modeling_userllm.py", "model/config.json", "data/info.json",
                  "features/collaborative.safetensors"):
         assert (out / path).is_file(), path
     posters = {path.name for path in (out / "posters").iterdir()}
@@ -343,3 +346,12 @@ def test_space_dry_run_writes_a_gradio_space_that_serves_the_demo(demo_files, tm
     recommenders, catalogue = load_demo(DemoSettings(model=str(out / "model"), data=str(out / "data"),
                                                      features=str(out / "features")))
     assert {path.parent for path in catalogue.posters if path} == {out / "posters"}
+    # Run from its folder as a Space runs it, app.py builds the page from the copies of demo/ and the package.
+    probe = ("import runpy, demo.page, modeling_userllm; page = runpy.run_path('app.py')['demo']; "
+             "print(type(page).__name__, demo.page.__file__, modeling_userllm.__file__)")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=out, capture_output=True, text=True, timeout=300,
+                            env={**env, "GRADIO_ANALYTICS_ENABLED": "False"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-3:] == ["Blocks", str(out / "demo" / "page.py"),
+                                          str(out / "modeling_userllm" / "__init__.py")], result.stdout[-3000:]

@@ -116,7 +116,7 @@ def test_evaluate_writes_each_rows_score_for_a_paired_comparison_with_the_mf_tab
 def test_train_script_and_demo_page_rank_the_same_unseen_items(demo_run):
     import re
 
-    from modeling_userllm.demo import DemoSettings, load_demo, recommend
+    from demo import DemoSettings, load_demo, recommend
 
     match = re.search(r"Top-5 of (\d+) unseen items for user (\d+)", demo_run.stdout)
     assert match, demo_run.stdout[-2000:]

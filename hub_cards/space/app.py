@@ -1,15 +1,16 @@
 """A Hugging Face Space serving the USER-LLM demo page (written by examples/push_space.py).
 
 `space_config.json`, next to this file, names the checkpoint (a folder here or a Hub id) and
-the data, features and posters folders; `modeling_userllm/` is a copy of the package.
+the data, features and posters folders; `modeling_userllm/` and `demo/` are copies of the
+library and of the demo app.
 """
 
 import json
 import sys
 from pathlib import Path
 
-from modeling_userllm.demo import DemoError, DemoSettings, load_demo
-from modeling_userllm.demo.page import build_page, launch_page
+from demo import DemoError, DemoSettings, load_demo
+from demo.page import build_page, launch_page
 
 HERE = Path(__file__).resolve().parent
 

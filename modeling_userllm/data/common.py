@@ -181,3 +181,24 @@ def split_coverage(data: RecommendationData) -> dict[str, int]:
         "test_rows": int(len(users["test"])),
         "test_rows_of_users_not_in_train": int(unseen_test.sum()),
     }
+
+
+LOG_SPLITS = ("train", "valid", "test")  # they partition the log; test_short and test_long re-split test
+
+
+def interaction_log(data: RecommendationData) -> dict[str, np.ndarray]:
+    """`user_id`, `item_id`, `label` and `timestamp` of every interaction of the log (`LOG_SPLITS`), as columns."""
+    splits = [data.interactions[split] for split in LOG_SPLITS if split in data.interactions]
+    return {name: np.concatenate([np.asarray(split[name]) for split in splits])
+            for name in ("user_id", "item_id", "label", "timestamp")}
+
+
+def seen_items(log: dict[str, np.ndarray], user_id: int) -> set[int]:
+    """The items `user_id` has an interaction with in `log` (`interaction_log`): never recommended to them."""
+    return {int(item) for item in log["item_id"][log["user_id"] == user_id]}
+
+
+def unseen_items(data: RecommendationData, user_id: int) -> list[int]:
+    """The items the user has no interaction with in train, valid or test (the one definition of "unseen")."""
+    seen = seen_items(interaction_log(data), user_id)
+    return [item_id for item_id in range(data.num_items) if item_id not in seen]

@@ -227,9 +227,32 @@ def _run_training(run: RunArguments, callbacks: list | None) -> dict:
     return metrics
 
 
+def run_data_paths(model: str | Path) -> tuple[str | None, str | None]:
+    """`(data_dir, features_dir)` from the `run_config.json` beside a local checkpoint (`OUTPUT/model`) or above it
+    (`OUTPUT/<step>/checkpoint-N`), else `(None, None)`; paths under a relative `output_dir` follow the run folder."""
+    model = Path(model)
+    run_config = next((folder / RUN_CONFIG_FILE for folder in (model.parent, model.parent.parent)
+                       if model.is_dir() and (folder / RUN_CONFIG_FILE).is_file()), None)
+    if run_config is None:
+        return None, None
+    settings = json.loads(run_config.read_text())
+    output_dir = settings.get("training", {}).get("output_dir")
+
+    def from_run_folder(path: str | None) -> str | None:
+        if path is None or Path(path).is_absolute() or not output_dir or Path(output_dir).is_absolute():
+            return path
+        try:
+            return str(run_config.parent / Path(path).relative_to(output_dir))
+        except ValueError:
+            return path
+
+    data = settings.get("data", {})
+    return from_run_folder(data.get("data_dir")), from_run_folder(data.get("features_dir"))
+
+
 def show_top_items(output_dir: Path, run_config: dict, top_k: int = 5) -> None:
     """Reloads OUTPUT/model as a user would and prints the top items for one test user."""
-    from ..demo.recommender import unseen_items
+    from ..data.common import unseen_items
     from ..ranking import score_candidates_from_scratch
 
     model_dir = output_dir / "model"

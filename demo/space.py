@@ -16,14 +16,18 @@ try:
 except ImportError:  # Python 3.10: the installed metadata is read instead
     tomllib = None
 
-from ..data import RecommendationData
-from ..hub import check_empty_upload_folder, staged_folder, upload_folder
-from ..resources import package_data_dir
-from .recommender import DemoSettings, resolve_poster, check_checkpoint
+import modeling_userllm
+from modeling_userllm.data import RecommendationData
+from modeling_userllm.hub import check_empty_upload_folder, staged_folder, upload_folder
+from modeling_userllm.resources import package_data_dir
+
+from .recommender import DemoSettings, check_checkpoint, resolve_poster
 
 SPACE_TEMPLATES = package_data_dir("hub_cards") / "space"
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
-PYPROJECT = PACKAGE_DIR.parent / "pyproject.toml"
+# The Space runs the copies of both folders that `write_space_folder` puts next to its app.py.
+PACKAGE_DIR = Path(modeling_userllm.__file__).resolve().parent
+DEMO_DIR = Path(__file__).resolve().parent
+PYPROJECT = DEMO_DIR.parent / "pyproject.toml"
 PACKAGE_NAME = "userllm"
 # Used when gradio is not installed here; a Space needs some sdk_version.
 DEFAULT_GRADIO_VERSION = "5.0.0"
@@ -71,8 +75,8 @@ def write_space_folder(out_dir: str | Path, settings: DemoSettings, *, space_id:
                        license: str | None = None) -> Path:
     """Writes the Space folder atomically and returns it: from the templates in `hub_cards/space/`, `README.md`
     (the Space card), `app.py` (serves `demo.page`), `requirements.txt`; `space_config.json` (model folder or Hub
-    id, data, features, posters), `modeling_userllm/` (a copy of the code: it is not on PyPI), `model/` (unless
-    loaded by Hub id), `data/`, `features/`, `posters/`.
+    id, data, features, posters), `modeling_userllm/` and `demo/` (copies of the library and of this app: neither
+    is on PyPI), `model/` (unless loaded by Hub id), `data/`, `features/`, `posters/`.
 
     Args:
         out_dir: the folder to write; must not exist or be empty (else FileExistsError).
@@ -94,7 +98,8 @@ def write_space_folder(out_dir: str | Path, settings: DemoSettings, *, space_id:
         (staging / "space_config.json").write_text(json.dumps(config, indent=2) + "\n")
         render_space_card(space_id, model_name=settings.model, model_repo_id=model_repo_id, data=data,
                           max_candidates=settings.max_candidates, license=license).save(staging / "README.md")
-        shutil.copytree(PACKAGE_DIR, staging / "modeling_userllm", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for code in (PACKAGE_DIR, DEMO_DIR):
+            shutil.copytree(code, staging / code.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         if model_repo_id is None:
             shutil.copytree(settings.model, staging / "model")
         shutil.copytree(settings.data, staging / "data")

@@ -10,7 +10,6 @@ title, an empty history) raises `DemoError` with a sentence for the page or the 
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -21,12 +20,13 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoProcessor
 
-from ..configuration_userllm import check_userllm_checkpoint
-from ..data import RecommendationData, RecordBuilder
-from ..data.common import describe_path
-from ..hub import is_hub_id
-from ..ranking import rank_candidates
-from ..training import DataArguments, PresetError, load_run_data
+from modeling_userllm.configuration_userllm import check_userllm_checkpoint
+from modeling_userllm.data import RecommendationData, RecordBuilder
+from modeling_userllm.data.common import describe_path, interaction_log, seen_items
+from modeling_userllm.hub import is_hub_id
+from modeling_userllm.ranking import rank_candidates
+from modeling_userllm.training import DataArguments, PresetError, load_run_data
+from modeling_userllm.training.pipeline import run_data_paths
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ HOW_TO_CREATE = (
     "create them with `python examples/train.py` run from the repository root (3-6 minutes on a CPU), "
     "or pass --model, --data and --features"
 )
-LOG_SPLITS = ("train", "valid", "test")  # they partition the log; test_short/test_long re-split test
 PLACEHOLDER_NAME = "no_poster.png"
 
 ProgressCallback = Callable[[float, str], None]
@@ -122,29 +121,6 @@ def load_checkpoint(name: str) -> tuple[torch.nn.Module, object]:
     return model, processor
 
 
-def run_data_paths(model: str | Path) -> tuple[str | None, str | None]:
-    """`(data_dir, features_dir)` from the `run_config.json` beside a local checkpoint (`OUTPUT/model`) or above it
-    (`OUTPUT/<step>/checkpoint-N`), else `(None, None)`; paths under a relative `output_dir` follow the run folder."""
-    model = Path(model)
-    run_config = next((folder / "run_config.json" for folder in (model.parent, model.parent.parent)
-                       if model.is_dir() and (folder / "run_config.json").is_file()), None)
-    if run_config is None:
-        return None, None
-    settings = json.loads(run_config.read_text())
-    output_dir = settings.get("training", {}).get("output_dir")
-
-    def from_run_folder(path: str | None) -> str | None:
-        if path is None or Path(path).is_absolute() or not output_dir or Path(output_dir).is_absolute():
-            return path
-        try:
-            return str(run_config.parent / Path(path).relative_to(output_dir))
-        except ValueError:
-            return path
-
-    data = settings.get("data", {})
-    return from_run_folder(data.get("data_dir")), from_run_folder(data.get("features_dir"))
-
-
 def resolve_demo_paths(settings: DemoSettings) -> DemoSettings:
     """Fills in the model (`outputs/demo/model`), data and features (of the run that wrote the model) not given;
     `DemoError` when they are missing (saying how to create them) or the model is no USER-LLM."""
@@ -176,23 +152,6 @@ def resolve_poster(path: str | None, posters_dir: Path | None) -> Path | None:
     if moved is not None and moved.is_file():
         return moved
     return Path(path) if Path(path).is_file() else None
-
-
-def _log_columns(data: RecommendationData) -> dict[str, np.ndarray]:
-    """`user_id`, `item_id`, `label` and `timestamp` of every interaction of the log."""
-    splits = [data.interactions[split] for split in LOG_SPLITS if split in data.interactions]
-    return {name: np.concatenate([np.asarray(split[name]) for split in splits])
-            for name in ("user_id", "item_id", "label", "timestamp")}
-
-
-def _seen_in_log(log: dict[str, np.ndarray], user_id: int) -> set[int]:
-    return {int(item) for item in log["item_id"][log["user_id"] == user_id]}
-
-
-def unseen_items(data: RecommendationData, user_id: int) -> list[int]:
-    """The items the user has no interaction with in train, valid or test (the one definition of "unseen")."""
-    seen = _seen_in_log(_log_columns(data), user_id)
-    return [item_id for item_id in range(data.num_items) if item_id not in seen]
 
 
 @dataclass
@@ -230,7 +189,7 @@ class Catalogue:
             popularity=np.bincount(np.asarray(train["item_id"])[np.asarray(train["label"]) == 1], minlength=data.num_items),
             history_length=int(data.info["protocol"]["history_length"]),
             num_users=data.num_users,
-            log=_log_columns(data),
+            log=interaction_log(data),
         )
 
     @property
@@ -268,9 +227,9 @@ class Catalogue:
         return [int(item) for item in self.log["item_id"][mine][order][-self.history_length :]]
 
     def seen_items(self, user_id: int) -> set[int]:
-        """Every item the user interacted with, in any split (what `unseen_items` leaves out)."""
+        """Every item the user interacted with, in train, valid or test (`modeling_userllm.data.common.seen_items`)."""
         self.check_user(user_id)
-        return _seen_in_log(self.log, user_id)
+        return seen_items(self.log, user_id)
 
     def candidate_pool(self, excluded: set[int], max_candidates: int, seed: int) -> tuple[list[int], str | None]:
         """The unseen items to score, and a note when only a pool is: above `max_candidates`, the most popular half

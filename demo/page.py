@@ -1,4 +1,4 @@
-"""The demo's Gradio page (`pip install -e ".[demo]"`; nothing else in the package imports gradio):
+"""The demo's Gradio page (`pip install -e ".[demo]"`; neither the rest of the app nor the library imports gradio):
 `launch_page(build_page(*load_demo(settings), settings))`. The query is also an API endpoint (`/recommend`)."""
 
 from __future__ import annotations
