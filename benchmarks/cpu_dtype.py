@@ -67,8 +67,7 @@ def path_flops(model, batch: dict, path: str, cached_prefix: int = 0) -> int:
     flops = llm_forward_flops(model.config.text_config, [length - cached_prefix for length in lengths],
                               [cached_prefix] * len(lengths), backward_to_inputs=path != "inference")
     if path != "step1" and "history_attention_mask" in batch:
-        item_counts = (batch["history_item_index"].max(dim=1).values + 1).tolist()
-        flops += history_encoder_flops(model.history_encoder, batch["history_attention_mask"].sum(1).tolist(), item_counts,
+        flops += history_encoder_flops(model.history_encoder, batch["history_attention_mask"].sum(1).tolist(),
                                        trained=path == "step2")
     return flops
 

@@ -58,30 +58,10 @@ def mfu(flops: int, seconds: float, peak_flops: float | None) -> float | None:
     return flops / seconds / peak_flops
 
 
-def history_encoder_flops(encoder, token_lengths: Sequence[int], item_counts: Sequence[int], trained: bool = False) -> int:
-    """Matmul FLOPs of a UHEM over rows of `token_lengths` history tokens (`item_counts` items).
-
-    GRU (`gru` attribute): `gru_flops` over all real steps. Transformer encoders: 2 FLOPs per
-    weight of their linear layers per position they read (tokens; the hierarchical encoder's
-    layers read items, its input projection and pooling scores read tokens, and pooling adds
-    `2 * width` per token) plus bidirectional attention, `4 * width * s**2` per layer and row of
-    s positions. The output projection (if any) once per row; x3 when trained.
-    """
-
-    def linear_weights(modules) -> int:
-        return sum(layer.weight.numel() for module in modules if module is not None
-                   for layer in module.modules() if type(layer).__name__ == "Linear")
-
-    if hasattr(encoder, "gru"):
-        flops = gru_flops(encoder.gru.input_size, encoder.gru.hidden_size, sum(token_lengths))
-    else:
-        width = encoder.final_norm.normalized_shape[0]
-        hierarchical = hasattr(encoder, "pooling_score")
-        positions = item_counts if hierarchical else token_lengths
-        per_token = [encoder.input_projection] + ([encoder.pooling_score] if hierarchical else [])
-        flops = 2 * linear_weights(per_token) * sum(token_lengths) + 2 * linear_weights(encoder.layers) * sum(positions)
-        flops += len(encoder.layers) * 4 * width * sum(s * s for s in positions)
-        if hierarchical:
-            flops += 2 * width * sum(token_lengths)
-    flops += 2 * linear_weights([encoder.output_projection]) * sum(1 for length in token_lengths if length)
+def history_encoder_flops(encoder, token_lengths: Sequence[int], trained: bool = False) -> int:
+    """Matmul FLOPs of the UHEM over rows of `token_lengths` history tokens: `gru_flops` over all
+    real steps, plus its output projection (if any) once per row; x3 when trained."""
+    flops = gru_flops(encoder.gru.input_size, encoder.gru.hidden_size, sum(token_lengths))
+    if encoder.output_projection is not None:
+        flops += 2 * encoder.output_projection.weight.numel() * sum(1 for length in token_lengths if length)
     return 3 * flops if trained else flops

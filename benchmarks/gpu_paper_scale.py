@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig
 
-from modeling_userllm import HISTORY_ENCODER_TYPES, create_model_and_processor
+from modeling_userllm import create_model_and_processor
 from modeling_userllm.toy_model import build_toy_tokenizer
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -115,15 +115,13 @@ def default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
-def build(variant: str, shape: dict, tokenizer, history_length: int, device: torch.device, dtype: torch.dtype, seed: int,
-          encoder_type: str = "gru"):
-    """The variant around a random LLM of `shape`, built directly on `device` in `dtype`, its UHEM of `encoder_type`."""
+def build(variant: str, shape: dict, tokenizer, history_length: int, device: torch.device, dtype: torch.dtype, seed: int):
+    """The variant around a random LLM of `shape`, built directly on `device` in `dtype`."""
     torch.manual_seed(seed)
     with device, default_dtype(dtype):
         model, processor = create_model_and_processor(
             tokenizer, variant, text_config=LlamaConfig(tie_word_embeddings=False, **shape),
             num_users=NUM_USERS, num_items=NUM_ITEMS, max_item_tokens=512, max_history_items=history_length,
-            history_encoder_type=encoder_type,
         )
     model.upcast_trained_modules()  # built under a bfloat16 default: what training changes goes to float32
     generator = torch.Generator().manual_seed(seed)
@@ -186,8 +184,7 @@ def batch_flops(model, batch: dict, path: str) -> int:
     training = path != "scoring"
     flops = llm_forward_flops(model.config.text_config, batch["attention_mask"].sum(1).tolist(), backward_to_inputs=training)
     if "history_attention_mask" in batch:
-        item_counts = (batch["history_item_index"].max(dim=1).values + 1).tolist()
-        flops += history_encoder_flops(model.history_encoder, batch["history_attention_mask"].sum(1).tolist(), item_counts,
+        flops += history_encoder_flops(model.history_encoder, batch["history_attention_mask"].sum(1).tolist(),
                                        trained=path == "step2")
     return flops
 
@@ -249,11 +246,9 @@ def measure(args, shape: dict, tokenizer, items: list[dict], device: torch.devic
             peak_flops: float | None) -> list[dict]:
     rows = []
     for history_length in args.history_lengths:
-        # The inline variant once, then the UHEM with each encoder type.
-        for variant, encoder_type in [("userllm_no_uhem", "-")] + [("userllm", encoder) for encoder in args.encoder_types]:
+        for variant, encoder_type in [("userllm_no_uhem", "-"), ("userllm", "gru")]:
             start = time.perf_counter()
-            model, processor = build(variant, shape, tokenizer, history_length, device, dtype, args.seed,
-                                     encoder_type if encoder_type != "-" else "gru")
+            model, processor = build(variant, shape, tokenizer, history_length, device, dtype, args.seed)
             build_s = time.perf_counter() - start
             train_batch = make_batch(processor, items, args.batch_size, history_length, history_length, args)
             eval_batch = make_batch(processor, items, args.eval_batch_size, history_length, 100 + history_length, args)
@@ -435,8 +430,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--encoder-types", nargs="+", default=["gru"], choices=HISTORY_ENCODER_TYPES,
-                        help="UHEM encoders to measure against the same inline variant (default: the paper's gru)")
     parser.add_argument("--item-tokens-spread", type=int, default=0, help="item text lengths drawn from --item-tokens +- this")
     parser.add_argument("--length-buckets", type=int, default=0,
                         help="draw each batch from this many times its size in records, by prompt length (0: at random)")

@@ -8,7 +8,7 @@ bfloat16, or `--tiny`). Two parts:
   its scoring time (forward), samples/s and MFU (benchmarks/flops.py). Encoders: `gru` (the
   current path: the GRU over the padded sequence, cuDNN's kernel on a GPU), `gru-packed`
   (packed sequences), `gru-no-cudnn` (a GPU only: the same GRU with cuDNN switched off,
-  ATen's own kernels), `hierarchical` and `transformer`.
+  ATen's own kernels).
 - `ranking`: candidates/s of one user with `--candidates` candidates and of `--users` users
   sharing the same number of pairs, with the shared prompt prefix (`score_candidates`,
   `score_candidates_for_users`) against scoring each pair from scratch; the largest score
@@ -35,7 +35,7 @@ from flops import history_encoder_flops, llm_forward_flops, mfu  # noqa: E402
 
 from modeling_userllm.ranking import score_candidates, score_candidates_for_users, score_candidates_from_scratch  # noqa: E402
 
-ENCODERS = ("gru", "gru-packed", "gru-no-cudnn", "hierarchical", "transformer")
+ENCODERS = ("gru", "gru-packed", "gru-no-cudnn")
 
 
 def encoder_call(model, batch: dict, training: bool, autocast_dtype: torch.dtype | None):
@@ -63,20 +63,19 @@ def measure_uhem(args, shape, tokenizer, items, device, dtype, peak_flops) -> li
         for encoder in args.encoders:
             if encoder == "gru-no-cudnn" and device.type != "cuda":
                 continue
-            model, processor = scale.build("userllm", shape, tokenizer, n, device, dtype, args.seed, encoder.split("-")[0])
+            model, processor = scale.build("userllm", shape, tokenizer, n, device, dtype, args.seed)
             model.set_training_step("encoders")
             model.history_encoder.packed_sequences = encoder == "gru-packed"
             batch = processor(scale.make_records(items, args.batch_size, n, seed=n))
             on_device = {key: value.to(device) for key, value in batch.items()}
             cudnn = torch.backends.cudnn.flags(enabled=False) if encoder == "gru-no-cudnn" else contextlib.nullcontext()
             token_lengths = batch["history_attention_mask"].sum(1).tolist()
-            item_counts = (batch["history_item_index"].max(dim=1).values + 1).tolist()
             row = {"n": n, "encoder": encoder, "batch": args.batch_size, "uhem_tokens": sum(token_lengths) / len(token_lengths)}
             with cudnn:
                 for kind, training in (("step2", True), ("scoring", False)):
                     seconds = scale.seconds_per_call(encoder_call(model, on_device, training, dtype if training and dtype != torch.float32 else None),
                                                      device, args.warmup, args.repeats)
-                    flops = history_encoder_flops(model.history_encoder, token_lengths, item_counts, trained=training)
+                    flops = history_encoder_flops(model.history_encoder, token_lengths, trained=training)
                     row |= {f"{kind}_ms": 1000 * seconds, f"{kind}_samples_s": args.batch_size / seconds,
                             f"{kind}_flops": flops, f"{kind}_mfu": mfu(flops, seconds, peak_flops)}
             rows.append(row)

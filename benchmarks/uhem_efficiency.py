@@ -8,18 +8,16 @@ records with the same batch size:
   both variants, so it is measured once and shared; step 2 ("encoders") on the full prompt,
 - inference throughput (model forward only, the processor excluded),
 - the history encoder's own time (counted inside the UHEM numbers, also reported alone),
-  for each `history_encoder_type` asked for (`--encoder-types gru transformer hierarchical`: the
-  paper's GRU, the parallel transformer encoder over tokens and the one over pooled items side
-  by side, each against the same inline variant),
+  for each GRU width asked for (`--encoder-types gru gru:256`, each against the same inline
+  variant; the transformer and hierarchical encoders measured in docs/BENCHMARKS.md were removed),
 - peak memory: the largest sum of live tensor bytes seen by the torch profiler (allocation
   events, net per op) during one call.
 Warm-up calls are excluded; times are medians of repeated calls; threads are fixed.
 
     python benchmarks/uhem_efficiency.py            # full run (~40 min on 2 heavily shared cores; split it with --llms)
     python benchmarks/uhem_efficiency.py --quick    # smoke run (~1-2 min)
-    # the encoders side by side, n = 5..50 (docs/BENCHMARKS.md, "History encoders")
-    python benchmarks/uhem_efficiency.py --llms stories260k smollm2 --history-lengths 5 10 20 50 \
-        --encoder-types gru transformer transformer:256 hierarchical --name history_encoders
+    # n = 5..50 (docs/BENCHMARKS.md, "History encoders"; their GRU rows)
+    python benchmarks/uhem_efficiency.py --llms stories260k smollm2 --history-lengths 5 10 20 50 --name history_encoders
 """
 
 import argparse
@@ -125,11 +123,11 @@ def smollm2_path() -> str:
 
 
 def encoder_settings(encoder: str) -> dict:
-    """`"gru"`, `"transformer"` or `"transformer:256"` (a width) -> the model's history encoder settings."""
+    """`"gru"` or `"gru:256"` (a width) -> the model's history encoder settings."""
     encoder_type, _, width = encoder.partition(":")
     if encoder_type not in HISTORY_ENCODER_TYPES or (width and not width.isdigit()):
         raise SystemExit(f"encoder {encoder!r}: expected TYPE or TYPE:WIDTH with TYPE among {list(HISTORY_ENCODER_TYPES)}")
-    return {"history_encoder_type": encoder_type, "history_hidden_size": int(width) if width else None}
+    return {"history_hidden_size": int(width) if width else None}
 
 
 def build_model(llm: str, variant: str, history_length: int, seed: int = 0, dtype: str = "float32", encoder: str = "gru"):
@@ -301,7 +299,7 @@ def environment() -> dict:
     }
 
 
-# Targets of the parallel encoder (issue 19): step 2 at n=10 reaches this fraction of the token-ratio
+# Targets of issue 19: step 2 at n=10 reaches this fraction of the token-ratio
 # ideal, and the encoder's share of step 2 stays under this up to n=50.
 TARGET_FRACTION_OF_IDEAL_AT_10 = 0.8
 TARGET_ENCODER_SHARE = 0.15
@@ -444,7 +442,7 @@ def main() -> None:
     parser.add_argument("--name", help="output file stem (default uhem_efficiency[_quick])")
     parser.add_argument("--encoder-types", nargs="+", default=["gru"], metavar="TYPE[:WIDTH]",
                         help=f"UHEM encoders to measure, each against the same inline variant: among {list(HISTORY_ENCODER_TYPES)}, "
-                             "optionally with a width (transformer:256; default: the LLM hidden size); default: the paper's gru")
+                             "optionally with a width (gru:256; default: the LLM hidden size); default: the paper's gru")
     parser.add_argument("--clock", choices=CLOCKS, default="wall",
                         help="what a time is: wall time, or the process's CPU time (steadier for 1-thread runs on a busy machine; "
                              "it leaves out time spent waiting, so use wall time on a GPU)")

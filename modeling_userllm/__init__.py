@@ -8,11 +8,10 @@ weights (`trust_remote_code=True`).
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
 from .configuration_userllm import HISTORY_ENCODER_TYPES, VARIANTS, UserLLMConfig, check_userllm_checkpoint
-from .experimental import HierarchicalHistoryEncoder, TransformerHistoryEncoder
 from .factory import create_model_and_processor
 from .metrics import auc, auc_and_uauc, uauc
 from .modeling_userllm import (
-    FeatureProjector, HistoryEncoder, UserHistoryEncoder, UserLLMForRecommendation, UserLLMModel, UserLLMOutput,
+    FeatureProjector, UserHistoryEncoder, UserLLMForRecommendation, UserLLMModel, UserLLMOutput,
 )
 from .pipeline_userllm import RecommendationPipeline
 from .processing_userllm import PLACEHOLDER_TOKENS, UserLLMProcessor
@@ -22,8 +21,7 @@ AutoModel.register(UserLLMConfig, UserLLMForRecommendation, exist_ok=True)
 AutoProcessor.register(UserLLMConfig, UserLLMProcessor, exist_ok=True)
 
 __all__ = [
-    "HISTORY_ENCODER_TYPES", "PLACEHOLDER_TOKENS", "VARIANTS", "FeatureProjector", "HierarchicalHistoryEncoder",
-    "HistoryEncoder", "RecommendationPipeline", "TransformerHistoryEncoder", "UserHistoryEncoder", "UserLLMConfig",
-    "UserLLMForRecommendation", "UserLLMModel", "UserLLMOutput", "UserLLMProcessor", "auc", "auc_and_uauc",
-    "check_userllm_checkpoint", "create_model_and_processor", "uauc",
+    "HISTORY_ENCODER_TYPES", "PLACEHOLDER_TOKENS", "VARIANTS", "FeatureProjector", "RecommendationPipeline",
+    "UserHistoryEncoder", "UserLLMConfig", "UserLLMForRecommendation", "UserLLMModel", "UserLLMOutput",
+    "UserLLMProcessor", "auc", "auc_and_uauc", "check_userllm_checkpoint", "create_model_and_processor", "uauc",
 ]

@@ -23,8 +23,8 @@ VARIANTS: dict[str, dict[str, bool]] = {
 }
 
 
-# The UHEM's encoder: the paper's GRU, or an experimental parallel one (modeling_userllm.experimental).
-HISTORY_ENCODER_TYPES = ("gru", "transformer", "hierarchical")
+# The UHEM's encoder: the paper's GRU. The transformer and hierarchical encoders measured in docs/RESULTS.md were removed.
+HISTORY_ENCODER_TYPES = ("gru",)
 PROJECTOR_NORMS = ("none", "rms")
 
 # The pipeline saved with every checkpoint: `pipeline(model=PATH_OR_REPO, trust_remote_code=True)` ranks items.
@@ -37,8 +37,7 @@ CUSTOM_PIPELINES = {
 # The smallest value of each size and count (0 item tokens is refused: the processor would read "no limit").
 _SMALLEST_VALUES = {
     "vision_feature_size": 1, "collaborative_size": 1, "num_users": 0, "num_items": 0, "projector_hidden_size": 1,
-    "history_hidden_size": 1, "history_encoder_layers": 1, "history_encoder_heads": 1, "max_item_tokens": 1,
-    "max_history_items": 0, "lora_r": 1,
+    "history_hidden_size": 1, "max_item_tokens": 1, "max_history_items": 0, "lora_r": 1,
 }
 _OPTIONAL_SIZES = ("projector_hidden_size", "history_hidden_size")
 
@@ -57,13 +56,17 @@ def check_userllm_checkpoint(name_or_path, /, **kwargs) -> dict:
     """The `config.json` content of a USER-LLM checkpoint (a folder or Hub id; `kwargs` as `from_pretrained`).
 
     Raises:
-        OSError: a local path that is no folder, or a folder without config.json.
+        OSError: a file, a local path that is no folder, or a folder without config.json.
         ValueError: a config of another `model_type`.
     """
     name = str(name_or_path)
-    if is_local_path(name) and not os.path.isdir(os.path.expanduser(name)):
-        what = "a file, not the checkpoint folder" if os.path.isfile(os.path.expanduser(name)) else "no such folder"
+    path = os.path.expanduser(name)
+    if os.path.isfile(path) or is_local_path(name) and not os.path.isdir(path):
+        what = "a file, not the checkpoint folder" if os.path.isfile(path) else "no such folder"
         raise OSError(f"{name}: {what} (a relative path starts from the current folder, {os.getcwd()})")
+    config_file = os.path.join(path, kwargs.get("subfolder") or "", "config.json")
+    if os.path.isdir(path) and not os.path.isfile(config_file):
+        raise OSError(f"{name} is not a model checkpoint: the folder has no {os.path.relpath(config_file, path)}")
     config_dict, _ = UserLLMConfig.get_config_dict(name_or_path, **dict(kwargs))
     model_type = config_dict.get("model_type")
     if model_type != UserLLMConfig.model_type:
@@ -100,11 +103,8 @@ class UserLLMConfig(PretrainedConfig):
         num_users, num_items (`int`, defaults to 0): rows of the user / item tables; other ids use an "unknown" row.
         projector_hidden_size (`int`, *optional*): hidden width of the projectors (default: the LLM's).
         projector_hidden_act (`str`, defaults to `"gelu"`): activation between the projector layers.
-        history_encoder_type (`str`, defaults to `"gru"`): the UHEM's encoder, one of `HISTORY_ENCODER_TYPES`:
-            the paper's GRU, or the experimental `"transformer"` / `"hierarchical"` (`modeling_userllm.experimental`).
+        history_encoder_type (`str`, defaults to `"gru"`): the UHEM's encoder; only the paper's GRU.
         history_hidden_size (`int`, *optional*): the UHEM width (default: the LLM hidden size, the paper).
-        history_encoder_layers (`int`, defaults to 1), history_encoder_heads (`int`, defaults to 8): the
-            experimental encoders' layers and heads (the heads divide the width).
         projector_norm (`str`, defaults to `"none"`): `"rms"` scales every spliced token to the LLM's
             token-embedding RMS with a learned gain; `"none"` (the paper) leaves them as projected.
         item_ids_after_titles (`bool`, defaults to `False`): an `<ItemID>` after each history item's text
@@ -142,10 +142,8 @@ class UserLLMConfig(PretrainedConfig):
     num_items: int = 0
     projector_hidden_size: int | None = None
     projector_hidden_act: str = "gelu"
-    history_encoder_type: Literal["gru", "transformer", "hierarchical"] = "gru"
+    history_encoder_type: Literal["gru"] = "gru"
     history_hidden_size: int | None = None
-    history_encoder_layers: int = 1
-    history_encoder_heads: int = 8
     projector_norm: Literal["none", "rms"] = "none"
     item_ids_after_titles: bool = False
     max_item_tokens: int = 96
@@ -171,17 +169,16 @@ class UserLLMConfig(PretrainedConfig):
             if self.variant not in VARIANTS:
                 raise ValueError(f"Unknown variant {self.variant!r}; expected one of {sorted(VARIANTS)}")
         if self.history_encoder_type not in HISTORY_ENCODER_TYPES:
-            raise ValueError(f"Unknown history_encoder_type {self.history_encoder_type!r}; expected one of {list(HISTORY_ENCODER_TYPES)}")
+            raise ValueError(
+                f"history_encoder_type={self.history_encoder_type!r}: expected 'gru', the only UHEM encoder (the parallel "
+                "'transformer' and 'hierarchical' encoders were removed; docs/RESULTS.md keeps their figures)"
+            )
         if self.projector_norm not in PROJECTOR_NORMS:
             raise ValueError(f"Unknown projector_norm {self.projector_norm!r}; expected one of {list(PROJECTOR_NORMS)}")
         if self.item_ids_after_titles and not self.use_collaborative:
             raise ValueError("item_ids_after_titles puts collaborative <ItemID> tokens in the prompt: it needs use_collaborative=True")
         self._check_ranges()
         super().__post_init__(**kwargs)
-        history_width = self.history_hidden_size or self.text_config.hidden_size
-        if self.history_encoder_type != "gru" and (self.history_encoder_heads < 1 or history_width % self.history_encoder_heads):
-            raise ValueError(f"history_encoder_heads={self.history_encoder_heads} must divide the history encoder's width "
-                             f"{history_width} (history_hidden_size, or the LLM hidden size when unset)")
         if self.vision_config is not None and self.vision_config.hidden_size != self.vision_feature_size:
             raise ValueError(f"vision_config.hidden_size is {self.vision_config.hidden_size} but vision_feature_size is "
                              f"{self.vision_feature_size}: the encoder's CLS feature must have the projector's input size")

@@ -119,33 +119,29 @@ def cls_features(vision_model: PreTrainedModel, pixel_values: torch.Tensor) -> t
     return hidden[:, 0].float()
 
 
-class HistoryEncoder(nn.Module):
-    """Base of the User History Encoding Module (UHEM): a whole history compressed into one token.
+class UserHistoryEncoder(nn.Module):
+    """The User History Encoding Module (UHEM): a whole history compressed into one token, a GRU's state at the
+    last valid position.
 
     A user's input is, per history item in time order, the LLM's input embeddings of its text then its projected
-    image embedding. A subclass summarises the valid part (`encode_valid`); a user without history gets a
-    learned vector.
+    image embedding; a user without history gets a learned vector.
 
     Args:
         embedding_size: the LLM hidden size (input and output token size).
-        hidden_size: the encoder's width; a linear layer maps it back when it differs.
+        hidden_size: the GRU's width; a linear layer maps it back when it differs.
+        output_norm: a `TokenScaleNorm` on the output tokens (`projector_norm="rms"`).
     """
 
-    def __init__(self, embedding_size: int, hidden_size: int):
+    def __init__(self, embedding_size: int, hidden_size: int, output_norm: bool = False):
         super().__init__()
         self.output_projection = nn.Linear(hidden_size, embedding_size) if hidden_size != embedding_size else None
         self.no_history_embedding = nn.Parameter(torch.zeros(embedding_size))
-        self.output_norm: nn.Module | None = None  # a TokenScaleNorm under projector_norm="rms"
+        self.gru = nn.GRU(embedding_size, hidden_size, batch_first=True)
+        self.output_norm = TokenScaleNorm(embedding_size) if output_norm else None
 
-    def encode_valid(self, sequence_embeds: torch.Tensor, lengths: torch.Tensor, item_index: torch.Tensor | None = None):
-        """`(U, T, embedding_size)` right-padded sequences with `lengths >= 1` -> `(U, hidden_size)`."""
-        raise NotImplementedError
-
-    def forward(
-        self, sequence_embeds: torch.Tensor, attention_mask: torch.Tensor, item_index: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """`(batch_size, seq_len, embedding_size)` right-padded sequences, their `(batch_size, seq_len)` mask and
-        `item_index` (each position's history item, -1 on padding) -> `(batch_size, embedding_size)` tokens."""
+    def forward(self, sequence_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`(batch_size, seq_len, embedding_size)` right-padded sequences and their `(batch_size, seq_len)` mask ->
+        `(batch_size, embedding_size)` tokens."""
         sequence_embeds = sequence_embeds.to(self.no_history_embedding.dtype)
         lengths = attention_mask.sum(dim=1)
         has_history = lengths > 0
@@ -154,46 +150,16 @@ class HistoryEncoder(nn.Module):
         else:
             # Rows without history are encoded too (as if one position were valid) and replaced
             # afterwards: no data-dependent shapes, so no host sync and no graph break.
-            if item_index is not None:
-                item_index = torch.where(has_history.unsqueeze(1), item_index.to(lengths.device), 0)
-            last_state = self.encode_valid(sequence_embeds, lengths.clamp(min=1), item_index)
+            # The state at a row's last valid step never sees the right padding after it: the same as a
+            # packed run, and faster on a CPU (one input-projection matmul for all steps).
+            outputs, _ = self.gru(sequence_embeds)  # (B, T, hidden_size)
+            last_state = outputs[torch.arange(len(lengths), device=outputs.device), lengths.clamp(min=1) - 1]
             if self.output_projection is not None:
                 last_state = self.output_projection(last_state)
         # torch.where keeps the no-history vector in the graph even when no row uses it (DDP needs it).
         no_history = self.no_history_embedding.expand(len(lengths), -1)
         history_tokens = torch.where(has_history.unsqueeze(1), last_state.to(no_history.dtype), no_history)
         return history_tokens if self.output_norm is None else self.output_norm(history_tokens)
-
-
-class UserHistoryEncoder(HistoryEncoder):
-    """The paper's UHEM (`history_encoder_type="gru"`): a GRU's state at the last valid position."""
-
-    def __init__(self, embedding_size: int, hidden_size: int):
-        super().__init__(embedding_size, hidden_size)
-        self.gru = nn.GRU(embedding_size, hidden_size, batch_first=True)
-
-    def encode_valid(self, sequence_embeds: torch.Tensor, lengths: torch.Tensor, item_index: torch.Tensor | None = None):
-        # The state at a row's last valid step never sees the right padding after it: the same as a
-        # packed run, and faster on a CPU (one input-projection matmul for all steps).
-        outputs, _ = self.gru(sequence_embeds)  # (U, T, hidden_size)
-        return outputs[torch.arange(len(lengths), device=outputs.device), lengths - 1]
-
-
-# history_encoder_type -> `(config, embedding_size, hidden_size) -> HistoryEncoder`.
-# `modeling_userllm.experimental` adds "transformer" and "hierarchical".
-HISTORY_ENCODER_BUILDERS = {"gru": lambda config, embedding_size, hidden_size: UserHistoryEncoder(embedding_size, hidden_size)}
-
-
-def build_history_encoder(config: UserLLMConfig, embedding_size: int) -> HistoryEncoder:
-    """The UHEM `config.history_encoder_type` names, `config.history_hidden_size` wide (default: the LLM's)."""
-    builder = HISTORY_ENCODER_BUILDERS.get(config.history_encoder_type)
-    if builder is None:
-        raise ValueError(f"history_encoder_type={config.history_encoder_type!r} is experimental: it needs the userllm "
-                         "package installed (modeling_userllm.experimental), not only the code saved with the weights")
-    encoder = builder(config, embedding_size, config.history_hidden_size or embedding_size)
-    if config.projector_norm == "rms":
-        encoder.output_norm = TokenScaleNorm(embedding_size)
-    return encoder
 
 
 class UserLLMPreTrainedModel(PreTrainedModel):
@@ -212,7 +178,7 @@ class UserLLMPreTrainedModel(PreTrainedModel):
         if isinstance(module, nn.GRU):
             for name, param in module.named_parameters():
                 nn.init.xavier_uniform_(param) if "weight" in name else nn.init.zeros_(param)
-        elif isinstance(module, HistoryEncoder):
+        elif isinstance(module, UserHistoryEncoder):
             nn.init.normal_(module.no_history_embedding, std=std)
         elif isinstance(module, (nn.LayerNorm, TokenScaleNorm)):
             nn.init.ones_(module.weight)
@@ -277,7 +243,9 @@ class UserLLMModel(UserLLMPreTrainedModel):
                 config.collaborative_size, projector_hidden, hidden_size, config.projector_hidden_act, output_norm
             )
         if config.use_history_encoder:
-            self.history_encoder = build_history_encoder(config, hidden_size)
+            self.history_encoder = UserHistoryEncoder(
+                hidden_size, config.history_hidden_size or hidden_size, output_norm=config.projector_norm == "rms"
+            )
         if config.use_visual and config.vision_config is not None:
             self.vision_tower = _without_pooler(AutoModel.from_config(config.vision_config))
             self.vision_tower.requires_grad_(False)
@@ -421,7 +389,8 @@ class UserLLMModel(UserLLMPreTrainedModel):
                 right-padded.
             history_attention_mask: `(batch_size, history_len)`, 1 on valid positions.
             history_image_features: `(num_history_images, vision_feature_size)`, one per `<Image>`.
-            history_item_index: `(batch_size, history_len)`, each token's history item (-1 on padding).
+            history_item_index: `(batch_size, history_len)`, each token's history item (-1 on padding), as the
+                processor gives it; the GRU reads the tokens in order and ignores it.
             history_item_token_ids: `(num_history_items,)`, the item of each `<ItemID>` (`item_ids_after_titles`).
 
         Returns:
@@ -439,7 +408,7 @@ class UserLLMModel(UserLLMPreTrainedModel):
             if history_item_token_ids is not None:
                 id_embeds = self.collaborative_projector(self._lookup_collaborative(self.item_embeddings, history_item_token_ids))
                 embeds = self._scatter_placeholder(embeds, history_input_ids, self.config.item_token_id, id_embeds)
-        return self.history_encoder(embeds, history_attention_mask, history_item_index)
+        return self.history_encoder(embeds, history_attention_mask)
 
     def get_prompt_embeddings(
         self,
@@ -587,7 +556,7 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         return self.model.language_model
 
     @property
-    def history_encoder(self) -> HistoryEncoder:
+    def history_encoder(self) -> UserHistoryEncoder:
         return self.model.history_encoder
 
     @property
@@ -737,14 +706,6 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
             self.config.light_checkpoint = True
         try:
             result = super().save_pretrained(save_directory, *args, **kwargs)
-            encoder_class = type(getattr(self.model, "history_encoder", None))
-            if kwargs.get("is_main_process", True) and issubclass(encoder_class, HistoryEncoder) \
-                    and encoder_class.__module__ != type(self).__module__:
-                # An encoder defined elsewhere (modeling_userllm.experimental): its file is saved too and is the
-                # one AutoModel imports, so that it registers the encoder before the model is built.
-                custom_object_save(encoder_class, save_directory)
-                self.config.auto_map["AutoModel"] = f"{encoder_class.__module__.rpartition('.')[2]}.{type(self).__name__}"
-                self.config.to_json_file(os.path.join(save_directory, "config.json"))
         finally:
             self.config.light_checkpoint = False
         if kwargs.get("is_main_process", True):
@@ -1066,6 +1027,6 @@ def _check_base_fingerprint(config: UserLLMConfig, language_model: PreTrainedMod
 
 UserLLMForRecommendation.register_for_auto_class("AutoModel")
 
-__all__ = ["TRAINED_MODULES", "FeatureProjector", "HistoryEncoder", "TokenScaleNorm", "UserHistoryEncoder",
+__all__ = ["TRAINED_MODULES", "FeatureProjector", "TokenScaleNorm", "UserHistoryEncoder",
            "UserLLMForRecommendation", "UserLLMModel", "UserLLMModelOutput", "UserLLMOutput", "UserLLMPreTrainedModel",
            "cls_features", "is_trained_parameter"]

@@ -73,9 +73,6 @@ def test_lora_dropout_above_one_is_refused_by_the_settings_and_the_config():
 def test_hidden_size_not_divisible_by_the_heads_is_refused():
     with pytest.raises(PresetError, match=r"toy_hidden_size=50: .*not a multiple of the number of attention heads \(3\)"):
         parse_arguments(["--toy_hidden_size", "50"])
-    with pytest.raises(PresetError, match=r"history_encoder_heads=8 must divide the transformer history encoder's "
-                                          r"width 30 \(history_hidden_size=30\)"):
-        parse_arguments(["--history_encoder_type", "transformer", "--history_hidden_size", "30"])
 
 
 @pytest.mark.parametrize("key", ["max_train_rows", "max_eval_rows"])
@@ -111,10 +108,6 @@ def test_eval_splits_written_as_a_yaml_string_is_refused_not_read_letter_by_lett
         (["--max_history_items", "0"], r"max_history_items=0: expected an integer >= 1"),
         (["--item_noun", " "], r"item_noun=' ': expected a non-empty word"),
         (["--history_hidden_size", "0"], r"history_hidden_size=0: expected an integer >= 1"),
-        (["--history_encoder_layers", "0"], r"history_encoder_layers=0: expected an integer >= 1"),
-        (["--history_encoder_heads", "0"], r"history_encoder_heads=0: expected an integer >= 1"),
-        (["--history_encoder_type", "hierarchical", "--history_encoder_heads", "5"],
-         r"history_encoder_heads=5 must divide the hierarchical history encoder's width 64 \(the LLM hidden size"),
         (["--lora_alpha", "0"], r"lora_alpha=0: expected a number > 0"),
         (["--lora_dropout", "-0.1"], r"lora_dropout=-0\.1: expected a number >= 0 and < 1"),
         (["--lora_dropout", "1"], r"lora_dropout=1\.0: expected a number >= 0 and < 1"),
@@ -181,8 +174,6 @@ def test_out_of_range_preset_values_are_refused_naming_the_preset(tmp_path, sect
         ("num_items", -1, "expected an integer >= 0"),
         ("projector_hidden_size", 0, "expected an integer >= 1 or None"),
         ("history_hidden_size", -8, "expected an integer >= 1 or None"),
-        ("history_encoder_layers", 0, "expected an integer >= 1"),
-        ("history_encoder_heads", 0, "expected an integer >= 1"),
     ],
 )
 def test_config_refuses_out_of_range_values_naming_the_field(field, value, message):
@@ -211,7 +202,6 @@ def test_config_out_of_range_in_a_saved_checkpoint_fails_at_load(tmp_path):
         ["--step1_max_steps", "-1", "--step1_num_train_epochs", "0.5"],
         ["--step1_max_steps", "5", "--step1_num_train_epochs", "0"],
         ["--max_train_rows", "1", "--max_eval_rows", "1", "--max_history_items", "1", "--max_item_tokens", "1"],
-        ["--history_encoder_type", "transformer", "--history_encoder_heads", "4", "--toy_hidden_size", "32"],
         ["--lora_dropout", "0", "--toy_hidden_size", "48"],
     ],
 )

@@ -54,12 +54,6 @@ def test_fast_step2_equals_plain_path(tiny_tokenizer, variant, merge_lora):
     assert fast_step.prefix_length([processor(records[:1])["input_ids"][0].tolist()]) > 5
 
 
-def test_fast_step2_equals_plain_path_with_the_transformer_history_encoder(tiny_tokenizer):
-    model, processor = build_tiny_model(tiny_tokenizer, history_encoder_type="transformer")
-    perturb_lora(model)
-    assert_same(model, processor, make_records(6, history_length=3, seed=2))
-
-
 @pytest.mark.parametrize("merge_lora", [True, False])
 def test_model_weights_untouched_and_prefix_cache_follows_lora_changes(tiny_tokenizer, merge_lora):
     model, processor = build_tiny_model(tiny_tokenizer)

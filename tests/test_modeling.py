@@ -13,7 +13,7 @@ from conftest import (
     requires_shared,
     score_in_fresh_process,
 )
-from modeling_userllm import HISTORY_ENCODER_TYPES, VARIANTS, UserLLMConfig, create_model_and_processor
+from modeling_userllm import VARIANTS, UserLLMConfig, create_model_and_processor
 from modeling_userllm.modeling_userllm import UserLLMForRecommendation, UserLLMModel
 from modeling_userllm.toy_model import tiny_llama_config
 
@@ -109,9 +109,8 @@ def test_bfloat16_scores_are_taken_in_float32_from_the_last_hidden_state(tiny_to
     torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("encoder_type", HISTORY_ENCODER_TYPES)
-def test_a_prompt_scores_the_same_alone_and_in_a_padded_batch(tiny_tokenizer, encoder_type):
-    model, processor = build_tiny_model(tiny_tokenizer, history_encoder_type=encoder_type)
+def test_a_prompt_scores_the_same_alone_and_in_a_padded_batch(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer)
     perturb_lora(model)
     records = make_records(4, history_length=2) + make_records(1, history_length=7, seed=3)
     model.eval()
@@ -147,9 +146,8 @@ def test_uhem_prompt_is_shorter_by_the_history_tokens(tiny_tokenizer):
     assert inline_length - uhem_batch["input_ids"].shape[1] >= history_tokens - 1
 
 
-@pytest.mark.parametrize("encoder_type", HISTORY_ENCODER_TYPES)
-def test_history_order_changes_the_history_token(tiny_tokenizer, encoder_type):
-    model, processor = build_tiny_model(tiny_tokenizer, history_encoder_type=encoder_type)
+def test_history_order_changes_the_history_token(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer)
     record = make_records(1, history_length=5)[0]
     history = record["history"]
     # Swapping two middle items keeps the last position's token: only position information tells them apart.
@@ -162,9 +160,8 @@ def test_history_order_changes_the_history_token(tiny_tokenizer, encoder_type):
     assert not torch.allclose(tokens[0], tokens[1]) and not torch.allclose(tokens[0], tokens[2])
 
 
-@pytest.mark.parametrize("encoder_type", HISTORY_ENCODER_TYPES)
-def test_empty_history_uses_the_learned_no_history_vector(tiny_tokenizer, encoder_type):
-    model, processor = build_tiny_model(tiny_tokenizer, history_encoder_type=encoder_type)
+def test_empty_history_uses_the_learned_no_history_vector(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer)
     records = make_records(2)
     records[0]["history"] = []
     batch = processor(records)
@@ -174,52 +171,28 @@ def test_empty_history_uses_the_learned_no_history_vector(tiny_tokenizer, encode
     assert torch.isfinite(model(**batch).logits).all()
 
 
-def test_history_encoders_batch_rows_of_different_lengths_as_alone():
+def test_history_encoder_batches_rows_of_different_lengths_as_alone():
     # The encoder itself, on random sequences: padding must not leak into a shorter row.
     torch.manual_seed(0)
-    for encoder_type in HISTORY_ENCODER_TYPES:
-        config = UserLLMConfig(text_config=tiny_llama_config(64, hidden_size=32), history_encoder_type=encoder_type)
-        model = UserLLMForRecommendation(config)  # initialises the encoder's weights as loading would
-        encoder = model.history_encoder.eval()
-        embeds, lengths = torch.randn(3, 9, 32), torch.tensor([9, 4, 1])
-        mask = (torch.arange(9) < lengths.unsqueeze(1)).long()
-        item_index = torch.where(mask.bool(), torch.arange(9) // 3, -1)  # items of 3 tokens (the last may be cut)
-        batched = encoder(embeds, mask, item_index)
-        alone = torch.cat([encoder(embeds[i : i + 1, :length], mask[i : i + 1, :length], item_index[i : i + 1, :length])
-                           for i, length in enumerate(lengths.tolist())])
-        torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5, msg=encoder_type)
+    config = UserLLMConfig(text_config=tiny_llama_config(64, hidden_size=32))
+    model = UserLLMForRecommendation(config)  # initialises the encoder's weights as loading would
+    encoder = model.history_encoder.eval()
+    embeds, lengths = torch.randn(3, 9, 32), torch.tensor([9, 4, 1])
+    mask = (torch.arange(9) < lengths.unsqueeze(1)).long()
+    batched = encoder(embeds, mask)
+    alone = torch.cat([encoder(embeds[i : i + 1, :length], mask[i : i + 1, :length]) for i, length in enumerate(lengths.tolist())])
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
 
 
-def test_transformer_history_encoder_is_parallel_and_sized_by_the_config(tiny_tokenizer):
-    model, _ = build_tiny_model(tiny_tokenizer, history_encoder_type="transformer", history_hidden_size=16,
-                                history_encoder_layers=2, history_encoder_heads=4)
+def test_history_encoder_is_a_gru_sized_by_the_config(tiny_tokenizer):
+    model, _ = build_tiny_model(tiny_tokenizer, history_hidden_size=16)
     encoder = model.history_encoder
-    assert type(encoder).__name__ == "TransformerHistoryEncoder" and len(encoder.layers) == 2
-    assert encoder.input_projection.in_features == 32 and encoder.output_projection.out_features == 32
-    assert not any(isinstance(module, torch.nn.GRU) for module in encoder.modules())
-
-
-def test_hierarchical_history_encoder_reads_items_not_token_order(tiny_tokenizer):
-    # Each item is pooled into one vector: its tokens' order inside the item is not seen, the items' order is.
-    torch.manual_seed(0)
-    config = UserLLMConfig(text_config=tiny_llama_config(64, hidden_size=32), history_encoder_type="hierarchical",
-                           history_encoder_heads=4)
-    encoder = UserLLMForRecommendation(config).history_encoder.eval()
-    embeds, mask = torch.randn(1, 7, 32), torch.ones(1, 7, dtype=torch.long)
-    item_index = torch.tensor([[0, 0, 0, 1, 1, 2, 2]])
-    token = encoder(embeds, mask, item_index)
-    inside_item_shuffled = embeds[:, [2, 0, 1, 4, 3, 5, 6]]
-    torch.testing.assert_close(encoder(inside_item_shuffled, mask, item_index), token, atol=1e-5, rtol=1e-5)
-    items_swapped = embeds[:, [3, 4, 0, 1, 2, 5, 6]]  # items 0 and 1 exchanged, item 2 (the last) kept
-    assert not torch.allclose(encoder(items_swapped, mask, torch.tensor([[0, 0, 1, 1, 1, 2, 2]])), token, atol=1e-4)
-    with pytest.raises(ValueError, match="needs `history_item_index`"):
-        encoder(embeds, mask)
-    with pytest.raises(ValueError, match="negative on a valid history position"):
-        encoder(embeds, mask, torch.tensor([[0, 0, 0, -1, 1, 2, 2]]))
+    assert encoder.gru.input_size == 32 and encoder.gru.hidden_size == 16
+    assert encoder.output_projection.in_features == 16 and encoder.output_projection.out_features == 32
 
 
 def test_processor_gives_the_history_item_of_each_token(tiny_tokenizer):
-    _, processor = build_tiny_model(tiny_tokenizer, history_encoder_type="hierarchical")
+    _, processor = build_tiny_model(tiny_tokenizer)
     records = make_records(2, history_length=3)
     records[1]["history"] = records[1]["history"][:1]
     batch = processor(records)
@@ -235,14 +208,12 @@ def test_processor_gives_the_history_item_of_each_token(tiny_tokenizer):
     assert split["history_item_index"] == batch["history_item_index"][0][batch["history_attention_mask"][0].bool()].tolist()
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(history_encoder_type="lstm"), "Unknown history_encoder_type 'lstm'"),
-    (dict(history_encoder_type="transformer", history_encoder_heads=5), "history_encoder_heads=5 must divide"),
-    (dict(history_encoder_type="hierarchical", history_encoder_heads=3), "history_encoder_heads=3 must divide"),
-])
-def test_bad_history_encoder_settings_are_refused(bad, message):
-    with pytest.raises(ValueError, match=message):
-        UserLLMConfig(text_config=tiny_llama_config(64, hidden_size=32), **bad)
+@pytest.mark.parametrize("encoder_type", ["lstm", "transformer", "hierarchical"])
+def test_history_encoders_other_than_the_gru_are_refused(encoder_type):
+    with pytest.raises(ValueError, match=rf"history_encoder_type='{encoder_type}': expected 'gru', the only UHEM encoder "
+                                         r"\(the parallel 'transformer' and 'hierarchical' encoders were removed; "
+                                         r"docs/RESULTS.md keeps their figures\)"):
+        UserLLMConfig(text_config=tiny_llama_config(64, hidden_size=32), history_encoder_type=encoder_type)
 
 
 def test_placeholder_count_mismatch_raises(tiny_tokenizer):
@@ -312,9 +283,8 @@ def test_step_two_trains_only_uhem_and_projectors(tiny_tokenizer):
     assert not any("lora_" in name or "embeddings.weight" in name for name in changed)
 
 
-@pytest.mark.parametrize("encoder_type", HISTORY_ENCODER_TYPES)
-def test_joint_step_trains_lora_and_encoders_together(tiny_tokenizer, encoder_type):
-    model, processor = build_tiny_model(tiny_tokenizer, history_encoder_type=encoder_type)
+def test_joint_step_trains_lora_and_encoders_together(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer)
     perturb_lora(model)
     changed = _changed_parameters(model, processor, "joint")
     prefixes = ("model.visual_projector.", "model.collaborative_projector.", "model.history_encoder.")
@@ -328,9 +298,8 @@ def test_lora_b_starts_at_zero(tiny_tokenizer):
     assert lora_b and all(torch.count_nonzero(param) == 0 for param in lora_b)
 
 
-@pytest.mark.parametrize("encoder_type", HISTORY_ENCODER_TYPES)
-def test_save_and_load_in_a_fresh_process_gives_the_same_scores(tiny_tokenizer, tmp_path, encoder_type):
-    model, processor = build_tiny_model(tiny_tokenizer, history_encoder_type=encoder_type)
+def test_save_and_load_in_a_fresh_process_gives_the_same_scores(tiny_tokenizer, tmp_path):
+    model, processor = build_tiny_model(tiny_tokenizer)
     perturb_lora(model)
     model.eval()
     records = make_records(4, history_length=4)

@@ -188,20 +188,6 @@ def test_scores_for_many_users_equal_per_user_scores(tiny_tokenizer, variant, te
     assert progress[-1] == (14, 14) and [done for done, _ in progress] == sorted(done for done, _ in progress)
 
 
-@pytest.mark.parametrize("encoder_type", ["transformer", "hierarchical"])
-def test_ranking_with_a_parallel_history_encoder_equals_scoring_whole_prompts(tiny_tokenizer, encoder_type):
-    # The cached-prefix path must hand the encoder what the processor's batches give it (the hierarchical
-    # one reads each token's history item).
-    model, processor = build_tiny_model(tiny_tokenizer, history_encoder_type=encoder_type)
-    perturb_lora(model)
-    model.eval()
-    users = make_users([4, 1, 3])
-    candidate_lists = [make_candidates(count, seed=index) for index, count in enumerate([3, 2, 4])]
-    scores = score_candidates_for_users(model, processor, users, candidate_lists, batch_size=3, user_batch_size=2)
-    for user, candidates, user_scores in zip(users, candidate_lists, scores):
-        torch.testing.assert_close(user_scores, independent_scores(model, processor, user, candidates), atol=1e-5, rtol=0)
-
-
 def test_rank_candidates_for_users_equals_per_user_ranking(tiny_tokenizer):
     model, processor = eval_model(tiny_tokenizer, "userllm_no_uhem")
     users = make_users([1, 5, 3])

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -116,9 +117,15 @@ def test_unknown_variant_fails_naming_it():
         parse_arguments(["--variant", "colm"])
 
 
-def test_unknown_history_encoder_type_fails_naming_it():
-    with pytest.raises(PresetError, match="history_encoder_type 'transfomer'.*did you mean 'transformer'"):
-        parse_arguments(["--history_encoder_type", "transfomer"])
+def test_removed_history_encoder_settings_fail_saying_so(tmp_path, capsys):
+    removed = r"removed with the transformer and hierarchical UHEMs: the GRU is the only history encoder"
+    with pytest.raises(SystemExit):
+        parse_arguments(["--history_encoder_type", "transformer"])
+    assert re.search(rf"unrecognized arguments: --history_encoder_type \({removed}; docs/RESULTS.md", capsys.readouterr().err)
+    preset = tmp_path / "old.yaml"
+    preset.write_text("model:\n  history_encoder_heads: 4\n")
+    with pytest.raises(PresetError, match=rf"unknown key 'history_encoder_heads' in section 'model' \({removed}"):
+        parse_arguments(["--preset", str(preset)])
 
 
 def test_data_folder_of_the_wrong_kind_fails_saying_what_it_is(toy_dirs, tmp_path):

@@ -21,7 +21,7 @@ import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from ..configuration_userllm import HISTORY_ENCODER_TYPES, PROJECTOR_NORMS, VARIANTS
+from ..configuration_userllm import PROJECTOR_NORMS, VARIANTS
 from ..data.common import EVALUATION_SPLITS as EVAL_SPLITS
 from ..data.records import DESCRIPTION_SOURCES as RECORD_DESCRIPTION_SOURCES
 from ..modeling_userllm import PAPER_TRAINING_STEPS, TRAINING_STEPS
@@ -62,7 +62,14 @@ def _refuse(key: str, value: Any, allowed: str) -> PresetError:
     return PresetError(f"{key}={value!r}: expected {allowed}", key=key)
 
 
+# Settings of the removed parallel UHEMs: refused with a note rather than a guess at another key.
+REMOVED_SETTINGS = ("history_encoder_type", "history_encoder_layers", "history_encoder_heads")
+
+
 def _suggest(name: str, known) -> str:
+    if name.lstrip("-") in REMOVED_SETTINGS:
+        return (" (removed with the transformer and hierarchical UHEMs: the GRU is the only history encoder; "
+                "docs/RESULTS.md keeps their figures)")
     close = difflib.get_close_matches(name, sorted(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -150,10 +157,7 @@ class ModelArguments:
     max_item_tokens: int = field(default=96, metadata={"help": "Token budget of each item's text."})
     max_history_items: int | None = field(default=None, metadata={"help": "History items kept (None: the data set's n)."})
     item_noun: str = field(default="movie", metadata={"help": "What the prompt calls an item."})
-    history_encoder_type: str = field(default="gru", metadata={"help": f"UHEM encoder, one of {list(HISTORY_ENCODER_TYPES)}."})
     history_hidden_size: int | None = field(default=None, metadata={"help": "UHEM width (None: the LLM's)."})
-    history_encoder_layers: int = field(default=1, metadata={"help": "Transformer UHEMs: layers."})
-    history_encoder_heads: int = field(default=8, metadata={"help": "Transformer UHEMs: attention heads."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
@@ -174,16 +178,7 @@ class ModelArguments:
         check_integer("max_history_items", self.max_history_items, 1, none_means="the data set's history length")
         if not isinstance(self.item_noun, str) or not self.item_noun.strip():
             raise _refuse("item_noun", self.item_noun, "a non-empty word such as 'movie'")
-        check_choice("history_encoder_type", self.history_encoder_type, HISTORY_ENCODER_TYPES)
         check_integer("history_hidden_size", self.history_hidden_size, 1, none_means="the LLM hidden size")
-        check_integer("history_encoder_layers", self.history_encoder_layers, 1)
-        check_integer("history_encoder_heads", self.history_encoder_heads, 1)
-        width = self.history_hidden_size or (self.toy_hidden_size if self.base_model_name_or_path is None else None)
-        if self.history_encoder_type != "gru" and width is not None and width % self.history_encoder_heads:
-            source = (f"history_hidden_size={self.history_hidden_size}" if self.history_hidden_size
-                      else f"the LLM hidden size, toy_hidden_size={self.toy_hidden_size}")
-            raise PresetError(f"history_encoder_heads={self.history_encoder_heads} must divide the "
-                              f"{self.history_encoder_type} history encoder's width {width} ({source})")
         check_choice("projector_norm", self.projector_norm, PROJECTOR_NORMS)
         if self.item_ids_after_titles and not VARIANTS[self.variant]["use_collaborative"]:
             raise _refuse("item_ids_after_titles", self.item_ids_after_titles,

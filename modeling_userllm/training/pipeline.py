@@ -43,9 +43,8 @@ logger = logging.getLogger(__name__)
 # How the features' manifest names the seeded stand-in encoder of the toy data set.
 TOY_IMAGE_ENCODER = "toy_image_encoder(seed=0)"
 # `ModelArguments` fields passed as they are to `create_model_and_processor`.
-MODEL_SETTINGS = ("max_item_tokens", "item_noun", "lora_r", "lora_alpha", "lora_dropout", "history_encoder_type",
-                  "history_hidden_size", "history_encoder_layers", "history_encoder_heads", "projector_norm",
-                  "item_ids_after_titles")
+MODEL_SETTINGS = ("max_item_tokens", "item_noun", "lora_r", "lora_alpha", "lora_dropout", "history_hidden_size",
+                  "projector_norm", "item_ids_after_titles")
 # The variant's switches `load_run_data` checks the data against.
 DATA_SWITCHES = ("use_visual", "use_collaborative", "use_descriptions")
 
