@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import json
 import math
+import operator
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 STEP1_PROMPTS = ("text", "spliced")
 # "auto": generated descriptions when the features folder has them, else the item table's.
 DESCRIPTION_SOURCES = ("auto", *RECORD_DESCRIPTION_SOURCES)
+RUN_CONFIG_FILE = "run_config.json"
 
 
 def step_number(step: str) -> int:
@@ -50,12 +52,10 @@ class PresetError(ValueError):
         self.key = key
 
 
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _is_number(value: Any, integer: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        return False
+    return integer or math.isfinite(value)
 
 
 def _refuse(key: str, value: Any, allowed: str) -> PresetError:
@@ -74,48 +74,51 @@ def _suggest(name: str, known) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def check_integer(key: str, value: Any, minimum: int, none_means: str | None = None) -> None:
-    """Raises unless `value` is an integer >= `minimum` (or None, when `none_means` says what None does)."""
+_COMPARISONS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
+def check_number(key: str, value: Any, bounds: str, none_means: str | None = None, integer: bool = False) -> None:
+    """Raises unless `value` is a finite number within `bounds` (">= 0 and < 1"), or None when `none_means` says
+    what None does."""
     if value is None and none_means is not None:
         return
-    if not _is_integer(value) or value < minimum:
-        raise _refuse(key, value, f"an integer >= {minimum}" + (f", or null ({none_means})" if none_means else ""))
+    limits = [part.split() for part in bounds.split(" and ")]
+    if not (_is_number(value, integer) and all(_COMPARISONS[op](value, float(limit)) for op, limit in limits)):
+        null = f", or null ({none_means})" if none_means else ""
+        raise _refuse(key, value, f"{'an integer' if integer else 'a number'} {bounds}{null}")
 
 
-def check_number(key: str, value: Any, minimum: float, maximum: float | None = None, *, above_minimum: bool = False,
-                 below_maximum: bool = False) -> None:
-    """Raises unless `value` is a finite number in the range (bounds included unless said otherwise)."""
-    low_ok = _is_number(value) and (value > minimum if above_minimum else value >= minimum)
-    high_ok = maximum is None or _is_number(value) and (value < maximum if below_maximum else value <= maximum)
-    if not (low_ok and high_ok):
-        low = f"> {minimum}" if above_minimum else f">= {minimum}"
-        high = "" if maximum is None else f" and {'<' if below_maximum else '<='} {maximum}"
-        raise _refuse(key, value, f"a number {low}{high}")
+def check_integer(key: str, value: Any, minimum: int, none_means: str | None = None) -> None:
+    check_number(key, value, f">= {minimum}", none_means, integer=True)
 
 
 def check_choice(key: str, value: Any, choices) -> None:
-    """Raises unless `value` is one of `choices`, suggesting the closest one."""
     if value not in choices:
         hint = _suggest(value, choices) if isinstance(value, str) else ""
         raise PresetError(f"unknown {key} {value!r}{hint}; expected one of {list(choices)}", key=key)
 
 
-def check_list(key: str, value: Any, choices=None, *, ordered: bool = False) -> None:
+def check_list(key: str, value: Any, choices=None, ordered: bool = False) -> None:
     """Raises unless `value` is a non-empty list of distinct non-empty strings (among `choices`, in their order
     when `ordered`); a bare string is refused."""
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise _refuse(key, value, f"a list such as [{', '.join(choices or ['...'])}] (a YAML list; on the command "
                                   f"line: --{key} A B)")
-    allowed = "a non-empty list of distinct names" + (f" among {list(choices)}" if choices else "")
     if not value or len(set(value)) != len(value) or not all(isinstance(name, str) and name for name in value):
-        raise _refuse(key, value, allowed)
+        raise _refuse(key, value, "a non-empty list of distinct names" + (f" among {list(choices)}" if choices else ""))
     unknown = [name for name in value if choices is not None and name not in choices]
     if unknown:
         raise PresetError(f"{key}={value!r}: {unknown[0]!r}{_suggest(unknown[0], choices)} is not one of "
                           f"{list(choices)}", key=key)
-    if ordered and list(value) != sorted(value, key=list(choices).index):
-        raise _refuse(key, value, f"these in the order {list(choices)}, each at most once "
-                                  f"(here: {sorted(value, key=list(choices).index)})")
+    in_order = sorted(value, key=list(choices).index) if ordered else list(value)
+    if list(value) != in_order:
+        raise _refuse(key, value, f"these in the order {list(choices)}, each at most once (here: {in_order})")
+
+
+def _check_fields(settings: Any, rules: dict[str, tuple], prefix: str = "") -> None:
+    """Applies `rules`, `{field: (check, *arguments)}`, naming each field `prefix + field`."""
+    for name, (check, *arguments) in rules.items():
+        check(prefix + name, getattr(settings, name), *arguments)
 
 
 @dataclass
@@ -135,13 +138,12 @@ class DataArguments:
     toy_num_items: int | None = field(default=None, metadata={"help": "Toy data: number of items."})
 
     def __post_init__(self) -> None:
-        check_choice("description_source", self.description_source, DESCRIPTION_SOURCES)
-        check_integer("max_train_rows", self.max_train_rows, 1, none_means="every training row")
-        check_integer("max_eval_rows", self.max_eval_rows, 1, none_means="the full splits")
-        check_list("eval_splits", self.eval_splits, EVAL_SPLITS)
-        check_integer("toy_seed", self.toy_seed, 0)
-        check_integer("toy_num_users", self.toy_num_users, 1, none_means="the generator's default")
-        check_integer("toy_num_items", self.toy_num_items, 1, none_means="the generator's default")
+        _check_fields(self, {
+            "description_source": (check_choice, DESCRIPTION_SOURCES), "eval_splits": (check_list, EVAL_SPLITS),
+            "max_train_rows": (check_integer, 1, "every training row"), "max_eval_rows": (check_integer, 1, "the full splits"),
+            "toy_seed": (check_integer, 0), "toy_num_users": (check_integer, 1, "the generator's default"),
+            "toy_num_items": (check_integer, 1, "the generator's default"),
+        })
 
 
 @dataclass
@@ -169,44 +171,39 @@ class ModelArguments:
     num_threads: int | None = field(default=None, metadata={"help": "CPU threads of torch (None: torch's default)."})
 
     def __post_init__(self) -> None:
-        check_choice("variant", self.variant, sorted(VARIANTS))
-        check_integer("toy_hidden_size", self.toy_hidden_size, 1)
-        check_integer("toy_num_layers", self.toy_num_layers, 1)
-        if self.base_model_name_or_path is None:
-            _check_toy_llama(self.toy_hidden_size, self.toy_num_layers)
-        check_integer("max_item_tokens", self.max_item_tokens, 1)
-        check_integer("max_history_items", self.max_history_items, 1, none_means="the data set's history length")
+        positive = (check_integer, 1)
+        _check_fields(self, {
+            "variant": (check_choice, sorted(VARIANTS)), "toy_hidden_size": positive, "toy_num_layers": positive,
+            "max_item_tokens": positive, "max_history_items": (check_integer, 1, "the data set's history length"),
+            "history_hidden_size": (check_integer, 1, "the LLM hidden size"),
+            "projector_norm": (check_choice, PROJECTOR_NORMS), "lora_r": positive,
+            "lora_alpha": (check_number, "> 0"), "lora_dropout": (check_number, ">= 0 and < 1"),
+            "lora_target_modules": (check_list,), "num_threads": (check_integer, 1, "torch's default"),
+        })
         if not isinstance(self.item_noun, str) or not self.item_noun.strip():
             raise _refuse("item_noun", self.item_noun, "a non-empty word such as 'movie'")
-        check_integer("history_hidden_size", self.history_hidden_size, 1, none_means="the LLM hidden size")
-        check_choice("projector_norm", self.projector_norm, PROJECTOR_NORMS)
+        if self.base_model_name_or_path is None:
+            self._check_toy_llama()
         if self.item_ids_after_titles and not VARIANTS[self.variant]["use_collaborative"]:
             raise _refuse("item_ids_after_titles", self.item_ids_after_titles,
                           f"false for variant {self.variant!r}, which has no collaborative embeddings to put there")
-        check_integer("lora_r", self.lora_r, 1)
-        check_number("lora_alpha", self.lora_alpha, 0, above_minimum=True)
-        check_number("lora_dropout", self.lora_dropout, 0, 1, below_maximum=True)
-        check_list("lora_target_modules", self.lora_target_modules)
-        check_integer("num_threads", self.num_threads, 1, none_means="torch's default")
 
+    def _check_toy_llama(self) -> None:
+        from huggingface_hub.errors import StrictDataclassClassValidationError
 
-def _check_toy_llama(hidden_size: int, num_layers: int) -> None:
-    """Raises unless the tiny random Llama (`base_model_name_or_path: null`) can be built that wide."""
-    from huggingface_hub.errors import StrictDataclassClassValidationError
+        from ..toy_model import tiny_llama_config
 
-    from ..toy_model import tiny_llama_config
-
-    try:
-        config = tiny_llama_config(8, hidden_size, num_layers)
-    except (ValueError, StrictDataclassClassValidationError) as error:
-        problem = str(error.__cause__ or error)
-    else:
-        if config.num_attention_heads % config.num_key_value_heads == 0:
-            return
-        problem = (f"its {config.num_attention_heads} attention heads are not a multiple of its "
-                   f"{config.num_key_value_heads} key/value heads")
-    raise _refuse("toy_hidden_size", hidden_size, f"a width the tiny random Llama can have, a multiple of 32 such as "
-                                                  f"64 ({problem})")
+        try:
+            config = tiny_llama_config(8, self.toy_hidden_size, self.toy_num_layers)
+        except (ValueError, StrictDataclassClassValidationError) as error:
+            problem = str(error.__cause__ or error)
+        else:
+            if config.num_attention_heads % config.num_key_value_heads == 0:
+                return
+            problem = (f"its {config.num_attention_heads} attention heads are not a multiple of its "
+                       f"{config.num_key_value_heads} key/value heads")
+        raise _refuse("toy_hidden_size", self.toy_hidden_size, "a width the tiny random Llama can have, a multiple of "
+                                                               f"32 such as 64 ({problem})")
 
 
 @dataclass
@@ -221,14 +218,13 @@ class StepArguments:
     warmup_steps: float = field(default=0.0, metadata={"help": "warmup (steps, or a fraction < 1)"})
 
     def check(self, prefix: str) -> None:
-        """Raises for a value out of range, naming it `prefix + field` (e.g. `step1_learning_rate`)."""
-        check_number(prefix + "learning_rate", self.learning_rate, 0, above_minimum=True)
-        check_integer(prefix + "per_device_train_batch_size", self.per_device_train_batch_size, 1)
-        check_integer(prefix + "gradient_accumulation_steps", self.gradient_accumulation_steps, 1)
-        if not _is_integer(self.max_steps) or not (self.max_steps == -1 or self.max_steps >= 1):
+        """Raises for a value out of range, naming it `prefix + field` (`step1_learning_rate`)."""
+        _check_fields(self, {"learning_rate": (check_number, "> 0"), "per_device_train_batch_size": (check_integer, 1),
+                             "gradient_accumulation_steps": (check_integer, 1)}, prefix)
+        if not _is_number(self.max_steps, integer=True) or not (self.max_steps == -1 or self.max_steps >= 1):
             raise _refuse(prefix + "max_steps", self.max_steps, f"an integer >= 1, or -1 ({prefix}num_train_epochs decides)")
         if self.max_steps == -1:
-            check_number(prefix + "num_train_epochs", self.num_train_epochs, 0, above_minimum=True)
+            check_number(prefix + "num_train_epochs", self.num_train_epochs, "> 0")
         warmup = self.warmup_steps
         if not (_is_number(warmup) and 0 <= warmup and (warmup < 1 or float(warmup).is_integer())):
             raise _refuse(prefix + "warmup_steps", warmup, "a fraction of the step's training steps in [0, 1), "
@@ -264,12 +260,10 @@ class _ScheduleSettings:
         return StepArguments(**{name: getattr(self, f"step{step_number(step)}_{name}") for name in STEP_SETTINGS})
 
     def step_overrides(self, step: str) -> dict[str, Any]:
-        """The `TrainingArguments` values of `step`."""
         return dataclasses.asdict(self.step(step))
 
 
 def _copied_fields(source: type, prefix: str, help_of) -> list[tuple]:
-    """`(prefix + name, type, field)` for each `STEP_SETTINGS` field of the dataclass `source`."""
     hints = get_type_hints(source)
     return [(prefix + name, hints[name], field(default=source.__dataclass_fields__[name].default,
                                                metadata={"help": help_of(name)})) for name in STEP_SETTINGS]
@@ -299,7 +293,13 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "logging_steps": 10, "dataloader_num_workers": 0, "per_device_eval_batch_size": 32,
     "report_to": "all",  # every installed logger: TensorBoard when installed
 }
-
+TRAINING_RULES = {
+    "per_device_eval_batch_size": (check_integer, 1), "seed": (check_integer, 0),
+    "data_seed": (check_integer, 0, "seed"), "weight_decay": (check_number, ">= 0"),
+    "max_grad_norm": (check_number, ">= 0"), "adam_beta1": (check_number, ">= 0 and < 1"),
+    "adam_beta2": (check_number, ">= 0 and < 1"), "adam_epsilon": (check_number, "> 0"),
+    "dataloader_num_workers": (check_integer, 0), "save_total_limit": (check_integer, 1, "keep every checkpoint"),
+}
 SECTIONS = {"data": DataArguments, "model": ModelArguments, "schedule": ScheduleArguments, "training": TrainingArguments}
 
 
@@ -350,7 +350,8 @@ def load_preset(path: str | Path) -> dict[str, Any]:
 
 def parse_arguments(argv: list[str] | None = None) -> RunArguments:
     """Parses `[--preset FILE] [--key value ...]` (None: `sys.argv[1:]`), overrides over the preset's values, and
-    checks the settings (`check_arguments`), not yet against the data."""
+    checks the settings (`check_arguments`), not yet against the data. A `PresetError` names where its setting came
+    from: the command line, the preset, or a default."""
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", default=None)
@@ -370,64 +371,47 @@ def parse_arguments(argv: list[str] | None = None) -> RunArguments:
             flags = {f"--{name}" for section in SECTIONS.values() for name in _field_names(section)} | {"--preset"}
             hints = [f"{arg}{_suggest(arg.split('=')[0], flags)}" for arg in unknown if arg.startswith("--")]
             parser.error(f"unrecognized arguments: {' '.join(hints or unknown)} (see --help)")
-        for section, name in ((data, "data_dir"), (data, "features_dir"), (model, "base_model_name_or_path"),
-                              (schedule, "step1_from")):
-            value = getattr(section, name)
-            if value is not None and value.startswith("~"):
-                setattr(section, name, str(Path(value).expanduser()))
+        for section, name in ((section, name) for section in (data, model, schedule) for name in PATH_SETTINGS):
+            if (getattr(section, name, None) or "").startswith("~"):
+                setattr(section, name, str(Path(getattr(section, name)).expanduser()))
         run = RunArguments(data=data, model=model, schedule=schedule, training=training, preset=str(preset))
         check_arguments(run)
     except PresetError as error:
-        raise _located(error, argv, preset, preset_values) from None
+        key = error.key
+        if key is None:
+            raise
+        if any(arg == f"--{key}" or arg.startswith(f"--{key}=") for arg in argv):
+            origin = f"command line --{key}"
+        else:
+            origin = f"preset {preset}" if key in preset_values else "default"
+        raise PresetError(f"{origin}: {error}", key=key) from None
     return run
-
-
-def _located(error: PresetError, argv: list[str], preset: Path, preset_values: dict[str, Any]) -> PresetError:
-    """`error` prefixed with where its setting came from: the command line, the preset, or a default."""
-    key = error.key
-    if key is None:
-        return error
-    if any(arg == f"--{key}" or arg.startswith(f"--{key}=") for arg in argv):
-        origin = f"command line --{key}"
-    elif key in preset_values:
-        origin = f"preset {preset}"
-    else:
-        origin = "default"
-    return PresetError(f"{origin}: {error}", key=key)
 
 
 def check_arguments(run: RunArguments) -> None:
     """Checks what spans sections, and the `TrainingArguments` this run relies on; raises `PresetError`."""
-    if run.model.dtype == "float16":
-        raise PresetError("dtype 'float16' is not supported for training (it needs loss scaling and overflows Llama "
-                          "activations): use 'bfloat16' (with bf16: true) on GPUs that have it, else 'float32'")
-    if run.model.dtype not in ("auto", *DTYPES):
-        raise PresetError(f"dtype {run.model.dtype!r}: expected one of {['auto', *DTYPES]}")
-    if run.schedule.step1_from is not None and "lora" not in run.schedule.steps:
-        raise PresetError(f"step1_from is set but steps {run.schedule.steps} have no step 1 ('lora') for it to replace")
-    if run.model.light_checkpoints and not run.model.base_model_name_or_path:
-        raise PresetError("light_checkpoints needs base_model_name_or_path (a light checkpoint refetches the base LLM)")
-    if run.training.remove_unused_columns:
-        raise PresetError("remove_unused_columns must be False: batches are built by the collator from records")
-    if list(run.training.label_names or []) != ["labels", "user_ids"]:
-        raise PresetError(f"label_names must be ['labels', 'user_ids'] (UAUC needs the user ids), got {run.training.label_names}")
-    training = run.training
-    check_integer("per_device_eval_batch_size", training.per_device_eval_batch_size, 1)
-    check_integer("seed", training.seed, 0)
-    check_integer("data_seed", training.data_seed, 0, none_means="seed")
-    check_number("weight_decay", training.weight_decay, 0)
-    check_number("max_grad_norm", training.max_grad_norm, 0)
-    check_number("adam_beta1", training.adam_beta1, 0, 1, below_maximum=True)
-    check_number("adam_beta2", training.adam_beta2, 0, 1, below_maximum=True)
-    check_number("adam_epsilon", training.adam_epsilon, 0, above_minimum=True)
-    check_integer("dataloader_num_workers", training.dataloader_num_workers, 0)
-    if run.schedule.prompt_curriculum and training.dataloader_num_workers > 0:
+    model, schedule, training = run.model, run.schedule, run.training
+    for refused, message in (
+        (model.dtype == "float16", "dtype 'float16' is not supported for training (it needs loss scaling and overflows "
+                                   "Llama activations): use 'bfloat16' (with bf16: true) on GPUs that have it, else 'float32'"),
+        (model.dtype not in ("auto", *DTYPES), f"dtype {model.dtype!r}: expected one of {['auto', *DTYPES]}"),
+        (schedule.step1_from is not None and "lora" not in schedule.steps,
+         f"step1_from is set but steps {schedule.steps} have no step 1 ('lora') for it to replace"),
+        (model.light_checkpoints and not model.base_model_name_or_path,
+         "light_checkpoints needs base_model_name_or_path (a light checkpoint refetches the base LLM)"),
+        (training.remove_unused_columns, "remove_unused_columns must be False: batches are built by the collator from records"),
+        (list(training.label_names or []) != ["labels", "user_ids"],
+         f"label_names must be ['labels', 'user_ids'] (UAUC needs the user ids), got {training.label_names}"),
+    ):
+        if refused:
+            raise PresetError(message)
+    _check_fields(training, TRAINING_RULES)
+    if schedule.prompt_curriculum and training.dataloader_num_workers > 0:
         # Each worker would count the batches it builds on its own copy of the collator.
         raise PresetError(f"prompt_curriculum needs dataloader_num_workers 0 (got {training.dataloader_num_workers}): "
                           "the curriculum counts the batches built in the training process")
-    check_integer("save_total_limit", training.save_total_limit, 1, none_means="keep every checkpoint")
     if training.save_strategy == "steps":
-        check_number("save_steps", training.save_steps, 0, above_minimum=True)
+        check_number("save_steps", training.save_steps, "> 0")
 
 
 # What must match the run whose step 1 is reused (`step1_from`): all that decides step 1.
@@ -448,60 +432,55 @@ RESUME_SETTINGS = {
                  "train_sampling_strategy", "neftune_noise_alpha"),
 }
 PATH_SETTINGS = ("data_dir", "features_dir", "base_model_name_or_path", "step1_from")
-RUN_CONFIG_FILE = "run_config.json"
 # Settings newer than some saved run_config.json files: a file without one ran at this value.
 ADDED_SETTINGS = {("model", "projector_norm"): "none", ("model", "item_ids_after_titles"): False,
                   ("schedule", "step1_prompt"): "text", ("schedule", "prompt_curriculum"): False}
 
 
-def differing_settings(run: RunArguments, config_file: Path, settings: dict[str, tuple[str, ...]]) -> list[str]:
-    """The keys of `settings` (`{section: keys}`) whose value in `run` differs from `config_file`'s (a
-    run_config.json), each as "section.key: VALUE here, VALUE in FILE"; paths compared resolved."""
-    source = json.loads(config_file.read_text(encoding="utf-8"))
-    mine = run.to_dict()
+def _check_same_settings(run: RunArguments, config_file: Path, settings: dict[str, tuple[str, ...]], problem: str,
+                         remedy: str = "") -> None:
+    """Raises `problem` listing each key of `settings` (`{section: keys}`) whose value in `run` differs from the
+    run_config.json `config_file`'s, as "section.key: VALUE here, VALUE in FILE"; paths are compared resolved."""
+    source, mine = json.loads(config_file.read_text(encoding="utf-8")), run.to_dict()
     differences = []
     for section, keys in settings.items():
         for key in keys:
             theirs, ours = source.get(section, {}).get(key, ADDED_SETTINGS.get((section, key))), mine[section].get(key)
             if key in PATH_SETTINGS and theirs is not None and ours is not None:
-                theirs, ours = str(Path(theirs).expanduser().resolve()), str(Path(ours).expanduser().resolve())
+                theirs, ours = (str(Path(path).expanduser().resolve()) for path in (theirs, ours))
             if theirs != ours:
                 differences.append(f"{section}.{key}: {ours!r} here, {theirs!r} in {config_file}")
-    return differences
+    if differences:
+        raise PresetError(f"{problem}: " + "; ".join(differences) + remedy)
 
 
 def check_step1_source(run: RunArguments) -> Path | None:
     """The folder `step1_from` names (None when unset), checked to be a finished step 1 of a run with this run's
-    `STEP1_SETTINGS` (call it after `resolve_data`); a `PresetError` naming what is missing or differs."""
+    `STEP1_SETTINGS` (call it after `resolve_data`)."""
     if run.schedule.step1_from is None:
         return None
     folder = Path(run.schedule.step1_from)
+    config_file = folder.parent.parent / RUN_CONFIG_FILE
     if not (folder / "model.safetensors").is_file():
         raise PresetError(f"step1_from {folder}: no model.safetensors there; expected the final/ folder of a finished "
                           "step 1 (OUT/step1-lora/final)")
-    config_file = folder.parent.parent / RUN_CONFIG_FILE
     if not config_file.is_file():
         raise PresetError(f"step1_from {folder}: {config_file} is missing, so its settings cannot be checked; expected "
                           "OUT/step1-lora/final of a training run")
-    differences = differing_settings(run, config_file, STEP1_SETTINGS)
-    if differences:
-        raise PresetError(f"step1_from {folder} was trained with other step-1 settings: " + "; ".join(differences))
+    _check_same_settings(run, config_file, STEP1_SETTINGS, f"step1_from {folder} was trained with other step-1 settings")
     return folder
 
 
 def check_resumed_run(run: RunArguments) -> None:
     """With `resume`, checks that `output_dir` holds no run or one with this run's `RESUME_SETTINGS` (call it after
-    `resolve_data`, before run_config.json is written); a `PresetError` naming each setting that differs."""
+    `resolve_data`, before run_config.json is written)."""
     if not run.schedule.resume:
         return
     output_dir = Path(run.training.output_dir)
     config_file = output_dir / RUN_CONFIG_FILE
-    if not config_file.is_file():
-        if any(path.is_dir() for path in output_dir.glob("step*-*")):
-            raise PresetError(f"resume: {output_dir} holds step folders but no {RUN_CONFIG_FILE}, so the settings they "
-                              "were trained with cannot be checked; train into another output_dir")
-        return
-    differences = differing_settings(run, config_file, RESUME_SETTINGS)
-    if differences:
-        raise PresetError(f"resume: the run in {output_dir} was trained with other settings: " + "; ".join(differences)
-                          + "; resume it with its own settings, or train into another output_dir")
+    if config_file.is_file():
+        _check_same_settings(run, config_file, RESUME_SETTINGS, f"resume: the run in {output_dir} was trained with other "
+                             "settings", "; resume it with its own settings, or train into another output_dir")
+    elif any(path.is_dir() for path in output_dir.glob("step*-*")):
+        raise PresetError(f"resume: {output_dir} holds step folders but no {RUN_CONFIG_FILE}, so the settings they "
+                          "were trained with cannot be checked; train into another output_dir")
