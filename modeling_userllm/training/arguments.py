@@ -371,9 +371,10 @@ def parse_arguments(argv: list[str] | None = None) -> RunArguments:
             flags = {f"--{name}" for section in SECTIONS.values() for name in _field_names(section)} | {"--preset"}
             hints = [f"{arg}{_suggest(arg.split('=')[0], flags)}" for arg in unknown if arg.startswith("--")]
             parser.error(f"unrecognized arguments: {' '.join(hints or unknown)} (see --help)")
-        for section, name in ((section, name) for section in (data, model, schedule) for name in PATH_SETTINGS):
-            if (getattr(section, name, None) or "").startswith("~"):
-                setattr(section, name, str(Path(getattr(section, name)).expanduser()))
+        for section in (data, model, schedule):
+            for name in PATH_SETTINGS:
+                if (getattr(section, name, None) or "").startswith("~"):
+                    setattr(section, name, str(Path(getattr(section, name)).expanduser()))
         run = RunArguments(data=data, model=model, schedule=schedule, training=training, preset=str(preset))
         check_arguments(run)
     except PresetError as error:
