@@ -91,17 +91,12 @@ class Ranking:
 
 
 def check_checkpoint(name: str) -> None:
-    """Fails early, with a `DemoError`, on a checkpoint that cannot be a USER-LLM: a local folder
-    must pass `check_userllm_checkpoint`; a name that is no folder must be a Hub id."""
-    path = Path(name)
-    if path.is_file():
-        raise DemoError(f"checkpoint {name} is a file; give the checkpoint folder (with config.json)")
-    if not path.is_dir():
+    """Fails early, with a `DemoError`, on a checkpoint that cannot be a USER-LLM: a local file or folder must pass
+    `check_userllm_checkpoint`; any other name must be a Hub id (checked once downloaded: `load_checkpoint`)."""
+    if not Path(name).exists():
         if not is_hub_id(name):
             raise DemoError(f"checkpoint {describe_path(name)} not found: no such folder, and not a Hub id (ORG/NAME)")
         return
-    if not (path / "config.json").is_file():
-        raise DemoError(f"{name} is not a model checkpoint: it has no config.json")
     try:
         check_userllm_checkpoint(name)
     except (OSError, ValueError) as error:

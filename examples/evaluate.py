@@ -58,9 +58,8 @@ def data_paths(args: argparse.Namespace) -> tuple[str, str | None]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if not args.model.is_dir():
-        what = "is a file; give the checkpoint folder (with config.json)" if args.model.is_file() else "not found: no such folder"
-        raise SystemExit(f"error: checkpoint {describe_path(args.model)} {what}")
+    if not args.model.exists():
+        raise SystemExit(f"error: checkpoint {describe_path(args.model)} not found: no such folder")
     try:
         check_userllm_checkpoint(args.model)
         data_dir, features_dir = data_paths(args)

@@ -3,7 +3,7 @@
 import json
 import pytest
 
-from modeling_userllm import UserLLMConfig, UserLLMForRecommendation
+from modeling_userllm import UserLLMConfig, UserLLMForRecommendation, check_userllm_checkpoint
 from modeling_userllm.training import parse_arguments
 from modeling_userllm.training.arguments import STEP_SETTINGS
 
@@ -35,6 +35,17 @@ def test_missing_local_folder_says_no_such_folder(path):
             load(path)
 
 
+def test_a_file_or_a_folder_without_config_json_is_no_checkpoint(tmp_path, monkeypatch):
+    with pytest.raises(OSError, match="is not a model checkpoint: the folder has no config.json"):
+        check_userllm_checkpoint(tmp_path)
+    with pytest.raises(OSError, match="is not a model checkpoint: the folder has no config.json"):
+        UserLLMConfig.from_pretrained(tmp_path)
+    (tmp_path / "weights.bin").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)  # a bare file name, which could read as a Hub id
+    with pytest.raises(OSError, match=r"^weights.bin: a file, not the checkpoint folder"):
+        check_userllm_checkpoint("weights.bin")
+
+
 # ----------------------------------------------------------------------------- the scripts' messages
 
 def load_example(name: str):
@@ -58,6 +69,9 @@ def test_evaluate_names_a_missing_model_folder_and_the_folder_a_relative_path_st
     assert f"relative to the current folder {tmp_path}" in message, message
     with pytest.raises(SystemExit, match=r"^error: checkpoint /no/such/model not found: no such folder"):
         evaluate.main(["--model", "/no/such/model", "--data", "outputs/demo/toy/data"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match=r"^error: empty is not a model checkpoint: the folder has no config.json"):
+        evaluate.main(["--model", "empty", "--data", "outputs/demo/toy/data"])
 
 
 @pytest.mark.parametrize("dataset, needed", [
