@@ -6,9 +6,8 @@ bfloat16, or `--tiny`). Two parts:
 - `uhem`: the history encoder alone, per n in `--history-lengths` and per encoder: its step-2
   time (forward and backward under bfloat16 autocast, as the Trainer's `bf16=True` runs it) and
   its scoring time (forward), samples/s and MFU (benchmarks/flops.py). Encoders: `gru` (the
-  current path: the GRU over the padded sequence, cuDNN's kernel on a GPU), `gru-packed`
-  (packed sequences), `gru-no-cudnn` (a GPU only: the same GRU with cuDNN switched off,
-  ATen's own kernels).
+  GRU over the padded sequence, cuDNN's kernel on a GPU) and `gru-no-cudnn` (a GPU only: the
+  same GRU with cuDNN switched off, ATen's own kernels).
 - `ranking`: candidates/s of one user with `--candidates` candidates and of `--users` users
   sharing the same number of pairs, with the shared prompt prefix (`score_candidates`,
   `score_candidates_for_users`) against scoring each pair from scratch; the largest score
@@ -35,13 +34,12 @@ from flops import history_encoder_flops, llm_forward_flops, mfu  # noqa: E402
 
 from modeling_userllm.ranking import score_candidates, score_candidates_for_users, score_candidates_from_scratch  # noqa: E402
 
-ENCODERS = ("gru", "gru-packed", "gru-no-cudnn")
+ENCODERS = ("gru", "gru-no-cudnn")
 
 
 def encoder_call(model, batch: dict, training: bool, autocast_dtype: torch.dtype | None):
     """A closure running the UHEM on `batch` (device tensors): forward + backward when `training`."""
-    args = (batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features"),
-            batch["history_item_index"])
+    args = (batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features"))
     autocast = torch.autocast(batch["history_input_ids"].device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
 
     def run():
@@ -65,7 +63,6 @@ def measure_uhem(args, shape, tokenizer, items, device, dtype, peak_flops) -> li
                 continue
             model, processor = scale.build("userllm", shape, tokenizer, n, device, dtype, args.seed)
             model.set_training_step("encoders")
-            model.history_encoder.packed_sequences = encoder == "gru-packed"
             batch = processor(scale.make_records(items, args.batch_size, n, seed=n))
             on_device = {key: value.to(device) for key, value in batch.items()}
             cudnn = torch.backends.cudnn.flags(enabled=False) if encoder == "gru-no-cudnn" else contextlib.nullcontext()

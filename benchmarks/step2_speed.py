@@ -5,9 +5,7 @@ plus ~20-word descriptions, a 384-d image per item, n history items), one traini
 (forward + backward + AdamW) of:
 
 - `step1`: step 1 ("lora") on the text prompt, the plain path;
-- `step2_plain`: step 2 ("encoders") on the full prompt, the code before issue 15 (plain
-  path, LoRA dropout on, the UHEM's GRU on packed sequences);
-- `step2_unpacked`: the same with the GRU run unpacked (the UHEM's default now);
+- `step2_plain`: step 2 ("encoders") on the full prompt, the plain path (LoRA dropout on);
 - `step2_prefix`: that, on the constant-prefix key/value cache;
 - `step2_fast`: that, with the frozen LoRA merged too (what `fast_step2: true` trains with;
   `modeling_userllm/training/fast_step2.py`).
@@ -43,7 +41,7 @@ from modeling_userllm.training.fast_step2 import Step2PrefixCache, frozen_lora_m
 RESULTS = Path(__file__).resolve().parent / "results"
 SMOLLM2 = Path(os.environ.get("USERLLM_ASSETS", Path.home() / ".cache" / "userllm-assets")) / "SmolLM2-135M-Instruct"
 NUM_USERS, NUM_ITEMS = 50, 200
-PATHS = ("step1", "step2_plain", "step2_unpacked", "step2_prefix", "step2_fast")
+PATHS = ("step1", "step2_plain", "step2_prefix", "step2_fast")
 
 
 def build(llm: str, history_length: int, max_item_tokens: int, dtype: str = "float32"):
@@ -82,7 +80,6 @@ def make_step(model, processor, records, path: str):
     def run():
         model.train()
         model.set_training_step(step)
-        model.history_encoder.packed_sequences = path == "step2_plain"
         optimizer.zero_grad(set_to_none=True)
         # The trainer merges once per step 2; here once per call (merge and unmerge timed too).
         with frozen_lora_merged(model) if path == "step2_fast" else nullcontext():
@@ -103,11 +100,10 @@ def make_step(model, processor, records, path: str):
     return run, tokens, batch
 
 
-def gru_seconds(model, batch, packed: bool) -> float:
+def gru_seconds(model, batch) -> float:
     """The UHEM alone (history embedding, image projection, GRU), forward + backward."""
     if "history_input_ids" not in batch:
         return 0.0
-    model.history_encoder.packed_sequences = packed
     model.set_training_step("encoders")
     model.zero_grad(set_to_none=True)
     start = time.perf_counter()
@@ -142,15 +138,14 @@ def benchmark(llm: str, threads: int, batch_size: int, history_length: int, repe
             start = time.perf_counter()
             run()
             times[path].append(time.perf_counter() - start)
-    gru = {packed: statistics.median(gru_seconds(model, steps["step2_plain"][2], packed) for _ in range(max(1, repeats // 2)))
-           for packed in (True, False)}
+    gru = statistics.median(gru_seconds(model, steps["step2_plain"][2]) for _ in range(max(1, repeats // 2)))
     rows = []
     for path in PATHS:
         seconds = statistics.median(times[path])
         rows.append({
             "llm": llm, "dtype": dtype, "threads": threads, "batch_size": batch_size, "history_length": history_length, "path": path,
             "repeats": repeats, "seconds": seconds, "all_seconds": times[path], "samples_per_second": batch_size / seconds,
-            **steps[path][1], "gru_train_seconds": 0.0 if path == "step1" else gru[path == "step2_plain"], **profiles[path],
+            **steps[path][1], "gru_train_seconds": 0.0 if path == "step1" else gru, **profiles[path],
         })
     plain = rows[PATHS.index("step2_plain")]["seconds"]
     for row in rows:

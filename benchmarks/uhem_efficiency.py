@@ -213,8 +213,7 @@ def training_step(model, batch: dict, step: str):
 
 def history_encoder_call(model, batch: dict, train: bool):
     """The UHEM alone (its encoder + the embedding of its input): forward, plus backward when `train`."""
-    args = (batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features"),
-            batch["history_item_index"])
+    args = (batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features"))
 
     def run():
         if train:

@@ -379,7 +379,6 @@ class UserLLMModel(UserLLMPreTrainedModel):
         history_input_ids: torch.LongTensor,
         history_attention_mask: torch.LongTensor,
         history_image_features: torch.FloatTensor | None = None,
-        history_item_index: torch.LongTensor | None = None,
         history_item_token_ids: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         """Runs the UHEM.
@@ -389,8 +388,6 @@ class UserLLMModel(UserLLMPreTrainedModel):
                 right-padded.
             history_attention_mask: `(batch_size, history_len)`, 1 on valid positions.
             history_image_features: `(num_history_images, vision_feature_size)`, one per `<Image>`.
-            history_item_index: `(batch_size, history_len)`, each token's history item (-1 on padding), as the
-                processor gives it; the GRU reads the tokens in order and ignores it.
             history_item_token_ids: `(num_history_items,)`, the item of each `<ItemID>` (`item_ids_after_titles`).
 
         Returns:
@@ -419,7 +416,6 @@ class UserLLMModel(UserLLMPreTrainedModel):
         history_input_ids: torch.LongTensor | None = None,
         history_attention_mask: torch.LongTensor | None = None,
         history_image_features: torch.FloatTensor | None = None,
-        history_item_index: torch.LongTensor | None = None,
         prompt_item_ids: torch.LongTensor | None = None,
         history_item_token_ids: torch.LongTensor | None = None,
     ) -> torch.Tensor:
@@ -464,7 +460,7 @@ class UserLLMModel(UserLLMPreTrainedModel):
                     inputs_embeds = self._place_row_embeddings(inputs_embeds, input_ids, token_id, row_embeds)
         if config.use_history_encoder and history_input_ids is not None:
             history_embeds = self.encode_history(
-                history_input_ids, history_attention_mask, history_image_features, history_item_index, history_item_token_ids
+                history_input_ids, history_attention_mask, history_image_features, history_item_token_ids
             )  # (B, hidden)
             inputs_embeds = self._place_row_embeddings(inputs_embeds, input_ids, config.history_token_id, history_embeds)
         return inputs_embeds
@@ -479,7 +475,6 @@ class UserLLMModel(UserLLMPreTrainedModel):
         history_input_ids: torch.LongTensor | None = None,
         history_attention_mask: torch.LongTensor | None = None,
         history_image_features: torch.FloatTensor | None = None,
-        history_item_index: torch.LongTensor | None = None,
         cache: Cache | None = None,
         position_ids: torch.LongTensor | None = None,
         use_cache: bool = False,
@@ -505,11 +500,14 @@ class UserLLMModel(UserLLMPreTrainedModel):
                 of `image_features`; `history_pixel_values` / `history_image_indices` likewise.
             kwargs: passed on to the LLM's decoder (e.g. `output_attentions`).
         """
+        if "history_item_index" in kwargs:  # the decoder would drop it without a word
+            raise TypeError("UserLLMModel.forward got history_item_index, which is not one of its inputs: the GRU UHEM "
+                            "reads the history tokens of history_input_ids in order; drop history_item_index")
         image_features = self._with_poster_features(image_features, pixel_values, image_indices)
         history_image_features = self._with_poster_features(history_image_features, history_pixel_values, history_image_indices)
         inputs_embeds = self.get_prompt_embeddings(
             input_ids, image_features, user_ids, item_ids, history_input_ids, history_attention_mask, history_image_features,
-            history_item_index, prompt_item_ids, history_item_token_ids,
+            prompt_item_ids, history_item_token_ids,
         )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)

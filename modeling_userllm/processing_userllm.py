@@ -433,18 +433,15 @@ class UserLLMProcessor(ProcessorMixin):
         rendered.suffix = suffix + ANSWER
         return rendered
 
-    def _history_ids(self, rendered: RenderedPrompt) -> tuple[list[int], list[int]]:
-        """The UHEM input of one prompt (per history item: text tokens, `<ItemID>` with `item_ids_after_titles`,
-        `<Image>` if any) and each token's item index (0, 1, ... over the items that have tokens)."""
+    def _history_ids(self, rendered: RenderedPrompt) -> list[int]:
+        """The UHEM input of one prompt: per history item, its text tokens, `<ItemID>` with `item_ids_after_titles`,
+        `<Image>` if any."""
         ids_of = self.placeholder_token_ids
         id_token = [ids_of["item_token_id"]] if rendered.history_item_ids is not None else []
-        ids, item_index = [], []
+        ids = []
         for text, has_image in rendered.history_texts:
-            item_ids = self._tokens(text) + id_token + ([ids_of["image_token_id"]] if has_image else [])
-            if item_ids:
-                item_index += [item_index[-1] + 1 if item_index else 0] * len(item_ids)
-                ids += item_ids
-        return ids, item_index
+            ids += self._tokens(text) + id_token + ([ids_of["image_token_id"]] if has_image else [])
+        return ids
 
     def _bos_ids(self) -> list[int]:
         bos = self.tokenizer.bos_token_id
@@ -465,8 +462,8 @@ class UserLLMProcessor(ProcessorMixin):
         Returns:
             A `BatchFeature`: `input_ids`, `attention_mask` `(batch_size, seq_len)` (left-padded); `user_ids`, `item_ids`
             and `labels` (when the records have labels) `(batch_size,)`; `image_features` `(num_images,
-            vision_feature_size)`; for the UHEM `history_input_ids` / `history_attention_mask` / `history_item_index`
-            (-1 on padding) `(batch_size, history_len)` (right-padded) and `history_image_features`. With
+            vision_feature_size)`; for the UHEM `history_input_ids` / `history_attention_mask` `(batch_size,
+            history_len)` (right-padded) and `history_image_features`. With
             `item_ids_after_titles`: `prompt_item_ids` (per `<ItemID>` of `input_ids`) and `history_item_token_ids`.
             Posters add `pixel_values` / `image_indices` (and `history_` ones, see `_image_inputs`).
         """
@@ -500,9 +497,8 @@ class UserLLMProcessor(ProcessorMixin):
         if self.item_ids_after_titles and not text_only:
             batch["prompt_item_ids"] = torch.tensor([i for p in rendered for i in p.item_ids], dtype=torch.long)
         if rendered[0].history_texts is not None:
-            history_ids, item_index = zip(*(self._history_ids(p) for p in rendered))
+            history_ids = [self._history_ids(p) for p in rendered]
             batch["history_input_ids"], batch["history_attention_mask"] = pad_sequences(history_ids, self.pad_token_id, left=False)
-            batch["history_item_index"] = pad_sequences(item_index, -1, left=False)[0]
             batch |= self._image_inputs([image for p in rendered for image in p.history_images], "history_")
             if rendered[0].history_item_ids is not None:
                 batch["history_item_token_ids"] = torch.tensor([i for p in rendered for i in p.history_item_ids], dtype=torch.long)
@@ -526,8 +522,7 @@ class UserLLMProcessor(ProcessorMixin):
 
         Returns:
             `prefix_ids` + `suffix_ids` (together the prompt), `prefix_image_features` / `suffix_image_features` (one per
-            `<Image>`), the UHEM input `history_ids` / `history_item_index` / `history_image_features` (None / None / []
-            without the UHEM).
+            `<Image>`), the UHEM input `history_ids` / `history_image_features` (None / [] without the UHEM).
         """
         self.validate_record(record, 0)
         if self.item_ids_after_titles and not text_only:
@@ -541,14 +536,13 @@ class UserLLMProcessor(ProcessorMixin):
             raise ValueError("This tokenizer merges the prompt's user part with the candidate's part into one token, "
                              "so the user part cannot be shared between candidates; score the candidates from "
                              "scratch instead")
-        history_ids, history_item_index = self._history_ids(rendered) if rendered.history_texts is not None else (None, None)
+        history_ids = self._history_ids(rendered) if rendered.history_texts is not None else None
         return {
             "prefix_ids": prefix_ids,
             "suffix_ids": ids[len(prefix_ids) :],
             "prefix_image_features": rendered.prefix_images,
             "suffix_image_features": rendered.suffix_images,
             "history_ids": history_ids,
-            "history_item_index": history_item_index,
             "history_image_features": rendered.history_images,
         }
 

@@ -98,7 +98,6 @@ def encode_prefixes(model: UserLLMForRecommendation, splits: Sequence[dict], use
             "history_input_ids": history_ids.to(device),
             "history_attention_mask": history_mask.to(device),
             "history_image_features": _features([row for split in splits for row in split["history_image_features"]], model),
-            "history_item_index": pad_sequences([split["history_item_index"] for split in splits], -1, left=False)[0].to(device),
         }
     output = model(
         input_ids=prefix_ids.to(device),

@@ -155,8 +155,7 @@ def test_history_order_changes_the_history_token(tiny_tokenizer):
     tokens = []
     for rec in [record] + [{**record, "history": items} for items in reordered]:
         batch = processor([rec])
-        tokens.append(model.encode_history(batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features"),
-                                    batch["history_item_index"]))
+        tokens.append(model.encode_history(batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features")))
     assert not torch.allclose(tokens[0], tokens[1]) and not torch.allclose(tokens[0], tokens[2])
 
 
@@ -165,8 +164,7 @@ def test_empty_history_uses_the_learned_no_history_vector(tiny_tokenizer):
     records = make_records(2)
     records[0]["history"] = []
     batch = processor(records)
-    token = model.encode_history(batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features"),
-                                    batch["history_item_index"])
+    token = model.encode_history(batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features"))
     torch.testing.assert_close(token[0], model.history_encoder.no_history_embedding)
     assert torch.isfinite(model(**batch).logits).all()
 
@@ -191,21 +189,28 @@ def test_history_encoder_is_a_gru_sized_by_the_config(tiny_tokenizer):
     assert encoder.output_projection.in_features == 16 and encoder.output_projection.out_features == 32
 
 
-def test_processor_gives_the_history_item_of_each_token(tiny_tokenizer):
+def test_processor_gives_the_history_tokens_of_each_item_in_order(tiny_tokenizer):
     _, processor = build_tiny_model(tiny_tokenizer)
     records = make_records(2, history_length=3)
     records[1]["history"] = records[1]["history"][:1]
     batch = processor(records)
+    assert "history_item_index" not in batch
+    image_id = processor.placeholder_token_ids["image_token_id"]
     for row, record in enumerate(records):
         valid = batch["history_attention_mask"][row].bool()
-        item_index = batch["history_item_index"][row]
-        assert (item_index[~valid] == -1).all()
-        counts = torch.bincount(item_index[valid]).tolist()
-        expected = [len(processor._tokens(processor.item_text(item))) + (item["image_features"] is not None)
-                    for item in record["history"]]
-        assert counts == expected
+        expected = [token for item in record["history"]
+                    for token in processor._tokens(processor.item_text(item)) + [image_id] * (item["image_features"] is not None)]
+        assert batch["history_input_ids"][row][valid].tolist() == expected
     split = processor.split_prompt(records[0])
-    assert split["history_item_index"] == batch["history_item_index"][0][batch["history_attention_mask"][0].bool()].tolist()
+    assert "history_item_index" not in split
+    assert split["history_ids"] == batch["history_input_ids"][0][batch["history_attention_mask"][0].bool()].tolist()
+
+
+def test_forward_refuses_history_item_index(tiny_tokenizer):
+    model, processor = build_tiny_model(tiny_tokenizer)
+    batch = processor(make_records(2))
+    with pytest.raises(TypeError, match="history_item_index"):
+        model(**batch, history_item_index=torch.zeros_like(batch["history_input_ids"]))
 
 
 @pytest.mark.parametrize("encoder_type", ["lstm", "transformer", "hierarchical"])

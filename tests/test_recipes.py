@@ -37,7 +37,7 @@ def spliced_tokens(model, processor, records) -> dict[str, torch.Tensor]:
             "image": model.visual_projector(batch["image_features"]),
             "item": model.collaborative_projector(model._lookup_collaborative(model.item_embeddings, batch["item_ids"])),
             "history": model.encode_history(batch["history_input_ids"], batch["history_attention_mask"],
-                                            batch.get("history_image_features"), batch["history_item_index"]),
+                                            batch.get("history_image_features")),
         }
 
 
