@@ -94,28 +94,6 @@ def test_fast_step2_equals_plain_path_smollm2():
     assert fast_step.prefix_length([processor(make_records(1))["input_ids"][0].tolist()]) >= 10
 
 
-@pytest.mark.parametrize("variant", ["userllm", "userllm_no_ke"])
-def test_unpacked_history_encoder_equals_packed(tiny_tokenizer, variant):
-    """The UHEM's GRU run unpacked (the default) gives the packed run's tokens and gradients."""
-    model, processor = build_tiny_model(tiny_tokenizer, variant)
-    records = make_records(6, history_length=4, seed=5)
-    records[2]["history"] = records[2]["history"][:1]
-    records[4]["history"] = []  # a user without history: the learned vector
-    batch = dict(processor(records))
-    model.set_training_step("encoders")
-    results = []
-    for packed in (True, False):
-        model.history_encoder.packed_sequences = packed
-        model.zero_grad(set_to_none=True)
-        tokens = model.encode_history(batch["history_input_ids"], batch["history_attention_mask"], batch.get("history_image_features"))
-        (tokens * torch.linspace(-1, 1, tokens.shape[1])).sum().backward()
-        results.append((tokens.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}))
-    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
-    assert results[1][1].keys() == results[0][1].keys()
-    for name, gradient in results[0][1].items():
-        torch.testing.assert_close(results[1][1][name], gradient, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
-
-
 def test_train_two_steps_with_fast_step2(tiny_tokenizer, tmp_path):
     """The schedule runs step 2 through `FastStep2Trainer` and changes only the step-2 modules."""
     from transformers import TrainingArguments
