@@ -11,6 +11,7 @@ from modeling_userllm.experiments import (
     Statistic,
     aggregate,
     build_report,
+    features_fingerprint,
     make_plots,
     missing_runs,
     relative_improvement,
@@ -247,6 +248,28 @@ def test_a_changed_configuration_is_a_new_run(tmp_path):
     assert short.run_dir(tmp_path).parent == long.run_dir(tmp_path).parent  # same data/system folder
     with pytest.raises(ValueError, match="unknown systems"):
         ExperimentRunner(tmp_path / "out").plan([data], ["din"], [0])
+
+
+def test_features_rebuilt_on_another_machine_keep_their_fingerprint_unless_their_content_changes(tmp_path):
+    """The manifest records how long each part took; a rebuild of the same features must find the runs (and the
+    `--resume` folders) of the first build, or a campaign could never continue on a new machine."""
+    features = tmp_path / "features"
+    features.mkdir()
+    (features / "image_features.npy").write_bytes(b"0" * 16)
+    manifest = {"descriptions": {"count": 3, "seconds": 300.4, "cpu_seconds": 588.6},
+                "collaborative": {"seed": 0, "metrics": {"history": [{"epoch": 0, "seconds": 1.0}]}}}
+    (features / "manifest.json").write_text(json.dumps(manifest))
+    first = features_fingerprint(features)
+    manifest["descriptions"].update(seconds=1.0, cpu_seconds=2.0)
+    manifest["collaborative"]["metrics"]["history"][0]["seconds"] = 9.0
+    (features / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    assert features_fingerprint(features) == first
+    manifest["descriptions"]["count"] = 2
+    (features / "manifest.json").write_text(json.dumps(manifest))
+    assert features_fingerprint(features) != first
+    (features / "manifest.json").write_text(json.dumps({**manifest, "descriptions": {"count": 3}}))
+    (features / "image_features.npy").write_bytes(b"0" * 8)
+    assert features_fingerprint(features) != first
 
 
 def test_summaries_of_the_two_split_rules_are_named_apart_and_both_skip_later(tmp_path):

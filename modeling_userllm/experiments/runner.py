@@ -78,15 +78,29 @@ def data_fingerprint(data_dir: str | os.PathLike) -> str:
 
 
 def features_fingerprint(features_dir: str | os.PathLike | None) -> str | None:
-    """Hash of a features folder's manifest and its files' names and sizes; None without a folder."""
+    """Hash of a features folder's manifest (less its timings, which differ on every rebuild) and its files' names
+    and sizes; None without a folder."""
     if features_dir is None:
         return None
     features_dir = Path(features_dir)
     if not features_dir.is_dir():
         raise FileNotFoundError(f"features folder {features_dir} does not exist (see examples/prepare_features.py)")
     manifest = features_dir / "manifest.json"
-    files = sorted(f"{p.name}:{p.stat().st_size}" for p in features_dir.iterdir() if p.is_file())
-    return _sha256(manifest.read_bytes() if manifest.is_file() else b"", "\n".join(files).encode())[:16]
+    files = sorted(f"{p.name}:{p.stat().st_size}" for p in features_dir.iterdir() if p.is_file() and p != manifest)
+    content = json.dumps(_without_timings(_read_json(manifest)), sort_keys=True).encode() if manifest.is_file() else b""
+    return _sha256(content, "\n".join(files).encode())[:16]
+
+
+TIMING_KEYS = ("seconds", "cpu_seconds")
+
+
+def _without_timings(value: Any) -> Any:
+    """`value` (parsed JSON) with the `TIMING_KEYS` of every object left out."""
+    if isinstance(value, dict):
+        return {key: _without_timings(item) for key, item in value.items() if key not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [_without_timings(item) for item in value]
+    return value
 
 
 def data_name(data_dir: str | os.PathLike) -> str:
