@@ -36,9 +36,11 @@ from transformers import AutoConfig, AutoTokenizer, LlamaConfig
 from transformers.utils import logging
 
 from modeling_userllm import HISTORY_ENCODER_TYPES, create_model_and_processor
-from modeling_userllm.experiments.runner import environment as experiment_environment
 from modeling_userllm.features.store import atomic_write_json
 from timing import inference
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiments/ harness at the repository root
+from experiments.runner import environment as experiment_environment  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("USERLLM_SHARED", REPO_ROOT.parent / "shared"))

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 import yaml
 from tqdm.auto import tqdm
 
 from modeling_userllm.data import DATASET_NAMES, SPLIT_RULES, format_statistics, load_dataset_by_name, split_coverage
-from modeling_userllm.experiments.published import PAPER_DATA_SETS, PUBLISHED_TABLE2, USERLLM_PAPER
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiments/ harness at the repository root
+from experiments.published import PAPER_DATA_SETS, PUBLISHED_TABLE2, USERLLM_PAPER  # noqa: E402
 
 PRESETS = Path(__file__).resolve().parents[1] / "configuration" / "datasets"
 FLAGS = (

@@ -49,7 +49,10 @@ from pathlib import Path
 
 import yaml
 
-from modeling_userllm.experiments import (
+from modeling_userllm.features.store import atomic_write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiments/ harness at the repository root
+from experiments import (  # noqa: E402
     LLM_SYSTEMS,
     SYSTEMS,
     ExperimentRunner,
@@ -57,10 +60,8 @@ from modeling_userllm.experiments import (
     make_plots,
     results_document,
 )
-from modeling_userllm.experiments.learning_curve import learning_curve_records, write_learning_curve
-from modeling_userllm.experiments.runner import PAPER_SYSTEMS
-from modeling_userllm.experiments.runner import data_name, data_split
-from modeling_userllm.features.store import atomic_write_json
+from experiments.learning_curve import learning_curve_records, write_learning_curve  # noqa: E402
+from experiments.runner import PAPER_SYSTEMS, data_name, data_split  # noqa: E402
 
 CONFIGURATION = Path(__file__).resolve().parents[1] / "configuration"
 

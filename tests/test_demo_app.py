@@ -308,9 +308,9 @@ def test_model_without_data_reads_them_from_the_run_config(demo_files, tmp_path)
 # ----------------------------------------------------------------------------- packaging
 
 
-def test_the_library_imports_neither_gradio_nor_the_demo_app():
-    """Every module of the package imports without pulling gradio or the demo app in; the app's modules but the
-    page import without gradio."""
+def test_the_library_imports_neither_gradio_nor_the_demo_app_nor_the_experiments_harness():
+    """Every module of the package imports without pulling gradio, the demo app or the experiments harness in (the
+    wheel ships neither); the app's modules but the page import without gradio."""
     code = """
 import importlib, pkgutil, sys
 import modeling_userllm
@@ -318,7 +318,7 @@ for module in pkgutil.walk_packages(modeling_userllm.__path__, "modeling_userllm
     # A `__main__` module is a program (`python -m`): importing it runs it.
     if not module.name.endswith(".__main__"):
         importlib.import_module(module.name)
-print(sorted(name for name in sys.modules if name.split(".")[0] in ("demo", "gradio", "gradio_client")))
+print(sorted(name for name in sys.modules if name.split(".")[0] in ("demo", "experiments", "gradio", "gradio_client")))
 import demo.recommender, demo.space
 print(sorted(name for name in sys.modules if name.split(".")[0] in ("gradio", "gradio_client")))
 """

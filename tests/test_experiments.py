@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from modeling_userllm.experiments import (
+from experiments import (
     ExperimentRunner,
     Statistic,
     aggregate,
@@ -17,7 +17,7 @@ from modeling_userllm.experiments import (
     relative_improvement,
     results_document,
 )
-from modeling_userllm.experiments.report import table3, table4, table5
+from experiments.report import table3, table4, table5
 
 
 def _run(data, system, seed, auc, uauc, short=None, long=None, status="ok"):
@@ -123,7 +123,7 @@ def test_a_one_class_split_shows_undefined_never_a_number_or_missing():
     run["metrics"]["test"] = {"auc": None, "uauc": 0.5, "undefined": {"auc": "AUC needs both classes"}}
     results["runs"].append(_run("collm", "mf", 1, 0.7, 0.6))
     assert _row(table3(results, "collm"), "MF")[1:4] == ["2", "0.7000 (1 undefined)", "0.5500 ± 0.0707"]
-    from modeling_userllm.experiments.learning_curve import curve_points
+    from experiments.learning_curve import curve_points
 
     records = [{"system": "userllm", "budget": 100, "test_auc": None}, {"system": "userllm", "budget": 100, "test_auc": 0.6}]
     assert curve_points(records) == {"userllm": [(100, 0.6, 0.0, 1)]}
@@ -157,7 +157,7 @@ def test_userllm_paper_tables_sit_beside_ours_on_the_movie_data():
 
 
 def test_published_tables_match_the_paper():
-    from modeling_userllm.experiments import PUBLISHED_TABLE2, published_for
+    from experiments import PUBLISHED_TABLE2, published_for
 
     assert published_for("movielens-csv")["lightgcn"].auc == 0.7673 and published_for("netflix")["mf"].uauc == 0.5711
     assert published_for("movielens-csv")["userllm_no_ke"].auc == 0.8087
@@ -326,7 +326,7 @@ def test_llm_budgets_make_one_run_each_named_and_summarised_by_rows(tmp_path):
     with pytest.raises(ValueError, match="budgets"):
         runner.plan([data], ["userllm"], seeds=[0], features_dirs=[tmp_path / "features"], budgets=[0])
 
-    from modeling_userllm.experiments.learning_curve import curve_points, learning_curve_records, write_learning_curve
+    from experiments.learning_curve import curve_points, learning_curve_records, write_learning_curve
 
     # A summary of another data set and an LLM run without a row budget are not points of the curve.
     (tmp_path / "results" / "other.json").write_text(json.dumps({"data": "other", "test_auc": 0.9, "budget": 5}))
@@ -356,7 +356,7 @@ def test_llm_runs_call_the_package_training_entry_point_not_a_repository_script(
     import subprocess
     import sys
 
-    from modeling_userllm.experiments import runner as runner_module
+    from experiments import runner as runner_module
 
     calls = []
 

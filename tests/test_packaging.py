@@ -62,8 +62,9 @@ def test_every_subpackage_and_data_folder_is_listed_in_pyproject():
                 assert name in listed, f"{name} ({directory}) is missing from [tool.setuptools] packages"
 
 
-def test_the_wheel_leaves_out_the_demo_app():
-    assert not [name for name in listed_packages() if name.split(".")[0] == "demo" or ".demo" in name]
+def test_the_wheel_leaves_out_the_demo_app_and_the_experiments_harness():
+    for folder in ("demo", "experiments"):
+        assert not [name for name in listed_packages() if name.split(".")[0] == folder or f".{folder}" in name]
 
 
 def test_package_data_is_found_in_the_repository():

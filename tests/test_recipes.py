@@ -247,7 +247,7 @@ def test_userllm_recipe_system_trains_userllm_with_the_recipe_preset_beside_the_
     import json
 
     from conftest import REPO_ROOT
-    from modeling_userllm.experiments.runner import PAPER_SYSTEMS, SYSTEMS, ExperimentRunner
+    from experiments.runner import PAPER_SYSTEMS, SYSTEMS, ExperimentRunner
 
     data = tmp_path / "data"
     data.mkdir()

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..features.store import atomic_write_json
+from modeling_userllm.features.store import atomic_write_json
 from .published import published_for
 from .report import SYSTEM_LABELS, system_rank
 from .runner import BASELINE_SYSTEMS

@@ -26,13 +26,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..configuration_userllm import VARIANTS
-from ..data.common import EVALUATION_SPLITS
-from ..data.protocol import SPLIT_RULES
-from ..features.store import atomic_write_json
+from modeling_userllm.configuration_userllm import VARIANTS
+from modeling_userllm.data.common import EVALUATION_SPLITS
+from modeling_userllm.data.protocol import SPLIT_RULES
+from modeling_userllm.features.store import atomic_write_json
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# Run as `python -m` with REPO_ROOT (site-packages in a wheel install) first on the path.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Run as `python -m` with REPO_ROOT first on the path: the checkout's package, not an installed one.
 TRAIN_MODULE = "modeling_userllm.training"
 DEFAULT_LLM_PRESET = REPO_ROOT / "configuration" / "toy.yaml"
 
@@ -248,7 +248,7 @@ class ExperimentRunner:
     def _config(self, system: str, data_hash: str, features_hash: str | None) -> dict[str, Any]:
         """What the run hash covers besides the seed (and an LLM run's budget)."""
         if system in BASELINE_SYSTEMS:
-            from ..baselines import DEFAULT_HYPERPARAMETERS
+            from modeling_userllm.baselines import DEFAULT_HYPERPARAMETERS
 
             hyperparameters, schedule = self._baseline_settings(system)
             config = {"data": data_hash, "hyperparameters": {**DEFAULT_HYPERPARAMETERS[system], **hyperparameters}}
@@ -348,7 +348,7 @@ class ExperimentRunner:
 
     def _data(self, spec: RunSpec):
         """The run's prepared data set, loaded once per runner."""
-        from ..data import RecommendationData
+        from modeling_userllm.data import RecommendationData
 
         if spec.data_dir not in self._loaded_data:
             self._loaded_data[spec.data_dir] = RecommendationData.load(spec.data_dir)
@@ -400,7 +400,7 @@ class ExperimentRunner:
     def _train_baseline(self, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
         import torch
 
-        from ..baselines import train_baseline
+        from modeling_userllm.baselines import train_baseline
 
         if self.threads:
             torch.set_num_threads(self.threads)
