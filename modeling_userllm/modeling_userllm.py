@@ -54,10 +54,14 @@ class UserLLMModelOutput(ModelOutput):
     Args:
         last_hidden_state (`torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`): the decoder's output.
         cache (`Cache`, *optional*): the LLM's key/value cache, when `use_cache=True`.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*): the decoder's, with `output_hidden_states=True`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*): the decoder's, with `output_attentions=True` (eager).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     cache: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -69,12 +73,15 @@ class UserLLMOutput(ModelOutput):
         logits (`torch.FloatTensor` of shape `(batch_size,)`): the score, logit("Yes") - logit("No").
         probabilities (`torch.FloatTensor` of shape `(batch_size,)`): `sigmoid(logits)` = P(Yes | Yes or No).
         cache (`Cache`, *optional*): the LLM's key/value cache, when `use_cache=True`.
+        hidden_states, attentions: as in [`UserLLMModelOutput`].
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     probabilities: torch.FloatTensor | None = None
     cache: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class TokenScaleNorm(nn.RMSNorm):
@@ -190,6 +197,10 @@ class UserLLMPreTrainedModel(PreTrainedModel):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.zeros_(module.weight)
+
+
+DECODER_KWARGS = frozenset(TransformersKwargs.__optional_keys__) | {"return_dict", "cache_position"}
+"""The keyword arguments `UserLLMModel.forward` passes on to the LLM's decoder; any other one is refused."""
 
 
 class UserLLMModel(UserLLMPreTrainedModel):
@@ -500,9 +511,10 @@ class UserLLMModel(UserLLMPreTrainedModel):
                 of `image_features`; `history_pixel_values` / `history_image_indices` likewise.
             kwargs: passed on to the LLM's decoder (e.g. `output_attentions`).
         """
-        if "history_item_index" in kwargs:  # the decoder would drop it without a word
-            raise TypeError("UserLLMModel.forward got history_item_index, which is not one of its inputs: the GRU UHEM "
-                            "reads the history tokens of history_input_ids in order; drop history_item_index")
+        unknown = sorted(set(kwargs) - DECODER_KWARGS)
+        if unknown:  # the decoder would drop them without a word (a typo, or an input of another version)
+            raise TypeError(f"UserLLMModel.forward got unexpected keyword arguments {unknown}: it takes the processor's "
+                            f"outputs and, for the LLM's decoder, {sorted(DECODER_KWARGS)}")
         image_features = self._with_poster_features(image_features, pixel_values, image_indices)
         history_image_features = self._with_poster_features(history_image_features, history_pixel_values, history_image_indices)
         inputs_embeds = self.get_prompt_embeddings(
@@ -524,7 +536,8 @@ class UserLLMModel(UserLLMPreTrainedModel):
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
             use_cache=use_cache, **kwargs,
         )
-        return UserLLMModelOutput(last_hidden_state=outputs.last_hidden_state, cache=outputs.cache if use_cache else None)
+        return UserLLMModelOutput(last_hidden_state=outputs.last_hidden_state, cache=outputs.cache if use_cache else None,
+                                  hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
 
 def _add_base_model_prefix(module, state_dict, prefix, *args) -> None:
@@ -668,7 +681,8 @@ class UserLLMForRecommendation(UserLLMPreTrainedModel):
         loss = None
         if labels is not None:
             loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype).view(-1))
-        return UserLLMOutput(loss=loss, logits=logits, probabilities=torch.sigmoid(logits), cache=outputs.cache)
+        return UserLLMOutput(loss=loss, logits=logits, probabilities=torch.sigmoid(logits), cache=outputs.cache,
+                             hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
     @torch.no_grad()
     def predict_proba(self, **inputs) -> torch.Tensor:

@@ -206,11 +206,22 @@ def test_processor_gives_the_history_tokens_of_each_item_in_order(tiny_tokenizer
     assert split["history_ids"] == batch["history_input_ids"][0][batch["history_attention_mask"][0].bool()].tolist()
 
 
-def test_forward_refuses_history_item_index(tiny_tokenizer):
+def test_forward_refuses_keyword_arguments_the_decoder_would_drop_and_passes_on_its_own(tiny_tokenizer):
     model, processor = build_tiny_model(tiny_tokenizer)
     batch = processor(make_records(2))
-    with pytest.raises(TypeError, match="history_item_index"):
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['history_item_index'\]"):
         model(**batch, history_item_index=torch.zeros_like(batch["history_input_ids"]))
+    with pytest.raises(TypeError, match=r"\['output_attention'\].*'output_attentions'"):
+        model(**batch, output_attention=True)
+    model.model.language_model.config._attn_implementation = "eager"  # SDPA returns no attention weights
+    inputs = {key: value for key, value in batch.items() if key != "labels"}  # the base model has no head to score them
+    base = model.model(**inputs, output_hidden_states=True, output_attentions=True, return_dict=True)
+    layers = model.config.text_config.num_hidden_layers
+    assert len(base.hidden_states) == layers + 1 and len(base.attentions) == layers
+    assert torch.equal(base.hidden_states[-1], base.last_hidden_state)
+    assert base.attentions[0].shape[-2:] == (batch["input_ids"].shape[1],) * 2
+    scored = model(**batch, output_hidden_states=True)
+    assert len(scored.hidden_states) == layers + 1 and scored.attentions is None
 
 
 @pytest.mark.parametrize("encoder_type", ["lstm", "transformer", "hierarchical"])
