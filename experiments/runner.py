@@ -69,6 +69,13 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _settings_sha256(preset: Path) -> str:
+    """Hash of a YAML preset's settings: its comments and layout do not change a run's identity."""
+    import yaml
+
+    return _sha256(json.dumps(yaml.safe_load(preset.read_text(encoding="utf-8")), sort_keys=True).encode())[:16]
+
+
 def data_fingerprint(data_dir: str | os.PathLike) -> str:
     """Hash of a prepared data set's `info.json` and `statistics.json` (protocol, id maps, counts)."""
     info, stats = Path(data_dir) / "info.json", Path(data_dir) / "statistics.json"
@@ -255,7 +262,7 @@ class ExperimentRunner:
             return config | {key: value for key, value in schedule.items() if key != "min_epochs" or value}
         preset = self.preset_of(system)
         return {"data": data_hash, "features": features_hash, "preset": preset.name,
-                "preset_sha256": _sha256(preset.read_bytes())[:16] if preset.is_file() else None, "overrides": self.llm_overrides}
+                "preset_sha256": _settings_sha256(preset) if preset.is_file() else None, "overrides": self.llm_overrides}
 
     def preset_of(self, system: str) -> Path:
         """The training preset of an LLM system (for a recipe system, `recipe_preset`)."""

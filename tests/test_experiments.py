@@ -272,6 +272,18 @@ def test_features_rebuilt_on_another_machine_keep_their_fingerprint_unless_their
     assert features_fingerprint(features) != first
 
 
+def test_a_preset_comment_leaves_the_llm_runs_as_they_were_and_a_setting_makes_new_ones(tmp_path):
+    data, preset = _prepared_data(tmp_path / "data"), tmp_path / "llm.yaml"
+
+    def llm_hash(text):
+        preset.write_text(text)
+        return ExperimentRunner(tmp_path / "out", llm_preset=preset).plan([data], ["tallrec"], [0])[0].config_hash
+
+    first = llm_hash("model:\n  lora_r: 8\n")
+    assert llm_hash("# chosen on valid (docs/RESULTS.md)\nmodel:\n    lora_r: 8   # the paper's rank\n") == first
+    assert llm_hash("model:\n  lora_r: 16\n") != first
+
+
 def test_summaries_of_the_two_split_rules_are_named_apart_and_both_skip_later(tmp_path):
     calls = []
 
