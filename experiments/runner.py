@@ -26,6 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from modeling_userllm.configuration_userllm import VARIANTS
 from modeling_userllm.data.common import EVALUATION_SPLITS
 from modeling_userllm.data.protocol import SPLIT_RULES
@@ -71,8 +73,6 @@ def _read_json(path: Path) -> Any:
 
 def _settings_sha256(preset: Path) -> str:
     """Hash of a YAML preset's settings: its comments and layout do not change a run's identity."""
-    import yaml
-
     return _sha256(json.dumps(yaml.safe_load(preset.read_text(encoding="utf-8")), sort_keys=True).encode())[:16]
 
 
@@ -82,6 +82,18 @@ def data_fingerprint(data_dir: str | os.PathLike) -> str:
     if not info.is_file():
         raise FileNotFoundError(f"{data_dir} is not a prepared data set (no info.json; see examples/prepare_data.py)")
     return _sha256(info.read_bytes(), stats.read_bytes() if stats.is_file() else b"")[:16]
+
+
+TIMING_KEYS = ("seconds", "cpu_seconds")
+
+
+def _without_timings(value: Any) -> Any:
+    """`value` (parsed JSON) with the `TIMING_KEYS` of every object left out."""
+    if isinstance(value, dict):
+        return {key: _without_timings(item) for key, item in value.items() if key not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [_without_timings(item) for item in value]
+    return value
 
 
 def features_fingerprint(features_dir: str | os.PathLike | None) -> str | None:
@@ -96,18 +108,6 @@ def features_fingerprint(features_dir: str | os.PathLike | None) -> str | None:
     files = sorted(f"{p.name}:{p.stat().st_size}" for p in features_dir.iterdir() if p.is_file() and p != manifest)
     content = json.dumps(_without_timings(_read_json(manifest)), sort_keys=True).encode() if manifest.is_file() else b""
     return _sha256(content, "\n".join(files).encode())[:16]
-
-
-TIMING_KEYS = ("seconds", "cpu_seconds")
-
-
-def _without_timings(value: Any) -> Any:
-    """`value` (parsed JSON) with the `TIMING_KEYS` of every object left out."""
-    if isinstance(value, dict):
-        return {key: _without_timings(item) for key, item in value.items() if key not in TIMING_KEYS}
-    if isinstance(value, list):
-        return [_without_timings(item) for item in value]
-    return value
 
 
 def data_name(data_dir: str | os.PathLike) -> str:
