@@ -16,6 +16,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import torch
 from transformers import AutoModel, AutoProcessor, TrainingArguments
 
 from modeling_userllm.configuration_userllm import check_userllm_checkpoint
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
         args=TrainingArguments(
             output_dir=scratch.name, per_device_eval_batch_size=args.batch_size, report_to=[],
             remove_unused_columns=False, label_names=["labels", "user_ids"], use_cpu=args.cpu,
+            dataloader_pin_memory=torch.accelerator.is_available() and not args.cpu,  # pinning needs an accelerator
         ),
         processing_class=processor,
     )
