@@ -81,7 +81,7 @@ def plot_learning_curve(records: list[dict[str, Any]], path: str | Path, data: s
     from .plots import save_figure
 
     points = curve_points(records)
-    figure, axis = plt.subplots(figsize=(7.5, 4.8))
+    figure, axis = plt.subplots(figsize=(11, 4.8))
     budgets = sorted({budget for curve, rows in points.items() if _system_of(curve) not in BASELINE_SYSTEMS
                       for budget, *_ in rows})
     right = max(budgets) * 1.6 if budgets else 1.0
@@ -112,7 +112,7 @@ def plot_learning_curve(records: list[dict[str, Any]], path: str | Path, data: s
     axis.set_ylabel("test AUC")
     axis.axhline(0.5, color="grey", linewidth=0.6, linestyle=":")
     axis.set_title(title or f"{data}: test AUC against training budget")
-    axis.legend(fontsize=7, loc="best")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: no point hidden
     return save_figure(figure, path)
 
 
