@@ -1,6 +1,8 @@
 """What a new user meets first: command-line errors, help, and error messages about paths."""
 
 import json
+import warnings
+
 import pytest
 
 from modeling_userllm import UserLLMConfig, UserLLMForRecommendation, check_userllm_checkpoint
@@ -98,8 +100,11 @@ def test_evaluate_without_data_reads_them_from_the_run_config(demo_run, tmp_path
     monkeypatch.chdir(tmp_path)
     model = demo_run.output_dir / "model"
     common = ["--model", str(model), "--split", "valid", "--max-rows", "24"]
-    found = evaluate.main([*common, "--output", str(tmp_path / "found.json")])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = evaluate.main([*common, "--output", str(tmp_path / "found.json")])
     assert f"data: {demo_run.output_dir / 'toy' / 'data'}" in capsys.readouterr().out
+    assert not [w for w in caught if "pin_memory" in str(w.message)]  # no pinned memory without an accelerator
     given = evaluate.main([*common, "--output", str(tmp_path / "given.json"), "--data", str(demo_run.output_dir / "toy" / "data"),
                            "--features", str(demo_run.output_dir / "toy" / "features")])
     assert found["valid"]["rows"] > 0 and found["valid"] == given["valid"]
