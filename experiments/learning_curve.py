@@ -22,8 +22,27 @@ from .report import SYSTEM_LABELS, system_rank
 from .runner import BASELINE_SYSTEMS
 
 RECORD_FIELDS = ("system", "budget", "seed", "test_auc", "test_uauc", "rows", "users", "wall_s", "git")
-# Training arguments that change how a run is carried out, not what it trains.
-RUN_CONTROL_ARGUMENTS = ("--resume",)
+# Training arguments that change how a run is carried out, not what it trains, with how many values each takes:
+# continuing a run, its CPU threads, and loading a step 1 trained elsewhere with the same step-1 settings
+# (`--step1_from` checks them), such as a TALLRec run as CoLLM's step 1.
+RUN_CONTROL_ARGUMENTS = {"--resume": 0, "--num_threads": 1, "--step1_from": 1}
+
+
+def split_run_control(arguments: Iterable[str]) -> tuple[list[str], list[str]]:
+    """`(training arguments, run-control arguments)` of a run's extra arguments (`RUN_CONTROL_ARGUMENTS`, each with
+    its values, as `--name value` or `--name=value`)."""
+    training, control, arguments = [], [], list(arguments)
+    index = 0
+    while index < len(arguments):
+        name = arguments[index].split("=", 1)[0]
+        if name not in RUN_CONTROL_ARGUMENTS:
+            training.append(arguments[index])
+            index += 1
+            continue
+        width = 1 + (RUN_CONTROL_ARGUMENTS[name] if "=" not in arguments[index] else 0)
+        control += arguments[index:index + width]
+        index += width
+    return training, control
 
 
 def learning_curve_records(summary_dir: str | Path, data: str, split: str | None = None) -> list[dict[str, Any]]:
@@ -31,7 +50,7 @@ def learning_curve_records(summary_dir: str | Path, data: str, split: str | None
 
     Kept: runs whose budget is a row count (an LLM run capped otherwise has no point on the curve). Extra training
     arguments other than `RUN_CONTROL_ARGUMENTS` make another curve: the record's `overrides` (a string, "" for the
-    preset as it is) names it.
+    preset as it is) names it; its `run_control` lists the others.
 
     Raises:
         ValueError: a summary that cannot be read, naming the file.
@@ -45,8 +64,9 @@ def learning_curve_records(summary_dir: str | Path, data: str, split: str | None
         if (not isinstance(summary, dict) or summary.get("data") != data or "test_auc" not in summary
                 or split is not None and summary.get("split") != split or not isinstance(summary.get("budget"), int)):
             continue
-        overrides = " ".join(arg for arg in summary.get("overrides") or () if arg not in RUN_CONTROL_ARGUMENTS)
-        records.append({**{field: summary.get(field) for field in RECORD_FIELDS}, "overrides": overrides})
+        overrides, run_control = split_run_control(summary.get("overrides") or ())
+        records.append({**{field: summary.get(field) for field in RECORD_FIELDS}, "overrides": " ".join(overrides),
+                        "run_control": " ".join(run_control)})
     return sorted(records, key=lambda record: (system_rank(record["system"]), record["budget"], record["seed"]))
 
 

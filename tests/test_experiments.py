@@ -343,17 +343,20 @@ def test_llm_budgets_make_one_run_each_named_and_summarised_by_rows(tmp_path):
     # A summary of another data set and an LLM run without a row budget are not points of the curve.
     (tmp_path / "results" / "other.json").write_text(json.dumps({"data": "other", "test_auc": 0.9, "budget": 5}))
     (tmp_path / "results" / "capped.json").write_text(json.dumps({"data": "tiny", "test_auc": 0.9, "budget": "--step1_max_steps 5"}))
-    # Extra training arguments make their own curve; run-control ones (--resume) do not.
+    # Extra training arguments make their own curve; run-control ones (--resume, --num_threads N, --step1_from F) do not.
     (tmp_path / "results" / "other-encoder.json").write_text(json.dumps(
         {"data": "tiny", "system": "userllm", "seed": 0, "test_auc": 0.9, "budget": 100,
          "overrides": ["--resume", "--history_encoder_type", "transformer"]}))
     (tmp_path / "results" / "resumed.json").write_text(json.dumps(
-        {"data": "tiny", "system": "userllm", "seed": 1, "test_auc": 0.61, "budget": 100, "overrides": ["--resume"]}))
+        {"data": "tiny", "system": "userllm", "seed": 1, "test_auc": 0.61, "budget": 100,
+         "overrides": ["--resume", "--num_threads", "2", "--step1_from=OUT/step1-lora/final"]}))
     records = learning_curve_records(tmp_path / "results", "tiny")
     assert sorted((r["system"], r["budget"], r["seed"], r["overrides"]) for r in records) == [
         ("mf", 0, 0, ""), ("userllm", 100, 0, ""), ("userllm", 100, 0, "--history_encoder_type transformer"),
         ("userllm", 100, 1, ""), ("userllm", 400, 0, "")]
-    assert set(records[0]) == {"system", "budget", "seed", "test_auc", "test_uauc", "rows", "users", "wall_s", "git", "overrides"}
+    assert set(records[0]) == {"system", "budget", "seed", "test_auc", "test_uauc", "rows", "users", "wall_s", "git",
+                               "overrides", "run_control"}
+    assert [r["run_control"] for r in records if r["seed"] == 1] == ["--resume --num_threads 2 --step1_from=OUT/step1-lora/final"]
     points = curve_points(records)
     assert points["userllm"] == [(100, 0.56, pytest.approx(0.0707, abs=1e-4), 2), (400, 0.54, 0.0, 1)]
     assert points["userllm [--history_encoder_type transformer]"] == [(100, 0.9, 0.0, 1)]

@@ -370,6 +370,23 @@ def test_step1_from_a_finished_run_ends_with_its_metrics(finished_run, toy_dirs,
     assert other["valid"]["loss"] != pytest.approx(uninterrupted["valid"]["loss"], abs=1e-4)
 
 
+def test_a_step1_exported_as_lora_alone_ends_with_the_metrics_of_the_whole_run(finished_run, toy_dirs, tmp_path):
+    spec = importlib.util.spec_from_file_location("export_step1_script", REPO_ROOT / "examples" / "export_step1.py")
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    output_dir, uninterrupted = finished_run
+    step1 = export.main(["--run", str(output_dir), "--output", str(tmp_path / "export")])
+    saved = load_file(step1 / "model.safetensors")
+    assert saved and all(".lora_" in name for name in saved)
+    assert len(saved) < len(load_file(output_dir / "step1-lora" / "final" / "model.safetensors"))
+    reused = run_training(parse_arguments(tiny_argv(tmp_path / "run", toy_dirs, "--step1_from", str(step1))))
+    for split in ("valid", "test"):
+        for name in ("auc", "uauc", "loss"):
+            assert reused[split][name] == pytest.approx(uninterrupted[split][name], abs=1e-4), (split, name)
+    with pytest.raises(SystemExit, match=r"step1-lora/final/model\.safetensors is missing: expected a finished step 1"):
+        export.main(["--run", str(tmp_path / "run"), "--output", str(tmp_path / "again")])
+
+
 @pytest.mark.parametrize("extra, message", [
     (("--seed", "1"), r"training\.seed: 1 here, 0 in"),
     (("--step1_learning_rate", "5e-2"), r"schedule\.step1_learning_rate: 0\.05 here, 0\.01 in"),
@@ -383,6 +400,28 @@ def test_step1_from_refuses_a_run_with_other_step1_settings(finished_run, toy_di
         run_training(parse_arguments(tiny_argv(tmp_path, toy_dirs, "--step1_from", str(tmp_path))))
     with pytest.raises(PresetError, match="no step 1"):
         parse_arguments(tiny_argv(tmp_path, toy_dirs, "--step1_from", str(step1), "--steps", "encoders"))
+
+
+def test_collm_reuses_a_tallrec_run_as_its_step1_and_userllm_does_not(finished_run, toy_dirs, tmp_path):
+    """TALLRec trains LoRA on the text prompt with titles, which is CoLLM's step 1: CoLLM may load it (and
+    keeps its LoRA, frozen in step 2); USER-LLM's step 1 reads descriptions, so it is refused."""
+    tallrec = tmp_path / "tallrec"
+    run_training(parse_arguments(tiny_argv(tallrec, toy_dirs, "--variant", "tallrec")))
+    step1 = tallrec / "step1-lora" / "final"
+    collm = tmp_path / "collm"
+    metrics = run_training(parse_arguments(tiny_argv(collm, toy_dirs, "--variant", "collm", "--step1_from", str(step1))))
+    assert not (collm / "step1-lora").exists() and metrics["test"]["auc"] is not None
+    lora = {name: tensor for name, tensor in load_file(step1 / "model.safetensors").items() if "lora_" in name}
+    assert lora and all(".lora_" in name for name in lora)
+    final = load_file(collm / "step2-encoders" / "final" / "model.safetensors")
+    for name, tensor in lora.items():
+        torch.testing.assert_close(final[name], tensor, msg=name)
+    with pytest.raises(PresetError, match=r"model\.variant: 'userllm' here, 'tallrec' in .*step-1 prompt is the same"):
+        run_training(parse_arguments(tiny_argv(tmp_path / "userllm", toy_dirs, "--step1_from", str(step1))))
+    # The other way round: a USER-LLM step 1 (descriptions) is no CoLLM step 1 (titles).
+    with pytest.raises(PresetError, match=r"model\.variant: 'collm' here, 'userllm' in"):
+        run_training(parse_arguments(tiny_argv(tmp_path / "collm2", toy_dirs, "--variant", "collm", "--step1_from",
+                                               str(finished_run[0] / "step1-lora" / "final"))))
 
 
 def test_a_split_of_one_class_is_reported_undefined_and_the_other_splits_are_kept(toy_dirs, tmp_path):

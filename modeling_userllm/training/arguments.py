@@ -243,7 +243,7 @@ class _ScheduleSettings:
     step1_prompt: str = field(default="text", metadata={"help": f"Step 1's prompt, one of {list(STEP1_PROMPTS)}."})
     prompt_curriculum: bool = field(default=False, metadata={"help": "LLaRA's curriculum in the joint step."})
     resume: bool = field(default=False, metadata={"help": "Continue the run in output_dir (same settings)."})
-    step1_from: str | None = field(default=None, metadata={"help": "OUT/step1-lora/final loaded as step 1."})
+    step1_from: str | None = field(default=None, metadata={"help": "OUT/step1-lora/final loaded as step 1 (a variant with the same step-1 prompt)."})
     fast_step2: bool = field(default=False, metadata={"help": "Step 2 on a cached prompt prefix, frozen LoRA merged."})
 
     def __post_init__(self) -> None:
@@ -415,11 +415,14 @@ def check_arguments(run: RunArguments) -> None:
         check_number("save_steps", training.save_steps, "> 0")
 
 
-# What must match the run whose step 1 is reused (`step1_from`): all that decides step 1.
+# What must match the run whose step 1 is reused (`step1_from`): all that decides step 1. The variant is
+# compared by the prompt step 1 reads (`step1_prompt_form`), so that the text-prompt step 1 of CoLLM and
+# CoLLM-VA can be a TALLRec run.
 STEP1_SETTINGS = {
     "data": ("data_dir", "features_dir", "description_source", "max_train_rows", "toy_seed", "toy_num_users",
              "toy_num_items"),
-    "model": tuple(f.name for f in dataclasses.fields(ModelArguments) if f.name not in ("light_checkpoints", "num_threads")),
+    "model": tuple(f.name for f in dataclasses.fields(ModelArguments)
+                   if f.name not in ("variant", "light_checkpoints", "num_threads")),
     "schedule": ("step1_prompt", *(f"step1_{name}" for name in STEP_SETTINGS)),
     "training": ("seed", "data_seed", "weight_decay", "optim", "lr_scheduler_type", "adam_beta1", "adam_beta2",
                  "adam_epsilon", "max_grad_norm", "bf16", "fp16"),
@@ -468,8 +471,25 @@ def check_step1_source(run: RunArguments) -> Path | None:
     if not config_file.is_file():
         raise PresetError(f"step1_from {folder}: {config_file} is missing, so its settings cannot be checked; expected "
                           "OUT/step1-lora/final of a training run")
-    _check_same_settings(run, config_file, STEP1_SETTINGS, f"step1_from {folder} was trained with other step-1 settings")
+    problem = f"step1_from {folder} was trained with other step-1 settings"
+    theirs = json.loads(config_file.read_text(encoding="utf-8"))
+    their_variant = theirs.get("model", {}).get("variant")
+    their_prompt = theirs.get("schedule", {}).get("step1_prompt", ADDED_SETTINGS[("schedule", "step1_prompt")])
+    if their_variant not in VARIANTS or (step1_prompt_form(their_variant, their_prompt)
+                                         != step1_prompt_form(run.model.variant, run.schedule.step1_prompt)):
+        raise PresetError(f"{problem}: model.variant: {run.model.variant!r} here, {their_variant!r} in {config_file}; a "
+                          "step 1 is shared only between variants whose step-1 prompt is the same (the text prompt "
+                          "with titles: tallrec, collm, collm_va, userllm_no_ke; with descriptions: userllm, userllm_no_uhem)")
+    _check_same_settings(run, config_file, STEP1_SETTINGS, problem)
     return folder
+
+
+def step1_prompt_form(variant: str, step1_prompt: str) -> str:
+    """What decides the prompt step 1 trains LoRA on: the text prompt writes only the items' text, titles or
+    descriptions, whatever else the variant splices in later; the spliced prompt is the variant's own."""
+    if step1_prompt == "text":
+        return "text with descriptions" if VARIANTS[variant]["use_descriptions"] else "text with titles"
+    return variant
 
 
 def check_resumed_run(run: RunArguments) -> None:
