@@ -243,7 +243,8 @@ class _ScheduleSettings:
     step1_prompt: str = field(default="text", metadata={"help": f"Step 1's prompt, one of {list(STEP1_PROMPTS)}."})
     prompt_curriculum: bool = field(default=False, metadata={"help": "LLaRA's curriculum in the joint step."})
     resume: bool = field(default=False, metadata={"help": "Continue the run in output_dir (same settings)."})
-    step1_from: str | None = field(default=None, metadata={"help": "OUT/step1-lora/final loaded as step 1 (a variant with the same step-1 prompt)."})
+    step1_from: str | None = field(default=None, metadata={
+        "help": "OUT/step1-lora/final loaded as step 1 (of any variant with this step-1 prompt)."})
     fast_step2: bool = field(default=False, metadata={"help": "Step 2 on a cached prompt prefix, frozen LoRA merged."})
 
     def __post_init__(self) -> None:
