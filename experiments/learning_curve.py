@@ -53,9 +53,10 @@ def learning_curve_records(summary_dir: str | Path, data: str, split: str | None
     preset as it is) names it; its `run_control` lists the others.
 
     Raises:
-        ValueError: a summary that cannot be read, naming the file.
+        ValueError: a summary that cannot be read, naming the file; two summaries of one system, budget, seed and
+            overrides (runs of other data or features, or of an older preset), which a point would count as two seeds.
     """
-    records = []
+    records, files = [], {}
     for path in sorted(Path(summary_dir).glob("*.json")):
         try:
             summary = json.loads(path.read_text(encoding="utf-8"))
@@ -65,6 +66,13 @@ def learning_curve_records(summary_dir: str | Path, data: str, split: str | None
                 or split is not None and summary.get("split") != split or not isinstance(summary.get("budget"), int)):
             continue
         overrides, run_control = split_run_control(summary.get("overrides") or ())
+        key = (summary.get("system"), summary["budget"], summary.get("seed"), " ".join(overrides))
+        if key in files:
+            raise ValueError(
+                f"{files[key]} and {path.name} in {summary_dir}: two runs of {key[0]} at {key[1]} rows, seed {key[2]}, "
+                f"{'overrides ' + repr(key[3]) if key[3] else 'the preset as it is'}; a point counts each seed once, so "
+                "keep one (the hash in the names differs by data, features or preset settings)")
+        files[key] = path.name
         records.append({**{field: summary.get(field) for field in RECORD_FIELDS}, "overrides": " ".join(overrides),
                         "run_control": " ".join(run_control)})
     return sorted(records, key=lambda record: (system_rank(record["system"]), record["budget"], record["seed"]))

@@ -365,6 +365,13 @@ def test_llm_budgets_make_one_run_each_named_and_summarised_by_rows(tmp_path):
     (tmp_path / "results" / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="broken.json: not a JSON run summary"):
         learning_curve_records(tmp_path / "results", "tiny")
+    # The same seed again under another hash (other features, say) would count as a second seed: refused.
+    (tmp_path / "results" / "broken.json").unlink()
+    (tmp_path / "results" / "resumed-elsewhere.json").write_text(json.dumps(
+        {"data": "tiny", "system": "userllm", "seed": 1, "test_auc": 0.7, "budget": 100, "overrides": ["--resume"]}))
+    with pytest.raises(ValueError, match=r"resumed-elsewhere.json and resumed.json in .*two runs of userllm at 100 rows, "
+                                         r"seed 1, the preset as it is; a point counts each seed once"):
+        learning_curve_records(tmp_path / "results", "tiny")
 
 
 def test_llm_runs_call_the_package_training_entry_point_not_a_repository_script(tmp_path, monkeypatch):
