@@ -19,32 +19,9 @@ from typing import Any
 from modeling_userllm.features.store import atomic_write_json
 from .published import published_for
 from .report import SYSTEM_LABELS, system_rank
-from .runner import BASELINE_SYSTEMS
+from .runner import BASELINE_SYSTEMS, RUN_CONTROL_ARGUMENTS, split_run_control
 
 RECORD_FIELDS = ("system", "budget", "seed", "test_auc", "test_uauc", "rows", "users", "wall_s", "git")
-# Training arguments that change how a run is carried out, not what it trains, with how many values each takes:
-# continuing a run, its CPU threads, and loading a step 1 trained elsewhere with the same step-1 settings
-# (`--step1_from` checks them), such as a TALLRec run as CoLLM's step 1.
-RUN_CONTROL_ARGUMENTS = {"--resume": 0, "--num_threads": 1, "--step1_from": 1}
-
-
-def split_run_control(arguments: Iterable[str]) -> tuple[list[str], list[str]]:
-    """`(training arguments, run-control arguments)` of a run's extra arguments (`RUN_CONTROL_ARGUMENTS`, each with
-    its values, as `--name value` or `--name=value`)."""
-    training, control, arguments = [], [], list(arguments)
-    index = 0
-    while index < len(arguments):
-        name = arguments[index].split("=", 1)[0]
-        if name not in RUN_CONTROL_ARGUMENTS:
-            training.append(arguments[index])
-            index += 1
-            continue
-        width = 1 + (RUN_CONTROL_ARGUMENTS[name] if "=" not in arguments[index] else 0)
-        control += arguments[index:index + width]
-        index += width
-    return training, control
-
-
 def learning_curve_records(summary_dir: str | Path, data: str, split: str | None = None) -> list[dict[str, Any]]:
     """The learning-curve records of one data set (and split rule) from a folder of run summaries.
 

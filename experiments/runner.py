@@ -1,11 +1,12 @@
 """The experiment grid: data sets x systems x seeds, each run cached in its own folder.
 
-A run lives in `<output>/runs/<data>/<system>/seed<seed>-<hash>/`, the hash covering everything else that decides
-its result (data and features fingerprints, hyperparameters, LLM preset and overrides). A folder with `metrics.json`
-is finished and read back; a failed run leaves `error.txt` and is retried. With a `summary_dir` (`docs/results/`) each
-finished run also writes `<data>[-<split rule unless global_time>]-<system>[-rows<budget>]-seed<seed>-<hash>.json`
-there, which outlives the output folder and spares retraining. Baselines train in this process; the LLM systems
-(`VARIANTS`) run the package's training entry point in a child process each (fresh memory, own log).
+A run lives in `<output>/runs/<data>/<system>/seed<seed>-<hash>/`, the hash covering everything else that decides its
+result (data and features fingerprints, hyperparameters, LLM preset and training overrides; not
+`RUN_CONTROL_ARGUMENTS`). A folder with `metrics.json` is finished and read back; a failed run leaves `error.txt` and
+is retried. With a `summary_dir` (`docs/results/`) each finished run also writes
+`<data>[-<split rule unless global_time>]-<system>[-rows<budget>]-seed<seed>-<hash>.json` there, which outlives the
+output folder and spares retraining. Baselines train in this process; the LLM systems (`VARIANTS`) run the package's
+training entry point in a child process each (fresh memory, own log).
 """
 
 from __future__ import annotations
@@ -49,6 +50,30 @@ SYSTEMS = BASELINE_SYSTEMS + LLM_SYSTEMS
 """The paper's systems, then the recipe rows."""
 SCHEDULE_KEYS = ("max_epochs", "patience", "min_epochs")
 PACKAGES = ("torch", "transformers", "datasets", "peft", "accelerate", "numpy")
+
+# Training arguments that change how a run is carried out, not what it trains, with how many values each takes:
+# continuing a run, its CPU threads, and loading a step 1 trained elsewhere with the same step-1 settings
+# (`--step1_from` checks them), such as a TALLRec run as CoLLM's step 1. They are in neither a run's hash nor
+# its learning-curve point: a run started without `--resume` continues with it, under its own name.
+RUN_CONTROL_ARGUMENTS = {"--resume": 0, "--num_threads": 1, "--step1_from": 1}
+
+
+def split_run_control(arguments: Iterable[str]) -> tuple[list[str], list[str]]:
+    """`(training arguments, run-control arguments)` of a run's extra arguments (`RUN_CONTROL_ARGUMENTS`, each with
+    its values, as `--name value` or `--name=value`)."""
+    training, control, arguments = [], [], list(arguments)
+    index = 0
+    while index < len(arguments):
+        name = arguments[index].split("=", 1)[0]
+        if name not in RUN_CONTROL_ARGUMENTS:
+            training.append(arguments[index])
+            index += 1
+            continue
+        width = 1 + (RUN_CONTROL_ARGUMENTS[name] if "=" not in arguments[index] else 0)
+        control += arguments[index:index + width]
+        index += width
+    return training, control
+
 
 Trainer = Callable[["RunSpec", Path], dict[str, Any]]
 """Trains one run into its folder and returns its metrics (`{"valid": {"auc", "uauc"}, ...}`)."""
@@ -262,7 +287,8 @@ class ExperimentRunner:
             return config | {key: value for key, value in schedule.items() if key != "min_epochs" or value}
         preset = self.preset_of(system)
         return {"data": data_hash, "features": features_hash, "preset": preset.name,
-                "preset_sha256": _settings_sha256(preset) if preset.is_file() else None, "overrides": self.llm_overrides}
+                "preset_sha256": _settings_sha256(preset) if preset.is_file() else None,
+                "overrides": split_run_control(self.llm_overrides)[0]}
 
     def preset_of(self, system: str) -> Path:
         """The training preset of an LLM system (for a recipe system, `recipe_preset`)."""

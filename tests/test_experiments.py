@@ -284,6 +284,20 @@ def test_a_preset_comment_leaves_the_llm_runs_as_they_were_and_a_setting_makes_n
     assert llm_hash("model:\n  lora_r: 16\n") != first
 
 
+def test_run_control_arguments_keep_a_runs_hash_and_training_arguments_change_it(tmp_path):
+    """`--resume`, `--num_threads` and `--step1_from` say how a run is carried out: a run started without
+    `--resume` must be found again with it (on another machine, with other threads)."""
+    data = _prepared_data(tmp_path / "data")
+
+    def llm_hash(*overrides):
+        return ExperimentRunner(tmp_path / "out", llm_overrides=overrides).plan([data], ["collm"], [0])[0].config_hash
+
+    first = llm_hash()
+    assert llm_hash("--resume", "--num_threads", "2", "--step1_from=OUT/step1-lora/final") == first
+    assert llm_hash("--step1_from", "OUT/step1-lora/final", "--resume") == first
+    assert llm_hash("--resume", "--step2_learning_rate", "3e-2") == llm_hash("--step2_learning_rate", "3e-2") != first
+
+
 def test_summaries_of_the_two_split_rules_are_named_apart_and_both_skip_later(tmp_path):
     calls = []
 
