@@ -19,15 +19,15 @@ from typing import Any
 from modeling_userllm.features.store import atomic_write_json
 from .published import published_for
 from .report import SYSTEM_LABELS, system_rank
-from .runner import BASELINE_SYSTEMS, RUN_CONTROL_ARGUMENTS, split_run_control
+from .runner import BASELINE_SYSTEMS, split_run_control
 
 RECORD_FIELDS = ("system", "budget", "seed", "test_auc", "test_uauc", "rows", "users", "wall_s", "git")
 def learning_curve_records(summary_dir: str | Path, data: str, split: str | None = None) -> list[dict[str, Any]]:
     """The learning-curve records of one data set (and split rule) from a folder of run summaries.
 
     Kept: runs whose budget is a row count (an LLM run capped otherwise has no point on the curve). Extra training
-    arguments other than `RUN_CONTROL_ARGUMENTS` make another curve: the record's `overrides` (a string, "" for the
-    preset as it is) names it; its `run_control` lists the others.
+    arguments other than the runner's `RUN_CONTROL_ARGUMENTS` make another curve: the record's `overrides` (a string,
+    "" for the preset as it is) names it; its `run_control` lists the others.
 
     Raises:
         ValueError: a summary that cannot be read, naming the file; two summaries of one system, budget, seed and
