@@ -16,11 +16,14 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -450,7 +453,7 @@ class ExperimentRunner:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
         if self.threads:
             env["OMP_NUM_THREADS"] = str(self.threads)
-        with open(run_dir / "train.log", "w", encoding="utf-8") as log:
+        with open(run_dir / "train.log", "w", encoding="utf-8") as log, sigterm_stops_children():
             completed = subprocess.run([sys.executable, *self._command(spec)[1:]], stdout=log, stderr=subprocess.STDOUT, env=env)
         if completed.returncode != 0:
             tail = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
@@ -459,6 +462,26 @@ class ExperimentRunner:
         if not metrics_path.is_file():
             raise FileNotFoundError(f"python -m {TRAIN_MODULE} finished without writing {metrics_path}")
         return _read_json(metrics_path)
+
+
+@contextmanager
+def sigterm_stops_children() -> Iterator[None]:
+    """Inside the block SIGTERM (`kill PID`, a scheduler stopping the campaign) raises `SystemExit(143)`, so that
+    `subprocess.run`, which kills its child on any exception, stops the training process too, instead of leaving
+    it to run on without its runner, holding its run's lock and writing no summary. Python's default for SIGTERM
+    ends the runner alone. Only the main thread may set a handler; in any other thread the block changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def results_document(records: list[dict[str, Any]], specs: Sequence[RunSpec], *, command: str | None = None) -> dict[str, Any]:

@@ -417,3 +417,36 @@ def test_llm_runs_call_the_package_training_entry_point_not_a_repository_script(
     # The entry point runs from any folder (as in a wheel install, without the repository's examples/).
     result = subprocess.run([*command, "--help"], cwd=tmp_path, env=kwargs["env"], capture_output=True, text=True)
     assert result.returncode == 0 and "--step1_learning_rate" in result.stdout, result.stderr[-2000:]
+
+
+def test_sigterm_to_the_runner_stops_its_training_child(tmp_path):
+    """`kill RUNNER` must not leave the training process running on alone (holding its run's lock)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    runner = (f"import subprocess, sys\nfrom experiments.runner import sigterm_stops_children\n"
+              f"with sigterm_stops_children():\n    subprocess.run([sys.executable, '-c', {child!r}])\n")
+    parent = subprocess.Popen([sys.executable, "-c", runner], cwd=Path(__file__).resolve().parents[1])
+    child_pid = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child_pid = int(pid_file.read_text())
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=30) == 128 + signal.SIGTERM
+        with pytest.raises(ProcessLookupError):
+            os.kill(child_pid, 0)
+    finally:
+        parent.kill()
+        if child_pid is not None:
+            try:
+                os.kill(child_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
