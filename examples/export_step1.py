@@ -6,7 +6,8 @@
 Step 1 trains LoRA alone; the step result (OUT/step1-lora/final/model.safetensors) also holds the encoders at their
 initialisation (16 MB for SmolLM2 with the UHEM), which the run that loads it builds again from the same seed and
 then trains in step 2. The export keeps LoRA's tensors (about 1.8 MB for SmolLM2 at r=8 on q_proj/v_proj) and the
-run's run_config.json, against which `--step1_from` checks the settings of the run that loads it. Runs of many
+run's run_config.json and inputs.json, against which `--step1_from` checks the settings and the data and features
+files of the run that loads it. Runs of many
 hours can so be split at the step boundary across machines that keep nothing but a git repository.
 """
 
@@ -20,14 +21,16 @@ from safetensors.torch import load_file
 
 from modeling_userllm.features.store import atomic_save_safetensors
 from modeling_userllm.training.arguments import RUN_CONFIG_FILE
+from modeling_userllm.training.inputs import INPUTS_FILE
 from modeling_userllm.training.trainer import FINAL_FOLDER
 
 STEP1_FOLDER = "step1-lora"
 
 
 def export_step1(run: Path, output: Path) -> Path:
-    """Writes `output/run_config.json` and `output/step1-lora/final/model.safetensors` (LoRA's tensors of the run's
-    step-1 result) and returns the folder to pass as `--step1_from`.
+    """Writes `output/run_config.json`, `output/inputs.json` (when the run has one) and
+    `output/step1-lora/final/model.safetensors` (LoRA's tensors of the run's step-1 result) and returns the folder to
+    pass as `--step1_from`.
 
     Raises:
         SystemExit: the run has no finished step 1 or no run_config.json, or its step result holds no LoRA weights.
@@ -44,6 +47,8 @@ def export_step1(run: Path, output: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     atomic_save_safetensors(target / "model.safetensors", lora)
     shutil.copyfile(config, output / RUN_CONFIG_FILE)
+    if (run / INPUTS_FILE).is_file():  # the data and features files step 1 read, checked by `--step1_from`
+        shutil.copyfile(run / INPUTS_FILE, output / INPUTS_FILE)
     return target
 
 

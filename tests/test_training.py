@@ -28,7 +28,7 @@ from modeling_userllm.training import (
 from modeling_userllm.training.arguments import check_resumed_run
 from modeling_userllm.training.datasets import RunData
 from modeling_userllm.training.output_lock import LOCK_FILE, OutputDirInUseError, output_dir_lock
-from modeling_userllm.training.pipeline import build_model, load_data_for_run, resolve_data, run_training
+from modeling_userllm.training.pipeline import build_model, check_inputs, load_data_for_run, resolve_data, run_training
 
 TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
 EVALUATE_SCRIPT = REPO_ROOT / "examples" / "evaluate.py"
@@ -378,6 +378,7 @@ def test_a_step1_exported_as_lora_alone_ends_with_the_metrics_of_the_whole_run(f
     step1 = export.main(["--run", str(output_dir), "--output", str(tmp_path / "export")])
     saved = load_file(step1 / "model.safetensors")
     assert saved and all(".lora_" in name for name in saved)
+    assert (tmp_path / "export" / "inputs.json").read_bytes() == (output_dir / "inputs.json").read_bytes()
     assert len(saved) < len(load_file(output_dir / "step1-lora" / "final" / "model.safetensors"))
     reused = run_training(parse_arguments(tiny_argv(tmp_path / "run", toy_dirs, "--step1_from", str(step1))))
     for split in ("valid", "test"):
@@ -385,6 +386,43 @@ def test_a_step1_exported_as_lora_alone_ends_with_the_metrics_of_the_whole_run(f
             assert reused[split][name] == pytest.approx(uninterrupted[split][name], abs=1e-4), (split, name)
     with pytest.raises(SystemExit, match=r"step1-lora/final/model\.safetensors is missing: expected a finished step 1"):
         export.main(["--run", str(tmp_path / "run"), "--output", str(tmp_path / "again")])
+
+
+def test_resume_and_step1_from_refuse_files_that_changed_in_the_same_folders(finished_run, toy_dirs, tmp_path, caplog):
+    """Features rebuilt on another machine lie at the same path: a resumed run compares every file it reads with the
+    SHA-256s in the run's inputs.json, a step-1 source the files its step 1 read."""
+    copies = data, features = tuple(Path(shutil.copytree(folder, tmp_path / name)) for name, folder in zip(("data", "features"), toy_dirs))
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run[0], run_dir, ignore=shutil.ignore_patterns("model", "metrics.json"))
+    config = json.loads((run_dir / "run_config.json").read_text())
+    config["data"].update(data_dir=str(data), features_dir=str(features))
+    (run_dir / "run_config.json").write_text(json.dumps(config))
+    recorded = json.loads((run_dir / "inputs.json").read_text())["files"]
+    assert "features/image_features.safetensors" in recorded and "data/interactions/train/data-00000-of-00001.arrow" in recorded
+    resume = tiny_argv(run_dir, copies, "--resume")
+    assert check_inputs(parse_arguments(resume), None) == recorded  # the same files: accepted
+
+    images = features / "image_features.safetensors"
+    tensors = load_file(images)
+    save_file({name: tensor + 1e-3 for name, tensor in tensors.items()}, images)
+    changed = r"features/image_features\.safetensors: [0-9a-f]{12} here, [0-9a-f]{12} in .*inputs\.json"
+    with pytest.raises(PresetError, match=r"resume: the run in .* read other inputs: " + changed):
+        run_training(parse_arguments(resume))
+    assert not (run_dir / "metrics.json").exists()
+    # Step 1 on the text prompt reads the rows and titles, not the image features: it may be shared...
+    step1 = run_dir / "step1-lora" / "final"
+    other = tiny_argv(tmp_path / "other", copies, "--step1_from", str(step1))
+    check_inputs(parse_arguments(other), step1)
+    # ...until the rows differ.
+    rows = data / "interactions" / "train" / "data-00000-of-00001.arrow"
+    rows.write_bytes(rows.read_bytes() + b"\0")
+    with pytest.raises(PresetError, match=r"step1_from .* was trained on other inputs: data/interactions/train/data-00000"):
+        check_inputs(parse_arguments(other), step1)
+    # A run older than inputs.json is resumed with a warning, and no record vouches for what it read before.
+    (run_dir / "inputs.json").unlink()
+    with caplog.at_level(logging.WARNING, logger="modeling_userllm"):
+        assert check_inputs(parse_arguments(resume), None) is None
+    assert "inputs.json is missing (the run is older than inputs.json)" in caplog.text
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -32,10 +32,11 @@ from ..metrics import undefined_metrics
 from ..toy_model import build_toy_tokenizer, tiny_llama_config
 from .arguments import (
     DTYPES, RUN_CONFIG_FILE, DataArguments, PresetError, RunArguments, check_resumed_run, check_step1_source,
-    parse_arguments, step_number,
+    parse_arguments, step1_prompt_form, step_number,
 )
 from .datasets import RecordCollator, RunData, history_items_for_split, load_run_data, prepare_toy_data, with_history_items
 from .dtype import resolve_llm_dtype
+from .inputs import INPUTS_FILE, check_same_inputs, input_digests, read_by_step1, write_inputs
 from .output_lock import OutputDirInUseError, output_dir_lock
 from .trainer import UserLLMTrainer, train_two_steps
 
@@ -200,12 +201,15 @@ def _run_training(run: RunArguments, callbacks: list | None) -> dict:
     resolve_data(run)
     step1_source = check_step1_source(run)
     check_resumed_run(run)
-    run_data = load_data_for_run(run)
     training: TrainingArguments = run.training
     output_dir = Path(training.output_dir)
+    record_inputs = check_inputs(run, step1_source)
+    run_data = load_data_for_run(run)
     if training.should_save:
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(output_dir / RUN_CONFIG_FILE, run.to_dict())
+        if record_inputs is not None:
+            write_inputs(output_dir, record_inputs, run.data.data_dir, run.data.features_dir)
 
     model, processor = build_model(run, run_data)
     train_dataset = run_data.split("train", run.data.max_train_rows, training.seed)
@@ -224,6 +228,23 @@ def _run_training(run: RunArguments, callbacks: list | None) -> dict:
     if training.should_save:
         atomic_write_json(output_dir / "metrics.json", metrics)
     return metrics
+
+
+def check_inputs(run: RunArguments, step1_source: Path | None) -> dict[str, str] | None:
+    """Compares the files the run reads with those its step-1 source read (the files that step 1 reads) and, when it
+    resumes a run, with those that run read (all); returns the digests to record in OUTPUT/inputs.json, or None
+    when a resumed run kept no record (recording today's files would vouch for what it read before)."""
+    digests = input_digests(run.data.data_dir, run.data.features_dir)
+    if step1_source is not None:
+        form = step1_prompt_form(run.model.variant, run.schedule.step1_prompt)
+        check_same_inputs(digests, step1_source.parent.parent / INPUTS_FILE,
+                          f"step1_from {step1_source} was trained on other inputs", only=read_by_step1(form))
+    output_dir = Path(run.training.output_dir)
+    if run.schedule.resume and (output_dir / RUN_CONFIG_FILE).is_file():
+        check_same_inputs(digests, output_dir / INPUTS_FILE, f"resume: the run in {output_dir} read other inputs")
+        if not (output_dir / INPUTS_FILE).is_file():
+            return None
+    return digests
 
 
 def run_data_paths(model: str | Path) -> tuple[str | None, str | None]:
