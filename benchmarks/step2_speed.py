@@ -7,8 +7,11 @@ plus ~20-word descriptions, a 384-d image per item, n history items), one traini
 - `step1`: step 1 ("lora") on the text prompt, the plain path;
 - `step2_plain`: step 2 ("encoders") on the full prompt, the plain path (LoRA dropout on);
 - `step2_prefix`: that, on the constant-prefix key/value cache;
-- `step2_fast`: that, with the frozen LoRA merged too (what `fast_step2: true` trains with;
-  `modeling_userllm/training/fast_step2.py`).
+- `step2_fast_prefix_only`: that, with the frozen LoRA merged too (the fast step 2 before the text up to the
+  first placeholder was encoded without gradient);
+- `step2_fast`: that, with each row's text up to its first placeholder encoded without gradient too (what
+  `fast_step2: true` trains with; `modeling_userllm/training/fast_step2.py`). It differs from
+  `step2_fast_prefix_only` where the history is inline (`--variant collm`, `collm_va`, `userllm_no_uhem`).
 
 The paths run interleaved in one process (repeat r of every path, then repeat r + 1), so a
 change of load on a shared machine hits them alike; read the ratios. A profiled call per
@@ -17,6 +20,7 @@ top operators.
 
     python benchmarks/step2_speed.py                          # SmolLM2-135M, float32, 1 and 2 threads
     python benchmarks/step2_speed.py --llm toy --threads 1    # the demo's tiny Llama (seconds)
+    python benchmarks/step2_speed.py --variant collm --dtype bfloat16 --threads 1   # CoLLM's prompt
 """
 
 import argparse
@@ -41,10 +45,10 @@ from modeling_userllm.training.fast_step2 import Step2PrefixCache, frozen_lora_m
 RESULTS = Path(__file__).resolve().parent / "results"
 SMOLLM2 = Path(os.environ.get("USERLLM_ASSETS", Path.home() / ".cache" / "userllm-assets")) / "SmolLM2-135M-Instruct"
 NUM_USERS, NUM_ITEMS = 50, 200
-PATHS = ("step1", "step2_plain", "step2_prefix", "step2_fast")
+PATHS = ("step1", "step2_plain", "step2_prefix", "step2_fast_prefix_only", "step2_fast")
 
 
-def build(llm: str, history_length: int, max_item_tokens: int, dtype: str = "float32"):
+def build(llm: str, history_length: int, max_item_tokens: int, dtype: str = "float32", variant: str = "userllm"):
     catalogue = make_catalogue(0)
     if llm == "smollm2":
         from transformers import AutoTokenizer
@@ -56,7 +60,7 @@ def build(llm: str, history_length: int, max_item_tokens: int, dtype: str = "flo
         source = {"text_config": tiny_llama_config(len(tokenizer) + 4, 64, 2)}
     torch.manual_seed(0)
     model, processor = create_model_and_processor(
-        tokenizer, "userllm", num_users=NUM_USERS, num_items=NUM_ITEMS, max_history_items=history_length,
+        tokenizer, variant, num_users=NUM_USERS, num_items=NUM_ITEMS, max_history_items=history_length,
         max_item_tokens=max_item_tokens, dtype=torch.float32, **source,
     )
     generator = torch.Generator().manual_seed(0)
@@ -75,14 +79,15 @@ def make_step(model, processor, records, path: str):
     batch = dict(processor(records, text_only=step == "lora"))
     model.set_training_step(step)
     optimizer = torch.optim.AdamW([param for param in model.parameters() if param.requires_grad], lr=1e-6)
-    fast = Step2PrefixCache(model, processor) if path in ("step2_prefix", "step2_fast") else None
+    fast = (Step2PrefixCache(model, processor, frozen_text=path == "step2_fast")
+            if path in ("step2_prefix", "step2_fast_prefix_only", "step2_fast") else None)
 
     def run():
         model.train()
         model.set_training_step(step)
         optimizer.zero_grad(set_to_none=True)
         # The trainer merges once per step 2; here once per call (merge and unmerge timed too).
-        with frozen_lora_merged(model) if path == "step2_fast" else nullcontext():
+        with frozen_lora_merged(model) if path.startswith("step2_fast") else nullcontext():
             with record_function("forward"):
                 output = fast(batch) if fast is not None else model(**batch)
             with record_function("backward"):
@@ -97,6 +102,7 @@ def make_step(model, processor, records, path: str):
     if fast is not None:
         rows = [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
         tokens["cached_prefix_tokens"] = fast.prefix_length(rows)
+        tokens["frozen_text_tokens"] = statistics.mean(fast.frozen_lengths(rows, tokens["cached_prefix_tokens"]))
     return run, tokens, batch
 
 
@@ -123,9 +129,9 @@ def profiled(run) -> dict:
 
 
 def benchmark(llm: str, threads: int, batch_size: int, history_length: int, repeats: int, max_item_tokens: int,
-              warmup: int = 1, dtype: str = "float32") -> list[dict]:
+              warmup: int = 1, dtype: str = "float32", variant: str = "userllm") -> list[dict]:
     torch.set_num_threads(threads)
-    model, processor, catalogue = build(llm, history_length, max_item_tokens, dtype)
+    model, processor, catalogue = build(llm, history_length, max_item_tokens, dtype, variant)
     records = make_user_records(batch_size, history_length, catalogue, seed=history_length)
     steps = {path: make_step(model, processor, records, path) for path in PATHS}
     for run, _, _ in steps.values():  # warm-up (one-off costs: allocations, the prefix cache)
@@ -143,7 +149,7 @@ def benchmark(llm: str, threads: int, batch_size: int, history_length: int, repe
     for path in PATHS:
         seconds = statistics.median(times[path])
         rows.append({
-            "llm": llm, "dtype": dtype, "threads": threads, "batch_size": batch_size, "history_length": history_length, "path": path,
+            "llm": llm, "variant": variant, "dtype": dtype, "threads": threads, "batch_size": batch_size, "history_length": history_length, "path": path,
             "repeats": repeats, "seconds": seconds, "all_seconds": times[path], "samples_per_second": batch_size / seconds,
             **steps[path][1], "gru_train_seconds": 0.0 if path == "step1" else gru, **profiles[path],
         })
@@ -154,13 +160,13 @@ def benchmark(llm: str, threads: int, batch_size: int, history_length: int, repe
 
 
 def print_table(rows: list[dict]) -> None:
-    print("\n| LLM | threads | path | batch | prompt tok | cached prefix | s/step (median) | samples/s | x step2_plain "
+    print("\n| LLM | variant | threads | path | batch | prompt tok | cached prefix | no-grad text | s/step (median) | samples/s | x step2_plain "
           "| forward s | backward s | GRU fwd+bwd s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         speedup = f"{row['speedup_vs_step2_plain']:.2f}" if row["speedup_vs_step2_plain"] else ""
-        print(f"| {row['llm']} | {row['threads']} | {row['path']} | {row['batch_size']} | {row['prompt_tokens']:.0f} "
-              f"| {row.get('cached_prefix_tokens', '')} | {row['seconds']:.3f} | {row['samples_per_second']:.2f} | {speedup} "
+        print(f"| {row['llm']} | {row['variant']} | {row['threads']} | {row['path']} | {row['batch_size']} | {row['prompt_tokens']:.0f} "
+              f"| {row.get('cached_prefix_tokens', '')} | {row.get('frozen_text_tokens', '')} | {row['seconds']:.3f} | {row['samples_per_second']:.2f} | {speedup} "
               f"| {row.get('forward_s', 0):.3f} | {row.get('backward_s', 0):.3f} | {row['gru_train_seconds']:.3f} |")
 
 
@@ -174,12 +180,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per path before the profiled one")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="the frozen LLM's dtype")
+    parser.add_argument("--variant", choices=("userllm", "userllm_no_uhem", "collm", "collm_va"), default="userllm")
     parser.add_argument("--name", default="step2_speed")
     args = parser.parse_args()
     rows = []
     for threads in args.threads:
         rows += benchmark(args.llm, threads, args.batch_size, args.history_length, args.repeats, args.max_item_tokens,
-                          args.warmup, args.dtype)
+                          args.warmup, args.dtype, args.variant)
         print_table(rows)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{args.name}.json"

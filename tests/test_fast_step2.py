@@ -51,7 +51,15 @@ def test_fast_step2_equals_plain_path(tiny_tokenizer, variant, merge_lora):
     perturb_lora(model)
     records = make_records(6, history_length=3, seed=2)
     fast_step = assert_same(model, processor, records, merge_lora=merge_lora)
-    assert fast_step.prefix_length([processor(records[:1])["input_ids"][0].tolist()]) > 5
+    batch = processor(records)
+    rows = [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
+    prefix_len = fast_step.prefix_length(rows)
+    assert prefix_len > 5
+    frozen = fast_step.frozen_lengths(rows, prefix_len)
+    # Where the history is inline, the text before the first placeholder (CoLLM: every title, up to <UserID>;
+    # CoLLM-VA: the first title, up to its <Image>), of other lengths in each row, is encoded without gradient;
+    # USER-LLM splices its history token right after the prefix.
+    assert frozen == [0] * len(rows) if variant == "userllm" else (min(frozen) > 0 and len(set(frozen)) > 1)
 
 
 @pytest.mark.parametrize("merge_lora", [True, False])

@@ -4,6 +4,9 @@
   its key/value cache is computed once (no gradient reaches it) and expanded to every batch; each row's other
   tokens are left-padded between that cache and their first token, so every token keeps its position (as
   `modeling_userllm.ranking` does for candidate suffixes).
+- Each row's text between that prefix and its first placeholder (CoLLM: all the history titles, up to `<UserID>`;
+  CoLLM-VA and USER-LLM w/o UHEM: the first title) is encoded without gradient, for the same reason, and appended
+  to the batch's cache: the backward pass runs over the tokens from the first placeholder on.
 - The frozen LoRA, merged into the base weights with peft's `merge()` for the step (`frozen_lora_merged`): one
   matmul per adapted projection, no dropout mask; checkpoints and the end of the step see the base weights
   restored bit for bit.
@@ -52,15 +55,17 @@ class Step2PrefixCache:
     """Scores step-2 batches of the (unwrapped, LoRA frozen) `model` on a key/value cache of the prompts' constant
     prefix, recomputed when a weight of the LLM changes."""
 
-    def __init__(self, model, processor):
+    def __init__(self, model, processor, frozen_text: bool = True):
         self.model = model
         self.processor = processor
+        self.frozen_text = frozen_text  # False: only the constant prefix is cached (benchmarks/step2_speed.py compares)
         # The template's text before the first placeholder. Its last piece may merge with what follows when
         # tokenized, so each batch keeps the longest prefix its rows share.
         template_ids = processor._bos_ids() + processor._tokens(QUESTION.format(noun=processor.item_noun))
         placeholders = set(model.config.placeholder_token_ids)
         cut = next((i for i, token in enumerate(template_ids) if token in placeholders), len(template_ids))
         self.template_ids = template_ids[:cut]
+        self.placeholders = placeholders
         self._caches: dict[tuple[int, ...], tuple] = {}
         self._weight_versions = None
 
@@ -86,23 +91,39 @@ class Step2PrefixCache:
             self._caches[prefix] = tuple((keys, values) for keys, values, *_ in output.cache)
         return self._caches[prefix]
 
+    def frozen_lengths(self, rows: Sequence[list[int]], prefix_len: int) -> list[int]:
+        """Per row, the tokens after the shared prefix and before its first placeholder (one token at least left):
+        with the LLM frozen, nothing trained reaches their keys and values."""
+        if not self.frozen_text:
+            return [0] * len(rows)
+        return [next((i for i in range(prefix_len, len(row)) if row[i] in self.placeholders), len(row) - 1) - prefix_len
+                for row in rows]
+
     def __call__(self, inputs: dict):
-        """The model's output (loss, logits, probabilities) for a processor batch, on the prefix cache."""
+        """The model's output (loss, logits, probabilities) for a processor batch, on the prefix cache; each row's
+        text up to its first placeholder (CoLLM's history titles) is encoded without gradient, so the backward pass
+        runs over the tokens from there on only."""
         input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
         rows = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
         prefix_len = self.prefix_length(rows)
-        extra = {}
-        if prefix_len > 0:
-            prefix_cache = self._prefix_cache(tuple(rows[0][:prefix_len]))
-            batch_size = len(rows)
-            suffix_ids, suffix_mask = pad_sequences([row[prefix_len:] for row in rows], self.processor.pad_token_id, left=True)
-            extra["cache"] = DynamicCache([(keys.expand(batch_size, -1, -1, -1), values.expand(batch_size, -1, -1, -1))
-                                           for keys, values in prefix_cache])
-            extra["use_cache"] = True
-            prefix_mask = torch.ones(batch_size, prefix_len, dtype=torch.long)
-            inputs = {**inputs, "input_ids": suffix_ids.to(input_ids.device),
-                      "attention_mask": torch.cat([prefix_mask, suffix_mask], dim=1).to(input_ids.device)}
-        output = self.model(**inputs, **extra)
+        if prefix_len == 0:
+            output = self.model(**inputs)
+        else:
+            batch_size, device, pad_id = len(rows), input_ids.device, self.processor.pad_token_id
+            cache = DynamicCache([(keys.expand(batch_size, -1, -1, -1), values.expand(batch_size, -1, -1, -1))
+                                  for keys, values in self._prefix_cache(tuple(rows[0][:prefix_len]))])
+            mask = torch.ones(batch_size, prefix_len, dtype=torch.long, device=device)
+            frozen = self.frozen_lengths(rows, prefix_len)
+            if any(frozen):
+                frozen_ids, frozen_mask = pad_sequences([row[prefix_len:prefix_len + n] for row, n in zip(rows, frozen)],
+                                                        pad_id, left=True)
+                mask = torch.cat([mask, frozen_mask.to(device)], dim=1)
+                with torch.no_grad():
+                    self.model.model(input_ids=frozen_ids.to(device), attention_mask=mask, cache=cache, use_cache=True)
+            suffix_ids, suffix_mask = pad_sequences([row[prefix_len + n:] for row, n in zip(rows, frozen)], pad_id, left=True)
+            output = self.model(**{**inputs, "input_ids": suffix_ids.to(device),
+                                   "attention_mask": torch.cat([mask, suffix_mask.to(device)], dim=1)},
+                                cache=cache, use_cache=True)
         output.cache = None  # the batch's keys and values: not kept
         return output
 
