@@ -444,8 +444,16 @@ def test_collm_reuses_a_tallrec_run_as_its_step1_and_userllm_does_not(finished_r
     """TALLRec trains LoRA on the text prompt with titles, which is CoLLM's step 1: CoLLM may load it (and
     keeps its LoRA, frozen in step 2); USER-LLM's step 1 reads descriptions, so it is refused."""
     tallrec = tmp_path / "tallrec"
-    run_training(parse_arguments(tiny_argv(tallrec, toy_dirs, "--variant", "tallrec")))
+    tallrec_metrics = run_training(parse_arguments(tiny_argv(tallrec, toy_dirs, "--variant", "tallrec")))
     step1 = tallrec / "step1-lora" / "final"
+    # TALLRec's step 1 loaded (--step1_from, or --resume after a kill during evaluation) leaves only evaluation.
+    loaded = run_training(parse_arguments(tiny_argv(tmp_path / "tallrec-loaded", toy_dirs, "--variant", "tallrec",
+                                                    "--step1_from", str(step1))))
+    (tallrec / "metrics.json").unlink()
+    resumed = run_training(parse_arguments(tiny_argv(tallrec, toy_dirs, "--variant", "tallrec", "--resume")))
+    for metrics in (loaded, resumed):
+        for split in ("valid", "test"):
+            assert metrics[split]["auc"] == pytest.approx(tallrec_metrics[split]["auc"], abs=1e-6), split
     collm = tmp_path / "collm"
     metrics = run_training(parse_arguments(tiny_argv(collm, toy_dirs, "--variant", "collm", "--step1_from", str(step1))))
     assert not (collm / "step1-lora").exists() and metrics["test"]["auc"] is not None

@@ -132,6 +132,12 @@ def last_complete_checkpoint(folder: Path) -> str | None:
     return None
 
 
+def _num_trainable(model, step: str) -> int:
+    """The number of parameters `step` trains (the model is left set to `step`)."""
+    model.set_training_step(step)
+    return sum(param.numel() for param in model.parameters() if param.requires_grad)
+
+
 def train_two_steps(
     model, processor, train_dataset, args: TrainingArguments, steps: list[str] | tuple[str, ...] = ("lora", "encoders"),
     step_overrides: dict[str, dict] | None = None, *, resume: bool = False, light_checkpoints: bool = False,
@@ -165,10 +171,12 @@ def train_two_steps(
     step_overrides = step_overrides or {}
     finished_steps = finished_steps or {}
     trainer = None
+    # The last step with something to train builds the trainer that evaluates, finished or not (TALLRec's step 1
+    # loaded by --resume or --step1_from: its step 2 has nothing to train).
+    last_step = next((step for step in reversed(steps) if _num_trainable(model, step)), None)
     for step in steps:
         number = step_number(step)
-        model.set_training_step(step)
-        num_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        num_trainable = _num_trainable(model, step)
         if num_trainable == 0:
             logger.info("Step %d (%s): nothing to train for this variant, skipped", number, step)
             continue
@@ -183,7 +191,7 @@ def train_two_steps(
         if finished is not None:
             logger.info("Step %d (%s): already finished, loading %s", number, step, finished)
             _load_step_result(model, finished)
-            if step != steps[-1]:
+            if step != last_step:
                 continue  # only the last step's trainer is needed (it evaluates)
         from .fast_step2 import FastStep2Trainer  # it imports this module
 
