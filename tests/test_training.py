@@ -320,6 +320,66 @@ def test_resume_skips_a_checkpoint_cut_short_by_a_kill(finished_run, killed_run,
     assert resumed["valid"]["auc"] == pytest.approx(finished_run[1]["valid"]["auc"], abs=1e-4)
 
 
+def git_output(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+def test_a_killed_run_carried_in_git_resumes_elsewhere_with_the_uninterrupted_metrics(
+        finished_run, killed_run, toy_dirs, tmp_path, monkeypatch, capsys):
+    """`examples/carry_checkpoints.py save`, then `restore` on another machine: the run continues from its last
+    complete checkpoint; finished runs, cut-short checkpoints and the repository's HEAD, index and files are left."""
+    spec = importlib.util.spec_from_file_location("carry_script", REPO_ROOT / "examples" / "carry_checkpoints.py")
+    carry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(carry)
+    for name in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{name}_NAME", "test")
+        monkeypatch.setenv(f"GIT_{name}_EMAIL", "test@example.com")
+    runs = tmp_path / "runs"
+    run = runs / "exp" / "collm" / "seed0-abc" / "train"  # a runner's run: run.json beside its training folder
+    shutil.copytree(killed_run, run)
+    (run.parent / "run.json").write_text('{"system": "collm"}')
+    shutil.copytree(finished_run[0], runs / "finished")
+    cut_short = run / "step2-encoders" / "checkpoint-4"  # a save in progress while the carry ran
+    shutil.copytree(run / "step2-encoders" / "checkpoint-2", cut_short)
+    (cut_short / "trainer_state.json").unlink()
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git_output(repo, "init", "-q", "-b", "main")
+    (repo / "README.md").write_text("campaign\n")
+    git_output(repo, "add", "README.md")
+    git_output(repo, "commit", "-qm", "first")
+    head = git_output(repo, "rev-parse", "HEAD")
+
+    carry.main(["save", "--runs", str(runs), "--repo", str(repo)])
+    assert f"Carried 1 unfinished run(s) on campaign-checkpoints\n  {run.resolve()}" in capsys.readouterr().out
+    carried = git_output(repo, "ls-tree", "-r", "--name-only", "campaign-checkpoints").split()
+    assert "exp/collm/seed0-abc/run.json" in carried
+    assert "exp/collm/seed0-abc/train/step2-encoders/checkpoint-2/optimizer.pt" in carried
+    assert "exp/collm/seed0-abc/train/step1-lora/final/model.safetensors" in carried
+    assert not [name for name in carried if "step2-encoders/checkpoint-4" in name or "step1-lora/checkpoint" in name
+                or name.startswith("finished/") or name.endswith("run.lock")]
+    assert git_output(repo, "rev-parse", "HEAD") == head and git_output(repo, "status", "--porcelain") == ""
+    assert git_output(repo, "rev-list", "--count", "campaign-checkpoints").strip() == "1"  # no parent
+
+    elsewhere = tmp_path / "elsewhere"
+    carry.main(["restore", "--runs", str(elsewhere), "--repo", str(repo)])
+    assert f"Wrote {len(carried)} file(s) from campaign-checkpoints" in capsys.readouterr().out
+    recorder = RecordTrainedSteps()
+    resumed = load_train_script().main(tiny_argv(elsewhere / "exp" / "collm" / "seed0-abc" / "train", toy_dirs,
+                                                 "--resume"), callbacks=[recorder])
+    assert recorder.steps == [("step2-encoders", 3), ("step2-encoders", 4)]
+    for split in ("valid", "test"):
+        for name in ("auc", "uauc", "loss"):
+            assert resumed[split][name] == pytest.approx(finished_run[1][split][name], abs=1e-4), (split, name)
+
+    # Restoring again over a run that went on here refuses, naming the file, and writes nothing.
+    (elsewhere / "exp" / "collm" / "seed0-abc" / "run.json").write_text('{"system": "collm", "went": "on"}')
+    (elsewhere / "exp" / "collm" / "seed0-abc" / "train" / "run_config.json").unlink()
+    with pytest.raises(SystemExit, match=r"1 file\(s\) under .* differ .*: exp/collm/seed0-abc/run\.json; move"):
+        carry.main(["restore", "--runs", str(elsewhere), "--repo", str(repo)])
+    assert not (elsewhere / "exp" / "collm" / "seed0-abc" / "train" / "run_config.json").exists()
+
+
 def test_resume_with_other_settings_refuses_naming_each_and_keeps_run_config(finished_run, toy_dirs, tmp_path):
     run_config = tmp_path / "run_config.json"
     shutil.copy(finished_run[0] / "run_config.json", run_config)
