@@ -70,19 +70,22 @@ def save_checkpoints(runs: str | Path, repo: str | Path, branch: str = CARRY_BRA
 
     The repository's HEAD, index and work tree are not touched (a separate index, `git commit-tree`)."""
     runs, repo = Path(runs).resolve(), Path(repo).resolve()
-    carried = [run for run in unfinished_runs(runs) if any(True for _ in _carried_paths(run))]
+    carried = {run: list(_carried_paths(run)) for run in unfinished_runs(runs)}
     if not carried:
         return []
     with tempfile.TemporaryDirectory(prefix="userllm-carry-") as scratch:
         tree = Path(scratch) / "tree"
-        for run in carried:
-            for source in _carried_paths(run):
+        for sources in carried.values():
+            for source in sources:
                 target = tree / source.relative_to(runs)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                if source.is_dir():
-                    shutil.copytree(source, target)
-                else:
-                    shutil.copy2(source, target)
+                try:
+                    if source.is_dir():
+                        shutil.copytree(source, target)
+                    else:
+                        shutil.copy2(source, target)
+                except (FileNotFoundError, shutil.Error) as error:  # the Trainer rotated a checkpoint away meanwhile
+                    raise RuntimeError(f"{source} changed while it was copied ({error}); save again") from error
         index = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
         _git(repo, f"--work-tree={tree}", "add", "--all", "--force", ".", env=index)
         tree_id = _git(repo, "write-tree", env=index).decode().strip()
@@ -90,7 +93,7 @@ def save_checkpoints(runs: str | Path, repo: str | Path, branch: str = CARRY_BRA
                                                                              for run in carried)
         commit = _git(repo, "commit-tree", tree_id, stdin=message.encode()).decode().strip()
         _git(repo, "update-ref", f"refs/heads/{branch}", commit)
-    return carried
+    return list(carried)
 
 
 def restore_checkpoints(runs: str | Path, repo: str | Path, branch: str = CARRY_BRANCH) -> int:
