@@ -25,6 +25,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repo", type=Path, default=Path("."), help="the git repository that carries them")
     parser.add_argument("--branch", default=CARRY_BRANCH, help="the side branch (default: %(default)s)")
     args = parser.parse_args(argv)
+    if not args.runs.is_dir() and args.action == "save":
+        raise SystemExit(f"error: --runs {args.runs} is not a folder: expected the folder holding the campaign's runs")
+    try:
+        run_action(args)
+    except (FileExistsError, RuntimeError) as error:  # a run that went on here; git's own message (no such branch)
+        raise SystemExit(f"error: {error}") from None
+
+
+def run_action(args: argparse.Namespace) -> None:
     if args.action == "save":
         carried = save_checkpoints(args.runs, args.repo, args.branch)
         print(f"Carried {len(carried)} unfinished run(s) on {args.branch}" if carried
@@ -32,10 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         for run in carried:
             print(f"  {run}")
     else:
-        try:
-            written = restore_checkpoints(args.runs, args.repo, args.branch)
-        except FileExistsError as error:
-            raise SystemExit(f"error: {error}") from None
+        written = restore_checkpoints(args.runs, args.repo, args.branch)
         print(f"Wrote {written} file(s) from {args.branch} under {args.runs}: continue each run with --resume")
 
 

@@ -378,6 +378,10 @@ def test_a_killed_run_carried_in_git_resumes_elsewhere_with_the_uninterrupted_me
     with pytest.raises(SystemExit, match=r"1 file\(s\) under .* differ .*: exp/collm/seed0-abc/run\.json; move"):
         carry.main(["restore", "--runs", str(elsewhere), "--repo", str(repo)])
     assert not (elsewhere / "exp" / "collm" / "seed0-abc" / "train" / "run_config.json").exists()
+    with pytest.raises(SystemExit, match=r"--runs .*nowhere is not a folder"):
+        carry.main(["save", "--runs", str(tmp_path / "nowhere"), "--repo", str(repo)])
+    with pytest.raises(SystemExit, match=r"error: git archive .* failed in .*repo"):
+        carry.main(["restore", "--runs", str(elsewhere), "--repo", str(repo), "--branch", "no-such-branch"])
 
 
 def test_resume_with_other_settings_refuses_naming_each_and_keeps_run_config(finished_run, toy_dirs, tmp_path):
