@@ -22,13 +22,12 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -453,35 +452,45 @@ class ExperimentRunner:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
         if self.threads:
             env["OMP_NUM_THREADS"] = str(self.threads)
-        with open(run_dir / "train.log", "w", encoding="utf-8") as log, sigterm_stops_children():
-            completed = subprocess.run([sys.executable, *self._command(spec)[1:]], stdout=log, stderr=subprocess.STDOUT, env=env)
-        if completed.returncode != 0:
+        with open(run_dir / "train.log", "w", encoding="utf-8") as log:
+            returncode = run_child([sys.executable, *self._command(spec)[1:]], stdout=log, env=env)
+        if returncode != 0:
             tail = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
-            raise RuntimeError(f"python -m {TRAIN_MODULE} exited with {completed.returncode}: {' | '.join(tail)}")
+            raise RuntimeError(f"python -m {TRAIN_MODULE} exited with {returncode}: {' | '.join(tail)}")
         metrics_path = run_dir / "train" / "metrics.json"
         if not metrics_path.is_file():
             raise FileNotFoundError(f"python -m {TRAIN_MODULE} finished without writing {metrics_path}")
         return _read_json(metrics_path)
 
 
-@contextmanager
-def sigterm_stops_children() -> Iterator[None]:
-    """Inside the block SIGTERM (`kill PID`, a scheduler stopping the campaign) raises `SystemExit(143)`, so that
-    `subprocess.run`, which kills its child on any exception, stops the training process too, instead of leaving
-    it to run on without its runner, holding its run's lock and writing no summary. Python's default for SIGTERM
-    ends the runner alone. Only the main thread may set a handler; in any other thread the block changes nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def run_child(command: Sequence[str], *, stdout: IO, env: dict[str, str]) -> int:
+    """Runs `command` (output to `stdout`) and returns its exit status. SIGTERM to the runner (`kill PID`, a
+    scheduler stopping the campaign) is passed on to the training child, which saves a checkpoint of its optimizer
+    step under way and exits (`StopOnSigterm`); the runner then exits with 143 instead of going on to the next run.
+    Any other exception kills the child, so that it does not run on without its runner, holding its run's lock and
+    writing no summary. Only the main thread may set a handler; in any other thread SIGTERM keeps its default."""
+    process = subprocess.Popen(list(command), stdout=stdout, stderr=subprocess.STDOUT, env=env)
+    stopping = False
 
-    def stop(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
+    def forward(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        process.send_signal(signum)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, forward) if in_main_thread else None
     try:
-        yield
+        returncode = process.wait()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    if stopping:
+        raise SystemExit(128 + signal.SIGTERM)
+    return returncode
 
 
 def results_document(records: list[dict[str, Any]], specs: Sequence[RunSpec], *, command: str | None = None) -> dict[str, Any]:

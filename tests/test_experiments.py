@@ -419,8 +419,9 @@ def test_llm_runs_call_the_package_training_entry_point_not_a_repository_script(
     assert result.returncode == 0 and "--step1_learning_rate" in result.stdout, result.stderr[-2000:]
 
 
-def test_sigterm_to_the_runner_stops_its_training_child(tmp_path):
-    """`kill RUNNER` must not leave the training process running on alone (holding its run's lock)."""
+def test_sigterm_to_the_runner_lets_its_training_child_save_then_stops_both(tmp_path):
+    """`kill RUNNER` passes SIGTERM on to the training child and waits while it saves (`StopOnSigterm`), then exits
+    143; a child left to its default for SIGTERM ends too, rather than running on alone holding its run's lock."""
     import os
     import signal
     import subprocess
@@ -428,25 +429,30 @@ def test_sigterm_to_the_runner_stops_its_training_child(tmp_path):
     import time
     from pathlib import Path
 
-    pid_file = tmp_path / "child.pid"
-    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
-    runner = (f"import subprocess, sys\nfrom experiments.runner import sigterm_stops_children\n"
-              f"with sigterm_stops_children():\n    subprocess.run([sys.executable, '-c', {child!r}])\n")
-    parent = subprocess.Popen([sys.executable, "-c", runner], cwd=Path(__file__).resolve().parents[1])
-    child_pid = None
-    try:
-        deadline = time.monotonic() + 60
-        while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        child_pid = int(pid_file.read_text())
-        parent.send_signal(signal.SIGTERM)
-        assert parent.wait(timeout=30) == 128 + signal.SIGTERM
-        with pytest.raises(ProcessLookupError):
-            os.kill(child_pid, 0)
-    finally:
-        parent.kill()
-        if child_pid is not None:
-            try:
-                os.kill(child_pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    for saves in (True, False):
+        pid_file, saved_file = tmp_path / f"child-{saves}.pid", tmp_path / f"saved-{saves}"
+        on_sigterm = (f"def save(signum, frame):\n    time.sleep(0.5); open({str(saved_file)!r}, 'w').write('saved'); "
+                      "sys.exit(143)\nsignal.signal(signal.SIGTERM, save)\n") if saves else ""
+        child = (f"import os, signal, sys, time\n{on_sigterm}open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+                 "time.sleep(120)\n")
+        runner = (f"import os, sys\nfrom experiments.runner import run_child\n"
+                  f"run_child([sys.executable, '-c', {child!r}], stdout=sys.stdout, env=dict(os.environ))\n")
+        parent = subprocess.Popen([sys.executable, "-c", runner], cwd=Path(__file__).resolve().parents[1])
+        child_pid = None
+        try:
+            deadline = time.monotonic() + 60
+            while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            child_pid = int(pid_file.read_text())
+            parent.send_signal(signal.SIGTERM)
+            assert parent.wait(timeout=30) == 128 + signal.SIGTERM
+            assert saved_file.is_file() == saves  # the runner waited for the child's save
+            with pytest.raises(ProcessLookupError):
+                os.kill(child_pid, 0)
+        finally:
+            parent.kill()
+            if child_pid is not None:
+                try:
+                    os.kill(child_pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass

@@ -29,6 +29,7 @@ from modeling_userllm.training.arguments import check_resumed_run
 from modeling_userllm.training.datasets import RunData
 from modeling_userllm.training.output_lock import LOCK_FILE, OutputDirInUseError, output_dir_lock
 from modeling_userllm.training.pipeline import build_model, check_inputs, load_data_for_run, resolve_data, run_training
+from modeling_userllm.training.trainer import last_complete_checkpoint
 
 TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
 EVALUATE_SCRIPT = REPO_ROOT / "examples" / "evaluate.py"
@@ -276,6 +277,37 @@ train.main(sys.argv[1:], callbacks=[KillAfterSave()])
     assert (output_dir / "step2-encoders" / "checkpoint-2").is_dir()
     assert not (output_dir / "metrics.json").exists()
     return output_dir
+
+
+def test_sigterm_saves_the_step_under_way_and_the_resumed_run_ends_as_an_uninterrupted_one(
+        finished_run, toy_dirs, tmp_path):
+    """SIGTERM during step 1's third optimizer step (no checkpoint due there: save_steps=2) saves checkpoint-3 and
+    exits 143 naming it, with no final/ and no metrics; `--resume` trains only what is left, to the same metrics."""
+    output_dir = tmp_path / "stopped"
+    stopper = f"""
+import importlib.util, os, signal, sys
+from transformers import TrainerCallback
+spec = importlib.util.spec_from_file_location("train_script", {str(TRAIN_SCRIPT)!r})
+train = importlib.util.module_from_spec(spec); spec.loader.exec_module(train)
+class SigtermDuringStep3(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        if args.output_dir.endswith("step1-lora") and state.global_step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+train.main(sys.argv[1:], callbacks=[SigtermDuringStep3()])
+"""
+    result = run_subprocess([sys.executable, "-c", stopper, *tiny_argv(output_dir, toy_dirs)])
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert "stopped: step 1 (lora) stopped by SIGTERM after optimizer step 3 of 4" in result.stderr
+    step1 = output_dir / "step1-lora"
+    assert last_complete_checkpoint(step1) == str(step1 / "checkpoint-3")
+    assert not (step1 / "final").exists() and not (output_dir / "step2-encoders").exists()
+    assert not (output_dir / "metrics.json").exists()
+
+    metrics, steps, _ = resume_copy_of(output_dir, toy_dirs, tmp_path)
+    assert steps == [("step1-lora", 4), *(("step2-encoders", step) for step in range(1, 5))]
+    for split in ("valid", "test"):
+        for name in ("auc", "uauc", "loss"):
+            assert metrics[split][name] == pytest.approx(finished_run[1][split][name], abs=1e-4), (split, name)
 
 
 def resume_copy_of(run_dir, toy_dirs, tmp_path, prepare=None):

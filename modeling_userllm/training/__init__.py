@@ -11,6 +11,6 @@ from .arguments import (  # noqa: F401
     load_preset, parse_arguments,
 )
 from .datasets import RecordCollator, RunData, check_features, load_data_folder, load_run_data, prepare_toy_data  # noqa: F401
-from .trainer import UserLLMTrainer, compute_auc_metrics, train_two_steps  # noqa: F401
+from .trainer import TrainingStopped, UserLLMTrainer, compute_auc_metrics, train_two_steps  # noqa: F401
 
 EVALUATE_METRIC_PATH = str(Path(__file__).resolve().parent / "userllm_auc")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from .datasets import RecordCollator, RunData, history_items_for_split, load_run
 from .dtype import resolve_llm_dtype
 from .inputs import INPUTS_FILE, check_same_inputs, input_digests, read_by_step1, write_inputs
 from .output_lock import OutputDirInUseError, output_dir_lock
-from .trainer import UserLLMTrainer, train_two_steps
+from .trainer import TrainingStopped, UserLLMTrainer, train_two_steps
 
 logger = logging.getLogger(__name__)
 # How the features' manifest names the seeded stand-in encoder of the toy data set.
@@ -304,6 +305,9 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
         metrics = run_training(run, callbacks=callbacks)
     except (PresetError, OutputDirInUseError) as error:
         sys.exit(f"error: {error}")
+    except TrainingStopped as error:
+        print(f"stopped: {error}", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     if run.training.process_index == 0:
         output_dir = Path(run.training.output_dir)
         print("\nMetrics (AUC / UAUC):")

@@ -10,13 +10,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
-from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import sort_checkpoints
 
@@ -76,6 +78,49 @@ class UserLLMTrainer(Trainer):
             torch.save(self.args, Path(output_dir) / "training_args.bin")
         if self.args.should_save:
             match_weight_file_permissions(output_dir)
+
+
+class TrainingStopped(RuntimeError):
+    """A step stopped by SIGTERM after saving a checkpoint of the optimizer step it was in; `--resume` continues it."""
+
+
+class StopOnSigterm(TrainerCallback):
+    """Turns SIGTERM (`kill PID`, a scheduler's preemption, the end of a session) into a checkpoint at the end of the
+    optimizer step under way and a stop, so that `--resume` goes on from there rather than from the last scheduled
+    checkpoint (up to `save_steps` steps earlier). The handler is set while `train()` runs, in the main thread only
+    (elsewhere SIGTERM keeps its default); under several processes a stop asked of any one stops all at the same
+    step. `stopped_at` is the global step saved, or None."""
+
+    def __init__(self):
+        self.requested = False
+        self.stopped_at: int | None = None
+        self._previous_handler = None
+
+    def _request(self, signum, frame) -> None:
+        if not self.requested:
+            logger.warning("SIGTERM received: saving a checkpoint at the end of this optimizer step, then stopping")
+        self.requested = True
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGTERM, self._request)
+
+    def _stop_requested(self, args) -> bool:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or args.world_size == 1:
+            return self.requested
+        flag = torch.tensor([float(self.requested)], device=args.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._stop_requested(args):
+            control.should_save = control.should_training_stop = True
+            self.stopped_at = state.global_step
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGTERM, self._previous_handler)
+            self._previous_handler = None
 
 
 def _load_step_result(model, folder: Path) -> None:
@@ -196,14 +241,15 @@ def train_two_steps(
         from .fast_step2 import FastStep2Trainer  # it imports this module
 
         trainer_class = FastStep2Trainer if fast_step2 and step == "encoders" else UserLLMTrainer
-        step_callbacks = list(callbacks or [])
+        stopper = StopOnSigterm()
+        step_callbacks = [stopper, *(callbacks or [])]
         if prompt_curriculum and step == "joint":
             collator = PromptCurriculumCollator(processor, seed=step_args.seed)
             step_callbacks.append(PromptCurriculumCallback(collator))
         else:
             collator = RecordCollator(processor, text_only=step == "lora" and step1_prompt == "text")
         trainer = trainer_class(model=model, args=step_args, train_dataset=train_dataset, data_collator=collator,
-                                processing_class=processor, callbacks=step_callbacks or None,
+                                processing_class=processor, callbacks=step_callbacks,
                                 light_checkpoints=light_checkpoints)
         if finished is not None:
             continue
@@ -211,6 +257,10 @@ def train_two_steps(
         logger.info("Step %d (%s): training %d parameters%s", number, step, num_trainable,
                     f", resuming from {checkpoint}" if checkpoint else "")
         trainer.train(resume_from_checkpoint=checkpoint)
+        if stopper.stopped_at is not None and stopper.stopped_at < trainer.state.max_steps:
+            raise TrainingStopped(f"step {number} ({step}) stopped by SIGTERM after optimizer step {stopper.stopped_at} "
+                                  f"of {trainer.state.max_steps}, saved in {step_args.output_dir}/checkpoint-"
+                                  f"{stopper.stopped_at}; continue the run with --resume")
         trainer.save_model(str(final_dir))
         trainer.accelerator.wait_for_everyone()
     model.set_training_step("none")
