@@ -1,15 +1,18 @@
-"""Sharded training: an FSDP run of two CPU processes (gloo) saves the light checkpoint of a single process."""
+"""Several CPU processes (gloo): an FSDP run saves the light checkpoint of a single process; SIGTERM to one process
+stops all at the same step."""
 
 import os
 import subprocess
 import sys
 
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from conftest import REPO_ROOT, STORIES260K, requires_shared
 from modeling_userllm.training import prepare_toy_data
+from modeling_userllm.training.trainer import last_complete_checkpoint
 
 TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
 # FSDP1 as in configuration/accelerate/fsdp.yaml, except the two settings that need an accelerator:
@@ -61,3 +64,50 @@ def test_fsdp_two_cpu_processes_save_the_light_checkpoint_of_one_process(tmp_pat
     assert all(torch.count_nonzero(tensor) for name, tensor in sharded.items() if "lora_B" in name)  # step 1 trained
     for name, tensor in reference.items():
         torch.testing.assert_close(sharded[name], tensor, rtol=0, atol=5e-5, msg=name)
+
+
+SIGTERM_TO_RANK_1 = """
+import importlib.util, os, signal, sys
+from transformers import TrainerCallback
+spec = importlib.util.spec_from_file_location("train_script", {script!r})
+train = importlib.util.module_from_spec(spec); spec.loader.exec_module(train)
+class SigtermToRank1(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        if args.process_index == 1 and args.output_dir.endswith("step1-lora") and state.global_step == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+train.main(sys.argv[1:], callbacks=[SigtermToRank1()])
+"""
+
+
+@requires_shared(STORIES260K)
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step_with_one_checkpoint(tmp_path):
+    """A stop asked of one process only is agreed by all at the end of that optimizer step: each saves its part of
+    checkpoint-1 and exits, rather than the other going on alone into a collective that never completes."""
+    data_dir, features_dir = prepare_toy_data(tmp_path / "toy", seed=0, num_users=30, num_items=48)
+    script = tmp_path / "sigterm_to_rank_1.py"
+    script.write_text(SIGTERM_TO_RANK_1.format(script=str(TRAIN_SCRIPT)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    output_dir = tmp_path / "ddp"
+    stderr_file = tmp_path / "stderr.txt"
+    with open(stderr_file, "w") as stderr:
+        launch = subprocess.Popen(
+            [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",  # DDP on CPU (gloo)
+             str(script), *run_args(output_dir, data_dir, features_dir, batch_size=4)],
+            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+        )
+        try:
+            launch.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            for process in [*psutil.Process(launch.pid).children(recursive=True), launch]:
+                process.kill()
+            launch.wait()
+            pytest.fail("the two processes did not stop together: one went on alone and waited in a collective")
+    result = subprocess.CompletedProcess(launch.args, launch.returncode, "", stderr_file.read_text())
+    assert result.returncode != 0
+    assert result.stderr.count("stopped: step 1 (lora) stopped by SIGTERM after optimizer step 1 of 2") == 2, \
+        result.stderr[-4000:]
+    step1 = output_dir / "step1-lora"
+    assert last_complete_checkpoint(step1) == str(step1 / "checkpoint-1")
+    assert not (step1 / "final").exists()
