@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -303,7 +304,9 @@ train.main(sys.argv[1:], callbacks=[SigtermDuringStep3()])
     assert not (step1 / "final").exists() and not (output_dir / "step2-encoders").exists()
     assert not (output_dir / "metrics.json").exists()
 
+    handler = signal.getsignal(signal.SIGTERM)
     metrics, steps, _ = resume_copy_of(output_dir, toy_dirs, tmp_path)
+    assert signal.getsignal(signal.SIGTERM) is handler  # given back after each step's train()
     assert steps == [("step1-lora", 4), *(("step2-encoders", step) for step in range(1, 5))]
     for split in ("valid", "test"):
         for name in ("auc", "uauc", "loss"):

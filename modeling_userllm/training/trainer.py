@@ -118,6 +118,10 @@ class StopOnSigterm(TrainerCallback):
             self.stopped_at = state.global_step
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.restore_handler()
+
+    def restore_handler(self) -> None:
+        """Gives SIGTERM back its handler from before `train()` (also when `train()` raised)."""
         if self._previous_handler is not None:
             signal.signal(signal.SIGTERM, self._previous_handler)
             self._previous_handler = None
@@ -208,6 +212,10 @@ def train_two_steps(
 
     Returns:
         The trainer of the last step run (its model is the trained model, set to inference).
+
+    Raises:
+        TrainingStopped: SIGTERM arrived while a step trained (`StopOnSigterm`): the optimizer step under way was
+            saved as a checkpoint, for `resume`.
     """
     if step1_prompt not in STEP1_PROMPTS:
         raise ValueError(f"step1_prompt {step1_prompt!r}: expected one of {STEP1_PROMPTS}")
@@ -256,7 +264,10 @@ def train_two_steps(
         checkpoint = last_complete_checkpoint(Path(step_args.output_dir)) if resume and Path(step_args.output_dir).is_dir() else None
         logger.info("Step %d (%s): training %d parameters%s", number, step, num_trainable,
                     f", resuming from {checkpoint}" if checkpoint else "")
-        trainer.train(resume_from_checkpoint=checkpoint)
+        try:
+            trainer.train(resume_from_checkpoint=checkpoint)
+        finally:
+            stopper.restore_handler()
         if stopper.stopped_at is not None and stopper.stopped_at < trainer.state.max_steps:
             raise TrainingStopped(f"step {number} ({step}) stopped by SIGTERM after optimizer step {stopper.stopped_at} "
                                   f"of {trainer.state.max_steps}, saved in {step_args.output_dir}/checkpoint-"
