@@ -396,12 +396,12 @@ def test_llm_runs_call_the_package_training_entry_point_not_a_repository_script(
 
     calls = []
 
-    def fake_run(command, **kwargs):
+    def fake_run_child(command, **kwargs):
         calls.append((command, kwargs))
         metrics = run_dir / "train" / "metrics.json"
         metrics.parent.mkdir(parents=True)
         metrics.write_text(json.dumps({"test": {"auc": 0.5, "uauc": 0.5}}))
-        return subprocess.CompletedProcess(command, 0)
+        return 0
 
     data = _prepared_data(tmp_path / "data")
     (tmp_path / "features").mkdir()
@@ -409,7 +409,7 @@ def test_llm_runs_call_the_package_training_entry_point_not_a_repository_script(
     spec = runner.plan([data], ["userllm"], [0], features_dirs=[tmp_path / "features"])[0]
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    monkeypatch.setattr(runner_module.subprocess, "run", fake_run)
+    monkeypatch.setattr(runner_module, "run_child", fake_run_child)
     assert runner._train_llm(spec, run_dir) == {"test": {"auc": 0.5, "uauc": 0.5}}
     (command, kwargs), = calls
     assert command[:3] == [sys.executable, "-m", "modeling_userllm.training"] and "cwd" not in kwargs
