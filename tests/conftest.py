@@ -130,6 +130,22 @@ print("SCORES=" + json.dumps(scores.tolist()))
 """
 
 
+def train_script_signalling_itself(hook: str, condition: str, signal_name: str) -> str:
+    """Python source that runs examples/train.py's main (arguments from the command line) with a callback sending
+    the process `signal.<signal_name>` in `TrainerCallback.<hook>` where `condition` (over `args`, `state`) holds."""
+    return f"""
+import importlib.util, os, signal, sys
+from transformers import TrainerCallback
+spec = importlib.util.spec_from_file_location("train_script", {str(REPO_ROOT / "examples" / "train.py")!r})
+train = importlib.util.module_from_spec(spec); spec.loader.exec_module(train)
+class SignalItself(TrainerCallback):
+    def {hook}(self, args, state, control, **kwargs):
+        if {condition}:
+            os.kill(os.getpid(), signal.{signal_name})
+train.main(sys.argv[1:], callbacks=[SignalItself()])
+"""
+
+
 def score_in_fresh_process(name_or_path: str, records: list[dict], tmp_path: Path, env: dict | None = None,
                            load_kwargs: dict | None = None) -> list[float]:
     """Scores records in a new Python process started outside the repository, with the

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO_ROOT, STORIES260K, requires_shared
+from conftest import REPO_ROOT, STORIES260K, requires_shared, train_script_signalling_itself
 from modeling_userllm.training import prepare_toy_data
 from modeling_userllm.training.trainer import last_complete_checkpoint
 
@@ -66,19 +66,6 @@ def test_fsdp_two_cpu_processes_save_the_light_checkpoint_of_one_process(tmp_pat
         torch.testing.assert_close(sharded[name], tensor, rtol=0, atol=5e-5, msg=name)
 
 
-SIGTERM_TO_RANK_1 = """
-import importlib.util, os, signal, sys
-from transformers import TrainerCallback
-spec = importlib.util.spec_from_file_location("train_script", {script!r})
-train = importlib.util.module_from_spec(spec); spec.loader.exec_module(train)
-class SigtermToRank1(TrainerCallback):
-    def on_step_begin(self, args, state, control, **kwargs):
-        if args.process_index == 1 and args.output_dir.endswith("step1-lora") and state.global_step == 0:
-            os.kill(os.getpid(), signal.SIGTERM)
-train.main(sys.argv[1:], callbacks=[SigtermToRank1()])
-"""
-
-
 @requires_shared(STORIES260K)
 @pytest.mark.slow
 def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step_with_one_checkpoint(tmp_path):
@@ -86,7 +73,9 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step_with_one_ch
     checkpoint-1 and exits, rather than the other going on alone into a collective that never completes."""
     data_dir, features_dir = prepare_toy_data(tmp_path / "toy", seed=0, num_users=30, num_items=48)
     script = tmp_path / "sigterm_to_rank_1.py"
-    script.write_text(SIGTERM_TO_RANK_1.format(script=str(TRAIN_SCRIPT)))
+    script.write_text(train_script_signalling_itself(
+        "on_step_begin", 'args.process_index == 1 and args.output_dir.endswith("step1-lora") and state.global_step == 0',
+        "SIGTERM"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     output_dir = tmp_path / "ddp"
     stderr_file = tmp_path / "stderr.txt"

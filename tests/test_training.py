@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
-from conftest import REPO_ROOT, score_in_fresh_process
+from conftest import REPO_ROOT, score_in_fresh_process, train_script_signalling_itself
 from modeling_userllm.data import RecommendationData, RecordBuilder
 from modeling_userllm.features import FeatureStore
 from modeling_userllm.training import (
@@ -261,17 +261,8 @@ class RecordTrainedSteps(TrainerCallback):
 def killed_run(toy_dirs, tmp_path_factory):
     """A tiny run killed (SIGKILL) right after saving step 2's checkpoint-2: its folder."""
     output_dir = tmp_path_factory.mktemp("killed") / "out"
-    killer = f"""
-import importlib.util, os, signal, sys
-from transformers import TrainerCallback
-spec = importlib.util.spec_from_file_location("train_script", {str(TRAIN_SCRIPT)!r})
-train = importlib.util.module_from_spec(spec); spec.loader.exec_module(train)
-class KillAfterSave(TrainerCallback):
-    def on_save(self, args, state, control, **kwargs):
-        if args.output_dir.endswith("step2-encoders") and state.global_step == 2:
-            os.kill(os.getpid(), signal.SIGKILL)
-train.main(sys.argv[1:], callbacks=[KillAfterSave()])
-"""
+    killer = train_script_signalling_itself(
+        "on_save", 'args.output_dir.endswith("step2-encoders") and state.global_step == 2', "SIGKILL")
     result = run_subprocess([sys.executable, "-c", killer, *tiny_argv(output_dir, toy_dirs)])
     assert result.returncode == -9, result.stderr[-3000:]
     assert (output_dir / "step1-lora" / "final").is_dir()
@@ -285,17 +276,8 @@ def test_sigterm_saves_the_step_under_way_and_the_resumed_run_ends_as_an_uninter
     """SIGTERM during step 1's third optimizer step (no checkpoint due there: save_steps=2) saves checkpoint-3 and
     exits 143 naming it, with no final/ and no metrics; `--resume` trains only what is left, to the same metrics."""
     output_dir = tmp_path / "stopped"
-    stopper = f"""
-import importlib.util, os, signal, sys
-from transformers import TrainerCallback
-spec = importlib.util.spec_from_file_location("train_script", {str(TRAIN_SCRIPT)!r})
-train = importlib.util.module_from_spec(spec); spec.loader.exec_module(train)
-class SigtermDuringStep3(TrainerCallback):
-    def on_step_begin(self, args, state, control, **kwargs):
-        if args.output_dir.endswith("step1-lora") and state.global_step == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-train.main(sys.argv[1:], callbacks=[SigtermDuringStep3()])
-"""
+    stopper = train_script_signalling_itself(  # on_step_begin of step 3: the stop is asked during it
+        "on_step_begin", 'args.output_dir.endswith("step1-lora") and state.global_step == 2', "SIGTERM")
     result = run_subprocess([sys.executable, "-c", stopper, *tiny_argv(output_dir, toy_dirs)])
     assert result.returncode == 143, result.stderr[-3000:]
     assert "stopped: step 1 (lora) stopped by SIGTERM after optimizer step 3 of 4" in result.stderr
