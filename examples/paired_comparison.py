@@ -1,9 +1,11 @@
 """Is one system above another on the same rows? A bootstrap over users of the AUC and UAUC differences.
 
-    python examples/evaluate.py --model RUN/model --split test --predictions RUN/predictions_test.json
-    python examples/paired_comparison.py --predictions RUN/predictions_test.json --split test \
+    python examples/paired_comparison.py --predictions RUN/predictions.json --split test \
         --against-mf-tables FEATURES            # the MF tables the LLM reads: score = <user, item>
     python examples/paired_comparison.py --predictions A.json --against B.json --split test
+
+A training run writes RUN/predictions.json (every split it evaluated); `examples/evaluate.py --predictions FILE`
+scores a checkpoint again (another split, or a run from before predictions.json).
 
 Prints each system's metric, the difference, its 95% interval and the share of resamples in which the first
 system is not above the second; `--output` writes them as JSON.

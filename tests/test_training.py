@@ -19,6 +19,7 @@ from transformers import TrainerCallback
 from conftest import REPO_ROOT, score_in_fresh_process, train_script_signalling_itself
 from modeling_userllm.data import RecommendationData, RecordBuilder
 from modeling_userllm.features import FeatureStore
+from modeling_userllm.metrics import auc_and_uauc
 from modeling_userllm.training import (
     PresetError,
     load_data_folder,
@@ -224,6 +225,12 @@ def test_run_writes_metrics_model_and_loadable_checkpoints(finished_run, toy_dir
     seed = json.loads((output_dir / "run_config.json").read_text())["training"]["seed"]
     assert set(written) >= {"valid", "test"} and written["test"]["rows"] == subset_rows(toy_dirs[0], "test", seed)
     assert written["num_processes"] == 1
+    predictions = json.loads((output_dir / "predictions.json").read_text())
+    assert set(predictions) == {split for split, values in written.items() if isinstance(values, dict)}
+    for split, rows in predictions.items():  # each row once, and the scores give the metrics written
+        assert len(rows["score"]) == len(rows["label"]) == written[split]["rows"]
+        assert auc_and_uauc(rows["user_id"], rows["label"], rows["score"]) == pytest.approx(
+            {"auc": written[split]["auc"], "uauc": written[split]["uauc"]}, abs=1e-6), split
     folders = [output_dir / "model", *sorted(output_dir.glob("step*/checkpoint-*")), *sorted(output_dir.glob("step*/final"))]
     assert len(folders) >= 5
     for folder in folders:

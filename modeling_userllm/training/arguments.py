@@ -37,6 +37,8 @@ STEP1_PROMPTS = ("text", "spliced")
 # "auto": generated descriptions when the features folder has them, else the item table's.
 DESCRIPTION_SOURCES = ("auto", *RECORD_DESCRIPTION_SOURCES)
 RUN_CONFIG_FILE = "run_config.json"
+# Each evaluated row's score: {split: {"user_id", "item_id", "label", "score"}} (score: Yes-minus-No logit).
+PREDICTIONS_FILE = "predictions.json"
 
 
 def step_number(step: str) -> int:

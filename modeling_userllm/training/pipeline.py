@@ -32,8 +32,8 @@ from ..features.visual import load_image_encoder, toy_image_encoder
 from ..metrics import undefined_metrics
 from ..toy_model import build_toy_tokenizer, tiny_llama_config
 from .arguments import (
-    DTYPES, RUN_CONFIG_FILE, DataArguments, PresetError, RunArguments, check_resumed_run, check_step1_source,
-    parse_arguments, step1_prompt_form, step_number,
+    DTYPES, PREDICTIONS_FILE, RUN_CONFIG_FILE, DataArguments, PresetError, RunArguments, check_resumed_run,
+    check_step1_source, parse_arguments, step1_prompt_form, step_number,
 )
 from .datasets import RecordCollator, RunData, history_items_for_split, load_run_data, prepare_toy_data, with_history_items
 from .dtype import resolve_llm_dtype
@@ -223,10 +223,13 @@ def _run_training(run: RunArguments, callbacks: list | None) -> dict:
         fast_step2=schedule.fast_step2, finished_steps={"lora": step1_source} if step1_source else None,
         step1_prompt=schedule.step1_prompt, prompt_curriculum=schedule.prompt_curriculum,
     )
-    metrics = evaluate_splits(trainer, run_data, run.data.eval_splits, run.data.max_eval_rows, training.seed)
+    predictions = {}
+    metrics = evaluate_splits(trainer, run_data, run.data.eval_splits, run.data.max_eval_rows, training.seed, predictions)
     metrics["num_processes"] = training.world_size
     save_model_folder(trainer, run, run_data, {k: v for k, v in metrics.items() if isinstance(v, dict)})
     if training.should_save:
+        # Each row's score, for paired tests between runs (examples/paired_comparison.py) without scoring again.
+        atomic_write_json(output_dir / PREDICTIONS_FILE, predictions)
         atomic_write_json(output_dir / "metrics.json", metrics)
     return metrics
 
