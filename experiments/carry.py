@@ -10,7 +10,7 @@ cloned and main's history carries none of them. `restore_checkpoints` writes the
 
 A training run is a folder holding `run_config.json` (`OUT` of `examples/train.py`, or `train/` of a runner's run);
 it is finished once it holds `metrics.json`. Of an unfinished run are carried: run_config.json, inputs.json, the
-runner's `run.json` one level up, each finished step's result (`step*/final/`) and the unfinished step's last
+runner's `run.json` and `invocations.json` one level up, each finished step's result (`step*/final/`) and the unfinished step's last
 *complete* checkpoint (`last_complete_checkpoint`: one being written as the save runs is left out, an earlier one is
 taken).
 """
@@ -30,8 +30,11 @@ from modeling_userllm.training.arguments import RUN_CONFIG_FILE
 from modeling_userllm.training.inputs import INPUTS_FILE
 from modeling_userllm.training.trainer import FINAL_FOLDER, last_complete_checkpoint
 
+from .runner import INVOCATIONS_FILE
+
 CARRY_BRANCH = "campaign-checkpoints"
-RUNNER_RECORD = "run.json"
+# The runner's files one level above a training run: its record and the list of the run's invocations.
+RUNNER_FILES = ("run.json", INVOCATIONS_FILE)
 FINISHED_MARKER = "metrics.json"
 
 
@@ -47,8 +50,9 @@ def _carried_paths(run: Path) -> Iterator[Path]:
     for name in (RUN_CONFIG_FILE, INPUTS_FILE):
         if (run / name).is_file():
             yield run / name
-    if (run.parent / RUNNER_RECORD).is_file():
-        yield run.parent / RUNNER_RECORD
+    for name in RUNNER_FILES:
+        if (run.parent / name).is_file():
+            yield run.parent / name
     for step in sorted(path for path in run.glob("step*-*") if path.is_dir()):
         if (step / FINAL_FOLDER).is_dir():  # a finished step is loaded from its result, not its checkpoints
             yield step / FINAL_FOLDER

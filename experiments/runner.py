@@ -3,7 +3,8 @@
 A run lives in `<output>/runs/<data>/<system>/seed<seed>-<hash>/`, the hash covering everything else that decides its
 result (data and features fingerprints, hyperparameters, LLM preset and training overrides; not
 `RUN_CONTROL_ARGUMENTS`). A folder with `metrics.json` is finished and read back; a failed run leaves `error.txt` and
-is retried. With a `summary_dir` (`docs/results/`) each finished run also writes
+is retried. Each invocation of a run (a stopped run resumed has several) is listed in `invocations.json`, the
+run's `wall_s` is their sum, and `train.log` keeps every invocation's output. With a `summary_dir` (`docs/results/`) each finished run also writes
 `<data>[-<split rule unless global_time>]-<system>[-rows<budget>]-seed<seed>-<hash>.json` there, which outlives the
 output folder and spares retraining. Baselines train in this process; the LLM systems (`VARIANTS`) run the package's
 training entry point in a child process each (fresh memory, own log).
@@ -39,6 +40,8 @@ from modeling_userllm.features.store import atomic_write_json
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Run as `python -m` with REPO_ROOT first on the path: the checkout's package, not an installed one.
 TRAIN_MODULE = "modeling_userllm.training"
+# Each invocation of a run (a run stopped and resumed has several): started, wall_s, git, outcome.
+INVOCATIONS_FILE = "invocations.json"
 DEFAULT_LLM_PRESET = REPO_ROOT / "configuration" / "toy.yaml"
 
 BASELINE_SYSTEMS = ("mf", "lightgcn", "sasrec")
@@ -328,16 +331,23 @@ class ExperimentRunner:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "error.txt").unlink(missing_ok=True)
             record = self._record(spec)
-            start = time.perf_counter()
+            start, outcome = time.perf_counter(), "stopped"
             try:
                 metrics = self.trainers[spec.kind](spec, run_dir)
+                outcome = "finished"
             except Exception as error:  # noqa: BLE001 - recorded, and the grid goes on
+                outcome = "failed"
+                invocations = record_invocation(run_dir, record, outcome, time.perf_counter() - start)
                 record.update(status="failed", cached=False, error=f"{type(error).__name__}: {error}",
-                              wall_seconds=round(time.perf_counter() - start, 1))
+                              wall_seconds=total_wall_seconds(invocations), invocations=invocations)
                 (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
                 atomic_write_json(record_path, record)
                 return record
-            record.update(status="ok", cached=False, wall_seconds=round(time.perf_counter() - start, 1))
+            finally:
+                if outcome == "stopped":  # SIGTERM (SystemExit) or Ctrl-C: a resumed run adds this invocation's time
+                    record_invocation(run_dir, record, outcome, time.perf_counter() - start)
+            invocations = record_invocation(run_dir, record, outcome, time.perf_counter() - start)
+            record.update(status="ok", cached=False, wall_seconds=total_wall_seconds(invocations), invocations=invocations)
             atomic_write_json(record_path, record)
             atomic_write_json(metrics_path, metrics)  # written last: its presence marks the run finished
         record["metrics"] = _split_metrics(metrics)
@@ -378,7 +388,8 @@ class ExperimentRunner:
             "overrides": self.llm_overrides if llm else None,
             "test_auc": test["auc"], "test_uauc": test["uauc"], "rows": rows, "users": users,
             "splits": _split_metrics(metrics), "best_epoch": metrics.get("best_epoch"),
-            "wall_s": record.get("wall_seconds"), "git": record.get("git"), "command": record.get("command"), **settings,
+            "wall_s": record.get("wall_seconds"), "invocations": record.get("invocations"), "git": record.get("git"),
+            "command": record.get("command"), **settings,
         })
 
     def _data(self, spec: RunSpec):
@@ -452,7 +463,9 @@ class ExperimentRunner:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
         if self.threads:
             env["OMP_NUM_THREADS"] = str(self.threads)
-        with open(run_dir / "train.log", "w", encoding="utf-8") as log:
+        with open(run_dir / "train.log", "a", encoding="utf-8") as log:  # a resumed run's log follows the earlier ones
+            log.write(f"\n=== {datetime.now(timezone.utc).isoformat(timespec='seconds')}: {shlex.join(self._command(spec))}\n")
+            log.flush()
             returncode = run_child([sys.executable, *self._command(spec)[1:]], stdout=log, env=env)
         if returncode != 0:
             tail = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
@@ -461,6 +474,22 @@ class ExperimentRunner:
         if not metrics_path.is_file():
             raise FileNotFoundError(f"python -m {TRAIN_MODULE} finished without writing {metrics_path}")
         return _read_json(metrics_path)
+
+
+def record_invocation(run_dir: Path, record: dict[str, Any], outcome: str, wall_seconds: float) -> list[dict[str, Any]]:
+    """Appends one invocation of a run (`started`, `wall_s`, `git`, `outcome`: finished / failed / stopped) to
+    RUN/invocations.json and returns them all: a run resumed over several sessions sums their times."""
+    path = run_dir / INVOCATIONS_FILE
+    invocations = _read_json(path) if path.is_file() else []
+    invocations.append({"started": record.get("started"), "wall_s": round(wall_seconds, 1), "git": record.get("git"),
+                        "outcome": outcome})
+    atomic_write_json(path, invocations)
+    return invocations
+
+
+def total_wall_seconds(invocations: Sequence[dict[str, Any]]) -> float:
+    """The time of all recorded invocations of a run (one from before invocations.json was written is not in it)."""
+    return round(sum(invocation["wall_s"] for invocation in invocations), 1)
 
 
 def run_child(command: Sequence[str], *, stdout: IO, env: dict[str, str]) -> int:

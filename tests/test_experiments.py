@@ -419,6 +419,38 @@ def test_llm_runs_call_the_package_training_entry_point_not_a_repository_script(
     assert result.returncode == 0 and "--step1_learning_rate" in result.stdout, result.stderr[-2000:]
 
 
+def test_a_run_stopped_and_resumed_sums_its_invocations_and_keeps_both_logs(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from experiments import runner as runner_module
+
+    def fake_run_child(command, *, stdout, env):
+        stdout.write(f"invocation {len(outcomes)}\n")
+        if not outcomes:
+            outcomes.append("stopped")
+            raise SystemExit(143)  # what run_child raises when SIGTERM stopped the child
+        metrics = Path(command[command.index("--output_dir") + 1]) / "metrics.json"
+        metrics.write_text(json.dumps({"test": {"auc": 0.5, "uauc": 0.5, "rows": 4, "users": 2}}))
+        return 0
+
+    outcomes = []
+    monkeypatch.setattr(runner_module, "run_child", fake_run_child)
+    data = _prepared_data(tmp_path / "data")
+    (tmp_path / "features").mkdir()
+    runner = ExperimentRunner(tmp_path / "out", summary_dir=tmp_path / "results")
+    spec = runner.plan([data], ["userllm"], [0], features_dirs=[tmp_path / "features"])[0]
+    (spec.run_dir(tmp_path / "out") / "train").mkdir(parents=True)
+    with pytest.raises(SystemExit):
+        runner.run(spec)
+    record = runner.run(spec)
+    assert [invocation["outcome"] for invocation in record["invocations"]] == ["stopped", "finished"]
+    summary = json.loads(runner.summary_path(spec).read_text())
+    assert summary["wall_s"] == pytest.approx(sum(invocation["wall_s"] for invocation in summary["invocations"]), abs=0.2)
+    assert len(summary["invocations"]) == 2
+    log = (spec.run_dir(tmp_path / "out") / "train.log").read_text()
+    assert "invocation 0" in log and "invocation 1" in log and log.count("=== ") == 2
+
+
 def test_sigterm_to_the_runner_lets_its_training_child_save_then_stops_both(tmp_path):
     """`kill RUNNER` passes SIGTERM on to the training child and waits while it saves (`StopOnSigterm`), then exits
     143; a child left to its default for SIGTERM ends too, rather than running on alone holding its run's lock."""

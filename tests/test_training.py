@@ -362,6 +362,7 @@ def test_a_killed_run_carried_in_git_resumes_elsewhere_with_the_uninterrupted_me
     run = runs / "exp" / "collm" / "seed0-abc" / "train"  # a runner's run: run.json beside its training folder
     shutil.copytree(killed_run, run)
     (run.parent / "run.json").write_text('{"system": "collm"}')
+    (run.parent / "invocations.json").write_text('[{"wall_s": 5.0, "outcome": "stopped"}]')
     shutil.copytree(finished_run[0], runs / "finished")
     cut_short = run / "step2-encoders" / "checkpoint-4"  # a save in progress while the carry ran
     shutil.copytree(run / "step2-encoders" / "checkpoint-2", cut_short)
@@ -377,7 +378,7 @@ def test_a_killed_run_carried_in_git_resumes_elsewhere_with_the_uninterrupted_me
     carry.main(["save", "--runs", str(runs), "--repo", str(repo)])
     assert f"Carried 1 unfinished run(s) on campaign-checkpoints\n  {run.resolve()}" in capsys.readouterr().out
     carried = git_output(repo, "ls-tree", "-r", "--name-only", "campaign-checkpoints").split()
-    assert "exp/collm/seed0-abc/run.json" in carried
+    assert {"exp/collm/seed0-abc/run.json", "exp/collm/seed0-abc/invocations.json"} <= set(carried)
     assert "exp/collm/seed0-abc/train/step2-encoders/checkpoint-2/optimizer.pt" in carried
     assert "exp/collm/seed0-abc/train/step1-lora/final/model.safetensors" in carried
     assert not [name for name in carried if "step2-encoders/checkpoint-4" in name or "step1-lora/checkpoint" in name
