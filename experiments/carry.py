@@ -10,9 +10,9 @@ cloned and main's history carries none of them. `restore_checkpoints` writes the
 
 A training run is a folder holding `run_config.json` (`OUT` of `examples/train.py`, or `train/` of a runner's run);
 it is finished once it holds `metrics.json`. Of an unfinished run are carried: run_config.json, inputs.json, the
-runner's `run.json` and `invocations.json` one level up, each finished step's result (`step*/final/`) and the unfinished step's last
-*complete* checkpoint (`last_complete_checkpoint`: one being written as the save runs is left out, an earlier one is
-taken).
+runner's `run.json` and `invocations.json` one level up, each finished step's result (`step*/final/`) and the
+unfinished step's last *complete* checkpoint (`last_complete_checkpoint`: one being written as the save runs is left
+out, an earlier one is taken).
 """
 
 from __future__ import annotations

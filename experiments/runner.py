@@ -4,9 +4,9 @@ A run lives in `<output>/runs/<data>/<system>/seed<seed>-<hash>/`, the hash cove
 result (data and features fingerprints, hyperparameters, LLM preset and training overrides; not
 `RUN_CONTROL_ARGUMENTS`). A folder with `metrics.json` is finished and read back; a failed run leaves `error.txt` and
 is retried. Each invocation of a run (a stopped run resumed has several) is listed in `invocations.json`, the
-run's `wall_s` is their sum, and `train.log` keeps every invocation's output. With a `summary_dir` (`docs/results/`) each finished run also writes
-`<data>[-<split rule unless global_time>]-<system>[-rows<budget>]-seed<seed>-<hash>.json` there, which outlives the
-output folder and spares retraining. Baselines train in this process; the LLM systems (`VARIANTS`) run the package's
+run's `wall_s` is their sum, and `train.log` keeps every invocation's output. With a `summary_dir` (`docs/results/`)
+each finished run also writes `<data>[-<split rule unless global_time>]-<system>[-rows<budget>]-seed<seed>-<hash>.json`
+there, which outlives the output folder and spares retraining. Baselines train in this process; the LLM systems (`VARIANTS`) run the package's
 training entry point in a child process each (fresh memory, own log).
 """
 
